@@ -1,0 +1,53 @@
+//! One file per op: the forward as a `Tape` method, the backward as a struct beside it.
+
+pub mod add;
+pub mod batch_norm;
+pub mod concat_rows;
+pub mod conv2d;
+pub mod cosine;
+pub mod cross_entropy;
+pub mod kd;
+pub mod less_forget;
+pub mod linear;
+pub mod log_softmax;
+pub mod margin_rank;
+pub mod mse;
+pub mod normalize;
+pub mod pool;
+pub mod relu;
+pub mod scale;
+pub mod slice_cols;
+pub mod sum;
+
+use lucir_tensor::Float;
+
+use crate::{Error, Result};
+
+/// Checks that every label indexes one of `classes` columns and that there is one per row.
+pub(crate) fn check_labels(
+    op: &'static str,
+    labels: &[usize],
+    rows: usize,
+    classes: usize,
+) -> Result<()> {
+    if labels.len() != rows {
+        return Err(Error::invalid(
+            op,
+            format!("{} labels for {rows} rows", labels.len()),
+        ));
+    }
+    if let Some((row, &label)) = labels.iter().enumerate().find(|(_, l)| **l >= classes) {
+        return Err(Error::Label {
+            op,
+            row,
+            label,
+            classes,
+        });
+    }
+    Ok(())
+}
+
+/// `Σ a_j·b_j`.
+pub(crate) fn dot<T: Float>(a: &[T], b: &[T]) -> T {
+    a.iter().zip(b).map(|(x, y)| *x * *y).sum()
+}

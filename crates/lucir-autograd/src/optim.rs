@@ -1,0 +1,116 @@
+//! SGD with momentum, weight decay and parameter groups, and the multi-step learning-rate
+//! schedule (DESIGN.md §3 "Optimisation").
+
+use std::collections::HashMap;
+
+use lucir_tensor::{Float, Tensor};
+
+use crate::{Error, Param, ParamId, Result, Tape};
+
+/// Parameters that share a learning rate and weight decay. A group with `lr = 0` is frozen:
+/// neither decay nor momentum touches it.
+#[derive(Debug)]
+pub struct ParamGroup<'a, T> {
+    /// Learning rate.
+    pub lr: f64,
+    /// L2 weight decay added to the gradient.
+    pub weight_decay: f64,
+    /// The parameters.
+    pub params: Vec<&'a mut Param<T>>,
+}
+
+/// SGD with (PyTorch-convention) momentum: `d = g + wd·p; v = μ·v + d; p -= lr·v`, with
+/// `v = d` on a parameter's first step.
+#[derive(Debug)]
+pub struct Sgd<T> {
+    momentum: f64,
+    velocity: HashMap<ParamId, Tensor<T>>,
+}
+
+impl<T: Float> Sgd<T> {
+    /// SGD with momentum `momentum` (0.9 in LUCIR).
+    pub fn new(momentum: f64) -> Self {
+        Self {
+            momentum,
+            velocity: HashMap::new(),
+        }
+    }
+
+    /// One update of every parameter in `groups` from its gradient on `tape`. Parameters without
+    /// a gradient (unused in this step) are left alone.
+    pub fn step(&mut self, tape: &Tape<T>, groups: &mut [ParamGroup<'_, T>]) -> Result<()> {
+        let mu = T::of(self.momentum);
+        for group in groups.iter_mut() {
+            if !(group.lr.is_finite() && group.lr >= 0.0 && group.weight_decay >= 0.0) {
+                return Err(Error::invalid(
+                    "Sgd::step",
+                    format!(
+                        "lr {} and weight decay {} must be finite and non-negative",
+                        group.lr, group.weight_decay
+                    ),
+                ));
+            }
+            if group.lr == 0.0 {
+                continue;
+            }
+            let (lr, wd) = (T::of(group.lr), T::of(group.weight_decay));
+            for p in group.params.iter_mut() {
+                let Some(g) = tape.param_grad(p) else {
+                    continue;
+                };
+                g.expect_shape("Sgd::step", p.value.shape())?;
+                let mut d = g.clone();
+                for (dv, pv) in d.as_slice_mut().iter_mut().zip(p.value.as_slice()) {
+                    *dv += wd * *pv;
+                }
+                let v = match self.velocity.remove(&p.id()) {
+                    Some(mut v) => {
+                        for (vv, dv) in v.as_slice_mut().iter_mut().zip(d.as_slice()) {
+                            *vv = mu * *vv + *dv;
+                        }
+                        v
+                    }
+                    None => d,
+                };
+                for (pv, vv) in p.value.as_slice_mut().iter_mut().zip(v.as_slice()) {
+                    *pv -= lr * *vv;
+                }
+                self.velocity.insert(p.id(), v);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets all momentum (e.g. at the start of a phase).
+    pub fn reset(&mut self) {
+        self.velocity.clear();
+    }
+}
+
+/// `lr = base·γ^(number of milestones ≤ epoch)`; LUCIR decays by 0.1 at 50% and 75% of training.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MultiStepLr {
+    /// Learning rate before the first milestone.
+    pub base: f64,
+    /// Epochs (0-based) at which the rate is multiplied by `gamma`.
+    pub milestones: Vec<usize>,
+    /// Decay factor.
+    pub gamma: f64,
+}
+
+impl MultiStepLr {
+    /// The learning rate used during `epoch` (0-based).
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        let passed = self.milestones.iter().filter(|&&m| m <= epoch).count();
+        self.base * self.gamma.powi(passed as i32)
+    }
+
+    /// LUCIR's schedule for `epochs` epochs: ×0.1 at 50% and 75%.
+    pub fn lucir(base: f64, epochs: usize) -> Self {
+        Self {
+            base,
+            milestones: vec![epochs / 2, epochs * 3 / 4],
+            gamma: 0.1,
+        }
+    }
+}

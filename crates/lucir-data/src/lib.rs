@@ -1,0 +1,1 @@
+//! Dataset readers, class-incremental phases, augmentation and exemplar memory (placeholder crate: readers are not built yet).

@@ -1,0 +1,50 @@
+//! Layers and networks of lucir-rs: Conv2d, BatchNorm2d, Linear, the cosine heads, CIFAR
+//! ResNet-(6n+2) and ResNet-18, with bit-exact state save/load.
+//!
+//! Layers hold [`Param`]s; a forward pass records onto a [`Tape`]. Every module lists its
+//! parameters and buffers by dotted name ([`Module`]), which is what the optimizer groups and
+//! the state files key on.
+
+mod error;
+mod head;
+mod init;
+mod layers;
+mod resnet;
+mod state;
+
+pub use error::{Error, Result};
+pub use head::{CosineLinear, HeadOut, Linear, SplitCosineLinear};
+pub use init::Init;
+pub use layers::{BatchNorm2d, Conv2d, Mode};
+pub use lucir_autograd::{Param, Tape, Var};
+pub use lucir_tensor::{Float, Tensor};
+pub use resnet::{BasicBlock, ResNet, ResNetKind};
+pub use state::{load_state, save_state, StateDict, STATE_FORMAT, STATE_VERSION};
+
+/// Something with named parameters and buffers.
+pub trait Module<T: Float> {
+    /// Parameters by dotted name, in a fixed order.
+    fn params(&self) -> Vec<(String, &Param<T>)>;
+    /// Parameters by dotted name, mutably, in the same order.
+    fn params_mut(&mut self) -> Vec<(String, &mut Param<T>)>;
+    /// Non-trained state (BatchNorm running statistics) by dotted name.
+    fn buffers(&self) -> Vec<(String, &Tensor<T>)> {
+        Vec::new()
+    }
+    /// Non-trained state, mutably, in the same order.
+    fn buffers_mut(&mut self) -> Vec<(String, &mut Tensor<T>)> {
+        Vec::new()
+    }
+    /// Number of trainable scalars.
+    fn num_params(&self) -> usize {
+        self.params().iter().map(|(_, p)| p.value.len()).sum()
+    }
+}
+
+/// Prepends `prefix.` to each name.
+pub(crate) fn prefixed<V>(prefix: &str, items: Vec<(String, V)>) -> Vec<(String, V)> {
+    items
+        .into_iter()
+        .map(|(n, v)| (format!("{prefix}.{n}"), v))
+        .collect()
+}

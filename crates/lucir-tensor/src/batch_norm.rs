@@ -1,0 +1,279 @@
+//! Batch normalisation over N, H, W per channel: `y = γ·(x − μ)/√(σ² + ε) + β`.
+//!
+//! Shapes: `x`, `y` N×C×H×W; `γ`, `β`, statistics C. Training mode uses the batch's mean and
+//! biased variance; evaluation mode uses running statistics. Running-statistics updates are the
+//! caller's (the layer's) business: [`BatchNormStats`] hands back what they need.
+
+use rayon::prelude::*;
+
+use crate::{Error, Float, Result, Tensor};
+
+/// Per-channel statistics of one training-mode forward pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BatchNormStats<T> {
+    /// Batch mean per channel.
+    pub mean: Vec<T>,
+    /// Biased batch variance per channel (divided by N·H·W).
+    pub var: Vec<T>,
+    /// `1/√(var + ε)` per channel.
+    pub inv_std: Vec<T>,
+    /// Elements per channel, N·H·W.
+    pub count: usize,
+}
+
+fn check<T: Float>(op: &'static str, x: &Tensor<T>, params: &[&[T]]) -> Result<[usize; 4]> {
+    let d = x.dims4(op)?;
+    for p in params {
+        if p.len() != d[1] {
+            return Err(Error::shape(
+                op,
+                format!(
+                    "{} channels in x {:?} but a per-channel vector has {}",
+                    d[1],
+                    x.shape(),
+                    p.len()
+                ),
+            ));
+        }
+    }
+    Ok(d)
+}
+
+/// Applies `y = x·scale[c] + shift[c]` plane by plane, in parallel over planes.
+fn affine_planes<T: Float>(x: &[T], y: &mut [T], c: usize, hw: usize, scale: &[T], shift: &[T]) {
+    if hw == 0 {
+        return;
+    }
+    y.par_chunks_mut(hw)
+        .zip(x.par_chunks(hw))
+        .enumerate()
+        .for_each(|(p, (yp, xp))| {
+            let ch = p % c;
+            let (a, b) = (scale[ch], shift[ch]);
+            for (o, i) in yp.iter_mut().zip(xp) {
+                *o = *i * a + b;
+            }
+        });
+}
+
+/// Per-channel sums `(Σ f(x, dy))` over all planes of that channel, in parallel over channels.
+fn channel_sums<T: Float>(d: [usize; 4], f: impl Fn(usize, usize) -> (T, T) + Sync) -> Vec<(T, T)> {
+    let [n, c, h, w] = d;
+    let hw = h * w;
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let (mut s0, mut s1) = (T::zero(), T::zero());
+            for img in 0..n {
+                let base = (img * c + ch) * hw;
+                for i in base..base + hw {
+                    let (a, b) = f(i, ch);
+                    s0 += a;
+                    s1 += b;
+                }
+            }
+            (s0, s1)
+        })
+        .collect()
+}
+
+/// Training-mode forward: normalises with batch statistics and returns them.
+pub fn batch_norm_train<T: Float>(
+    x: &Tensor<T>,
+    gamma: &[T],
+    beta: &[T],
+    eps: T,
+) -> Result<(Tensor<T>, BatchNormStats<T>)> {
+    let d = check("batch_norm_train", x, &[gamma, beta])?;
+    let [n, c, h, w] = d;
+    let count = n * h * w;
+    if count == 0 {
+        return Err(Error::shape(
+            "batch_norm_train",
+            format!("no elements per channel in {:?}", x.shape()),
+        ));
+    }
+    let xv = x.as_slice();
+    let cnt = T::of_usize(count);
+    let means: Vec<T> = channel_sums(d, |i, _| (xv[i], T::zero()))
+        .into_iter()
+        .map(|(s, _)| s / cnt)
+        .collect();
+    let var: Vec<T> = channel_sums(d, |i, ch| {
+        let e = xv[i] - means[ch];
+        (e * e, T::zero())
+    })
+    .into_iter()
+    .map(|(s, _)| s / cnt)
+    .collect();
+    let inv_std: Vec<T> = var.iter().map(|v| T::one() / (*v + eps).sqrt()).collect();
+    let scale: Vec<T> = (0..c).map(|ch| gamma[ch] * inv_std[ch]).collect();
+    let shift: Vec<T> = (0..c).map(|ch| beta[ch] - means[ch] * scale[ch]).collect();
+    let mut y = Tensor::zeros(x.shape());
+    affine_planes(xv, y.as_slice_mut(), c, h * w, &scale, &shift);
+    Ok((
+        y,
+        BatchNormStats {
+            mean: means,
+            var,
+            inv_std,
+            count,
+        },
+    ))
+}
+
+/// Training-mode backward: returns `(dx, dγ, dβ)`.
+///
+/// With x̂ = (x − μ)·r and M = N·H·W:
+/// `dx = γ·r/M · (M·dy − Σdy − x̂·Σ(dy·x̂))`, `dγ = Σ dy·x̂`, `dβ = Σ dy`.
+pub fn batch_norm_train_bwd<T: Float>(
+    x: &Tensor<T>,
+    gamma: &[T],
+    stats: &BatchNormStats<T>,
+    dy: &Tensor<T>,
+) -> Result<(Tensor<T>, Vec<T>, Vec<T>)> {
+    let d = check(
+        "batch_norm_train_bwd",
+        x,
+        &[gamma, &stats.mean, &stats.inv_std],
+    )?;
+    dy.expect_shape("batch_norm_train_bwd", x.shape())?;
+    let [_, c, h, w] = d;
+    let (xv, dyv) = (x.as_slice(), dy.as_slice());
+    let (mean, r) = (&stats.mean, &stats.inv_std);
+    let sums = channel_sums(d, |i, ch| (dyv[i], dyv[i] * (xv[i] - mean[ch]) * r[ch]));
+    let dbeta: Vec<T> = sums.iter().map(|s| s.0).collect();
+    let dgamma: Vec<T> = sums.iter().map(|s| s.1).collect();
+    let m = T::of_usize(stats.count);
+    let mut dx = Tensor::zeros(x.shape());
+    let hw = h * w;
+    if hw > 0 {
+        dx.as_slice_mut()
+            .par_chunks_mut(hw)
+            .enumerate()
+            .for_each(|(p, dxp)| {
+                let ch = p % c;
+                let k = gamma[ch] * r[ch] / m;
+                let base = p * hw;
+                for (j, o) in dxp.iter_mut().enumerate() {
+                    let xhat = (xv[base + j] - mean[ch]) * r[ch];
+                    *o = k * (m * dyv[base + j] - dbeta[ch] - xhat * dgamma[ch]);
+                }
+            });
+    }
+    Ok((dx, dgamma, dbeta))
+}
+
+/// Evaluation-mode forward with running statistics.
+pub fn batch_norm_eval<T: Float>(
+    x: &Tensor<T>,
+    gamma: &[T],
+    beta: &[T],
+    running_mean: &[T],
+    running_var: &[T],
+    eps: T,
+) -> Result<Tensor<T>> {
+    let d = check(
+        "batch_norm_eval",
+        x,
+        &[gamma, beta, running_mean, running_var],
+    )?;
+    let c = d[1];
+    let scale: Vec<T> = (0..c)
+        .map(|ch| gamma[ch] / (running_var[ch] + eps).sqrt())
+        .collect();
+    let shift: Vec<T> = (0..c)
+        .map(|ch| beta[ch] - running_mean[ch] * scale[ch])
+        .collect();
+    let mut y = Tensor::zeros(x.shape());
+    affine_planes(
+        x.as_slice(),
+        y.as_slice_mut(),
+        c,
+        d[2] * d[3],
+        &scale,
+        &shift,
+    );
+    Ok(y)
+}
+
+/// Evaluation-mode backward: returns `(dx, dγ, dβ)` with `dx = dy·γ/√(v + ε)`.
+pub fn batch_norm_eval_bwd<T: Float>(
+    x: &Tensor<T>,
+    gamma: &[T],
+    running_mean: &[T],
+    running_var: &[T],
+    eps: T,
+    dy: &Tensor<T>,
+) -> Result<(Tensor<T>, Vec<T>, Vec<T>)> {
+    let d = check(
+        "batch_norm_eval_bwd",
+        x,
+        &[gamma, running_mean, running_var],
+    )?;
+    dy.expect_shape("batch_norm_eval_bwd", x.shape())?;
+    let c = d[1];
+    let inv: Vec<T> = running_var
+        .iter()
+        .map(|v| T::one() / (*v + eps).sqrt())
+        .collect();
+    let (xv, dyv) = (x.as_slice(), dy.as_slice());
+    let sums = channel_sums(d, |i, ch| {
+        (dyv[i], dyv[i] * (xv[i] - running_mean[ch]) * inv[ch])
+    });
+    let scale: Vec<T> = (0..c).map(|ch| gamma[ch] * inv[ch]).collect();
+    let zero = vec![T::zero(); c];
+    let mut dx = Tensor::zeros(x.shape());
+    affine_planes(dyv, dx.as_slice_mut(), c, d[2] * d[3], &scale, &zero);
+    Ok((
+        dx,
+        sums.iter().map(|s| s.1).collect(),
+        sums.iter().map(|s| s.0).collect(),
+    ))
+}
+
+/// Naive training- or evaluation-mode forward; the reference for both fast paths.
+/// With `running = None` it uses batch statistics.
+pub fn batch_norm_ref<T: Float>(
+    x: &Tensor<T>,
+    gamma: &[T],
+    beta: &[T],
+    running: Option<(&[T], &[T])>,
+    eps: T,
+) -> Result<Tensor<T>> {
+    let [n, c, h, w] = check("batch_norm_ref", x, &[gamma, beta])?;
+    let xv = x.as_slice();
+    let mut y = Tensor::zeros(x.shape());
+    let yv = y.as_slice_mut();
+    let idx = |i: usize, ch: usize, p: usize| (i * c + ch) * h * w + p;
+    for ch in 0..c {
+        let (mean, var) = match running {
+            Some((m, v)) => (m[ch], v[ch]),
+            None => {
+                let cnt = T::of_usize(n * h * w);
+                let mut s = T::zero();
+                for i in 0..n {
+                    for p in 0..h * w {
+                        s += xv[idx(i, ch, p)];
+                    }
+                }
+                let mean = s / cnt;
+                let mut v = T::zero();
+                for i in 0..n {
+                    for p in 0..h * w {
+                        let e = xv[idx(i, ch, p)] - mean;
+                        v += e * e;
+                    }
+                }
+                (mean, v / cnt)
+            }
+        };
+        for i in 0..n {
+            for p in 0..h * w {
+                let k = idx(i, ch, p);
+                yv[k] = gamma[ch] * (xv[k] - mean) / (var + eps).sqrt() + beta[ch];
+            }
+        }
+    }
+    Ok(y)
+}

@@ -1,0 +1,54 @@
+//! Elementwise ops: ReLU and addition (any shape).
+
+use rayon::prelude::*;
+
+use crate::{Float, Result, Tensor};
+
+/// Below this many elements elementwise ops stay on the calling thread.
+const PAR_MIN: usize = 1 << 15;
+
+fn zip_map<T: Float>(a: &[T], b: &[T], out: &mut [T], f: impl Fn(T, T) -> T + Sync) {
+    if out.len() < PAR_MIN {
+        for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+            *o = f(*x, *y);
+        }
+    } else {
+        out.par_chunks_mut(PAR_MIN)
+            .zip(a.par_chunks(PAR_MIN).zip(b.par_chunks(PAR_MIN)))
+            .for_each(|(o, (x, y))| {
+                for ((o, x), y) in o.iter_mut().zip(x).zip(y) {
+                    *o = f(*x, *y);
+                }
+            });
+    }
+}
+
+/// `y = max(x, 0)`.
+pub fn relu<T: Float>(x: &Tensor<T>) -> Tensor<T> {
+    let mut y = Tensor::zeros(x.shape());
+    let xv = x.as_slice();
+    zip_map(xv, xv, y.as_slice_mut(), |v, _| v.max(T::zero()));
+    y
+}
+
+/// `dx = dy · [y > 0]`, from the forward output `y`.
+pub fn relu_bwd<T: Float>(y: &Tensor<T>, dy: &Tensor<T>) -> Result<Tensor<T>> {
+    dy.expect_shape("relu_bwd", y.shape())?;
+    let mut dx = Tensor::zeros(y.shape());
+    zip_map(y.as_slice(), dy.as_slice(), dx.as_slice_mut(), |y, g| {
+        if y > T::zero() {
+            g
+        } else {
+            T::zero()
+        }
+    });
+    Ok(dx)
+}
+
+/// `a + b`, shapes equal.
+pub fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
+    b.expect_shape("add", a.shape())?;
+    let mut y = Tensor::zeros(a.shape());
+    zip_map(a.as_slice(), b.as_slice(), y.as_slice_mut(), |x, y| x + y);
+    Ok(y)
+}

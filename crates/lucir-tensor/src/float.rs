@@ -1,0 +1,61 @@
+//! The element types tensors may hold: f32 for training, f64 for gradient checks.
+
+use std::fmt::{Debug, Display};
+use std::iter::Sum;
+use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
+
+/// A floating-point element type supported by every op (implemented for `f32` and `f64` only,
+/// the two types the `gemm` crate has fast kernels for).
+pub trait Float:
+    num_traits::Float
+    + sealed::Sealed
+    + Copy
+    + Send
+    + Sync
+    + Debug
+    + Display
+    + Default
+    + Sum
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+    + 'static
+{
+    /// `"f32"` or `"f64"`.
+    const NAME: &'static str;
+    /// Converts from f64 (rounding for f32).
+    fn of(v: f64) -> Self;
+    /// Widens to f64 (exact).
+    fn as_f64(self) -> f64;
+    /// Converts a count to this type.
+    fn of_usize(v: usize) -> Self {
+        Self::of(v as f64)
+    }
+}
+
+impl Float for f32 {
+    const NAME: &'static str = "f32";
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Float for f64 {
+    const NAME: &'static str = "f64";
+    fn of(v: f64) -> Self {
+        v
+    }
+    fn as_f64(self) -> f64 {
+        self
+    }
+}

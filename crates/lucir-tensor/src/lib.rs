@@ -1,0 +1,50 @@
+//! Tensors and CPU ops of lucir-rs: row-major f32/f64 storage, NCHW images, no autograd.
+//!
+//! Shape legend used by every op in this crate:
+//! - `N` images in a batch, `C` channels, `H`×`W` spatial size (NCHW, row-major);
+//! - `B` rows of a feature matrix, `D` feature width, `M`, `K`, `N` for gemm operands;
+//! - `Co`/`Ci` output/input channels and `KH`×`KW` the kernel of a convolution.
+//!
+//! Every fast op has a naive `_ref` twin beside it that tests compare against. Ops are
+//! generic over [`Float`] (f32 for training, f64 for gradient checks) and return
+//! [`Error`] on shape mismatches instead of panicking. Work is spread over the images
+//! of a batch with rayon; reductions are split into a fixed number of chunks and summed in
+//! order, so a result depends only on the inputs and the rayon thread count.
+
+mod batch_norm;
+mod conv2d;
+mod elementwise;
+mod error;
+mod float;
+mod gemm;
+mod normalize;
+mod pool;
+mod softmax;
+mod tensor;
+mod topk;
+
+pub use batch_norm::{
+    batch_norm_eval, batch_norm_eval_bwd, batch_norm_ref, batch_norm_train, batch_norm_train_bwd,
+    BatchNormStats,
+};
+pub use conv2d::{conv2d, conv2d_bwd, conv2d_bwd_ref, conv2d_ref, Conv2dGeometry};
+pub use elementwise::{add, relu, relu_bwd};
+pub use error::{Error, Result};
+pub use float::Float;
+pub use gemm::{gemm, gemm_ref, matmul, Transpose};
+pub use normalize::{l2_normalize_rows, l2_normalize_rows_bwd, NORM_EPS};
+pub use pool::{
+    global_avg_pool, global_avg_pool_bwd, max_pool2d, max_pool2d_bwd, max_pool2d_ref,
+    MaxPoolGeometry,
+};
+pub use softmax::{log_softmax_rows, log_softmax_rows_bwd};
+pub use tensor::Tensor;
+pub use topk::{topk_rows, topk_rows_ref};
+
+/// Number of chunks a batch reduction is split into: one per rayon thread, at most one per item.
+///
+/// Keeping this a pure function of the thread count makes the summation order, and so the
+/// floating-point result, repeatable for a given thread count.
+pub fn reduction_chunks(items: usize) -> usize {
+    rayon::current_num_threads().clamp(1, items.max(1))
+}
