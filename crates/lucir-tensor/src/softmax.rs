@@ -11,9 +11,10 @@ pub fn log_softmax_rows<T: Float>(z: &Tensor<T>) -> Result<Tensor<T>> {
     }
     for row in y.as_slice_mut().chunks_mut(c) {
         let m = row.iter().fold(T::neg_infinity(), |a, b| a.max(*b));
-        let lse = m + row.iter().map(|v| (*v - m).exp()).sum::<T>().ln();
+        // (z − m) − ln Σ exp(z − m): subtracting m first keeps large logits exact.
+        let ln_sum = row.iter().map(|v| (*v - m).exp()).sum::<T>().ln();
         for v in row.iter_mut() {
-            *v -= lse;
+            *v = (*v - m) - ln_sum;
         }
     }
     Ok(y)

@@ -1,0 +1,167 @@
+//! Each fast CPU op against its naive `_ref` twin, and shape errors reported as `Err`.
+
+mod common;
+
+use common::*;
+use lucir::tensor::{
+    self as lt, batch_norm_eval, batch_norm_ref, batch_norm_train, conv2d, conv2d_bwd,
+    conv2d_bwd_ref, conv2d_ref, gemm, gemm_ref, max_pool2d, max_pool2d_ref, topk_rows,
+    topk_rows_ref, Conv2dGeometry, MaxPoolGeometry, Tensor, Transpose,
+};
+use proptest::prelude::*;
+
+fn max_rel(a: &Tensor<f64>, b: &Tensor<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    let scale = b.as_slice().iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+    a.as_slice()
+        .iter()
+        .zip(b.as_slice())
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+        / scale
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn gemm_matches_reference_for_every_transpose(
+        m in 1usize..40, n in 1usize..40, k in 1usize..40,
+        ta in any::<bool>(), tb in any::<bool>(), acc in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let mut r = rng(seed);
+        let a = uniform(&mut r, &[m * k], -1.0, 1.0);
+        let b = uniform(&mut r, &[k * n], -1.0, 1.0);
+        let c0 = uniform(&mut r, &[m * n], -1.0, 1.0);
+        let t = |x| if x { Transpose::Yes } else { Transpose::No };
+        let (mut c1, mut c2) = (c0.clone(), c0);
+        gemm([m, n, k], a.as_slice(), t(ta), b.as_slice(), t(tb), c1.as_slice_mut(), acc).unwrap();
+        gemm_ref([m, n, k], a.as_slice(), t(ta), b.as_slice(), t(tb), c2.as_slice_mut(), acc).unwrap();
+        prop_assert!(max_rel(&c1, &c2) < 1e-12);
+    }
+
+    #[test]
+    fn conv2d_matches_reference_forward_and_backward(
+        n in 1usize..4, ci in 1usize..5, co in 1usize..6, h in 1usize..10, w in 1usize..10,
+        k in prop::sample::select(vec![1usize, 3, 5]), stride in 1usize..3, pad in 0usize..3,
+        seed in any::<u64>(),
+    ) {
+        prop_assume!(h + 2 * pad >= k && w + 2 * pad >= k);
+        let mut r = rng(seed);
+        let x = uniform(&mut r, &[n, ci, h, w], -1.0, 1.0);
+        let wt = uniform(&mut r, &[co, ci, k, k], -1.0, 1.0);
+        let g = Conv2dGeometry { stride, pad };
+        let y = conv2d(&x, &wt, g).unwrap();
+        prop_assert!(max_rel(&y, &conv2d_ref(&x, &wt, g).unwrap()) < 1e-12);
+        let dy = uniform(&mut r, y.shape(), -1.0, 1.0);
+        let (dx, dw) = conv2d_bwd(&x, &wt, &dy, g).unwrap();
+        let (dx_ref, dw_ref) = conv2d_bwd_ref(&x, &wt, &dy, g).unwrap();
+        prop_assert!(max_rel(&dx, &dx_ref) < 1e-12);
+        prop_assert!(max_rel(&dw, &dw_ref) < 1e-12);
+    }
+
+    #[test]
+    fn batch_norm_matches_reference_in_both_modes(
+        n in 1usize..4, c in 1usize..5, h in 1usize..5, w in 1usize..5, seed in any::<u64>(),
+    ) {
+        let mut r = rng(seed);
+        let x = uniform(&mut r, &[n, c, h, w], -3.0, 3.0);
+        let gamma = uniform(&mut r, &[c], 0.5, 1.5).into_vec();
+        let beta = uniform(&mut r, &[c], -1.0, 1.0).into_vec();
+        let (y, stats) = batch_norm_train(&x, &gamma, &beta, 1e-5).unwrap();
+        prop_assert!(max_rel(&y, &batch_norm_ref(&x, &gamma, &beta, None, 1e-5).unwrap()) < 1e-12);
+        prop_assert_eq!(stats.count, n * h * w);
+        let rm = uniform(&mut r, &[c], -1.0, 1.0).into_vec();
+        let rv = uniform(&mut r, &[c], 0.5, 2.0).into_vec();
+        let ye = batch_norm_eval(&x, &gamma, &beta, &rm, &rv, 1e-5).unwrap();
+        let ye_ref = batch_norm_ref(&x, &gamma, &beta, Some((&rm, &rv)), 1e-5).unwrap();
+        prop_assert!(max_rel(&ye, &ye_ref) < 1e-12);
+    }
+
+    #[test]
+    fn max_pool2d_matches_reference(
+        n in 1usize..3, c in 1usize..4, h in 1usize..9, w in 1usize..9,
+        kernel in 1usize..4, stride in 1usize..3, pad in 0usize..2, seed in any::<u64>(),
+    ) {
+        prop_assume!(pad < kernel && h + 2 * pad >= kernel && w + 2 * pad >= kernel);
+        let x = uniform(&mut rng(seed), &[n, c, h, w], -1.0, 1.0);
+        let g = MaxPoolGeometry { kernel, stride, pad };
+        let (y, _) = max_pool2d(&x, g).unwrap();
+        prop_assert_eq!(y, max_pool2d_ref(&x, g).unwrap());
+    }
+
+    #[test]
+    fn topk_matches_sort_reference(
+        b in 1usize..6, c in 1usize..12, k in 0usize..5, seed in any::<u64>(),
+    ) {
+        prop_assume!(k <= c);
+        // Few distinct values, so ties are common and the tie rule is exercised.
+        let x = uniform(&mut rng(seed), &[b, c], 0.0, 4.0).map(f64::floor);
+        prop_assert_eq!(topk_rows(&x, k).unwrap(), topk_rows_ref(&x, k).unwrap());
+    }
+}
+
+/// `conv2d` of a 3×3 kernel of ones over a 3×3 image of ones with padding 1 counts the
+/// in-bounds neighbours of each pixel: 4 at corners, 6 at edges, 9 in the middle.
+#[test]
+fn conv2d_with_padding_counts_neighbours() {
+    let x = Tensor::<f64>::full(&[1, 1, 3, 3], 1.0);
+    let w = Tensor::<f64>::full(&[1, 1, 3, 3], 1.0);
+    let y = conv2d(&x, &w, Conv2dGeometry { stride: 1, pad: 1 }).unwrap();
+    assert_eq!(y.as_slice(), &[4., 6., 4., 6., 9., 6., 4., 6., 4.]);
+}
+
+#[test]
+fn shape_mismatches_are_errors_not_panics() {
+    let x = Tensor::<f32>::zeros(&[2, 3, 4, 4]);
+    let w_bad = Tensor::<f32>::zeros(&[8, 2, 3, 3]);
+    let g = Conv2dGeometry { stride: 1, pad: 1 };
+    let err = conv2d(&x, &w_bad, g).unwrap_err().to_string();
+    assert!(err.contains("conv2d") && err.contains("channels"), "{err}");
+    assert!(conv2d(&x, &Tensor::zeros(&[8, 3, 9, 9]), g).is_err());
+    assert!(conv2d(
+        &x,
+        &Tensor::zeros(&[8, 3, 3, 3]),
+        Conv2dGeometry { stride: 0, pad: 0 }
+    )
+    .is_err());
+    assert!(conv2d(&Tensor::<f32>::zeros(&[3, 4]), &w_bad, g).is_err());
+    assert!(lt::add(&x, &Tensor::zeros(&[2, 3, 4, 5])).is_err());
+    assert!(lt::matmul(
+        &Tensor::<f32>::zeros(&[2, 3]),
+        Transpose::No,
+        &Tensor::zeros(&[4, 2]),
+        Transpose::No
+    )
+    .is_err());
+    assert!(gemm(
+        [2, 2, 2],
+        &[0f32; 3],
+        Transpose::No,
+        &[0f32; 4],
+        Transpose::No,
+        &mut [0f32; 4],
+        false
+    )
+    .is_err());
+    assert!(batch_norm_train(&x, &[1.0; 2], &[0.0; 3], 1e-5).is_err());
+    assert!(topk_rows(&Tensor::<f32>::zeros(&[2, 3]), 4).is_err());
+    assert!(lt::relu_bwd(&x, &Tensor::zeros(&[1])).is_err());
+    assert!(Tensor::<f32>::from_vec(&[2, 2], vec![0.0; 3]).is_err());
+}
+
+#[test]
+fn l2_normalize_rows_gives_unit_rows_and_clamps_zero_rows() {
+    let x = Tensor::<f64>::from_vec(&[2, 2], vec![3.0, 4.0, 0.0, 0.0]).unwrap();
+    let (y, norms) = lt::l2_normalize_rows(&x).unwrap();
+    assert_eq!(y.as_slice(), &[0.6, 0.8, 0.0, 0.0]);
+    assert_eq!(norms, vec![5.0, lt::NORM_EPS]);
+}
+
+#[test]
+fn log_softmax_is_stable_for_large_logits() {
+    let z = Tensor::<f32>::from_vec(&[1, 3], vec![1000.0, 1000.0, -1000.0]).unwrap();
+    let y = lt::log_softmax_rows(&z).unwrap();
+    let ln_half = 0.5f32.ln();
+    assert!((y.as_slice()[0] - ln_half).abs() < 1e-6 && (y.as_slice()[1] - ln_half).abs() < 1e-6);
+    assert!(y.all_finite());
+}
