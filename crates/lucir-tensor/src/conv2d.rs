@@ -104,6 +104,18 @@ impl Dims {
             .checked_sub(self.pad)
             .filter(|&i| i < size)
     }
+
+    /// Output columns `lo..hi` whose input column `ox·stride + k − pad` lies inside `0..size`.
+    fn valid_range(&self, k: usize, size: usize, out: usize) -> (usize, usize) {
+        // ox·s + k ≥ pad  ⇔  ox ≥ ⌈(pad − k)/s⌉;   ox·s + k − pad ≤ size − 1.
+        let lo = self.pad.saturating_sub(k).div_ceil(self.stride).min(out);
+        let hi = if size + self.pad > k {
+            ((size - 1 + self.pad - k) / self.stride + 1).min(out)
+        } else {
+            0
+        };
+        (lo, hi.max(lo))
+    }
 }
 
 /// Unfolds one image (Ci×H×W) into its column matrix ((Ci·KH·KW) × (Ho·Wo)).
@@ -114,17 +126,24 @@ fn im2col<T: Float>(d: &Dims, x: &[T], col: &mut [T]) {
         for ki in 0..d.kh {
             for kj in 0..d.kw {
                 let row = ((c * d.kh + ki) * d.kw + kj) * hw;
+                let (lo, hi) = d.valid_range(kj, d.w, d.wo);
                 for oy in 0..d.ho {
                     let dst = &mut col[row + oy * d.wo..row + (oy + 1) * d.wo];
-                    match d.src(oy, ki, d.h) {
-                        None => dst.fill(T::zero()),
-                        Some(iy) => {
-                            for (ox, v) in dst.iter_mut().enumerate() {
-                                *v = match d.src(ox, kj, d.w) {
-                                    Some(ix) => plane[iy * d.w + ix],
-                                    None => T::zero(),
-                                };
-                            }
+                    let Some(iy) = d.src(oy, ki, d.h) else {
+                        dst.fill(T::zero());
+                        continue;
+                    };
+                    dst[..lo].fill(T::zero());
+                    dst[hi..].fill(T::zero());
+                    if lo == hi {
+                        continue;
+                    }
+                    let first = iy * d.w + lo * d.stride + kj - d.pad;
+                    if d.stride == 1 {
+                        dst[lo..hi].copy_from_slice(&plane[first..first + hi - lo]);
+                    } else {
+                        for (j, v) in dst[lo..hi].iter_mut().enumerate() {
+                            *v = plane[first + j * d.stride];
                         }
                     }
                 }
@@ -142,14 +161,23 @@ fn col2im<T: Float>(d: &Dims, col: &[T], x: &mut [T]) {
         for ki in 0..d.kh {
             for kj in 0..d.kw {
                 let row = ((c * d.kh + ki) * d.kw + kj) * hw;
+                let (lo, hi) = d.valid_range(kj, d.w, d.wo);
+                if lo == hi {
+                    continue;
+                }
                 for oy in 0..d.ho {
                     let Some(iy) = d.src(oy, ki, d.h) else {
                         continue;
                     };
-                    let src = &col[row + oy * d.wo..row + (oy + 1) * d.wo];
-                    for (ox, v) in src.iter().enumerate() {
-                        if let Some(ix) = d.src(ox, kj, d.w) {
-                            plane[iy * d.w + ix] += *v;
+                    let src = &col[row + oy * d.wo + lo..row + oy * d.wo + hi];
+                    let first = iy * d.w + lo * d.stride + kj - d.pad;
+                    if d.stride == 1 {
+                        for (o, v) in plane[first..first + hi - lo].iter_mut().zip(src) {
+                            *o += *v;
+                        }
+                    } else {
+                        for (j, v) in src.iter().enumerate() {
+                            plane[first + j * d.stride] += *v;
                         }
                     }
                 }
