@@ -1,0 +1,108 @@
+//! Training augmentation (random crop with zero padding, horizontal flip) and per-channel
+//! normalisation, turning stored `u8` C×H×W images into f32. Random choices come from a hash of
+//! (seed, epoch, sample id), so they do not depend on thread count or batch order.
+
+/// Per-channel mean and standard deviation on the [0, 1] scale (DESIGN.md §4).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Normalization {
+    /// Mean per channel.
+    pub mean: Vec<f32>,
+    /// Standard deviation per channel.
+    pub std: Vec<f32>,
+}
+
+impl Normalization {
+    /// Fashion-MNIST: mean 0.2860, std 0.3530.
+    pub fn fmnist() -> Self {
+        Self {
+            mean: vec![0.2860],
+            std: vec![0.3530],
+        }
+    }
+    /// MNIST: mean 0.1307, std 0.3081.
+    pub fn mnist() -> Self {
+        Self {
+            mean: vec![0.1307],
+            std: vec![0.3081],
+        }
+    }
+    /// CIFAR-10/100 (DESIGN.md §4).
+    pub fn cifar() -> Self {
+        Self {
+            mean: vec![0.5071, 0.4866, 0.4409],
+            std: vec![0.2009, 0.1984, 0.2023],
+        }
+    }
+    /// ImageNet.
+    pub fn imagenet() -> Self {
+        Self {
+            mean: vec![0.485, 0.456, 0.406],
+            std: vec![0.229, 0.224, 0.225],
+        }
+    }
+}
+
+/// What the training transform does: a `crop`×`crop` window from the image padded by `pad`
+/// zeros on each side, mirrored left-right with probability ½ when `flip`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Augment {
+    /// Output side.
+    pub crop: usize,
+    /// Zero padding before cropping.
+    pub pad: usize,
+    /// Random horizontal flip.
+    pub flip: bool,
+}
+
+/// SplitMix64: a well-mixed 64-bit hash used as a stateless per-sample random source.
+pub(crate) fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Where a sample's crop starts and whether it is flipped, for image side `size`.
+pub(crate) fn choice(
+    aug: &Augment,
+    size: usize,
+    seed: u64,
+    epoch: u64,
+    id: u64,
+) -> (usize, usize, bool) {
+    let r = splitmix64(splitmix64(splitmix64(seed) ^ epoch) ^ id);
+    let span = (size + 2 * aug.pad).saturating_sub(aug.crop) as u64 + 1;
+    let dy = (r % span) as usize;
+    let dx = ((r >> 20) % span) as usize;
+    let flip = aug.flip && (r >> 63) == 1;
+    (dy, dx, flip)
+}
+
+/// Writes one normalised image into `out` (C×crop×crop): the window at (dy, dx) of the padded
+/// image, optionally mirrored. The test transform is the central window without flip.
+pub(crate) fn render(
+    src: &[u8],
+    [c, h, w]: [usize; 3],
+    pad: usize,
+    crop: usize,
+    (dy, dx, flip): (usize, usize, bool),
+    norm: &Normalization,
+    out: &mut [f32],
+) {
+    for ch in 0..c {
+        let (m, s) = (norm.mean[ch], norm.std[ch]);
+        let zero = -m / s;
+        for y in 0..crop {
+            let sy = (y + dy).checked_sub(pad).filter(|v| *v < h);
+            let row = &mut out[(ch * crop + y) * crop..(ch * crop + y + 1) * crop];
+            for (x, o) in row.iter_mut().enumerate() {
+                let xx = if flip { crop - 1 - x } else { x };
+                let sx = (xx + dx).checked_sub(pad).filter(|v| *v < w);
+                *o = match (sy, sx) {
+                    (Some(sy), Some(sx)) => (src[(ch * h + sy) * w + sx] as f32 / 255.0 - m) / s,
+                    _ => zero,
+                };
+            }
+        }
+    }
+}

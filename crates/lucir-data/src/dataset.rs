@@ -1,0 +1,402 @@
+//! Datasets in memory and the loaders of each supported kind.
+
+use std::path::{Path, PathBuf};
+
+use crate::cifar::{self, CifarKind};
+use crate::folder::{self, FolderOptions};
+use crate::{idx, Augment, Error, Normalization, Result};
+
+/// Where Debian's `dataset-fashion-mnist` package puts the Fashion-MNIST files.
+pub const FMNIST_DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
+
+/// The dataset formats lucir-rs reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DatasetKind {
+    /// Fashion-MNIST (IDX files).
+    Fmnist,
+    /// MNIST (IDX files).
+    Mnist,
+    /// CIFAR-10 binary version.
+    Cifar10,
+    /// CIFAR-100 binary version.
+    Cifar100,
+    /// One sub-folder per class (ImageNet-Subset style).
+    Folder,
+}
+
+impl DatasetKind {
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            DatasetKind::Fmnist => "fmnist",
+            DatasetKind::Mnist => "mnist",
+            DatasetKind::Cifar10 => "cifar10",
+            DatasetKind::Cifar100 => "cifar100",
+            DatasetKind::Folder => "folder",
+        }
+    }
+
+    /// Parses a command-line name.
+    pub fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "fmnist" | "fashion-mnist" => DatasetKind::Fmnist,
+            "mnist" => DatasetKind::Mnist,
+            "cifar10" => DatasetKind::Cifar10,
+            "cifar100" => DatasetKind::Cifar100,
+            "folder" => DatasetKind::Folder,
+            other => {
+                return Err(Error::Config(format!(
+                    "unknown dataset {other:?}; expected fmnist, mnist, cifar10, cifar100 or folder"
+                )))
+            }
+        })
+    }
+}
+
+/// One set of images (train or test): `u8` pixels C×H×W per image and a class id per image.
+#[derive(Clone, Debug)]
+pub struct Split {
+    /// Pixels, image after image.
+    pub images: Vec<u8>,
+    /// Class id (the dataset's own numbering) of each image.
+    pub labels: Vec<usize>,
+    /// Channels, height, width of every image.
+    pub shape: [usize; 3],
+}
+
+impl Split {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    /// Whether the split holds no image.
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    /// Bytes per image.
+    pub fn image_len(&self) -> usize {
+        self.shape.iter().product()
+    }
+    /// The pixels of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.image_len();
+        &self.images[i * n..(i + 1) * n]
+    }
+    /// Number of images of each class id `0..classes`.
+    pub fn class_counts(&self, classes: usize) -> Vec<usize> {
+        let mut c = vec![0; classes];
+        for &l in &self.labels {
+            if l < classes {
+                c[l] += 1;
+            }
+        }
+        c
+    }
+    /// The first `per_class` images of each class, in file order (for quick presets).
+    pub fn first_per_class(&self, classes: usize, per_class: usize) -> Split {
+        let mut taken = vec![0usize; classes];
+        let mut keep = Vec::new();
+        for (i, &l) in self.labels.iter().enumerate() {
+            if l < classes && taken[l] < per_class {
+                taken[l] += 1;
+                keep.push(i);
+            }
+        }
+        self.subset(&keep)
+    }
+    /// The images at `ids`, in that order.
+    pub fn subset(&self, ids: &[usize]) -> Split {
+        let mut images = Vec::with_capacity(ids.len() * self.image_len());
+        for &i in ids {
+            images.extend_from_slice(self.image(i));
+        }
+        Split {
+            images,
+            labels: ids.iter().map(|&i| self.labels[i]).collect(),
+            shape: self.shape,
+        }
+    }
+}
+
+/// A dataset in memory, with the transforms its protocol uses.
+#[derive(Clone, Debug)]
+pub struct Dataset {
+    /// Which kind it is.
+    pub kind: DatasetKind,
+    /// The folder it was read from.
+    pub dir: PathBuf,
+    /// Number of classes.
+    pub classes: usize,
+    /// Class names, when the format has them.
+    pub class_names: Vec<String>,
+    /// Training images.
+    pub train: Split,
+    /// Test images.
+    pub test: Split,
+    /// Normalisation constants.
+    pub norm: Normalization,
+    /// Training augmentation.
+    pub augment: Augment,
+}
+
+fn wrap_labels(path: &Path, labels: Vec<u8>, classes: usize) -> Result<Vec<usize>> {
+    if let Some((i, l)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, l)| **l as usize >= classes)
+    {
+        return Err(Error::format(
+            path,
+            format!("label {l} of item {i} is outside 0..{classes}"),
+        ));
+    }
+    Ok(labels.into_iter().map(usize::from).collect())
+}
+
+fn check_classes(path: &Path, split: &Split, classes: usize) -> Result<()> {
+    if let Some(c) = split.class_counts(classes).iter().position(|n| *n == 0) {
+        return Err(Error::format(
+            path,
+            format!("class {c} has no image (empty class)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Finds `name` or `name.gz` in `dir`.
+fn idx_file(dir: &Path, name: &str) -> Result<PathBuf> {
+    let gz = dir.join(format!("{name}.gz"));
+    let raw = dir.join(name);
+    if gz.is_file() {
+        Ok(gz)
+    } else if raw.is_file() {
+        Ok(raw)
+    } else {
+        Err(Error::Missing(format!(
+            "{}: file not found (nor {})",
+            gz.display(),
+            raw.display()
+        )))
+    }
+}
+
+fn idx_split(dir: &Path, prefix: &str, classes: usize) -> Result<Split> {
+    let ip = idx_file(dir, &format!("{prefix}-images-idx3-ubyte"))?;
+    let lp = idx_file(dir, &format!("{prefix}-labels-idx1-ubyte"))?;
+    let (n, h, w, images) = idx::read_images(&ip)?;
+    let labels = idx::read_labels(&lp)?;
+    if labels.len() != n {
+        return Err(Error::format(
+            &lp,
+            format!(
+                "{} labels but {} has {n} images",
+                labels.len(),
+                ip.display()
+            ),
+        ));
+    }
+    let split = Split {
+        images,
+        labels: wrap_labels(&lp, labels, classes)?,
+        shape: [1, h, w],
+    };
+    check_classes(&lp, &split, classes)?;
+    Ok(split)
+}
+
+fn fmnist_names() -> Vec<String> {
+    [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn require_dir(kind: DatasetKind, dir: Option<&Path>) -> Result<PathBuf> {
+    let dir = match (dir, kind) {
+        (Some(d), _) => d.to_path_buf(),
+        (None, DatasetKind::Fmnist) => PathBuf::from(FMNIST_DEFAULT_DIR),
+        (None, k) => {
+            return Err(Error::Missing(format!(
+                "the {} dataset has no default location: pass --data-dir DIR",
+                k.name()
+            )))
+        }
+    };
+    if !dir.is_dir() {
+        let hint = match kind {
+            DatasetKind::Fmnist => {
+                " (install Fashion-MNIST with `apt-get install dataset-fashion-mnist`, or pass \
+                 --data-dir DIR holding the four IDX files)"
+            }
+            DatasetKind::Mnist => " (pass --data-dir DIR holding the four MNIST IDX files)",
+            DatasetKind::Cifar10 => {
+                " (pass --data-dir DIR holding data_batch_1.bin … data_batch_5.bin and \
+                 test_batch.bin of the CIFAR-10 binary version)"
+            }
+            DatasetKind::Cifar100 => {
+                " (pass --data-dir DIR holding train.bin and test.bin of the CIFAR-100 binary \
+                 version)"
+            }
+            DatasetKind::Folder => " (pass --data-dir DIR with train/<class>/ and val/<class>/)",
+        };
+        return Err(Error::Missing(format!(
+            "{} dataset folder {} does not exist{hint}",
+            kind.name(),
+            dir.display()
+        )));
+    }
+    Ok(dir)
+}
+
+/// Loads a dataset of `kind` from `dir` (Fashion-MNIST defaults to [`FMNIST_DEFAULT_DIR`]).
+pub fn load(kind: DatasetKind, dir: Option<&Path>, folder: FolderOptions) -> Result<Dataset> {
+    let dir = require_dir(kind, dir)?;
+    let grey_aug = Augment {
+        crop: 28,
+        pad: 4,
+        flip: true,
+    };
+    let cifar_aug = Augment {
+        crop: 32,
+        pad: 4,
+        flip: true,
+    };
+    match kind {
+        DatasetKind::Fmnist | DatasetKind::Mnist => {
+            let train = idx_split(&dir, "train", 10)?;
+            let test = idx_split(&dir, "t10k", 10)?;
+            let (norm, names) = if kind == DatasetKind::Fmnist {
+                (Normalization::fmnist(), fmnist_names())
+            } else {
+                (
+                    Normalization::mnist(),
+                    (0..10).map(|d| d.to_string()).collect(),
+                )
+            };
+            let augment = Augment {
+                crop: train.shape[1].min(train.shape[2]),
+                ..grey_aug
+            };
+            Ok(Dataset {
+                kind,
+                dir,
+                classes: 10,
+                class_names: names,
+                train,
+                test,
+                norm,
+                augment,
+            })
+        }
+        DatasetKind::Cifar10 | DatasetKind::Cifar100 => {
+            let ck = if kind == DatasetKind::Cifar10 {
+                CifarKind::Cifar10
+            } else {
+                CifarKind::Cifar100
+            };
+            let (train_files, test_files) = if ck == CifarKind::Cifar10 {
+                (
+                    (1..=5)
+                        .map(|i| dir.join(format!("data_batch_{i}.bin")))
+                        .collect::<Vec<_>>(),
+                    vec![dir.join("test_batch.bin")],
+                )
+            } else {
+                (vec![dir.join("train.bin")], vec![dir.join("test.bin")])
+            };
+            for f in train_files.iter().chain(&test_files) {
+                if !f.is_file() {
+                    return Err(Error::Missing(format!("{}: file not found", f.display())));
+                }
+            }
+            let classes = ck.classes();
+            let mk = |files: &[PathBuf]| -> Result<Split> {
+                let (images, labels) = cifar::read_files(files, ck)?;
+                let split = Split {
+                    images,
+                    labels: labels.into_iter().map(usize::from).collect(),
+                    shape: [3, 32, 32],
+                };
+                check_classes(&files[0], &split, classes)?;
+                Ok(split)
+            };
+            Ok(Dataset {
+                kind,
+                classes,
+                class_names: (0..classes).map(|c| c.to_string()).collect(),
+                train: mk(&train_files)?,
+                test: mk(&test_files)?,
+                dir,
+                norm: Normalization::cifar(),
+                augment: cifar_aug,
+            })
+        }
+        DatasetKind::Folder => {
+            if folder.crop == 0 || folder.crop > folder.resize {
+                return Err(Error::Config(format!(
+                    "image folder crop {} must be between 1 and the stored size {}",
+                    folder.crop, folder.resize
+                )));
+            }
+            let train_dir = dir.join("train");
+            let test_dir = ["val", "test"]
+                .iter()
+                .map(|d| dir.join(d))
+                .find(|d| d.is_dir())
+                .ok_or_else(|| {
+                    Error::Missing(format!("{}: no val/ or test/ sub-folder", dir.display()))
+                })?;
+            if !train_dir.is_dir() {
+                return Err(Error::Missing(format!(
+                    "{}: no train/ sub-folder",
+                    dir.display()
+                )));
+            }
+            let names = folder::class_names(&train_dir)?;
+            let test_names = folder::class_names(&test_dir)?;
+            if test_names != names {
+                return Err(Error::format(
+                    &test_dir,
+                    format!(
+                        "class folders differ from {}: {} vs {} classes",
+                        train_dir.display(),
+                        test_names.len(),
+                        names.len()
+                    ),
+                ));
+            }
+            let mk = |d: &Path| -> Result<Split> {
+                let (images, labels) = folder::read_split(d, &names, folder.resize)?;
+                Ok(Split {
+                    images,
+                    labels: labels.into_iter().map(usize::from).collect(),
+                    shape: [3, folder.resize, folder.resize],
+                })
+            };
+            Ok(Dataset {
+                kind,
+                classes: names.len(),
+                train: mk(&train_dir)?,
+                test: mk(&test_dir)?,
+                class_names: names,
+                dir,
+                norm: Normalization::imagenet(),
+                augment: Augment {
+                    crop: folder.crop,
+                    pad: 0,
+                    flip: true,
+                },
+            })
+        }
+    }
+}
