@@ -105,11 +105,15 @@ impl MultiStepLr {
         self.base * self.gamma.powi(passed as i32)
     }
 
-    /// LUCIR's schedule for `epochs` epochs: ×0.1 at 50% and 75%.
+    /// LUCIR's schedule for `epochs` epochs: ×0.1 at 50% and 75% (160 epochs: 80 and 120).
+    /// Milestones at epoch 0 are dropped, so the first epoch always runs at the base rate.
     pub fn lucir(base: f64, epochs: usize) -> Self {
         Self {
             base,
-            milestones: vec![epochs / 2, epochs * 3 / 4],
+            milestones: [epochs / 2, epochs * 3 / 4]
+                .into_iter()
+                .filter(|&m| m > 0)
+                .collect(),
             gamma: 0.1,
         }
     }

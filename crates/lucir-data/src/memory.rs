@@ -9,6 +9,7 @@ use crate::{Error, Result};
 
 /// How many exemplars are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum MemoryBudget {
     /// A fixed number per class (growing memory; LUCIR's default, 20).
     PerClass(usize),

@@ -1,10 +1,14 @@
 //! `lucir-driver`: the command-line program of lucir-rs.
 //!
-//! `lucir-driver data` describes a dataset (per-class counts, class order). The experiment
-//! runner (presets, phases, results) is not built yet; without a sub-command the program says so
-//! and exits with a runtime error instead of pretending to run an experiment.
+//! Without a sub-command it runs one class-incremental experiment (default preset
+//! `fmnist-quick`); `lucir-driver data` describes a dataset. Usage errors exit with 2, runtime
+//! errors with 1, each reported on one line.
 
+mod config;
 mod data_cmd;
+mod progress;
+mod report;
+mod run;
 
 use std::process::ExitCode;
 
@@ -12,10 +16,12 @@ use clap::{Parser, Subcommand};
 
 /// Class-incremental learning with LUCIR.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
+    #[command(flatten)]
+    run: config::RunArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -25,14 +31,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    // Usage errors exit with 2 (clap), runtime errors with 1, each as one line.
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Data(args)) => data_cmd::run(&args),
-        None => Err(anyhow::anyhow!(
-            "the LUCIR experiment runner is not implemented yet in this version of lucir-driver; \
-             `lucir-driver data` describes a dataset"
-        )),
+        None => run::run(&cli.run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -19,7 +19,7 @@ pub use layers::{BatchNorm2d, Conv2d, Mode};
 pub use lucir_autograd::{Param, Tape, Var};
 pub use lucir_tensor::{Float, Tensor};
 pub use resnet::{BasicBlock, ResNet, ResNetKind};
-pub use state::{load_state, save_state, StateDict, STATE_FORMAT, STATE_VERSION};
+pub use state::{load_state, save_state, write_atomic, StateDict, STATE_FORMAT, STATE_VERSION};
 
 /// Something with named parameters and buffers.
 pub trait Module<T: Float> {
@@ -41,8 +41,8 @@ pub trait Module<T: Float> {
     }
 }
 
-/// Prepends `prefix.` to each name.
-pub(crate) fn prefixed<V>(prefix: &str, items: Vec<(String, V)>) -> Vec<(String, V)> {
+/// Prepends `prefix.` to each name (for composing [`Module`] listings).
+pub fn prefixed<V>(prefix: &str, items: Vec<(String, V)>) -> Vec<(String, V)> {
     items
         .into_iter()
         .map(|(n, v)| (format!("{prefix}.{n}"), v))

@@ -148,7 +148,7 @@ impl StateDict {
 }
 
 /// Writes `bytes` to `path` atomically (temp file + fsync + rename).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let io = |source| Error::Io {
         path: path.to_path_buf(),
         source,

@@ -1,0 +1,314 @@
+//! Run configuration: presets (DESIGN.md §4), TOML files and command-line overrides, resolved
+//! into one [`RunConfig`] that is written to the run folder as `config.toml`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use lucir_data::MemoryBudget;
+use lucir_method::{Arch, Method, MethodConfig};
+use serde::{Deserialize, Serialize};
+
+/// The paper's CIFAR-100 class order (numpy seed 1993), DESIGN.md §7.
+pub const CIFAR100_ORDER: [usize; 100] = [
+    68, 56, 78, 8, 23, 84, 90, 65, 74, 76, 40, 89, 3, 92, 55, 9, 26, 80, 43, 38, 58, 70, 77, 1, 85,
+    19, 17, 50, 28, 53, 13, 81, 45, 82, 6, 59, 83, 16, 15, 44, 91, 41, 72, 60, 79, 52, 20, 10, 31,
+    54, 37, 95, 14, 71, 96, 98, 97, 2, 64, 66, 42, 22, 35, 86, 24, 34, 87, 21, 99, 0, 88, 27, 18,
+    94, 11, 12, 47, 25, 30, 46, 62, 69, 36, 61, 7, 63, 75, 5, 32, 4, 51, 48, 73, 93, 39, 67, 29,
+    49, 57, 33,
+];
+
+/// The Fashion-MNIST presets' order (numpy's seed-1993 shuffle of 0..10).
+pub const FMNIST_ORDER: [usize; 10] = [4, 2, 7, 6, 0, 3, 5, 8, 9, 1];
+
+/// Names of the presets.
+pub const PRESETS: [&str; 5] = [
+    "fmnist-quick",
+    "fmnist",
+    "cifar100-b50-inc10",
+    "cifar100-b50-inc5",
+    "cifar100-b50-inc2",
+];
+
+/// What data a run uses and how it is split into phases.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// fmnist, mnist, cifar10, cifar100 or folder.
+    pub dataset: String,
+    /// Folder of the dataset files (default: Debian's Fashion-MNIST location).
+    pub data_dir: Option<PathBuf>,
+    /// Use only the first N training images of each class, in file order.
+    pub train_per_class: Option<usize>,
+    /// Explicit class order; without it, numpy's shuffle with `class_order_seed`.
+    pub class_order: Option<Vec<usize>>,
+    /// Seed of the class-order shuffle when no explicit order is given.
+    pub class_order_seed: u32,
+    /// Classes of the base phase.
+    pub base: usize,
+    /// Classes per incremental phase.
+    pub inc: usize,
+    /// Image folders: stored side.
+    pub resize: usize,
+    /// Image folders: crop side.
+    pub crop: usize,
+}
+
+/// A whole run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// The preset this configuration started from.
+    pub preset: String,
+    /// rayon threads (0 = one per core).
+    pub threads: usize,
+    /// Data and phases.
+    pub data: DataConfig,
+    /// Method and hyper-parameters.
+    pub method: MethodConfig,
+}
+
+/// The settings of a named preset.
+pub fn preset(name: &str) -> Result<RunConfig> {
+    let fmnist = |per_class: Option<usize>, arch, epochs| RunConfig {
+        preset: name.to_string(),
+        threads: 0,
+        data: DataConfig {
+            dataset: "fmnist".into(),
+            data_dir: None,
+            train_per_class: per_class,
+            class_order: Some(FMNIST_ORDER.to_vec()),
+            class_order_seed: 1993,
+            base: 5,
+            inc: 1,
+            resize: 256,
+            crop: 224,
+        },
+        method: MethodConfig::lucir(arch, epochs),
+    };
+    let cifar = |inc| RunConfig {
+        preset: name.to_string(),
+        threads: 0,
+        data: DataConfig {
+            dataset: "cifar100".into(),
+            data_dir: None,
+            train_per_class: None,
+            class_order: Some(CIFAR100_ORDER.to_vec()),
+            class_order_seed: 1993,
+            base: 50,
+            inc,
+            resize: 256,
+            crop: 224,
+        },
+        method: MethodConfig::lucir(Arch::Resnet32, 160),
+    };
+    Ok(match name {
+        "fmnist-quick" => fmnist(Some(1000), Arch::Resnet20, 12),
+        "fmnist" => fmnist(None, Arch::Resnet32, 30),
+        "cifar100-b50-inc10" => cifar(10),
+        "cifar100-b50-inc5" => cifar(5),
+        "cifar100-b50-inc2" => cifar(2),
+        other => bail!("unknown preset {other:?}; presets: {}", PRESETS.join(", ")),
+    })
+}
+
+/// Command-line settings of a run; each given one overrides the preset and the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    /// Preset to start from.
+    #[arg(long, default_value = "fmnist-quick")]
+    pub preset: String,
+    /// TOML file with `preset`, `threads`, `[data]` and `[method]` settings.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Continue the run in this folder where it stopped.
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// lucir, finetune or icarl.
+    #[arg(long)]
+    pub method: Option<String>,
+    /// Linear instead of cosine classifier (ablation).
+    #[arg(long)]
+    pub no_cosine: bool,
+    /// Drop the less-forget constraint (ablation).
+    #[arg(long)]
+    pub no_less_forget: bool,
+    /// Constant λ = λ_base (ablation).
+    #[arg(long)]
+    pub no_adaptive_lambda: bool,
+    /// Drop the margin-ranking loss (ablation).
+    #[arg(long)]
+    pub no_margin: bool,
+    /// Random instead of imprinted new-class weights (ablation).
+    #[arg(long)]
+    pub no_imprint: bool,
+    /// Class-balanced fine-tuning after each incremental phase.
+    #[arg(long)]
+    pub cbf: bool,
+    /// resnet20, resnet32, resnet56 or resnet18.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Epochs per phase.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Classes of the base phase.
+    #[arg(long)]
+    pub base: Option<usize>,
+    /// Classes per incremental phase.
+    #[arg(long)]
+    pub inc: Option<usize>,
+    /// First N training images of each class only.
+    #[arg(long)]
+    pub train_per_class: Option<usize>,
+    /// Exemplars per class.
+    #[arg(long)]
+    pub memory: Option<usize>,
+    /// Fixed total exemplar budget instead of a per-class number.
+    #[arg(long)]
+    pub memory_total: Option<usize>,
+    /// λ_base of the less-forget constraint.
+    #[arg(long)]
+    pub lambda_base: Option<f64>,
+    /// Margin of the ranking loss.
+    #[arg(long)]
+    pub margin: Option<f64>,
+    /// Hard negatives per old-class sample.
+    #[arg(long)]
+    pub k: Option<usize>,
+    /// Learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Batch size.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Seed of initialisation, shuffling and augmentation.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Explicit class order, e.g. 4,2,7,6,0,3,5,8,9,1.
+    #[arg(long, value_delimiter = ',')]
+    pub class_order: Option<Vec<usize>>,
+    /// Folder of the dataset.
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// fmnist, mnist, cifar10, cifar100 or folder.
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// Run folder (default runs/<date-time>-<preset>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// results.json of other runs to draw in accuracy.svg for comparison.
+    #[arg(long)]
+    pub baseline: Vec<PathBuf>,
+    /// No progress output.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn parse_method(s: &str) -> Result<Method> {
+    Ok(match s {
+        "lucir" => Method::Lucir,
+        "finetune" => Method::Finetune,
+        "icarl" => Method::Icarl,
+        o => bail!("unknown method {o:?}; expected lucir, finetune or icarl"),
+    })
+}
+
+fn parse_arch(s: &str) -> Result<Arch> {
+    Ok(match s {
+        "resnet20" => Arch::Resnet20,
+        "resnet32" => Arch::Resnet32,
+        "resnet56" => Arch::Resnet56,
+        "resnet18" => Arch::Resnet18,
+        o => bail!("unknown model {o:?}; expected resnet20, resnet32, resnet56 or resnet18"),
+    })
+}
+
+/// Reads a TOML run configuration; unknown keys are errors naming the key.
+pub fn read_config_file(path: &Path) -> Result<RunConfig> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    parse_config(&text).with_context(|| format!("{}", path.display()))
+}
+
+/// Parses a TOML run configuration.
+pub fn parse_config(text: &str) -> Result<RunConfig> {
+    toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim().replace('\n', " ")))
+}
+
+/// Preset (or config file), then the command-line overrides.
+pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
+    let mut c = match &args.config {
+        Some(path) => read_config_file(path)?,
+        None => preset(&args.preset)?,
+    };
+    let m = &mut c.method;
+    if let Some(s) = &args.method {
+        m.method = parse_method(s)?;
+    }
+    if let Some(s) = &args.model {
+        m.arch = parse_arch(s)?;
+    }
+    m.cosine &= !args.no_cosine;
+    m.less_forget &= !args.no_less_forget;
+    m.adaptive_lambda &= !args.no_adaptive_lambda;
+    m.margin_rank &= !args.no_margin;
+    m.imprint &= !args.no_imprint;
+    m.cbf |= args.cbf;
+    if let Some(v) = args.epochs {
+        m.epochs = v;
+    }
+    if let Some(v) = args.memory {
+        m.memory = MemoryBudget::PerClass(v);
+    }
+    if let Some(v) = args.memory_total {
+        m.memory = MemoryBudget::Total(v);
+    }
+    if let Some(v) = args.lambda_base {
+        m.lambda_base = v;
+    }
+    if let Some(v) = args.margin {
+        m.margin = v;
+    }
+    if let Some(v) = args.k {
+        m.k = v;
+    }
+    if let Some(v) = args.lr {
+        m.lr = v;
+    }
+    if let Some(v) = args.batch {
+        m.batch = v;
+    }
+    if let Some(v) = args.seed {
+        m.seed = v;
+    }
+    let d = &mut c.data;
+    if let Some(v) = args.base {
+        d.base = v;
+    }
+    if let Some(v) = args.inc {
+        d.inc = v;
+    }
+    if let Some(v) = args.train_per_class {
+        d.train_per_class = Some(v);
+    }
+    if let Some(v) = &args.class_order {
+        d.class_order = Some(v.clone());
+    }
+    if let Some(v) = &args.data_dir {
+        d.data_dir = Some(v.clone());
+    }
+    if let Some(v) = &args.dataset {
+        d.dataset = v.clone();
+    }
+    if let Some(v) = args.threads {
+        c.threads = v;
+    }
+    c.method.validate()?;
+    if c.data.train_per_class == Some(0) {
+        bail!("train_per_class must be at least 1");
+    }
+    Ok(c)
+}

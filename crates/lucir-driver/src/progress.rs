@@ -1,0 +1,197 @@
+//! Progress display and per-phase outputs: progress bars on a terminal, one line per epoch
+//! otherwise, nothing with `--quiet`; after each phase a checkpoint and refreshed results files.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use lucir_method::{Event, IncrementalLearner, Observer, PhaseResult};
+use lucir_nn::{save_state, write_atomic};
+
+use crate::report::{write_all, RunResults};
+
+/// How progress is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Display {
+    /// indicatif bars (stderr is a terminal).
+    Bars,
+    /// One line per epoch on stderr.
+    Lines,
+    /// Nothing.
+    Quiet,
+}
+
+impl Display {
+    /// Bars on a terminal, lines otherwise, nothing when quiet.
+    pub fn pick(quiet: bool) -> Self {
+        if quiet {
+            Display::Quiet
+        } else if std::io::stderr().is_terminal() {
+            Display::Bars
+        } else {
+            Display::Lines
+        }
+    }
+}
+
+/// The driver's [`Observer`].
+#[derive(Debug)]
+pub struct Progress {
+    display: Display,
+    bar: Option<ProgressBar>,
+    dir: PathBuf,
+    /// Results so far (rewritten after every phase).
+    pub results: RunResults,
+    baselines: Vec<RunResults>,
+    start: Instant,
+}
+
+impl Progress {
+    /// An observer writing into run folder `dir`.
+    pub fn new(
+        display: Display,
+        dir: PathBuf,
+        results: RunResults,
+        baselines: Vec<RunResults>,
+    ) -> Self {
+        Self {
+            display,
+            bar: None,
+            dir,
+            results,
+            baselines,
+            start: Instant::now(),
+        }
+    }
+
+    fn line(&self, text: &str) {
+        match (&self.bar, self.display) {
+            (_, Display::Quiet) => {}
+            (Some(bar), _) => bar.println(text),
+            (None, _) => eprintln!("{text}"),
+        }
+    }
+
+    /// Seconds since the run started.
+    pub fn elapsed(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+}
+
+fn to_method_err(e: impl std::fmt::Display) -> lucir_method::Error {
+    lucir_method::Error::Stopped(e.to_string())
+}
+
+impl Observer for Progress {
+    fn event(&mut self, e: &Event) -> lucir_method::Result<()> {
+        match e {
+            Event::PhaseStart {
+                phase,
+                phases,
+                new,
+                samples,
+                lambda,
+            } => self.line(&format!(
+                "phase {}/{}: classes {}..{} ({} new), {} training samples, λ = {:.3}",
+                phase,
+                phases - 1,
+                new.start,
+                new.end,
+                new.len(),
+                samples,
+                lambda
+            )),
+            Event::Stage { phase, what } => self.line(&format!("phase {phase}: {what}")),
+            Event::EpochStart {
+                phase,
+                stage,
+                epoch,
+                epochs,
+                batches,
+                ..
+            } => {
+                if self.display == Display::Bars {
+                    let bar = ProgressBar::new(*batches as u64);
+                    bar.set_style(
+                        ProgressStyle::with_template(
+                            "{prefix} [{bar:30}] {pos}/{len} {msg} (ETA {eta})",
+                        )
+                        .map_err(to_method_err)?
+                        .progress_chars("=> "),
+                    );
+                    bar.set_prefix(format!(
+                        "phase {phase} {stage} epoch {}/{epochs}",
+                        epoch + 1
+                    ));
+                    self.bar = Some(bar);
+                }
+            }
+            Event::Batch { loss, .. } => {
+                if let Some(bar) = &self.bar {
+                    bar.inc(1);
+                    bar.set_message(format!(
+                        "loss {:.4} (ce {:.4} lf {:.4} mr {:.4} kd {:.4})",
+                        loss.total, loss.ce, loss.lf, loss.mr, loss.kd
+                    ));
+                }
+            }
+            Event::EpochEnd {
+                phase,
+                stage,
+                epoch,
+                epochs,
+                loss,
+                lr,
+                seconds,
+            } => {
+                if let Some(bar) = self.bar.take() {
+                    bar.finish_and_clear();
+                }
+                self.line(&format!(
+                    "phase {phase} {stage} epoch {}/{epochs}: lr {lr:.4} loss {:.4} (ce {:.4} \
+                     lf {:.4} mr {:.4} kd {:.4}) {seconds:.1} s",
+                    epoch + 1,
+                    loss.total,
+                    loss.ce,
+                    loss.lf,
+                    loss.mr,
+                    loss.kd
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn phase_done(
+        &mut self,
+        r: &PhaseResult,
+        learner: &IncrementalLearner,
+    ) -> lucir_method::Result<()> {
+        let ckpt = self.dir.join("checkpoints");
+        save_state(&learner.net, &ckpt.join(format!("phase-{}.state", r.phase)))
+            .map_err(to_method_err)?;
+        let memory = serde_json::to_vec(&learner.memory).map_err(to_method_err)?;
+        write_atomic(
+            &ckpt.join(format!("phase-{}.memory.json", r.phase)),
+            &memory,
+        )
+        .map_err(to_method_err)?;
+        let mut phases = self.results.phases.clone();
+        phases.push(r.clone());
+        self.results.set_phases(phases);
+        self.results.wall_seconds = self.elapsed();
+        write_all(&self.dir, &self.results, &self.baselines).map_err(to_method_err)?;
+        self.line(&format!(
+            "phase {} done: {} classes, CNN {:.2}%  NME {:.2}%  (old {} / new {:.2}), σ {}",
+            r.phase,
+            r.classes_seen,
+            r.acc_cnn,
+            r.acc_nme,
+            r.acc_old_cnn.map_or("-".into(), |v| format!("{v:.2}")),
+            r.acc_new_cnn,
+            r.sigma.map_or("-".into(), |v| format!("{v:.3}"))
+        ));
+        Ok(())
+    }
+}

@@ -1,0 +1,259 @@
+//! Run outputs: `results.json`, `results.csv`, `accuracy.svg` and the final table. Every file
+//! is written atomically (temporary file, fsync, rename).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use lucir_method::{PhaseResult, ProtocolResult};
+use lucir_nn::write_atomic;
+use serde::{Deserialize, Serialize};
+
+/// The content of `results.json` (accuracies in percent).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    /// lucir, finetune or icarl.
+    pub method: String,
+    /// The method with its ablation switches, e.g. `lucir-no-margin`.
+    pub variant: String,
+    /// Preset the run started from.
+    pub preset: String,
+    /// Seed.
+    pub seed: u64,
+    /// Dataset class ids in learning order.
+    pub class_order: Vec<usize>,
+    /// Per-phase results.
+    pub phases: Vec<PhaseResult>,
+    /// Average incremental accuracy, CNN.
+    pub avg_inc_acc_cnn: f64,
+    /// Average incremental accuracy, NME.
+    pub avg_inc_acc_nme: f64,
+    /// Wall time of the run so far.
+    pub wall_seconds: f64,
+}
+
+impl RunResults {
+    /// Updates phases and averages from a protocol result.
+    pub fn set_phases(&mut self, phases: Vec<PhaseResult>) {
+        let r = ProtocolResult::from_phases(phases);
+        self.phases = r.phases;
+        self.avg_inc_acc_cnn = r.avg_inc_acc_cnn;
+        self.avg_inc_acc_nme = r.avg_inc_acc_nme;
+    }
+}
+
+fn opt(v: Option<f64>) -> String {
+    v.map_or(String::new(), |v| format!("{v:.2}"))
+}
+
+/// Writes `results.json`, `results.csv` and `accuracy.svg` into `dir`.
+pub fn write_all(dir: &Path, r: &RunResults, baselines: &[RunResults]) -> Result<()> {
+    let json = serde_json::to_string_pretty(r)?;
+    write_atomic(&dir.join("results.json"), json.as_bytes())?;
+    let mut csv = String::from(
+        "phase,classes_seen,acc_cnn,acc_nme,acc_old_cnn,acc_new_cnn,acc_old_nme,acc_new_nme,\
+         forgetting_cnn,lambda,sigma,train_seconds,images_per_s\n",
+    );
+    for p in &r.phases {
+        writeln!(
+            csv,
+            "{},{},{:.2},{:.2},{},{:.2},{},{:.2},{:.2},{:.4},{},{:.1},{:.1}",
+            p.phase,
+            p.classes_seen,
+            p.acc_cnn,
+            p.acc_nme,
+            opt(p.acc_old_cnn),
+            p.acc_new_cnn,
+            opt(p.acc_old_nme),
+            p.acc_new_nme,
+            p.forgetting_cnn,
+            p.lambda,
+            p.sigma.map_or(String::new(), |s| format!("{s:.4}")),
+            p.train_seconds,
+            p.images_per_s
+        )?;
+    }
+    write_atomic(&dir.join("results.csv"), csv.as_bytes())?;
+    write_atomic(&dir.join("accuracy.svg"), svg(r, baselines).as_bytes())?;
+    Ok(())
+}
+
+/// Reads another run's `results.json` (for comparison curves).
+pub fn read_results(path: &Path) -> Result<RunResults> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a lucir results.json", path.display()))
+}
+
+/// One curve of the chart: label, colour, dashed, (classes seen, accuracy) points.
+type Series<'a> = (String, &'a str, bool, Vec<(usize, f64)>);
+
+/// A line chart of accuracy per phase (x: classes seen; y: 0–100 %).
+pub fn svg(r: &RunResults, baselines: &[RunResults]) -> String {
+    let (w, h, left, right, top, bottom) = (720.0, 420.0, 60.0, 200.0, 30.0, 50.0);
+    let pw = w - left - right;
+    let ph = h - top - bottom;
+    let all = std::iter::once(r).chain(baselines);
+    let xmax = all
+        .clone()
+        .flat_map(|r| r.phases.iter().map(|p| p.classes_seen))
+        .max()
+        .unwrap_or(1) as f64;
+    let xmin = all
+        .flat_map(|r| r.phases.iter().map(|p| p.classes_seen))
+        .min()
+        .unwrap_or(0) as f64;
+    let span = (xmax - xmin).max(1.0);
+    let x = |c: usize| left + (c as f64 - xmin) / span * pw;
+    let y = |a: f64| top + (1.0 - a.clamp(0.0, 100.0) / 100.0) * ph;
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="18" text-anchor="middle" font-size="14">{} — accuracy per phase</text>
+"#,
+        left + pw / 2.0,
+        r.preset
+    );
+    for a in (0..=100).step_by(20) {
+        let yy = y(a as f64);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{left}" y1="{yy}" x2="{}" y2="{yy}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{a}</text>"##,
+            left + pw,
+            left - 6.0,
+            yy + 4.0
+        );
+    }
+    for p in &r.phases {
+        let xx = x(p.classes_seen);
+        let _ = writeln!(
+            s,
+            r#"<text x="{xx}" y="{}" text-anchor="middle">{}</text>"#,
+            top + ph + 18.0,
+            p.classes_seen
+        );
+    }
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">classes seen</text><text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">accuracy (%)</text>"#,
+        left + pw / 2.0,
+        h - 10.0,
+        top + ph / 2.0,
+        top + ph / 2.0
+    );
+    let colours = [
+        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+    ];
+    let mut series: Vec<Series> = vec![
+        (
+            format!("{} CNN ({:.2})", r.variant, r.avg_inc_acc_cnn),
+            colours[0],
+            false,
+            r.phases
+                .iter()
+                .map(|p| (p.classes_seen, p.acc_cnn))
+                .collect(),
+        ),
+        (
+            format!("{} NME ({:.2})", r.variant, r.avg_inc_acc_nme),
+            colours[0],
+            true,
+            r.phases
+                .iter()
+                .map(|p| (p.classes_seen, p.acc_nme))
+                .collect(),
+        ),
+    ];
+    for (i, b) in baselines.iter().enumerate() {
+        series.push((
+            format!("{} CNN ({:.2})", b.variant, b.avg_inc_acc_cnn),
+            colours[(i + 1) % colours.len()],
+            false,
+            b.phases
+                .iter()
+                .map(|p| (p.classes_seen, p.acc_cnn))
+                .collect(),
+        ));
+    }
+    for (i, (label, colour, dashed, pts)) in series.iter().enumerate() {
+        let path: Vec<String> = pts
+            .iter()
+            .map(|(c, a)| format!("{:.1},{:.1}", x(*c), y(*a)))
+            .collect();
+        let dash = if *dashed {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="2"{dash} points="{}"/>"#,
+            path.join(" ")
+        );
+        for (c, a) in pts {
+            let _ = writeln!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{colour}"/>"#,
+                x(*c),
+                y(*a)
+            );
+        }
+        let ly = top + 10.0 + 18.0 * i as f64;
+        let lx = left + pw + 12.0;
+        let _ = writeln!(
+            s,
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
+            lx + 22.0,
+            lx + 28.0,
+            ly + 4.0,
+            xml_escape(label)
+        );
+    }
+    s.push_str("</svg>\n");
+    s
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// The end-of-run table.
+pub fn table(r: &RunResults) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:>5} {:>7} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>9} {:>8}",
+        "phase", "classes", "CNN", "NME", "old CNN", "new CNN", "forget", "λ", "train s", "img/s"
+    );
+    for p in &r.phases {
+        let _ = writeln!(
+            s,
+            "{:>5} {:>7} {:>8.2} {:>8.2} {:>8} {:>8.2} {:>8.2} {:>7.3} {:>9.1} {:>8.1}",
+            p.phase,
+            p.classes_seen,
+            p.acc_cnn,
+            p.acc_nme,
+            opt(p.acc_old_cnn),
+            p.acc_new_cnn,
+            p.forgetting_cnn,
+            p.lambda,
+            p.train_seconds,
+            p.images_per_s
+        );
+    }
+    let _ = writeln!(
+        s,
+        "average incremental accuracy ({}, {} phases): CNN {:.2}  NME {:.2}   wall {:.0} s",
+        r.variant,
+        r.phases.len(),
+        r.avg_inc_acc_cnn,
+        r.avg_inc_acc_nme,
+        r.wall_seconds
+    );
+    s
+}

@@ -1,0 +1,155 @@
+//! `lucir-driver` without a sub-command: one class-incremental experiment.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use lucir_data::{load, ClassOrder, DatasetKind, FolderOptions, Phases};
+use lucir_method::{run_protocol, IncrementalLearner, Method, ProtocolData};
+use lucir_nn::write_atomic;
+
+use crate::config::{resolve, RunArgs, RunConfig};
+use crate::progress::{Display, Progress};
+use crate::report::{read_results, table, write_all, RunResults};
+
+/// `YYYYMMDD-HHMMSS` in UTC.
+fn timestamp() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+/// The method name with its ablation switches, e.g. `lucir-no-margin-cbf`.
+pub fn variant(cfg: &RunConfig) -> String {
+    let m = &cfg.method;
+    let mut s = match m.method {
+        Method::Lucir => "lucir".to_string(),
+        Method::Finetune => "finetune".to_string(),
+        Method::Icarl => "icarl".to_string(),
+    };
+    if m.method == Method::Lucir {
+        for (on, name) in [
+            (m.cosine, "no-cosine"),
+            (m.less_forget, "no-less-forget"),
+            (m.adaptive_lambda, "no-adaptive-lambda"),
+            (m.margin_rank, "no-margin"),
+            (m.imprint, "no-imprint"),
+        ] {
+            if !on {
+                s.push('-');
+                s.push_str(name);
+            }
+        }
+        if m.cbf {
+            s.push_str("-cbf");
+        }
+    }
+    s
+}
+
+/// Runs one experiment as configured by `args`.
+pub fn run(args: &RunArgs) -> Result<()> {
+    if args.resume.is_some() {
+        bail!("--resume is not supported by this version of lucir-driver");
+    }
+    let cfg = resolve(args)?;
+    if cfg.threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(cfg.threads)
+            .build_global()
+            .context("setting the thread count")?;
+    }
+    let kind = DatasetKind::parse(&cfg.data.dataset)?;
+    let folder = FolderOptions {
+        resize: cfg.data.resize,
+        crop: cfg.data.crop,
+    };
+    let ds = load(kind, cfg.data.data_dir.as_deref(), folder)?;
+    let train = match cfg.data.train_per_class {
+        Some(n) => ds.train.first_per_class(ds.classes, n),
+        None => ds.train.clone(),
+    };
+    let order = match &cfg.data.class_order {
+        Some(o) => ClassOrder::explicit(ds.classes, o.clone())?,
+        None => ClassOrder::seeded(ds.classes, cfg.data.class_order_seed),
+    };
+    let phases = Phases::equal(ds.classes, cfg.data.base, cfg.data.inc)?;
+    let baselines = args
+        .baseline
+        .iter()
+        .map(|p| read_results(p))
+        .collect::<Result<Vec<_>>>()?;
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", timestamp(), cfg.preset)));
+    std::fs::create_dir_all(dir.join("checkpoints"))
+        .with_context(|| format!("creating run folder {}", dir.display()))?;
+    let toml_text = toml::to_string_pretty(&cfg).context("encoding config.toml")?;
+    write_atomic(&dir.join("config.toml"), toml_text.as_bytes())?;
+
+    let display = Display::pick(args.quiet);
+    if display != Display::Quiet {
+        eprintln!(
+            "lucir-driver: {} on {} ({} train / {} test images, {} phases), run folder {}",
+            variant(&cfg),
+            kind.name(),
+            train.len(),
+            ds.test.len(),
+            phases.len(),
+            dir.display()
+        );
+        let list: Vec<String> = order.order().iter().map(|c| c.to_string()).collect();
+        eprintln!("class order: {}", list.join(","));
+    }
+    let data = Arc::new(ProtocolData {
+        train: Arc::new(train),
+        test: Arc::new(ds.test),
+        order: order.clone(),
+        phases,
+        norm: ds.norm,
+        augment: ds.augment,
+    });
+    let results = RunResults {
+        method: variant(&cfg)
+            .split('-')
+            .next()
+            .unwrap_or("lucir")
+            .to_string(),
+        variant: variant(&cfg),
+        preset: cfg.preset.clone(),
+        seed: cfg.method.seed,
+        class_order: order.order().to_vec(),
+        phases: Vec::new(),
+        avg_inc_acc_cnn: f64::NAN,
+        avg_inc_acc_nme: f64::NAN,
+        wall_seconds: 0.0,
+    };
+    let mut learner = IncrementalLearner::new(cfg.method.clone(), data)?;
+    let mut progress = Progress::new(display, dir.clone(), results, baselines.clone());
+    run_protocol(&mut learner, Vec::new(), &mut progress)?;
+    progress.results.wall_seconds = progress.elapsed();
+    write_all(&dir, &progress.results, &baselines)?;
+    print!("{}", table(&progress.results));
+    println!("results: {}", dir.join("results.json").display());
+    Ok(())
+}

@@ -1,0 +1,169 @@
+//! The `lucir-driver` binary end to end: a small run on synthetic IDX files writes every output
+//! of the run folder; bad input gives one-line errors and the documented exit codes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn driver(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_lucir-driver"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .expect("the driver binary runs")
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("lucir-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A 10-class MNIST-format dataset of 28×28 images: class c is a bright horizontal band at
+/// rows 2c..2c+4, so the classes are easy to tell apart.
+fn write_mnist_like(dir: &Path, per_class: usize) {
+    for (prefix, n) in [("train", per_class), ("t10k", 4)] {
+        let mut px = Vec::new();
+        let mut lb = Vec::new();
+        for i in 0..10 * n {
+            let c = i % 10;
+            for y in 0..28 {
+                for x in 0..28 {
+                    let band = y >= 2 * c && y < 2 * c + 4;
+                    px.push(if band {
+                        200u8
+                    } else {
+                        ((x * 7 + y * 3 + i) % 40) as u8
+                    });
+                }
+            }
+            lb.push(c as u8);
+        }
+        let mut images = vec![0, 0, 8, 3];
+        for d in [(10 * n) as u32, 28, 28] {
+            images.extend_from_slice(&d.to_be_bytes());
+        }
+        images.extend(px);
+        let mut labels = vec![0, 0, 8, 1];
+        labels.extend_from_slice(&((10 * n) as u32).to_be_bytes());
+        labels.extend(lb);
+        std::fs::write(dir.join(format!("{prefix}-images-idx3-ubyte")), images).unwrap();
+        std::fs::write(dir.join(format!("{prefix}-labels-idx1-ubyte")), labels).unwrap();
+    }
+}
+
+#[test]
+fn a_small_run_writes_the_whole_run_folder() {
+    let data = temp_dir("data");
+    write_mnist_like(&data, 6);
+    let out = temp_dir("run");
+    let o = driver(&[
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--base",
+        "8",
+        "--inc",
+        "1",
+        "--epochs",
+        "1",
+        "--batch",
+        "16",
+        "--memory",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+        "--class-order",
+        "0,1,2,3,4,5,6,7,8,9",
+    ]);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stdout.contains("average incremental accuracy"), "{stdout}");
+    assert!(
+        stderr.contains("phase 2/2"),
+        "plain progress lines expected: {stderr}"
+    );
+    for f in ["config.toml", "results.json", "results.csv", "accuracy.svg"] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    for p in 0..3 {
+        assert!(out.join(format!("checkpoints/phase-{p}.state")).is_file());
+        assert!(out
+            .join(format!("checkpoints/phase-{p}.memory.json"))
+            .is_file());
+    }
+    let json = std::fs::read_to_string(out.join("results.json")).unwrap();
+    for key in [
+        "\"method\": \"lucir\"",
+        "\"preset\": \"fmnist-quick\"",
+        "\"seed\": 1993",
+        "\"class_order\"",
+        "\"classes_seen\": 10",
+        "\"acc_cnn\"",
+        "\"acc_nme\"",
+        "\"acc_old_cnn\"",
+        "\"acc_new_cnn\"",
+        "\"lambda\"",
+        "\"sigma\"",
+        "\"train_seconds\"",
+        "\"images_per_s\"",
+        "\"avg_inc_acc_cnn\"",
+        "\"avg_inc_acc_nme\"",
+        "\"wall_seconds\"",
+    ] {
+        assert!(json.contains(key), "results.json lacks {key}: {json}");
+    }
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4);
+    let svg = std::fs::read_to_string(out.join("accuracy.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+    let cfg = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(
+        cfg.contains("dataset = \"mnist\"") && cfg.contains("base = 8"),
+        "{cfg}"
+    );
+    // The resolved config file reproduces the run's settings when read back.
+    let again = driver(&[
+        "--config",
+        out.join("config.toml").to_str().unwrap(),
+        "--epochs",
+        "0",
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("epochs must be at least 1"));
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn bad_input_gives_one_line_errors_and_exit_codes() {
+    let o = driver(&["--dataset", "cifar100", "--data-dir", "/nonexistent/cifar"]);
+    assert_eq!(o.status.code(), Some(1));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.starts_with("error: ") && e.contains("/nonexistent/cifar") && e.contains("train.bin"),
+        "{e}"
+    );
+    assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+
+    let o = driver(&["--preset", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown preset \"nope\""));
+
+    let o = driver(&["--method", "sgd"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("unknown method \"sgd\""));
+
+    let o = driver(&["--no-such-flag"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    let dir = temp_dir("cfg");
+    let cfg = dir.join("bad.toml");
+    std::fs::write(&cfg, "preset = \"x\"\nthreads = 0\nbogus_key = 1\n").unwrap();
+    let o = driver(&["--config", cfg.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(e.contains("bad.toml") && e.contains("bogus_key"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

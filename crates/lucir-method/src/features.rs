@@ -1,0 +1,80 @@
+//! Running a network over a loader without gradients: features, logits and labels.
+
+use lucir_autograd::Tape;
+use lucir_data::Loader;
+use lucir_nn::{Mode, ResNet};
+
+use crate::{Network, Result};
+
+/// Row-major B×D features (or B×C logits) with the labels of their samples.
+#[derive(Clone, Debug, Default)]
+pub struct Features {
+    /// Width of a row.
+    pub dim: usize,
+    /// Rows, one per sample.
+    pub data: Vec<f32>,
+    /// Class position of each row.
+    pub labels: Vec<usize>,
+}
+
+impl Features {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.labels.len()
+    }
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dim..(i + 1) * self.dim]
+    }
+    /// Scales every row to unit L2 norm (zero rows stay zero).
+    pub fn normalized(&self) -> Features {
+        let mut out = self.clone();
+        if self.dim > 0 {
+            for row in out.data.chunks_mut(self.dim) {
+                let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
+                row.iter_mut().for_each(|v| *v /= n);
+            }
+        }
+        out
+    }
+}
+
+/// Backbone features of every sample of `loader`, in evaluation mode.
+pub fn backbone_features(backbone: &mut ResNet<f32>, loader: &Loader) -> Result<Features> {
+    let mut out = Features {
+        dim: backbone.feature_dim(),
+        ..Features::default()
+    };
+    for batch in loader.epoch(0) {
+        let mut tape = Tape::no_grad();
+        let x = tape.constant(batch.images);
+        let f = backbone.forward(&mut tape, x, Mode::Eval)?;
+        out.data.extend_from_slice(tape.value(f).as_slice());
+        out.labels.extend(batch.labels);
+    }
+    Ok(out)
+}
+
+/// Features and logits of every sample of `loader`, in evaluation mode.
+pub fn features_and_logits(net: &mut Network, loader: &Loader) -> Result<(Features, Features)> {
+    let mut feats = Features {
+        dim: net.backbone.feature_dim(),
+        ..Features::default()
+    };
+    let mut logits = Features {
+        dim: net.head.classes(),
+        ..Features::default()
+    };
+    for batch in loader.epoch(0) {
+        let mut tape = Tape::no_grad();
+        let x = tape.constant(batch.images);
+        let (f, out) = net.forward(&mut tape, x, Mode::Eval)?;
+        feats.data.extend_from_slice(tape.value(f).as_slice());
+        logits
+            .data
+            .extend_from_slice(tape.value(out.logits).as_slice());
+        feats.labels.extend(batch.labels.iter().copied());
+        logits.labels.extend(batch.labels);
+    }
+    Ok((feats, logits))
+}

@@ -1,0 +1,507 @@
+//! The learner lifecycle (before phase → train → after phase → evaluate) and the one learner
+//! that implements LUCIR, its ablations and the baselines.
+
+use std::ops::Range;
+use std::sync::Arc;
+use std::time::Instant;
+
+use lucir_autograd::{MultiStepLr, Param, ParamGroup, Sgd, Tape, Var};
+use lucir_data::{ExemplarMemory, Loader, Sample};
+use lucir_nn::{Init, Mode, Module};
+use lucir_tensor::Tensor;
+
+use crate::eval::{per_class_accuracy, predict_argmax};
+use crate::features::{backbone_features, features_and_logits};
+use crate::{
+    accuracy_split, adaptive_lambda, forgetting, herding, imprint_weights, nme_class_means,
+    predict_nme, Error, Event, Features, Method, MethodConfig, Network, Observer, ProtocolData,
+    Result,
+};
+
+/// Where a phase stands: its index and the class positions involved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhaseContext {
+    /// Phase index (0 is the base phase).
+    pub phase: usize,
+    /// Number of phases.
+    pub phases: usize,
+    /// Positions of the classes this phase introduces.
+    pub new: Range<usize>,
+}
+
+impl PhaseContext {
+    /// Number of classes learned before this phase.
+    pub fn old(&self) -> usize {
+        self.new.start
+    }
+    /// Number of classes seen once this phase is learned.
+    pub fn seen(&self) -> usize {
+        self.new.end
+    }
+}
+
+/// Loss terms of a step or the mean over an epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossTerms {
+    /// Total loss.
+    pub total: f64,
+    /// Cross-entropy.
+    pub ce: f64,
+    /// Less-forget (λ included).
+    pub lf: f64,
+    /// Margin ranking.
+    pub mr: f64,
+    /// Distillation (iCaRL baseline).
+    pub kd: f64,
+}
+
+impl LossTerms {
+    fn add(&mut self, o: &LossTerms) {
+        self.total += o.total;
+        self.ce += o.ce;
+        self.lf += o.lf;
+        self.mr += o.mr;
+        self.kd += o.kd;
+    }
+    fn scaled(&self, k: f64) -> LossTerms {
+        LossTerms {
+            total: self.total * k,
+            ce: self.ce * k,
+            lf: self.lf * k,
+            mr: self.mr * k,
+            kd: self.kd * k,
+        }
+    }
+}
+
+/// What training a phase cost.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct TrainStats {
+    /// Images processed (epochs × samples).
+    pub images: usize,
+    /// Wall time of the training loop.
+    pub seconds: f64,
+    /// Mean loss terms of the last epoch.
+    pub last_epoch: LossTerms,
+}
+
+/// Accuracies after a phase.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PhaseEval {
+    /// CNN accuracy (%) on all seen classes.
+    pub acc_cnn: f64,
+    /// NME accuracy (%) on all seen classes.
+    pub acc_nme: f64,
+    /// CNN accuracy on the classes learned before this phase (NaN in the base phase).
+    pub acc_old_cnn: f64,
+    /// CNN accuracy on this phase's classes.
+    pub acc_new_cnn: f64,
+    /// NME accuracy on old classes.
+    pub acc_old_nme: f64,
+    /// NME accuracy on new classes.
+    pub acc_new_nme: f64,
+    /// CNN forgetting (percentage points; see [`forgetting`]).
+    pub forgetting_cnn: f64,
+}
+
+/// The lifecycle every method goes through in each phase.
+pub trait Learner {
+    /// Prepares the phase: grows the head, imprints, freezes the previous model, sets λ.
+    fn before_phase(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<()>;
+    /// Trains on the phase's data (new classes + exemplars).
+    fn train(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<TrainStats>;
+    /// Selects exemplars, fine-tunes on them if configured, and computes NME class means.
+    fn after_phase(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<()>;
+    /// Evaluates on the test images of all classes seen.
+    fn evaluate(&mut self, ctx: &PhaseContext) -> Result<PhaseEval>;
+}
+
+/// LUCIR (and ablations) or a baseline, per its [`MethodConfig`].
+#[derive(Debug)]
+pub struct IncrementalLearner {
+    /// Settings.
+    pub cfg: MethodConfig,
+    /// The current model.
+    pub net: Network,
+    /// The frozen model of the previous phase (incremental phases only).
+    pub prev: Option<Network>,
+    /// Exemplars per class position.
+    pub memory: ExemplarMemory,
+    /// NME class means, seen × D.
+    pub class_means: Vec<f32>,
+    /// λ of the current phase.
+    pub lambda: f64,
+    /// Per-class CNN accuracy after each phase (for forgetting).
+    pub history: Vec<Vec<f64>>,
+    data: Arc<ProtocolData>,
+    train_ids: Vec<Vec<usize>>,
+    test_ids: Vec<Vec<usize>>,
+    init: Init,
+}
+
+fn by_position(labels: &[usize], data: &ProtocolData) -> Vec<Vec<usize>> {
+    let mut v = vec![Vec::new(); data.order.len()];
+    for (i, &l) in labels.iter().enumerate() {
+        if l < data.order.len() {
+            v[data.order.position(l)].push(i);
+        }
+    }
+    v
+}
+
+impl IncrementalLearner {
+    /// A learner with a fresh network for the base phase.
+    pub fn new(cfg: MethodConfig, data: Arc<ProtocolData>) -> Result<Self> {
+        cfg.validate()?;
+        let base = data.phases.sizes()[0];
+        let channels = data.train.shape[0];
+        let net = Network::new(cfg.arch, channels, base, cfg.cosine_head(), cfg.seed)?;
+        let train_ids = by_position(&data.train.labels, &data);
+        let test_ids = by_position(&data.test.labels, &data);
+        Ok(Self {
+            memory: ExemplarMemory::new(cfg.memory),
+            init: Init::new(cfg.seed ^ 0x9e0),
+            cfg,
+            net,
+            prev: None,
+            class_means: Vec::new(),
+            lambda: 0.0,
+            history: Vec::new(),
+            data,
+            train_ids,
+            test_ids,
+        })
+    }
+
+    /// The protocol data.
+    pub fn data(&self) -> &ProtocolData {
+        &self.data
+    }
+
+    fn samples(ids: &[Vec<usize>], classes: Range<usize>) -> Vec<Sample> {
+        classes
+            .flat_map(|c| ids[c].iter().map(move |&id| Sample { id, label: c }))
+            .collect()
+    }
+
+    fn loader_seed(&self, phase: usize, stage: u64) -> u64 {
+        self.cfg.seed ^ (phase as u64).wrapping_mul(0x9e37_79b9) ^ stage.wrapping_mul(0x85eb_ca6b)
+    }
+
+    fn eval_loader(
+        &self,
+        split: &Arc<lucir_data::Split>,
+        samples: Vec<Sample>,
+        mirrored: bool,
+    ) -> Loader {
+        Loader::test(
+            split.clone(),
+            samples,
+            self.cfg.batch.max(256),
+            self.data.norm.clone(),
+            self.data.augment,
+            mirrored,
+        )
+    }
+
+    /// Backbone features of class `c`'s samples `ids` of the training split.
+    fn train_features(&mut self, c: usize, ids: &[usize], mirrored: bool) -> Result<Features> {
+        let samples = ids.iter().map(|&id| Sample { id, label: c }).collect();
+        let loader = self.eval_loader(&self.data.train.clone(), samples, mirrored);
+        backbone_features(&mut self.net.backbone, &loader)
+    }
+
+    /// One optimisation run over `samples`: the phase's training or class-balanced fine-tuning.
+    fn optimise(
+        &mut self,
+        ctx: &PhaseContext,
+        samples: Vec<Sample>,
+        stage: &'static str,
+        epochs: usize,
+        lr: f64,
+        obs: &mut dyn Observer,
+    ) -> Result<TrainStats> {
+        let cbf = stage == "cbf";
+        let loader = Loader::train(
+            self.data.train.clone(),
+            samples,
+            self.cfg.batch,
+            self.data.norm.clone(),
+            self.data.augment,
+            self.loader_seed(ctx.phase, u64::from(cbf)),
+        );
+        let sched = MultiStepLr::lucir(lr, epochs);
+        let mut sgd = Sgd::new(self.cfg.momentum);
+        let start = Instant::now();
+        let mut stats = TrainStats::default();
+        let batches = loader.batches();
+        for epoch in 0..epochs {
+            let lr = sched.lr_at(epoch);
+            obs.event(&Event::EpochStart {
+                phase: ctx.phase,
+                stage,
+                epoch,
+                epochs,
+                batches,
+                lr,
+            })?;
+            let t0 = Instant::now();
+            let mut sum = LossTerms::default();
+            let mut seen = 0usize;
+            for (step, batch) in loader.epoch(epoch as u64).enumerate() {
+                let n = batch.labels.len();
+                let terms = self.step(ctx, batch.images, &batch.labels, lr, cbf, &mut sgd)?;
+                if !terms.total.is_finite() || !self.net.all_finite() {
+                    let what = if terms.total.is_finite() {
+                        "a parameter".to_string()
+                    } else {
+                        format!("the loss ({terms:?})")
+                    };
+                    return Err(Error::Diverged {
+                        phase: ctx.phase,
+                        epoch,
+                        step,
+                        what,
+                    });
+                }
+                sum.add(&terms.scaled(n as f64));
+                seen += n;
+                stats.images += n;
+                obs.event(&Event::Batch {
+                    phase: ctx.phase,
+                    stage,
+                    epoch,
+                    batch: step,
+                    batches,
+                    loss: terms,
+                })?;
+            }
+            let mean = sum.scaled(1.0 / seen.max(1) as f64);
+            stats.last_epoch = mean;
+            obs.event(&Event::EpochEnd {
+                phase: ctx.phase,
+                stage,
+                epoch,
+                epochs,
+                loss: mean,
+                lr,
+                seconds: t0.elapsed().as_secs_f64(),
+            })?;
+        }
+        stats.seconds = start.elapsed().as_secs_f64();
+        Ok(stats)
+    }
+
+    /// One SGD step on a batch; returns its loss terms.
+    fn step(
+        &mut self,
+        ctx: &PhaseContext,
+        images: Tensor<f32>,
+        labels: &[usize],
+        lr: f64,
+        cbf: bool,
+        sgd: &mut Sgd<f32>,
+    ) -> Result<LossTerms> {
+        let incremental = ctx.phase > 0;
+        let lucir = self.cfg.method == Method::Lucir;
+        let need_prev = incremental
+            && !cbf
+            && ((lucir && self.lambda > 0.0) || self.cfg.method == Method::Icarl);
+        // The previous model's view of the batch, on its own gradient-free tape.
+        let prev_out = if need_prev {
+            let prev = self.prev.as_mut().ok_or_else(|| {
+                Error::Config("an incremental phase needs the previous model".into())
+            })?;
+            let mut t = Tape::no_grad();
+            let x = t.constant(images.clone());
+            let (f, out) = prev.forward(&mut t, x, Mode::Eval)?;
+            Some((t.value(f).clone(), t.value(out.logits).clone()))
+        } else {
+            None
+        };
+        let mut tape = Tape::new();
+        let x = tape.constant(images);
+        let (f, out) = if cbf {
+            // Class-balanced fine-tuning: backbone and BN frozen (evaluation mode).
+            let mut t = Tape::no_grad();
+            let xi = t.constant(tape.value(x).clone());
+            let fv = self.net.backbone.forward(&mut t, xi, Mode::Eval)?;
+            let f = tape.constant(t.value(fv).clone());
+            (f, self.net.head.forward(&mut tape, f)?)
+        } else {
+            self.net.forward(&mut tape, x, Mode::Train)?
+        };
+        let mut terms = LossTerms::default();
+        let value = |t: &Tape<f32>, v: Var| t.value(v).item().map(f64::from);
+        let mut loss = tape.cross_entropy(out.logits, labels)?;
+        terms.ce = value(&tape, loss)?;
+        if let Some((f_star, old_logits)) = &prev_out {
+            if lucir {
+                let lf = tape.less_forget(f, f_star, self.lambda as f32)?;
+                terms.lf = value(&tape, lf)?;
+                loss = tape.add(loss, lf)?;
+            } else {
+                let old = ctx.old();
+                let z_old = tape.slice_cols(out.logits, 0, old)?;
+                let target = slice_cols(old_logits, old)?;
+                let kd = tape.kd(z_old, &target, self.cfg.kd_temperature as f32)?;
+                terms.kd = value(&tape, kd)?;
+                loss = tape.add(loss, kd)?;
+            }
+        }
+        if incremental && lucir && self.cfg.margin_rank {
+            let cos = out.cos.unwrap_or(out.logits);
+            let mr =
+                tape.margin_rank(cos, labels, ctx.old(), self.cfg.k, self.cfg.margin as f32)?;
+            terms.mr = value(&tape, mr)?;
+            loss = tape.add(loss, mr)?;
+        }
+        terms.total = value(&tape, loss)?;
+        if !terms.total.is_finite() {
+            return Ok(terms);
+        }
+        tape.backward(loss)?;
+        let wd = self.cfg.weight_decay;
+        let Network { backbone, head } = &mut self.net;
+        let mut groups: Vec<ParamGroup<'_, f32>> = Vec::new();
+        if !cbf {
+            let params: Vec<&mut Param<f32>> =
+                backbone.params_mut().into_iter().map(|(_, p)| p).collect();
+            groups.push(ParamGroup {
+                lr,
+                weight_decay: wd,
+                params,
+            });
+        }
+        groups.extend(head.groups(lr, wd, cbf));
+        sgd.step(&tape, &mut groups)?;
+        Ok(terms)
+    }
+}
+
+/// The first `cols` columns of a B×C matrix.
+fn slice_cols(x: &Tensor<f32>, cols: usize) -> Result<Tensor<f32>> {
+    let [b, c] = x.dims2("slice_cols")?;
+    let data = (0..b)
+        .flat_map(|r| x.as_slice()[r * c..r * c + cols].iter().copied())
+        .collect();
+    Ok(Tensor::from_vec(&[b, cols], data)?)
+}
+
+impl Learner for IncrementalLearner {
+    fn before_phase(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<()> {
+        self.lambda = adaptive_lambda(&self.cfg, ctx.old(), ctx.new.len());
+        if ctx.phase == 0 {
+            return Ok(());
+        }
+        self.prev = Some(self.net.clone());
+        let d = self.net.backbone.feature_dim();
+        self.net.head.grow(&mut self.init, ctx.new.len(), d)?;
+        if self.cfg.imprint && self.cfg.cosine_head() {
+            obs.event(&Event::Stage {
+                phase: ctx.phase,
+                what: "imprinting new-class weights",
+            })?;
+            let mut per_class = Vec::new();
+            for c in ctx.new.clone() {
+                let ids = self.train_ids[c].clone();
+                per_class.push(self.train_features(c, &ids, false)?.normalized());
+            }
+            let old = self
+                .net
+                .head
+                .old_rows()
+                .ok_or_else(|| Error::Config("imprinting needs a split head".into()))?
+                .clone();
+            let rows = imprint_weights(&per_class, &old)?;
+            self.net.head.set_new_rows(rows)?;
+        }
+        Ok(())
+    }
+
+    fn train(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<TrainStats> {
+        let mut samples = Self::samples(&self.train_ids, ctx.new.clone());
+        samples.extend(
+            self.memory
+                .samples()
+                .into_iter()
+                .map(|(id, label)| Sample { id, label }),
+        );
+        obs.event(&Event::PhaseStart {
+            phase: ctx.phase,
+            phases: ctx.phases,
+            new: ctx.new.clone(),
+            samples: samples.len(),
+            lambda: self.lambda,
+        })?;
+        self.optimise(ctx, samples, "train", self.cfg.epochs, self.cfg.lr, obs)
+    }
+
+    fn after_phase(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<()> {
+        self.net.head.merge()?;
+        self.prev = None;
+        obs.event(&Event::Stage {
+            phase: ctx.phase,
+            what: "herding exemplars",
+        })?;
+        let quota = self.memory.quota(ctx.seen())?;
+        self.memory.shrink(quota);
+        for c in ctx.new.clone() {
+            let ids = self.train_ids[c].clone();
+            let feats = self.train_features(c, &ids, false)?.normalized();
+            let picks = herding(&feats, quota);
+            self.memory
+                .set(c, picks.into_iter().map(|i| ids[i]).collect());
+        }
+        if self.cfg.cbf && ctx.phase > 0 && self.cfg.cosine_head() {
+            let samples: Vec<Sample> = self
+                .memory
+                .samples()
+                .into_iter()
+                .map(|(id, label)| Sample { id, label })
+                .collect();
+            self.optimise(
+                ctx,
+                samples,
+                "cbf",
+                self.cfg.cbf_epochs,
+                self.cfg.cbf_lr,
+                obs,
+            )?;
+        }
+        obs.event(&Event::Stage {
+            phase: ctx.phase,
+            what: "computing NME class means",
+        })?;
+        let (mut plain, mut flipped) = (Vec::new(), Vec::new());
+        for c in 0..ctx.seen() {
+            let ids = self.memory.class(c).to_vec();
+            plain.push(self.train_features(c, &ids, false)?);
+            flipped.push(self.train_features(c, &ids, true)?);
+        }
+        self.class_means = nme_class_means(&plain, &flipped);
+        Ok(())
+    }
+
+    fn evaluate(&mut self, ctx: &PhaseContext) -> Result<PhaseEval> {
+        let samples = Self::samples(&self.test_ids, 0..ctx.seen());
+        let loader = self.eval_loader(&self.data.test.clone(), samples, false);
+        let (feats, logits) = features_and_logits(&mut self.net, &loader)?;
+        let cnn = predict_argmax(&logits);
+        let nme = predict_nme(&feats, &self.class_means);
+        let labels = &feats.labels;
+        let (acc_cnn, acc_old_cnn, acc_new_cnn) = accuracy_split(&cnn, labels, ctx.old());
+        let (acc_nme, acc_old_nme, acc_new_nme) = accuracy_split(&nme, labels, ctx.old());
+        self.history
+            .push(per_class_accuracy(&cnn, labels, self.data.order.len()));
+        Ok(PhaseEval {
+            acc_cnn,
+            acc_nme,
+            acc_old_cnn,
+            acc_new_cnn,
+            acc_old_nme,
+            acc_new_nme,
+            forgetting_cnn: forgetting(&self.history),
+        })
+    }
+}

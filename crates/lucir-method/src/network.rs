@@ -1,0 +1,217 @@
+//! The trained model: a ResNet backbone and a classifier head that grows phase by phase.
+
+use lucir_autograd::{Param, ParamGroup, Tape, Var};
+use lucir_nn::{
+    prefixed, CosineLinear, HeadOut, Init, Linear, Mode, Module, ResNet, SplitCosineLinear,
+};
+use lucir_tensor::Tensor;
+
+use crate::{Arch, Error, Result};
+
+/// The classifier head. A cosine head becomes [`Head::Split`] during an incremental phase (old
+/// block frozen, new block trained, shared σ) and is merged back afterwards.
+#[derive(Clone, Debug)]
+pub enum Head {
+    /// Cosine classifier over all classes seen.
+    Cosine(CosineLinear<f32>),
+    /// Cosine classifier split into old and new blocks.
+    Split(SplitCosineLinear<f32>),
+    /// Linear classifier (baselines and the no-cosine ablation).
+    Linear(Linear<f32>),
+}
+
+impl Head {
+    /// Records the head on features `f` (B×D).
+    pub fn forward(&self, tape: &mut Tape<f32>, f: Var) -> Result<HeadOut> {
+        Ok(match self {
+            Head::Cosine(h) => h.forward(tape, f)?,
+            Head::Split(h) => h.forward(tape, f)?,
+            Head::Linear(h) => h.forward(tape, f)?,
+        })
+    }
+
+    /// Number of classes scored.
+    pub fn classes(&self) -> usize {
+        match self {
+            Head::Cosine(h) => h.weight.value.shape()[0],
+            Head::Split(h) => h.old.value.shape()[0] + h.new.value.shape()[0],
+            Head::Linear(h) => h.weight.value.shape()[0],
+        }
+    }
+
+    /// σ of a cosine head.
+    pub fn sigma(&self) -> Option<f32> {
+        match self {
+            Head::Cosine(h) => h.sigma.value.item().ok(),
+            Head::Split(h) => h.sigma.value.item().ok(),
+            Head::Linear(_) => None,
+        }
+    }
+
+    /// Adds `new` classes: a cosine head splits (old block copied), a linear head gets fresh
+    /// rows after its old ones.
+    pub fn grow(&mut self, init: &mut Init, new: usize, dim: usize) -> Result<()> {
+        self.merge()?;
+        *self = match &*self {
+            Head::Cosine(h) => Head::Split(SplitCosineLinear::grow(h, init, new)?),
+            Head::Linear(h) => {
+                let fresh = Linear::<f32>::new(init, dim, new);
+                let mut w = h.weight.value.as_slice().to_vec();
+                w.extend_from_slice(fresh.weight.value.as_slice());
+                let mut b = h.bias.value.as_slice().to_vec();
+                b.extend_from_slice(fresh.bias.value.as_slice());
+                let c = self.classes() + new;
+                Head::Linear(Linear {
+                    weight: Param::new(Tensor::from_vec(&[c, dim], w)?),
+                    bias: Param::new(Tensor::from_vec(&[c], b)?),
+                })
+            }
+            Head::Split(_) => {
+                return Err(Error::Config(
+                    "a split head must be merged before it grows".into(),
+                ))
+            }
+        };
+        Ok(())
+    }
+
+    /// Merges a split head back into one cosine head (no-op otherwise).
+    pub fn merge(&mut self) -> Result<()> {
+        if let Head::Split(h) = self {
+            *self = Head::Cosine(h.merge()?);
+        }
+        Ok(())
+    }
+
+    /// Replaces the new-class rows of a split head (imprinting).
+    pub fn set_new_rows(&mut self, rows: Tensor<f32>) -> Result<()> {
+        match self {
+            Head::Split(h) => {
+                rows.expect_shape("imprint", h.new.value.shape())?;
+                h.new.value = rows;
+                Ok(())
+            }
+            _ => Err(Error::Config(
+                "only a split cosine head can be imprinted".into(),
+            )),
+        }
+    }
+
+    /// Class embeddings of the old block of a split head.
+    pub fn old_rows(&self) -> Option<&Tensor<f32>> {
+        match self {
+            Head::Split(h) => Some(&h.old.value),
+            _ => None,
+        }
+    }
+
+    /// Optimizer groups: everything trainable at `lr`/`wd`, except a split head's old block,
+    /// which is frozen (lr 0, no decay) as LUCIR prescribes. With `embeddings_only`, only class
+    /// embeddings train (class-balanced fine-tuning: σ frozen).
+    pub fn groups(&mut self, lr: f64, wd: f64, embeddings_only: bool) -> Vec<ParamGroup<'_, f32>> {
+        fn group(params: Vec<&mut Param<f32>>, lr: f64, wd: f64) -> ParamGroup<'_, f32> {
+            ParamGroup {
+                lr,
+                weight_decay: wd,
+                params,
+            }
+        }
+        match self {
+            Head::Cosine(h) => {
+                if embeddings_only {
+                    vec![group(vec![&mut h.weight], lr, wd)]
+                } else {
+                    vec![group(vec![&mut h.weight, &mut h.sigma], lr, wd)]
+                }
+            }
+            Head::Split(h) => vec![
+                group(vec![&mut h.old], 0.0, 0.0),
+                group(vec![&mut h.new, &mut h.sigma], lr, wd),
+            ],
+            Head::Linear(h) => vec![group(vec![&mut h.weight, &mut h.bias], lr, wd)],
+        }
+    }
+}
+
+impl Module<f32> for Head {
+    fn params(&self) -> Vec<(String, &Param<f32>)> {
+        match self {
+            Head::Cosine(h) => h.params(),
+            Head::Split(h) => h.params(),
+            Head::Linear(h) => h.params(),
+        }
+    }
+    fn params_mut(&mut self) -> Vec<(String, &mut Param<f32>)> {
+        match self {
+            Head::Cosine(h) => h.params_mut(),
+            Head::Split(h) => h.params_mut(),
+            Head::Linear(h) => h.params_mut(),
+        }
+    }
+}
+
+/// Backbone + head.
+#[derive(Clone, Debug)]
+pub struct Network {
+    /// Feature extractor.
+    pub backbone: ResNet<f32>,
+    /// Classifier.
+    pub head: Head,
+}
+
+impl Network {
+    /// A fresh network for `classes` base classes on `in_channels`-channel images.
+    pub fn new(
+        arch: Arch,
+        in_channels: usize,
+        classes: usize,
+        cosine: bool,
+        seed: u64,
+    ) -> Result<Self> {
+        let backbone = match arch {
+            Arch::Resnet20 => ResNet::cifar(3, in_channels, seed)?,
+            Arch::Resnet32 => ResNet::cifar(5, in_channels, seed)?,
+            Arch::Resnet56 => ResNet::cifar(9, in_channels, seed)?,
+            Arch::Resnet18 => ResNet::resnet18(in_channels, seed)?,
+        };
+        let d = backbone.feature_dim();
+        let mut init = Init::new(seed ^ 0x4ead);
+        let head = if cosine {
+            Head::Cosine(CosineLinear::new(&mut init, d, classes))
+        } else {
+            Head::Linear(Linear::new(&mut init, d, classes))
+        };
+        Ok(Self { backbone, head })
+    }
+
+    /// Features (B×D) and head output for images `x`.
+    pub fn forward(&mut self, tape: &mut Tape<f32>, x: Var, mode: Mode) -> Result<(Var, HeadOut)> {
+        let f = self.backbone.forward(tape, x, mode)?;
+        let out = self.head.forward(tape, f)?;
+        Ok((f, out))
+    }
+
+    /// Whether every parameter is finite.
+    pub fn all_finite(&self) -> bool {
+        self.params().iter().all(|(_, p)| p.value.all_finite())
+    }
+}
+
+impl Module<f32> for Network {
+    fn params(&self) -> Vec<(String, &Param<f32>)> {
+        let mut v = prefixed("backbone", self.backbone.params());
+        v.extend(prefixed("head", self.head.params()));
+        v
+    }
+    fn params_mut(&mut self) -> Vec<(String, &mut Param<f32>)> {
+        let mut v = prefixed("backbone", self.backbone.params_mut());
+        v.extend(prefixed("head", self.head.params_mut()));
+        v
+    }
+    fn buffers(&self) -> Vec<(String, &Tensor<f32>)> {
+        prefixed("backbone", self.backbone.buffers())
+    }
+    fn buffers_mut(&mut self) -> Vec<(String, &mut Tensor<f32>)> {
+        prefixed("backbone", self.backbone.buffers_mut())
+    }
+}
