@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn bench(c: &mut Criterion) {
+    lucir::tensor::retain_freed_memory();
     let (batch, classes) = (128, 10);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let x = Tensor::<f32>::from_vec(

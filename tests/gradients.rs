@@ -58,7 +58,24 @@ proptest! {
         let gamma = uniform(&mut r, &[c], 0.5, 1.5);
         let beta = uniform(&mut r, &[c], -0.5, 0.5);
         assert_grads("batch_norm_train", &[x, gamma, beta], |t, v| {
-            let y = t.batch_norm_train(v[0], v[1], v[2], 1e-5)?.y;
+            let y = t.batch_norm_train(v[0], v[1], v[2], 1e-5, false)?.y;
+            weighted(t, y, seed)
+        });
+    }
+
+    /// BN fused with the ReLU after it (draws with an output within 1e-4 of the kink skipped).
+    #[test]
+    fn batch_norm_relu_train_grad_matches_finite_difference(
+        n in 1usize..4, c in 1usize..4, h in 1usize..4, w in 3usize..5, seed in any::<u64>(),
+    ) {
+        let mut r = rng(seed);
+        let x = uniform(&mut r, &[n, c, h, w], -2.0, 2.0);
+        let gamma = uniform(&mut r, &[c], 0.5, 1.5);
+        let beta = uniform(&mut r, &[c], -0.5, 0.5);
+        let (y, _) = lucir::tensor::batch_norm_train(&x, gamma.as_slice(), beta.as_slice(), 1e-5, false).unwrap();
+        prop_assume!(y.as_slice().iter().all(|v| v.abs() > 1e-4));
+        assert_grads("batch_norm_relu_train", &[x, gamma, beta], |t, v| {
+            let y = t.batch_norm_train(v[0], v[1], v[2], 1e-5, true)?.y;
             weighted(t, y, seed)
         });
     }
@@ -73,10 +90,16 @@ proptest! {
         let beta = uniform(&mut r, &[c], -0.5, 0.5);
         let mean = uniform(&mut r, &[c], -0.5, 0.5).into_vec();
         let var = uniform(&mut r, &[c], 0.5, 2.0).into_vec();
-        assert_grads("batch_norm_eval", &[x, gamma, beta], |t, v| {
-            let y = t.batch_norm_eval(v[0], v[1], v[2], &mean, &var, 1e-5)?;
-            weighted(t, y, seed)
-        });
+        for relu in [false, true] {
+            let y = lucir::tensor::batch_norm_eval(&x, gamma.as_slice(), beta.as_slice(), &mean, &var, 1e-5, false).unwrap();
+            if relu && y.as_slice().iter().any(|v| v.abs() < 1e-4) {
+                continue;
+            }
+            assert_grads("batch_norm_eval", &[x.clone(), gamma.clone(), beta.clone()], |t, v| {
+                let y = t.batch_norm_eval(v[0], v[1], v[2], (&mean, &var), 1e-5, relu)?;
+                weighted(t, y, seed)
+            });
+        }
     }
 
     #[test]

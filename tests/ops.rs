@@ -67,12 +67,14 @@ proptest! {
         let x = uniform(&mut r, &[n, c, h, w], -3.0, 3.0);
         let gamma = uniform(&mut r, &[c], 0.5, 1.5).into_vec();
         let beta = uniform(&mut r, &[c], -1.0, 1.0).into_vec();
-        let (y, stats) = batch_norm_train(&x, &gamma, &beta, 1e-5).unwrap();
+        let (y, stats) = batch_norm_train(&x, &gamma, &beta, 1e-5, false).unwrap();
+        let (y_relu, _) = batch_norm_train(&x, &gamma, &beta, 1e-5, true).unwrap();
+        prop_assert_eq!(y_relu, lt::relu(&y));
         prop_assert!(max_rel(&y, &batch_norm_ref(&x, &gamma, &beta, None, 1e-5).unwrap()) < 1e-12);
         prop_assert_eq!(stats.count, n * h * w);
         let rm = uniform(&mut r, &[c], -1.0, 1.0).into_vec();
         let rv = uniform(&mut r, &[c], 0.5, 2.0).into_vec();
-        let ye = batch_norm_eval(&x, &gamma, &beta, &rm, &rv, 1e-5).unwrap();
+        let ye = batch_norm_eval(&x, &gamma, &beta, &rm, &rv, 1e-5, false).unwrap();
         let ye_ref = batch_norm_ref(&x, &gamma, &beta, Some((&rm, &rv)), 1e-5).unwrap();
         prop_assert!(max_rel(&ye, &ye_ref) < 1e-12);
     }
@@ -143,7 +145,7 @@ fn shape_mismatches_are_errors_not_panics() {
         false
     )
     .is_err());
-    assert!(batch_norm_train(&x, &[1.0; 2], &[0.0; 3], 1e-5).is_err());
+    assert!(batch_norm_train(&x, &[1.0; 2], &[0.0; 3], 1e-5, false).is_err());
     assert!(topk_rows(&Tensor::<f32>::zeros(&[2, 3]), 4).is_err());
     assert!(lt::relu_bwd(&x, &Tensor::zeros(&[1])).is_err());
     assert!(Tensor::<f32>::from_vec(&[2, 2], vec![0.0; 3]).is_err());

@@ -1,9 +1,11 @@
 //! `lucir-driver`: the command-line program of lucir-rs.
 //!
 //! Without a sub-command it runs one class-incremental experiment (default preset
-//! `fmnist-quick`); `lucir-driver data` describes a dataset. Usage errors exit with 2, runtime
+//! `fmnist-quick`); `lucir-driver data` describes a dataset and `lucir-driver bench` measures
+//! training throughput. Usage errors exit with 2, runtime
 //! errors with 1, each reported on one line.
 
+mod bench_cmd;
 mod config;
 mod data_cmd;
 mod progress;
@@ -28,12 +30,16 @@ struct Cli {
 enum Command {
     /// Print a dataset's per-class train/test counts and its class order.
     Data(data_cmd::DataArgs),
+    /// Measure training-step throughput on random data (one JSON line).
+    Bench(bench_cmd::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    lucir_tensor::retain_freed_memory();
     let result = match cli.command {
         Some(Command::Data(args)) => data_cmd::run(&args),
+        Some(Command::Bench(args)) => bench_cmd::run(&args),
         None => run::run(&cli.run),
     };
     match result {

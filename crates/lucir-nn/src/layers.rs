@@ -32,6 +32,16 @@ impl<T: Float> Conv2d<T> {
         }
     }
 
+    /// Output side and multiply-add FLOPs (2 per MAC) of this convolution on an `h`×`w` input.
+    pub fn flops(&self, h: usize, w: usize) -> (usize, usize, u64) {
+        let s = self.weight.value.shape();
+        let (co, ci, kh, kw) = (s[0], s[1], s[2], s[3]);
+        let g = self.geometry;
+        let ho = (h + 2 * g.pad).saturating_sub(kh) / g.stride + 1;
+        let wo = (w + 2 * g.pad).saturating_sub(kw) / g.stride + 1;
+        (ho, wo, 2 * (co * ci * kh * kw * ho * wo) as u64)
+    }
+
     /// Records the convolution of `x`.
     pub fn forward(&self, tape: &mut Tape<T>, x: Var) -> Result<Var> {
         let w = tape.param(&self.weight);
@@ -79,14 +89,15 @@ impl<T: Float> BatchNorm2d<T> {
         }
     }
 
-    /// Records the normalisation of `x`; in training mode also updates the running statistics.
-    pub fn forward(&mut self, tape: &mut Tape<T>, x: Var, mode: Mode) -> Result<Var> {
+    /// Records the normalisation of `x` (followed by a fused ReLU when `relu`); in training mode
+    /// also updates the running statistics.
+    pub fn forward(&mut self, tape: &mut Tape<T>, x: Var, mode: Mode, relu: bool) -> Result<Var> {
         let gamma = tape.param(&self.gamma);
         let beta = tape.param(&self.beta);
         let eps = T::of(self.eps);
         match mode {
             Mode::Train => {
-                let out = tape.batch_norm_train(x, gamma, beta, eps)?;
+                let out = tape.batch_norm_train(x, gamma, beta, eps, relu)?;
                 let m = T::of(self.momentum);
                 let n = out.stats.count;
                 let unbias = if n > 1 {
@@ -116,9 +127,9 @@ impl<T: Float> BatchNorm2d<T> {
                 x,
                 gamma,
                 beta,
-                self.running_mean.as_slice(),
-                self.running_var.as_slice(),
+                (self.running_mean.as_slice(), self.running_var.as_slice()),
                 eps,
+                relu,
             )?),
         }
     }

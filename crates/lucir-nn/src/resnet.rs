@@ -40,14 +40,13 @@ impl<T: Float> BasicBlock<T> {
 
     fn forward(&mut self, tape: &mut Tape<T>, x: Var, mode: Mode) -> Result<Var> {
         let h = self.conv1.forward(tape, x)?;
-        let h = self.bn1.forward(tape, h, mode)?;
-        let h = tape.relu(h)?;
+        let h = self.bn1.forward(tape, h, mode, true)?;
         let h = self.conv2.forward(tape, h)?;
-        let h = self.bn2.forward(tape, h, mode)?;
+        let h = self.bn2.forward(tape, h, mode, false)?;
         let s = match &mut self.shortcut {
             Some((conv, bn)) => {
                 let s = conv.forward(tape, x)?;
-                bn.forward(tape, s, mode)?
+                bn.forward(tape, s, mode, false)?
             }
             None => x,
         };
@@ -192,6 +191,24 @@ impl<T: Float> ResNet<T> {
         blocks
     }
 
+    /// Convolution FLOPs (2 per multiply-add) of one forward pass on an `h`×`w` image; a
+    /// training step costs about three times this (forward, input and weight gradients).
+    pub fn forward_flops(&self, h: usize, w: usize) -> u64 {
+        let (mut h, mut w, mut total) = self.stem.flops(h, w);
+        if let Some(g) = self.stem_pool {
+            h = (h + 2 * g.pad - g.kernel) / g.stride + 1;
+            w = (w + 2 * g.pad - g.kernel) / g.stride + 1;
+        }
+        for b in &self.blocks {
+            let (h1, w1, f1) = b.conv1.flops(h, w);
+            let (_, _, f2) = b.conv2.flops(h1, w1);
+            let fs = b.shortcut.as_ref().map_or(0, |(c, _)| c.flops(h, w).2);
+            total += f1 + f2 + fs;
+            (h, w) = (h1, w1);
+        }
+        total
+    }
+
     /// Width D of the features.
     pub fn feature_dim(&self) -> usize {
         self.feature_dim
@@ -200,8 +217,7 @@ impl<T: Float> ResNet<T> {
     /// Records the network on images `x` (N×Ci×H×W) and returns the features (N×D).
     pub fn forward(&mut self, tape: &mut Tape<T>, x: Var, mode: Mode) -> Result<Var> {
         let h = self.stem.forward(tape, x)?;
-        let h = self.stem_bn.forward(tape, h, mode)?;
-        let mut h = tape.relu(h)?;
+        let mut h = self.stem_bn.forward(tape, h, mode, true)?;
         if let Some(g) = self.stem_pool {
             h = tape.max_pool2d(h, g)?;
         }

@@ -39,8 +39,16 @@ fn check<T: Float>(op: &'static str, x: &Tensor<T>, params: &[&[T]]) -> Result<[
     Ok(d)
 }
 
-/// Applies `y = x·scale[c] + shift[c]` plane by plane, in parallel over planes.
-fn affine_planes<T: Float>(x: &[T], y: &mut [T], c: usize, hw: usize, scale: &[T], shift: &[T]) {
+/// Applies `y = x·scale[c] + shift[c]` (then `max(y, 0)` when `relu`) plane by plane, in
+/// parallel over planes.
+fn affine_planes<T: Float>(
+    x: &[T],
+    y: &mut [T],
+    (c, hw): (usize, usize),
+    scale: &[T],
+    shift: &[T],
+    relu: bool,
+) {
     if hw == 0 {
         return;
     }
@@ -50,8 +58,14 @@ fn affine_planes<T: Float>(x: &[T], y: &mut [T], c: usize, hw: usize, scale: &[T
         .for_each(|(p, (yp, xp))| {
             let ch = p % c;
             let (a, b) = (scale[ch], shift[ch]);
-            for (o, i) in yp.iter_mut().zip(xp) {
-                *o = *i * a + b;
+            if relu {
+                for (o, i) in yp.iter_mut().zip(xp) {
+                    *o = (*i * a + b).max(T::zero());
+                }
+            } else {
+                for (o, i) in yp.iter_mut().zip(xp) {
+                    *o = *i * a + b;
+                }
             }
         });
 }
@@ -77,12 +91,14 @@ fn channel_sums<T: Float>(d: [usize; 4], f: impl Fn(usize, usize) -> (T, T) + Sy
         .collect()
 }
 
-/// Training-mode forward: normalises with batch statistics and returns them.
+/// Training-mode forward: normalises with batch statistics and returns them. With `relu` the
+/// output is `max(BN(x), 0)` (the fused BN+ReLU of a residual block).
 pub fn batch_norm_train<T: Float>(
     x: &Tensor<T>,
     gamma: &[T],
     beta: &[T],
     eps: T,
+    relu: bool,
 ) -> Result<(Tensor<T>, BatchNormStats<T>)> {
     let d = check("batch_norm_train", x, &[gamma, beta])?;
     let [n, c, h, w] = d;
@@ -110,7 +126,7 @@ pub fn batch_norm_train<T: Float>(
     let scale: Vec<T> = (0..c).map(|ch| gamma[ch] * inv_std[ch]).collect();
     let shift: Vec<T> = (0..c).map(|ch| beta[ch] - means[ch] * scale[ch]).collect();
     let mut y = Tensor::zeros(x.shape());
-    affine_planes(xv, y.as_slice_mut(), c, h * w, &scale, &shift);
+    affine_planes(xv, y.as_slice_mut(), (c, h * w), &scale, &shift, relu);
     Ok((
         y,
         BatchNormStats {
@@ -122,7 +138,24 @@ pub fn batch_norm_train<T: Float>(
     ))
 }
 
-/// Training-mode backward: returns `(dx, dγ, dβ)`.
+/// The upstream gradient, zeroed where a fused ReLU clipped the output.
+fn masked<'a, T: Float>(
+    op: &'static str,
+    dy: &'a Tensor<T>,
+    relu_out: Option<&'a Tensor<T>>,
+) -> Result<impl Fn(usize) -> T + Sync + 'a> {
+    if let Some(y) = relu_out {
+        y.expect_shape(op, dy.shape())?;
+    }
+    let (dyv, yv) = (dy.as_slice(), relu_out.map(Tensor::as_slice));
+    Ok(move |i: usize| match yv {
+        Some(y) if y[i] <= T::zero() => T::zero(),
+        _ => dyv[i],
+    })
+}
+
+/// Training-mode backward: returns `(dx, dγ, dβ)`. For a fused BN+ReLU pass its output as
+/// `relu_out`: `dy` is then masked by `relu_out > 0` first.
 ///
 /// With x̂ = (x − μ)·r and M = N·H·W:
 /// `dx = γ·r/M · (M·dy − Σdy − x̂·Σ(dy·x̂))`, `dγ = Σ dy·x̂`, `dβ = Σ dy`.
@@ -131,6 +164,7 @@ pub fn batch_norm_train_bwd<T: Float>(
     gamma: &[T],
     stats: &BatchNormStats<T>,
     dy: &Tensor<T>,
+    relu_out: Option<&Tensor<T>>,
 ) -> Result<(Tensor<T>, Vec<T>, Vec<T>)> {
     let d = check(
         "batch_norm_train_bwd",
@@ -139,9 +173,13 @@ pub fn batch_norm_train_bwd<T: Float>(
     )?;
     dy.expect_shape("batch_norm_train_bwd", x.shape())?;
     let [_, c, h, w] = d;
-    let (xv, dyv) = (x.as_slice(), dy.as_slice());
+    let xv = x.as_slice();
+    let g = masked("batch_norm_train_bwd", dy, relu_out)?;
     let (mean, r) = (&stats.mean, &stats.inv_std);
-    let sums = channel_sums(d, |i, ch| (dyv[i], dyv[i] * (xv[i] - mean[ch]) * r[ch]));
+    let sums = channel_sums(d, |i, ch| {
+        let gi = g(i);
+        (gi, gi * (xv[i] - mean[ch]) * r[ch])
+    });
     let dbeta: Vec<T> = sums.iter().map(|s| s.0).collect();
     let dgamma: Vec<T> = sums.iter().map(|s| s.1).collect();
     let m = T::of_usize(stats.count);
@@ -157,14 +195,14 @@ pub fn batch_norm_train_bwd<T: Float>(
                 let base = p * hw;
                 for (j, o) in dxp.iter_mut().enumerate() {
                     let xhat = (xv[base + j] - mean[ch]) * r[ch];
-                    *o = k * (m * dyv[base + j] - dbeta[ch] - xhat * dgamma[ch]);
+                    *o = k * (m * g(base + j) - dbeta[ch] - xhat * dgamma[ch]);
                 }
             });
     }
     Ok((dx, dgamma, dbeta))
 }
 
-/// Evaluation-mode forward with running statistics.
+/// Evaluation-mode forward with running statistics (then `max(·, 0)` when `relu`).
 pub fn batch_norm_eval<T: Float>(
     x: &Tensor<T>,
     gamma: &[T],
@@ -172,6 +210,7 @@ pub fn batch_norm_eval<T: Float>(
     running_mean: &[T],
     running_var: &[T],
     eps: T,
+    relu: bool,
 ) -> Result<Tensor<T>> {
     let d = check(
         "batch_norm_eval",
@@ -189,15 +228,16 @@ pub fn batch_norm_eval<T: Float>(
     affine_planes(
         x.as_slice(),
         y.as_slice_mut(),
-        c,
-        d[2] * d[3],
+        (c, d[2] * d[3]),
         &scale,
         &shift,
+        relu,
     );
     Ok(y)
 }
 
-/// Evaluation-mode backward: returns `(dx, dγ, dβ)` with `dx = dy·γ/√(v + ε)`.
+/// Evaluation-mode backward: returns `(dx, dγ, dβ)` with `dx = dy·γ/√(v + ε)` (`dy` masked
+/// by `relu_out > 0` for a fused BN+ReLU).
 pub fn batch_norm_eval_bwd<T: Float>(
     x: &Tensor<T>,
     gamma: &[T],
@@ -205,6 +245,7 @@ pub fn batch_norm_eval_bwd<T: Float>(
     running_var: &[T],
     eps: T,
     dy: &Tensor<T>,
+    relu_out: Option<&Tensor<T>>,
 ) -> Result<(Tensor<T>, Vec<T>, Vec<T>)> {
     let d = check(
         "batch_norm_eval_bwd",
@@ -217,14 +258,25 @@ pub fn batch_norm_eval_bwd<T: Float>(
         .iter()
         .map(|v| T::one() / (*v + eps).sqrt())
         .collect();
-    let (xv, dyv) = (x.as_slice(), dy.as_slice());
+    let xv = x.as_slice();
+    let g = masked("batch_norm_eval_bwd", dy, relu_out)?;
     let sums = channel_sums(d, |i, ch| {
-        (dyv[i], dyv[i] * (xv[i] - running_mean[ch]) * inv[ch])
+        let gi = g(i);
+        (gi, gi * (xv[i] - running_mean[ch]) * inv[ch])
     });
-    let scale: Vec<T> = (0..c).map(|ch| gamma[ch] * inv[ch]).collect();
-    let zero = vec![T::zero(); c];
+    let hw = d[2] * d[3];
     let mut dx = Tensor::zeros(x.shape());
-    affine_planes(dyv, dx.as_slice_mut(), c, d[2] * d[3], &scale, &zero);
+    if hw > 0 {
+        dx.as_slice_mut()
+            .par_chunks_mut(hw)
+            .enumerate()
+            .for_each(|(p, dxp)| {
+                let k = gamma[p % c] * inv[p % c];
+                for (j, o) in dxp.iter_mut().enumerate() {
+                    *o = g(p * hw + j) * k;
+                }
+            });
+    }
     Ok((
         dx,
         sums.iter().map(|s| s.1).collect(),

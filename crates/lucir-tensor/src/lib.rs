@@ -11,6 +11,7 @@
 //! of a batch with rayon; reductions are split into a fixed number of chunks and summed in
 //! order, so a result depends only on the inputs and the rayon thread count.
 
+mod alloc;
 mod batch_norm;
 mod conv2d;
 mod elementwise;
@@ -23,6 +24,7 @@ mod softmax;
 mod tensor;
 mod topk;
 
+pub use alloc::retain_freed_memory;
 pub use batch_norm::{
     batch_norm_eval, batch_norm_eval_bwd, batch_norm_ref, batch_norm_train, batch_norm_train_bwd,
     BatchNormStats,

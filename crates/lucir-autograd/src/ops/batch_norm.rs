@@ -1,5 +1,5 @@
 //! Batch normalisation, training mode (batch statistics) and evaluation mode (running
-//! statistics); x is N×C×H×W, γ and β are C.
+//! statistics), optionally fused with the ReLU that follows it; x is N×C×H×W, γ and β are C.
 
 use lucir_tensor::{BatchNormStats, Float, Tensor};
 
@@ -20,6 +20,8 @@ struct TrainBack<T> {
     x: Var,
     gamma: Var,
     beta: Var,
+    /// The output, when a ReLU is fused (its zeros mask the gradient).
+    relu_out: Option<Var>,
     stats: BatchNormStats<T>,
 }
 
@@ -27,45 +29,50 @@ struct EvalBack<T> {
     x: Var,
     gamma: Var,
     beta: Var,
+    relu_out: Option<Var>,
     running_mean: Vec<T>,
     running_var: Vec<T>,
     eps: T,
 }
 
 impl<T: Float> Tape<T> {
-    /// Training-mode batch norm with batch statistics.
+    /// Training-mode batch norm with batch statistics, followed by a ReLU when `relu`.
     pub fn batch_norm_train(
         &mut self,
         x: Var,
         gamma: Var,
         beta: Var,
         eps: T,
+        relu: bool,
     ) -> Result<BatchNormTrainOut<T>> {
         let (y, stats) = lucir_tensor::batch_norm_train(
             self.value(x),
             self.value(gamma).as_slice(),
             self.value(beta).as_slice(),
             eps,
+            relu,
         )?;
         let back = TrainBack {
             x,
             gamma,
             beta,
+            relu_out: relu.then_some(Var(self.len())),
             stats: stats.clone(),
         };
         let y = self.push(y, &[x, gamma, beta], back);
         Ok(BatchNormTrainOut { y, stats })
     }
 
-    /// Evaluation-mode batch norm with the given running statistics (constants).
+    /// Evaluation-mode batch norm with the given running statistics (constants), followed by a
+    /// ReLU when `relu`.
     pub fn batch_norm_eval(
         &mut self,
         x: Var,
         gamma: Var,
         beta: Var,
-        running_mean: &[T],
-        running_var: &[T],
+        (running_mean, running_var): (&[T], &[T]),
         eps: T,
+        relu: bool,
     ) -> Result<Var> {
         let y = lucir_tensor::batch_norm_eval(
             self.value(x),
@@ -74,11 +81,13 @@ impl<T: Float> Tape<T> {
             running_mean,
             running_var,
             eps,
+            relu,
         )?;
         let back = EvalBack {
             x,
             gamma,
             beta,
+            relu_out: relu.then_some(Var(self.len())),
             running_mean: running_mean.to_vec(),
             running_var: running_var.to_vec(),
             eps,
@@ -98,6 +107,7 @@ impl<T: Float> Backward<T> for TrainBack<T> {
             ctx.value(self.gamma).as_slice(),
             &self.stats,
             ctx.g,
+            self.relu_out.map(|v| ctx.value(v)),
         )?;
         ctx.add(self.x, dx)?;
         ctx.add(self.gamma, vector(dg)?)?;
@@ -114,6 +124,7 @@ impl<T: Float> Backward<T> for EvalBack<T> {
             &self.running_var,
             self.eps,
             ctx.g,
+            self.relu_out.map(|v| ctx.value(v)),
         )?;
         ctx.add(self.x, dx)?;
         ctx.add(self.gamma, vector(dg)?)?;

@@ -1,0 +1,115 @@
+//! `lucir-driver bench`: training-step throughput of a backbone on random data, printed last as
+//! one JSON line (images/s, achieved GFLOP/s, peak resident memory).
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use lucir_autograd::{Param, ParamGroup, Sgd, Tape};
+use lucir_method::{Arch, Network};
+use lucir_nn::{Mode, Module};
+use lucir_tensor::Tensor;
+
+/// Options of `lucir-driver bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// resnet20, resnet32, resnet56 or resnet18.
+    #[arg(long, default_value = "resnet32")]
+    pub model: String,
+    /// Batch size.
+    #[arg(long, default_value_t = 128)]
+    pub batch: usize,
+    /// Input as CxHxW.
+    #[arg(long, default_value = "1x28x28")]
+    pub input: String,
+    /// Timed steps (after 3 warm-up steps).
+    #[arg(long, default_value_t = 40)]
+    pub steps: usize,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Peak resident set size in MiB (`VmHWM` of /proc/self/status), if readable.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Runs the benchmark.
+pub fn run(args: &BenchArgs) -> Result<()> {
+    if let Some(n) = args.threads {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("setting the thread count")?;
+    }
+    let arch = match args.model.as_str() {
+        "resnet20" => Arch::Resnet20,
+        "resnet32" => Arch::Resnet32,
+        "resnet56" => Arch::Resnet56,
+        "resnet18" => Arch::Resnet18,
+        o => bail!("unknown model {o:?}; expected resnet20, resnet32, resnet56 or resnet18"),
+    };
+    let dims: Vec<usize> = args
+        .input
+        .split('x')
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()
+        .with_context(|| format!("--input {:?} is not CxHxW", args.input))?;
+    let [c, h, w] = dims[..] else {
+        bail!("--input {:?} is not CxHxW", args.input);
+    };
+    if args.batch == 0 || args.steps == 0 || c * h * w == 0 {
+        bail!("batch, steps and input sizes must be positive");
+    }
+    let classes = 10;
+    let mut net = Network::new(arch, c, classes, true, 1)?;
+    let n = args.batch * c * h * w;
+    let x = Tensor::from_vec(
+        &[args.batch, c, h, w],
+        (0..n)
+            .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
+            .collect(),
+    )?;
+    let labels: Vec<usize> = (0..args.batch).map(|i| i % classes).collect();
+    let mut sgd = Sgd::new(0.9);
+    let mut step = || -> Result<()> {
+        let mut tape = Tape::new();
+        let xv = tape.constant(x.clone());
+        let (_, out) = net.forward(&mut tape, xv, Mode::Train)?;
+        let loss = tape.cross_entropy(out.logits, &labels)?;
+        tape.backward(loss)?;
+        let params: Vec<&mut Param<f32>> = net.params_mut().into_iter().map(|(_, p)| p).collect();
+        let mut groups = [ParamGroup {
+            lr: 0.1,
+            weight_decay: 5e-4,
+            params,
+        }];
+        sgd.step(&tape, &mut groups)?;
+        Ok(())
+    };
+    for _ in 0..3 {
+        step()?;
+    }
+    let t0 = Instant::now();
+    for _ in 0..args.steps {
+        step()?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let images = (args.batch * args.steps) as f64;
+    let flops = 3.0 * net.backbone.forward_flops(h, w) as f64 * images;
+    let threads = rayon::current_num_threads();
+    println!(
+        "{{\"model\":\"{}\",\"batch\":{},\"input\":\"{}\",\"threads\":{threads},\"images_per_s\":{:.1},\"gflops\":{:.1},\"peak_rss_mb\":{:.1}}}",
+        args.model,
+        args.batch,
+        args.input,
+        images / secs,
+        flops / secs / 1e9,
+        peak_rss_mb().unwrap_or(f64::NAN)
+    );
+    Ok(())
+}
