@@ -4,6 +4,7 @@
 //! and the benchmarks in `benches/` see one library.
 
 pub use lucir_autograd as autograd;
+pub use lucir_cuda as cuda;
 pub use lucir_data as data;
 pub use lucir_method as method;
 pub use lucir_nn as nn;

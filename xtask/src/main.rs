@@ -1,30 +1,30 @@
 //! `cargo xtask <task>`: project automation that is not a test.
 //!
-//! Tasks: `bench` runs the criterion benchmarks in release mode.
+//! - `kernels [--check]`: compile `kernels/*.cu` to `kernels/ptx/*.ptx` with NVRTC (or, with
+//!   `--check`, fail when a PTX is stale or a kernel does not compile), and print each kernel's
+//!   registers and spills for sm_90.
+//! - `bench [criterion args]`: run the criterion benchmarks and the `lucir-driver bench`
+//!   throughput runs, and record the GPU head table in docs/perf.md when a GPU ran it.
 
-use std::process::Command;
+mod bench;
+mod kernels;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("bench") => bench(&args[1..]),
-        Some(other) => bail!("unknown task `{other}`; tasks: bench"),
-        None => bail!("usage: cargo xtask <task>; tasks: bench"),
+        Some("kernels") => kernels::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some(other) => bail!("unknown task `{other}`; tasks: kernels [--check], bench"),
+        None => bail!("usage: cargo xtask <task>; tasks: kernels [--check], bench"),
     }
 }
 
-/// Runs every criterion bench of the workspace; extra arguments go to criterion (e.g. a filter).
-fn bench(extra: &[String]) -> Result<()> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["bench", "--workspace", "--"])
-        .args(extra)
-        .status()
-        .context("running cargo bench")?;
-    if !status.success() {
-        bail!("cargo bench failed: {status}");
-    }
-    Ok(())
+/// The workspace root (xtask's parent folder).
+fn root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(std::path::Path::to_path_buf)
+        .unwrap_or_else(|| ".".into())
 }

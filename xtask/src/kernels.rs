@@ -1,0 +1,194 @@
+//! `cargo xtask kernels [--check]`: NVRTC compilation of the CUDA kernels to committed PTX.
+//!
+//! NVRTC comes from the PyPI wheel `nvidia-cuda-nvrtc-cu12==12.4.127` (matching cudarc's
+//! `cuda-12040` feature); no GPU is needed. `libnvrtc.so.12` is found on the loader path, in
+//! `$LUCIR_NVRTC_LIB_DIR`, or in the Python site-packages (`nvidia/cuda_nvrtc/lib`); in the last
+//! two cases the task re-runs itself with that folder on `LD_LIBRARY_PATH`.
+
+use std::ffi::{CStr, CString};
+use std::os::raw::c_char;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{anyhow, bail, Context, Result};
+use cudarc::nvrtc::{result, sys};
+use sha2::{Digest, Sha256};
+
+const WHEEL: &str = "nvidia-cuda-nvrtc-cu12==12.4.127";
+/// Virtual architecture of the committed PTX (JIT-compiled by the driver on newer GPUs).
+const PTX_ARCH: &str = "--gpu-architecture=compute_80";
+/// Real architecture for the register/spill report (H100/H200).
+const REPORT_ARCH: &str = "--gpu-architecture=sm_90";
+const REEXEC_GUARD: &str = "LUCIR_XTASK_NVRTC_REEXEC";
+
+fn nvrtc_dir_candidates() -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    if let Ok(d) = std::env::var("LUCIR_NVRTC_LIB_DIR") {
+        v.push(PathBuf::from(d));
+    }
+    let py = Command::new("python3")
+        .args([
+            "-c",
+            "import nvidia.cuda_nvrtc as m; print(list(m.__path__)[0])",
+        ])
+        .output();
+    if let Ok(o) = py {
+        if o.status.success() {
+            let p = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            v.push(Path::new(&p).join("lib"));
+        }
+    }
+    v
+}
+
+/// Makes NVRTC loadable, re-running this process with `LD_LIBRARY_PATH` extended if needed.
+fn ensure_nvrtc(args: &[String]) -> Result<()> {
+    // SAFETY: only tries to load the library; no NVRTC call is made.
+    if unsafe { sys::is_culib_present() } {
+        return Ok(());
+    }
+    let dir = nvrtc_dir_candidates()
+        .into_iter()
+        .find(|d| d.join("libnvrtc.so.12").is_file());
+    match dir {
+        Some(dir) if std::env::var_os(REEXEC_GUARD).is_none() => {
+            let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+            let path = if old.is_empty() {
+                dir.display().to_string()
+            } else {
+                format!("{}:{old}", dir.display())
+            };
+            let exe = std::env::current_exe().context("locating the xtask binary")?;
+            let status = Command::new(exe)
+                .arg("kernels")
+                .args(args)
+                .env("LD_LIBRARY_PATH", path)
+                .env(REEXEC_GUARD, "1")
+                .status()
+                .context("re-running xtask with NVRTC on LD_LIBRARY_PATH")?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        _ => bail!(
+            "NVRTC (libnvrtc.so.12) not found: install it with `pip install {WHEEL}` or point \
+             LUCIR_NVRTC_LIB_DIR at the folder that holds libnvrtc.so.12"
+        ),
+    }
+}
+
+fn c_text(v: Vec<c_char>) -> String {
+    let bytes: Vec<u8> = v.into_iter().map(|c| c as u8).collect();
+    CStr::from_bytes_until_nul(&bytes)
+        .map(|c| c.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Compiles `src` with `opts`; returns (PTX, log) or an error carrying the log.
+fn compile(name: &str, src: &str, opts: &[String]) -> Result<(String, String)> {
+    let csrc = CString::new(src).context("kernel source holds a NUL byte")?;
+    let cname = CString::new(format!("{name}.cu"))?;
+    let prog = result::create_program(&csrc, Some(&cname))
+        .map_err(|e| anyhow!("{name}.cu: NVRTC could not create the program: {e:?}"))?;
+    // SAFETY: `prog` was just created and is destroyed exactly once below.
+    let compiled = unsafe { result::compile_program(prog, opts) };
+    // SAFETY: `prog` is valid; the log exists after any compile attempt.
+    let log = unsafe { result::get_program_log(prog) }
+        .map(c_text)
+        .unwrap_or_default();
+    let ptx = match compiled {
+        // SAFETY: compilation succeeded, so the PTX is available.
+        Ok(()) => unsafe { result::get_ptx(prog) }.map(c_text),
+        Err(e) => Err(e),
+    };
+    // SAFETY: `prog` is valid and not used afterwards.
+    let _ = unsafe { result::destroy_program(prog) };
+    match ptx {
+        Ok(p) => Ok((p, log)),
+        Err(e) => bail!("{name}.cu does not compile ({e:?}):\n{log}"),
+    }
+}
+
+/// sha256 of the kernel source and the shared header it includes.
+fn source_hash(src: &str, header: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(src.as_bytes());
+    h.update(b"\0common.cuh\0");
+    h.update(header.as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn header_line(name: &str, hash: &str) -> String {
+    format!(
+        "// {name}.ptx: generated by `cargo xtask kernels` from kernels/{name}.cu with NVRTC \
+         ({WHEEL}); do not edit. source-sha256: {hash}\n"
+    )
+}
+
+/// The hash recorded in a committed PTX file, if any.
+fn recorded_hash(ptx: &str) -> Option<&str> {
+    ptx.lines()
+        .next()?
+        .split("source-sha256: ")
+        .nth(1)
+        .map(str::trim)
+}
+
+/// Runs the task.
+pub fn run(args: &[String]) -> Result<()> {
+    let check = match args {
+        [] => false,
+        [a] if a == "--check" => true,
+        _ => bail!("usage: cargo xtask kernels [--check]"),
+    };
+    ensure_nvrtc(args)?;
+    let dir = crate::root().join("kernels");
+    let header = std::fs::read_to_string(dir.join("common.cuh"))
+        .with_context(|| format!("reading {}", dir.join("common.cuh").display()))?;
+    let include = format!("--include-path={}", dir.display());
+    let mut stale = Vec::new();
+    for k in lucir_cuda::KERNELS {
+        let path = dir.join(format!("{}.cu", k.name));
+        let src = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let hash = source_hash(&src, &header);
+        let (ptx, _) = compile(k.name, &src, &[PTX_ARCH.into(), include.clone()])?;
+        for f in k.functions {
+            if !ptx.contains(&format!(".entry {f}(")) {
+                bail!("{}.cu does not define `{f}`", k.name);
+            }
+        }
+        let (_, log) = compile(
+            k.name,
+            &src,
+            &[
+                REPORT_ARCH.into(),
+                include.clone(),
+                "--ptxas-options=-v".into(),
+            ],
+        )?;
+        println!("{}.cu: compiles; sm_90 resources:", k.name);
+        let wanted =
+            |l: &&str| l.contains("Compiling entry") || l.contains("Used") || l.contains("spill");
+        for line in log.lines().filter(wanted) {
+            println!("    {}", line.trim());
+        }
+        let out = dir.join("ptx").join(format!("{}.ptx", k.name));
+        if check {
+            let committed = std::fs::read_to_string(&out).unwrap_or_default();
+            if recorded_hash(&committed) != Some(hash.as_str()) {
+                stale.push(out.display().to_string());
+            }
+        } else {
+            std::fs::create_dir_all(dir.join("ptx"))?;
+            std::fs::write(&out, format!("{}{ptx}", header_line(k.name, &hash)))
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("    wrote {}", out.display());
+        }
+    }
+    if !stale.is_empty() {
+        bail!(
+            "stale PTX (its source changed): {}; run `cargo xtask kernels` and commit",
+            stale.join(", ")
+        );
+    }
+    Ok(())
+}
