@@ -21,7 +21,7 @@ fn max_rel(a: &Tensor<f64>, b: &Tensor<f64>) -> f64 {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn gemm_matches_reference_for_every_transpose(

@@ -60,7 +60,8 @@ fn affine_planes<T: Float>(
             let (a, b) = (scale[ch], shift[ch]);
             if relu {
                 for (o, i) in yp.iter_mut().zip(xp) {
-                    *o = (*i * a + b).max(T::zero());
+                    let v = *i * a + b;
+                    *o = if v > T::zero() { v } else { T::zero() };
                 }
             } else {
                 for (o, i) in yp.iter_mut().zip(xp) {
@@ -70,8 +71,34 @@ fn affine_planes<T: Float>(
         });
 }
 
-/// Per-channel sums `(Σ f(x, dy))` over all planes of that channel, in parallel over channels.
-fn channel_sums<T: Float>(d: [usize; 4], f: impl Fn(usize, usize) -> (T, T) + Sync) -> Vec<(T, T)> {
+/// `(Σ a_j, Σ a_j·b_j)` over two equal-length slices, with eight independent accumulators so
+/// the loop vectorises; the summation order is fixed.
+#[inline]
+fn sum_and_dot<T: Float>(a: &[T], b: &[T]) -> (T, T) {
+    let (mut s, mut p) = ([T::zero(); 8], [T::zero(); 8]);
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ar, br) = (ac.remainder(), bc.remainder());
+    for (x, y) in ac.zip(bc) {
+        for k in 0..8 {
+            s[k] += x[k];
+            p[k] += x[k] * y[k];
+        }
+    }
+    let (mut s0, mut p0) = (T::zero(), T::zero());
+    for k in 0..8 {
+        s0 += s[k];
+        p0 += p[k];
+    }
+    for (x, y) in ar.iter().zip(br) {
+        s0 += *x;
+        p0 += *x * *y;
+    }
+    (s0, p0)
+}
+
+/// Per-channel `(Σ a, Σ a·b)` over the N planes of each channel, in parallel over channels;
+/// `a` and `b` are N×C×H×W.
+fn channel_sums<T: Float>(d: [usize; 4], a: &[T], b: &[T]) -> Vec<(T, T)> {
     let [n, c, h, w] = d;
     let hw = h * w;
     (0..c)
@@ -79,16 +106,79 @@ fn channel_sums<T: Float>(d: [usize; 4], f: impl Fn(usize, usize) -> (T, T) + Sy
         .map(|ch| {
             let (mut s0, mut s1) = (T::zero(), T::zero());
             for img in 0..n {
-                let base = (img * c + ch) * hw;
-                for i in base..base + hw {
-                    let (a, b) = f(i, ch);
-                    s0 += a;
-                    s1 += b;
-                }
+                let r = (img * c + ch) * hw..(img * c + ch + 1) * hw;
+                let (x, y) = sum_and_dot(&a[r.clone()], &b[r]);
+                s0 += x;
+                s1 += y;
             }
             (s0, s1)
         })
         .collect()
+}
+
+/// Per-channel mean and biased variance (two passes: mean, then Σ(x − μ)²).
+fn channel_moments<T: Float>(d: [usize; 4], x: &[T]) -> (Vec<T>, Vec<T>) {
+    let [n, c, h, w] = d;
+    let hw = h * w;
+    let cnt = T::of_usize(n * hw);
+    (0..c)
+        .into_par_iter()
+        .map(|ch| {
+            let plane = |img: usize| &x[(img * c + ch) * hw..(img * c + ch + 1) * hw];
+            let mut s = T::zero();
+            for img in 0..n {
+                s += sum_and_dot(plane(img), plane(img)).0;
+            }
+            let mean = s / cnt;
+            let mut v = T::zero();
+            for img in 0..n {
+                let mut acc = [T::zero(); 8];
+                let p = plane(img);
+                let chunks = p.chunks_exact(8);
+                for r in chunks.remainder() {
+                    v += (*r - mean) * (*r - mean);
+                }
+                for ck in chunks {
+                    for k in 0..8 {
+                        let e = ck[k] - mean;
+                        acc[k] += e * e;
+                    }
+                }
+                for a in acc {
+                    v += a;
+                }
+            }
+            (mean, v / cnt)
+        })
+        .unzip()
+}
+
+/// The upstream gradient with a fused ReLU's mask applied (`dy` where `relu_out > 0`), or `dy`
+/// itself without one.
+fn masked_grad<'a, T: Float>(
+    op: &'static str,
+    dy: &'a Tensor<T>,
+    relu_out: Option<&Tensor<T>>,
+) -> Result<std::borrow::Cow<'a, [T]>> {
+    match relu_out {
+        None => Ok(std::borrow::Cow::Borrowed(dy.as_slice())),
+        Some(y) => {
+            y.expect_shape(op, dy.shape())?;
+            let mut g = vec![T::zero(); dy.len()];
+            g.par_chunks_mut(1 << 14)
+                .zip(
+                    dy.as_slice()
+                        .par_chunks(1 << 14)
+                        .zip(y.as_slice().par_chunks(1 << 14)),
+                )
+                .for_each(|(g, (d, y))| {
+                    for ((g, d), y) in g.iter_mut().zip(d).zip(y) {
+                        *g = if *y > T::zero() { *d } else { T::zero() };
+                    }
+                });
+            Ok(std::borrow::Cow::Owned(g))
+        }
+    }
 }
 
 /// Training-mode forward: normalises with batch statistics and returns them. With `relu` the
@@ -110,18 +200,7 @@ pub fn batch_norm_train<T: Float>(
         ));
     }
     let xv = x.as_slice();
-    let cnt = T::of_usize(count);
-    let means: Vec<T> = channel_sums(d, |i, _| (xv[i], T::zero()))
-        .into_iter()
-        .map(|(s, _)| s / cnt)
-        .collect();
-    let var: Vec<T> = channel_sums(d, |i, ch| {
-        let e = xv[i] - means[ch];
-        (e * e, T::zero())
-    })
-    .into_iter()
-    .map(|(s, _)| s / cnt)
-    .collect();
+    let (means, var) = channel_moments(d, xv);
     let inv_std: Vec<T> = var.iter().map(|v| T::one() / (*v + eps).sqrt()).collect();
     let scale: Vec<T> = (0..c).map(|ch| gamma[ch] * inv_std[ch]).collect();
     let shift: Vec<T> = (0..c).map(|ch| beta[ch] - means[ch] * scale[ch]).collect();
@@ -136,22 +215,6 @@ pub fn batch_norm_train<T: Float>(
             count,
         },
     ))
-}
-
-/// The upstream gradient, zeroed where a fused ReLU clipped the output.
-fn masked<'a, T: Float>(
-    op: &'static str,
-    dy: &'a Tensor<T>,
-    relu_out: Option<&'a Tensor<T>>,
-) -> Result<impl Fn(usize) -> T + Sync + 'a> {
-    if let Some(y) = relu_out {
-        y.expect_shape(op, dy.shape())?;
-    }
-    let (dyv, yv) = (dy.as_slice(), relu_out.map(Tensor::as_slice));
-    Ok(move |i: usize| match yv {
-        Some(y) if y[i] <= T::zero() => T::zero(),
-        _ => dyv[i],
-    })
 }
 
 /// Training-mode backward: returns `(dx, dγ, dβ)`. For a fused BN+ReLU pass its output as
@@ -174,12 +237,14 @@ pub fn batch_norm_train_bwd<T: Float>(
     dy.expect_shape("batch_norm_train_bwd", x.shape())?;
     let [_, c, h, w] = d;
     let xv = x.as_slice();
-    let g = masked("batch_norm_train_bwd", dy, relu_out)?;
+    let g = masked_grad("batch_norm_train_bwd", dy, relu_out)?;
     let (mean, r) = (&stats.mean, &stats.inv_std);
-    let sums = channel_sums(d, |i, ch| {
-        let gi = g(i);
-        (gi, gi * (xv[i] - mean[ch]) * r[ch])
-    });
+    // Σ g·x̂ = r·(Σ g·x − μ·Σ g).
+    let sums: Vec<(T, T)> = channel_sums(d, &g, xv)
+        .into_iter()
+        .enumerate()
+        .map(|(ch, (sg, sgx))| (sg, r[ch] * (sgx - mean[ch] * sg)))
+        .collect();
     let dbeta: Vec<T> = sums.iter().map(|s| s.0).collect();
     let dgamma: Vec<T> = sums.iter().map(|s| s.1).collect();
     let m = T::of_usize(stats.count);
@@ -193,9 +258,10 @@ pub fn batch_norm_train_bwd<T: Float>(
                 let ch = p % c;
                 let k = gamma[ch] * r[ch] / m;
                 let base = p * hw;
-                for (j, o) in dxp.iter_mut().enumerate() {
-                    let xhat = (xv[base + j] - mean[ch]) * r[ch];
-                    *o = k * (m * g(base + j) - dbeta[ch] - xhat * dgamma[ch]);
+                let (xp, gp) = (&xv[base..base + hw], &g[base..base + hw]);
+                let (mu, rc, db, dg) = (mean[ch], r[ch], dbeta[ch], dgamma[ch]);
+                for ((o, xi), gi) in dxp.iter_mut().zip(xp).zip(gp) {
+                    *o = k * (m * *gi - db - (*xi - mu) * rc * dg);
                 }
             });
     }
@@ -259,21 +325,23 @@ pub fn batch_norm_eval_bwd<T: Float>(
         .map(|v| T::one() / (*v + eps).sqrt())
         .collect();
     let xv = x.as_slice();
-    let g = masked("batch_norm_eval_bwd", dy, relu_out)?;
-    let sums = channel_sums(d, |i, ch| {
-        let gi = g(i);
-        (gi, gi * (xv[i] - running_mean[ch]) * inv[ch])
-    });
+    let g = masked_grad("batch_norm_eval_bwd", dy, relu_out)?;
+    let sums: Vec<(T, T)> = channel_sums(d, &g, xv)
+        .into_iter()
+        .enumerate()
+        .map(|(ch, (sg, sgx))| (sg, inv[ch] * (sgx - running_mean[ch] * sg)))
+        .collect();
     let hw = d[2] * d[3];
     let mut dx = Tensor::zeros(x.shape());
     if hw > 0 {
         dx.as_slice_mut()
             .par_chunks_mut(hw)
+            .zip(g.par_chunks(hw))
             .enumerate()
-            .for_each(|(p, dxp)| {
+            .for_each(|(p, (dxp, gp))| {
                 let k = gamma[p % c] * inv[p % c];
-                for (j, o) in dxp.iter_mut().enumerate() {
-                    *o = g(p * hw + j) * k;
+                for (o, gi) in dxp.iter_mut().zip(gp) {
+                    *o = *gi * k;
                 }
             });
     }

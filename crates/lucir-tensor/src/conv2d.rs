@@ -99,6 +99,7 @@ impl Dims {
         self.n == 0 || self.in_len() == 0 || self.out_len() == 0
     }
     /// Input coordinate of output coordinate `o` at kernel offset `k`, if inside the image.
+    #[inline(always)]
     fn src(&self, o: usize, k: usize, size: usize) -> Option<usize> {
         (o * self.stride + k)
             .checked_sub(self.pad)
@@ -106,6 +107,7 @@ impl Dims {
     }
 
     /// Output columns `lo..hi` whose input column `ox·stride + k − pad` lies inside `0..size`.
+    #[inline(always)]
     fn valid_range(&self, k: usize, size: usize, out: usize) -> (usize, usize) {
         // ox·s + k ≥ pad  ⇔  ox ≥ ⌈(pad − k)/s⌉;   ox·s + k − pad ≤ size − 1.
         let lo = self.pad.saturating_sub(k).div_ceil(self.stride).min(out);
@@ -116,10 +118,59 @@ impl Dims {
         };
         (lo, hi.max(lo))
     }
+
+    /// A stride-1 "same" convolution (Ho = H, Wo = W): each im2col row is the image shifted by
+    /// a constant offset, so it can be copied as one block.
+    fn same_shape(&self) -> bool {
+        self.stride == 1 && self.ho == self.h && self.wo == self.w
+    }
+}
+
+/// im2col of a "same" stride-1 convolution: per (channel, ki, kj) one block copy of the image
+/// shifted by (ki − pad)·W + (kj − pad), then zeros where the shift left the image.
+fn im2col_same<T: Float>(d: &Dims, x: &[T], col: &mut [T]) {
+    let (h, w) = (d.h, d.w);
+    let hw = h * w;
+    for c in 0..d.ci {
+        let plane = &x[c * hw..(c + 1) * hw];
+        for ki in 0..d.kh {
+            for kj in 0..d.kw {
+                let row = &mut col[((c * d.kh + ki) * d.kw + kj) * hw..][..hw];
+                let dy = ki as isize - d.pad as isize;
+                let dx = kj as isize - d.pad as isize;
+                let off = dy * w as isize + dx;
+                // Destination positions t with 0 ≤ t + off < H·W.
+                let lo = (-off).clamp(0, hw as isize) as usize;
+                let hi = (hw as isize - off).clamp(0, hw as isize) as usize;
+                row[..lo].fill(T::zero());
+                row[hi.max(lo)..].fill(T::zero());
+                if lo < hi {
+                    let s = (lo as isize + off) as usize;
+                    row[lo..hi].copy_from_slice(&plane[s..s + hi - lo]);
+                }
+                // Columns that wrapped around a row edge are padding.
+                if dx != 0 {
+                    let (c0, c1) = if dx < 0 {
+                        (0, ((-dx) as usize).min(w))
+                    } else {
+                        (w.saturating_sub(dx as usize), w)
+                    };
+                    for oy in 0..h {
+                        for v in &mut row[oy * w + c0..oy * w + c1] {
+                            *v = T::zero();
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Unfolds one image (Ci×H×W) into its column matrix ((Ci·KH·KW) × (Ho·Wo)).
 fn im2col<T: Float>(d: &Dims, x: &[T], col: &mut [T]) {
+    if d.same_shape() {
+        return im2col_same(d, x, col);
+    }
     let hw = d.hw_out();
     for c in 0..d.ci {
         let plane = &x[c * d.h * d.w..(c + 1) * d.h * d.w];
