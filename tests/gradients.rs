@@ -127,6 +127,20 @@ proptest! {
     }
 
     #[test]
+    fn add_relu_grad_matches_finite_difference(
+        n in 1usize..4, c in 1usize..5, seed in any::<u64>(),
+    ) {
+        let mut r = rng(seed);
+        let a = uniform(&mut r, &[n, c, 2, 3], -1.0, 1.0);
+        let b = uniform(&mut r, &[n, c, 2, 3], -1.0, 1.0);
+        prop_assume!(a.as_slice().iter().zip(b.as_slice()).all(|(x, y)| (x + y).abs() > 1e-3));
+        assert_grads("add_relu", &[a, b], |t, v| {
+            let y = t.add_relu(v[0], v[1])?;
+            weighted(t, y, seed)
+        });
+    }
+
+    #[test]
     fn global_avg_pool_grad_matches_finite_difference(
         n in 1usize..4, c in 1usize..5, h in 1usize..5, w in 1usize..5, seed in any::<u64>(),
     ) {

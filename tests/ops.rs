@@ -147,7 +147,8 @@ fn shape_mismatches_are_errors_not_panics() {
     .is_err());
     assert!(batch_norm_train(&x, &[1.0; 2], &[0.0; 3], 1e-5, false).is_err());
     assert!(topk_rows(&Tensor::<f32>::zeros(&[2, 3]), 4).is_err());
-    assert!(lt::relu_bwd(&x, &Tensor::zeros(&[1])).is_err());
+    assert!(lt::relu_bwd(&x, Tensor::zeros(&[1])).is_err());
+    assert!(lt::add_relu(&x, &Tensor::zeros(&[1])).is_err());
     assert!(Tensor::<f32>::from_vec(&[2, 2], vec![0.0; 3]).is_err());
 }
 

@@ -21,11 +21,25 @@ pub struct BackwardCtx<'a, T> {
     values: &'a [Tensor<T>],
     requires: &'a [bool],
     grads: &'a mut [Option<Tensor<T>>],
-    /// `∂L/∂(this node's output)`.
-    pub g: &'a Tensor<T>,
+    g: Option<Tensor<T>>,
 }
 
 impl<T: Float> BackwardCtx<'_, T> {
+    /// `∂L/∂(this node's output)`. Not available after [`BackwardCtx::take_g`].
+    pub fn g(&self) -> &Tensor<T> {
+        self.g
+            .as_ref()
+            .expect("an op reads its output gradient only before taking it")
+    }
+
+    /// Takes ownership of the output gradient, so an op can pass it on or modify it in place
+    /// instead of allocating a new tensor.
+    pub fn take_g(&mut self) -> Tensor<T> {
+        self.g
+            .take()
+            .expect("an op takes its output gradient at most once")
+    }
+
     /// The forward value of `v`.
     pub fn value(&self, v: Var) -> &Tensor<T> {
         &self.values[v.0]
@@ -221,7 +235,7 @@ impl<T: Float> Tape<T> {
                 values: &self.values,
                 requires: &self.requires,
                 grads: before,
-                g: &g,
+                g: Some(g),
             };
             back.backward(&mut ctx)?;
         }

@@ -50,11 +50,10 @@ impl<T: Float> BasicBlock<T> {
             }
             None => x,
         };
-        let y = tape.add(h, s)?;
         if self.final_relu {
-            Ok(tape.relu(y)?)
+            Ok(tape.add_relu(h, s)?)
         } else {
-            Ok(y)
+            Ok(tape.add(h, s)?)
         }
     }
 }

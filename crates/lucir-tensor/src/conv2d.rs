@@ -204,8 +204,8 @@ fn im2col<T: Float>(d: &Dims, x: &[T], col: &mut [T]) {
 }
 
 /// Folds a column matrix back onto one image, summing overlaps (the adjoint of [`im2col`]).
+/// `x` must hold zeros on entry.
 fn col2im<T: Float>(d: &Dims, col: &[T], x: &mut [T]) {
-    x.fill(T::zero());
     let hw = d.hw_out();
     for c in 0..d.ci {
         let plane = &mut x[c * d.h * d.w..(c + 1) * d.h * d.w];

@@ -31,18 +31,41 @@ pub fn relu<T: Float>(x: &Tensor<T>) -> Tensor<T> {
     y
 }
 
-/// `dx = dy · [y > 0]`, from the forward output `y`.
-pub fn relu_bwd<T: Float>(y: &Tensor<T>, dy: &Tensor<T>) -> Result<Tensor<T>> {
+/// `dx = dy · [y > 0]`, from the forward output `y`; `dy` is consumed and masked in place.
+pub fn relu_bwd<T: Float>(y: &Tensor<T>, mut dy: Tensor<T>) -> Result<Tensor<T>> {
     dy.expect_shape("relu_bwd", y.shape())?;
-    let mut dx = Tensor::zeros(y.shape());
-    zip_map(y.as_slice(), dy.as_slice(), dx.as_slice_mut(), |y, g| {
-        if y > T::zero() {
-            g
+    let mask = |g: &mut [T], y: &[T]| {
+        for (g, y) in g.iter_mut().zip(y) {
+            if *y <= T::zero() {
+                *g = T::zero();
+            }
+        }
+    };
+    let (g, yv) = (dy.as_slice_mut(), y.as_slice());
+    if g.len() < PAR_MIN {
+        mask(g, yv);
+    } else {
+        g.par_chunks_mut(PAR_MIN)
+            .zip(yv.par_chunks(PAR_MIN))
+            .for_each(|(g, y)| mask(g, y));
+    }
+    Ok(dy)
+}
+
+/// `y = max(a + b, 0)` in one pass (a residual connection and the ReLU after it); shapes equal.
+/// Its backward is [`relu_bwd`] on `y`, shared by both inputs.
+pub fn add_relu<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
+    b.expect_shape("add_relu", a.shape())?;
+    let mut y = Tensor::zeros(a.shape());
+    zip_map(a.as_slice(), b.as_slice(), y.as_slice_mut(), |x, y| {
+        let s = x + y;
+        if s > T::zero() {
+            s
         } else {
             T::zero()
         }
     });
-    Ok(dx)
+    Ok(y)
 }
 
 /// `a + b`, shapes equal.

@@ -30,7 +30,7 @@ pub use batch_norm::{
     BatchNormStats,
 };
 pub use conv2d::{conv2d, conv2d_bwd, conv2d_bwd_ref, conv2d_ref, Conv2dGeometry};
-pub use elementwise::{add, relu, relu_bwd};
+pub use elementwise::{add, add_relu, relu, relu_bwd};
 pub use error::{Error, Result};
 pub use float::Float;
 pub use gemm::{gemm, gemm_ref, matmul, Transpose};

@@ -20,8 +20,10 @@ impl<T: Float> Tape<T> {
 
 impl<T: Float> Backward<T> for AddBack {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
-        let g = ctx.g.clone();
-        ctx.add(self.a, g.clone())?;
+        let g = ctx.take_g();
+        if ctx.wants(self.a) {
+            ctx.add(self.a, g.clone())?;
+        }
         ctx.add(self.b, g)
     }
 }

@@ -106,7 +106,7 @@ impl<T: Float> Backward<T> for TrainBack<T> {
             ctx.value(self.x),
             ctx.value(self.gamma).as_slice(),
             &self.stats,
-            ctx.g,
+            ctx.g(),
             self.relu_out.map(|v| ctx.value(v)),
         )?;
         ctx.add(self.x, dx)?;
@@ -123,7 +123,7 @@ impl<T: Float> Backward<T> for EvalBack<T> {
             &self.running_mean,
             &self.running_var,
             self.eps,
-            ctx.g,
+            ctx.g(),
             self.relu_out.map(|v| ctx.value(v)),
         )?;
         ctx.add(self.x, dx)?;

@@ -40,7 +40,7 @@ impl<T: Float> Tape<T> {
 
 impl<T: Float> Backward<T> for ConcatRowsBack {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
-        let (ga, gb) = ctx.g.as_slice().split_at(self.split);
+        let (ga, gb) = ctx.g().as_slice().split_at(self.split);
         let da = Tensor::from_vec(ctx.value(self.a).shape(), ga.to_vec())?;
         let db = Tensor::from_vec(ctx.value(self.b).shape(), gb.to_vec())?;
         ctx.add(self.a, da)?;

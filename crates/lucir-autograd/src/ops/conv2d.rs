@@ -23,7 +23,7 @@ impl<T: Float> Tape<T> {
 impl<T: Float> Backward<T> for Conv2dBack {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
         let (dx, dw) =
-            lucir_tensor::conv2d_bwd(ctx.value(self.x), ctx.value(self.w), ctx.g, self.geometry)?;
+            lucir_tensor::conv2d_bwd(ctx.value(self.x), ctx.value(self.w), ctx.g(), self.geometry)?;
         ctx.add(self.x, dx)?;
         ctx.add(self.w, dw)
     }

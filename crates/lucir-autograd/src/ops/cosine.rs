@@ -40,12 +40,12 @@ impl<T: Float> Tape<T> {
 impl<T: Float> Backward<T> for CosineBack<T> {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
         if ctx.wants(self.f) {
-            let g = matmul(ctx.g, Transpose::No, &self.t_bar, Transpose::No)?;
+            let g = matmul(ctx.g(), Transpose::No, &self.t_bar, Transpose::No)?;
             let df = l2_normalize_rows_bwd(&self.f_bar, &self.f_norm, &g)?;
             ctx.add(self.f, df)?;
         }
         if ctx.wants(self.theta) {
-            let e = matmul(ctx.g, Transpose::Yes, &self.f_bar, Transpose::No)?;
+            let e = matmul(ctx.g(), Transpose::Yes, &self.f_bar, Transpose::No)?;
             let dt = l2_normalize_rows_bwd(&self.t_bar, &self.t_norm, &e)?;
             ctx.add(self.theta, dt)?;
         }

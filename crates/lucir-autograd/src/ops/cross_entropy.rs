@@ -42,7 +42,7 @@ impl<T: Float> Tape<T> {
 impl<T: Float> Backward<T> for CrossEntropyBack<T> {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
         let [b, c] = self.log_p.dims2("cross_entropy backward")?;
-        let k = ctx.g.item()? / T::of_usize(b.max(1));
+        let k = ctx.g().item()? / T::of_usize(b.max(1));
         let mut dz = self.log_p.map(|l| l.exp() * k);
         let d = dz.as_slice_mut();
         for (r, &y) in self.labels.iter().enumerate() {

@@ -48,7 +48,7 @@ impl<T: Float> Tape<T> {
 impl<T: Float> Backward<T> for KdBack<T> {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
         let [b, _] = self.log_q.dims2("kd backward")?;
-        let k = ctx.g.item()? * self.tau / T::of_usize(b.max(1));
+        let k = ctx.g().item()? * self.tau / T::of_usize(b.max(1));
         let data = self
             .log_q
             .as_slice()

@@ -53,7 +53,7 @@ impl<T: Float> Tape<T> {
 impl<T: Float> Backward<T> for LessForgetBack<T> {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
         let [b, _] = self.f_bar.dims2("less_forget backward")?;
-        let k = -self.lambda * ctx.g.item()? / T::of_usize(b.max(1));
+        let k = -self.lambda * ctx.g().item()? / T::of_usize(b.max(1));
         // ∂L/∂f̄ = k·f̄*, then through the row normalisation.
         let g_bar = self.star_bar.map(|v| v * k);
         let df = l2_normalize_rows_bwd(&self.f_bar, &self.f_norm, &g_bar)?;

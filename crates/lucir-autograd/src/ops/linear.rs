@@ -41,7 +41,7 @@ impl<T: Float> Tape<T> {
 
 impl<T: Float> Backward<T> for LinearBack {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
-        let g = ctx.g;
+        let g = ctx.g();
         let dx = ctx
             .wants(self.x)
             .then(|| matmul(g, Transpose::No, ctx.value(self.w), Transpose::No))

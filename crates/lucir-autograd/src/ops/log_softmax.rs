@@ -21,7 +21,7 @@ impl<T: Float> Tape<T> {
 
 impl<T: Float> Backward<T> for LogSoftmaxBack {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
-        let dx = lucir_tensor::log_softmax_rows_bwd(ctx.value(self.y), ctx.g)?;
+        let dx = lucir_tensor::log_softmax_rows_bwd(ctx.value(self.y), ctx.g())?;
         ctx.add(self.x, dx)
     }
 }

@@ -74,7 +74,7 @@ impl<T: Float> Backward<T> for MarginRankBack {
         if self.active.is_empty() {
             return Ok(());
         }
-        let w = ctx.g.item()? / T::of_usize(self.pairs);
+        let w = ctx.g().item()? / T::of_usize(self.pairs);
         let mut d = Tensor::zeros(ctx.value(self.cos).shape());
         let dv = d.as_slice_mut();
         for &(pos, neg) in &self.active {

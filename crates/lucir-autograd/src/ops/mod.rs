@@ -1,6 +1,7 @@
 //! One file per op: the forward as a `Tape` method, the backward as a struct beside it.
 
 pub mod add;
+pub mod add_relu;
 pub mod batch_norm;
 pub mod concat_rows;
 pub mod conv2d;

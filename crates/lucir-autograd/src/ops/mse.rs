@@ -30,7 +30,7 @@ impl<T: Float> Tape<T> {
 impl<T: Float> Backward<T> for MseBack {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
         let (a, b) = (ctx.value(self.a), ctx.value(self.b));
-        let k = T::of(2.0) * ctx.g.item()? / T::of_usize(a.len().max(1));
+        let k = T::of(2.0) * ctx.g().item()? / T::of_usize(a.len().max(1));
         let data: Vec<T> = a
             .as_slice()
             .iter()

@@ -22,7 +22,7 @@ impl<T: Float> Tape<T> {
 
 impl<T: Float> Backward<T> for NormalizeBack<T> {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
-        let dx = lucir_tensor::l2_normalize_rows_bwd(ctx.value(self.y), &self.norms, ctx.g)?;
+        let dx = lucir_tensor::l2_normalize_rows_bwd(ctx.value(self.y), &self.norms, ctx.g())?;
         ctx.add(self.x, dx)
     }
 }

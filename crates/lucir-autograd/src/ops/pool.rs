@@ -30,14 +30,14 @@ impl<T: Float> Tape<T> {
 
 impl<T: Float> Backward<T> for GapBack {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
-        let dx = lucir_tensor::global_avg_pool_bwd(ctx.value(self.x).shape(), ctx.g)?;
+        let dx = lucir_tensor::global_avg_pool_bwd(ctx.value(self.x).shape(), ctx.g())?;
         ctx.add(self.x, dx)
     }
 }
 
 impl<T: Float> Backward<T> for MaxPoolBack {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
-        let dx = lucir_tensor::max_pool2d_bwd(ctx.value(self.x).shape(), &self.argmax, ctx.g)?;
+        let dx = lucir_tensor::max_pool2d_bwd(ctx.value(self.x).shape(), &self.argmax, ctx.g())?;
         ctx.add(self.x, dx)
     }
 }

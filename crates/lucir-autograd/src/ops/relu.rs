@@ -21,7 +21,8 @@ impl<T: Float> Tape<T> {
 
 impl<T: Float> Backward<T> for ReluBack {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
-        let dx = lucir_tensor::relu_bwd(ctx.value(self.y), ctx.g)?;
+        let g = ctx.take_g();
+        let dx = lucir_tensor::relu_bwd(ctx.value(self.y), g)?;
         ctx.add(self.x, dx)
     }
 }

@@ -32,9 +32,9 @@ impl<T: Float> Backward<T> for ScaleBack {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
         let x = ctx.value(self.x);
         let sigma = ctx.value(self.sigma);
-        let ds = sigma.map(|_| dot(ctx.g.as_slice(), x.as_slice()));
+        let ds = sigma.map(|_| dot(ctx.g().as_slice(), x.as_slice()));
         let s = sigma.item()?;
-        let dx = ctx.g.map(|v| v * s);
+        let dx = ctx.g().map(|v| v * s);
         ctx.add(self.sigma, ds)?;
         ctx.add(self.x, dx)
     }

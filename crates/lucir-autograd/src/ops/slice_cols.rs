@@ -36,7 +36,7 @@ impl<T: Float> Backward<T> for SliceColsBack {
         let [b, c] = ctx.value(self.x).dims2("slice_cols backward")?;
         let w = self.end - self.start;
         let mut dx = Tensor::zeros(&[b, c]);
-        let g = ctx.g.as_slice();
+        let g = ctx.g().as_slice();
         let d = dx.as_slice_mut();
         for r in 0..b {
             d[r * c + self.start..r * c + self.end].copy_from_slice(&g[r * w..(r + 1) * w]);

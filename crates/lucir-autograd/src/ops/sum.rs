@@ -23,7 +23,7 @@ impl<T: Float> Tape<T> {
 
 impl<T: Float> Backward<T> for SumWeightedBack<T> {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
-        let g = ctx.g.item()?;
+        let g = ctx.g().item()?;
         let dx = self.weights.map(|r| r * g);
         ctx.add(self.x, dx)
     }
