@@ -219,7 +219,7 @@ fn end_to_end_smoke_run_of_all_methods() {
         let cfg = smoke_config(method);
         let mut learner = IncrementalLearner::new(cfg.clone(), smoke_data()).unwrap();
         let mut rec = Record::default();
-        let result = run_protocol(&mut learner, Vec::new(), &mut rec).unwrap();
+        let result = run_protocol(&mut learner, &mut rec).unwrap();
         assert_eq!(result.phases.len(), 3, "{method:?}");
         assert_eq!(rec.memory_sizes, vec![10, 15, 20], "{method:?}");
         // 3 training epochs per phase, plus 1 CBF epoch in each incremental LUCIR phase.

@@ -81,6 +81,18 @@ impl<T: Float> Sgd<T> {
         Ok(())
     }
 
+    /// The momentum buffer of `p`, if it has taken a step.
+    pub fn velocity(&self, p: &Param<T>) -> Option<&Tensor<T>> {
+        self.velocity.get(&p.id())
+    }
+
+    /// Sets the momentum buffer of `p` (restoring a checkpoint).
+    pub fn set_velocity(&mut self, p: &Param<T>, v: Tensor<T>) -> Result<()> {
+        v.expect_shape("Sgd::set_velocity", p.value.shape())?;
+        self.velocity.insert(p.id(), v);
+        Ok(())
+    }
+
     /// Forgets all momentum (e.g. at the start of a phase).
     pub fn reset(&mut self) {
         self.velocity.clear();

@@ -6,6 +6,7 @@
 //! errors with 1, each reported on one line.
 
 mod bench_cmd;
+mod checkpoint;
 mod config;
 mod data_cmd;
 mod progress;

@@ -3,13 +3,18 @@
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use lucir_method::{Event, IncrementalLearner, Observer, PhaseResult};
 use lucir_nn::{save_state, write_atomic};
 
+use crate::checkpoint;
 use crate::report::{write_all, RunResults};
+
+/// Set by the Ctrl-C handler; the run stops at the next step, its last checkpoint intact.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,11 +85,20 @@ impl Progress {
 }
 
 fn to_method_err(e: impl std::fmt::Display) -> lucir_method::Error {
-    lucir_method::Error::Stopped(e.to_string())
+    lucir_method::Error::Stopped(format!("{e:#}"))
 }
 
 impl Observer for Progress {
     fn event(&mut self, e: &Event) -> lucir_method::Result<()> {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            if let Some(bar) = self.bar.take() {
+                bar.abandon();
+            }
+            return Err(lucir_method::Error::Stopped(format!(
+                "interrupted; the last checkpoint is kept: continue with --resume {}",
+                self.dir.display()
+            )));
+        }
         match e {
             Event::PhaseStart {
                 phase,
@@ -163,11 +177,16 @@ impl Observer for Progress {
         Ok(())
     }
 
+    fn epoch_done(&mut self, learner: &IncrementalLearner) -> lucir_method::Result<()> {
+        checkpoint::save(&self.dir, &learner.snapshot()).map_err(to_method_err)
+    }
+
     fn phase_done(
         &mut self,
         r: &PhaseResult,
         learner: &IncrementalLearner,
     ) -> lucir_method::Result<()> {
+        checkpoint::save(&self.dir, &learner.snapshot()).map_err(to_method_err)?;
         let ckpt = self.dir.join("checkpoints");
         save_state(&learner.net, &ckpt.join(format!("phase-{}.state", r.phase)))
             .map_err(to_method_err)?;
@@ -177,9 +196,7 @@ impl Observer for Progress {
             &memory,
         )
         .map_err(to_method_err)?;
-        let mut phases = self.results.phases.clone();
-        phases.push(r.clone());
-        self.results.set_phases(phases);
+        self.results.set_phases(learner.results.clone());
         self.results.wall_seconds = self.elapsed();
         write_all(&self.dir, &self.results, &self.baselines).map_err(to_method_err)?;
         self.line(&format!(

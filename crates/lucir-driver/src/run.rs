@@ -9,7 +9,9 @@ use lucir_data::{load, ClassOrder, DatasetKind, FolderOptions, Phases};
 use lucir_method::{run_protocol, IncrementalLearner, Method, ProtocolData};
 use lucir_nn::write_atomic;
 
-use crate::config::{resolve, RunArgs, RunConfig};
+use crate::checkpoint;
+use crate::config::{read_config_file, resolve, RunArgs, RunConfig};
+use crate::progress::INTERRUPTED;
 use crate::progress::{Display, Progress};
 use crate::report::{read_results, table, write_all, RunResults};
 
@@ -66,12 +68,13 @@ pub fn variant(cfg: &RunConfig) -> String {
     s
 }
 
-/// Runs one experiment as configured by `args`.
+/// Runs one experiment as configured by `args`, or continues the one in `--resume DIR`.
 pub fn run(args: &RunArgs) -> Result<()> {
-    if args.resume.is_some() {
-        bail!("--resume is not supported by this version of lucir-driver");
-    }
-    let cfg = resolve(args)?;
+    let cfg = match &args.resume {
+        Some(dir) => read_config_file(&dir.join("config.toml"))
+            .with_context(|| format!("resuming {}", dir.display()))?,
+        None => resolve(args)?,
+    };
     if cfg.threads > 0 {
         rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.threads)
@@ -98,14 +101,26 @@ pub fn run(args: &RunArgs) -> Result<()> {
         .iter()
         .map(|p| read_results(p))
         .collect::<Result<Vec<_>>>()?;
-    let dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(format!("{}-{}", timestamp(), cfg.preset)));
-    std::fs::create_dir_all(dir.join("checkpoints"))
-        .with_context(|| format!("creating run folder {}", dir.display()))?;
-    let toml_text = toml::to_string_pretty(&cfg).context("encoding config.toml")?;
-    write_atomic(&dir.join("config.toml"), toml_text.as_bytes())?;
+    let dir = match (&args.resume, &args.out) {
+        (Some(d), _) | (None, Some(d)) => d.clone(),
+        (None, None) => PathBuf::from("runs").join(format!("{}-{}", timestamp(), cfg.preset)),
+    };
+    if args.resume.is_none() {
+        if checkpoint::paths(&dir).0.is_file() {
+            bail!(
+                "{} already holds a run; continue it with --resume {} or choose another --out",
+                dir.display(),
+                dir.display()
+            );
+        }
+        std::fs::create_dir_all(dir.join("checkpoints"))
+            .with_context(|| format!("creating run folder {}", dir.display()))?;
+        let toml_text = toml::to_string_pretty(&cfg).context("encoding config.toml")?;
+        write_atomic(&dir.join("config.toml"), toml_text.as_bytes())?;
+    }
+    // Ctrl-C: stop at the next step; the checkpoint of the last finished epoch stays valid.
+    ctrlc::set_handler(|| INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst))
+        .context("installing the Ctrl-C handler")?;
 
     let display = Display::pick(args.quiet);
     if display != Display::Quiet {
@@ -144,9 +159,24 @@ pub fn run(args: &RunArgs) -> Result<()> {
         avg_inc_acc_nme: f64::NAN,
         wall_seconds: 0.0,
     };
-    let mut learner = IncrementalLearner::new(cfg.method.clone(), data)?;
+    let mut learner = match &args.resume {
+        Some(d) => {
+            let (state, from) = checkpoint::load(d, &mut |w| eprintln!("warning: {w}"))?;
+            if display != Display::Quiet {
+                let at = match state.training {
+                    Some((p, e)) => format!("phase {p} after epoch {e}"),
+                    None => format!("after phase {}", state.results.len().saturating_sub(1)),
+                };
+                eprintln!("resuming from {} ({at})", from.display());
+            }
+            IncrementalLearner::restore(cfg.method.clone(), data, state, &from)?
+        }
+        None => IncrementalLearner::new(cfg.method.clone(), data)?,
+    };
+    let mut results = results;
+    results.set_phases(learner.results.clone());
     let mut progress = Progress::new(display, dir.clone(), results, baselines.clone());
-    run_protocol(&mut learner, Vec::new(), &mut progress)?;
+    run_protocol(&mut learner, &mut progress)?;
     progress.results.wall_seconds = progress.elapsed();
     write_all(&dir, &progress.results, &baselines)?;
     print!("{}", table(&progress.results));

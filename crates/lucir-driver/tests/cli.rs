@@ -167,3 +167,118 @@ fn bad_input_gives_one_line_errors_and_exit_codes() {
     assert!(e.contains("bad.toml") && e.contains("bogus_key"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// results.json without the fields that measure time.
+fn results_without_timings(dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(dir.join("results.json")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v.as_object_mut().unwrap().remove("wall_seconds");
+    for p in v["phases"].as_array_mut().unwrap() {
+        let p = p.as_object_mut().unwrap();
+        p.remove("train_seconds");
+        p.remove("images_per_s");
+    }
+    v
+}
+
+fn small_run_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        data,
+        "--base",
+        "8",
+        "--inc",
+        "1",
+        "--epochs",
+        "3",
+        "--batch",
+        "16",
+        "--memory",
+        "4",
+        "--out",
+        out,
+        "--class-order",
+        "3,1,4,0,5,9,2,6,8,7",
+    ]
+}
+
+/// The same configuration, seed and thread count give the same results, and a run killed with
+/// SIGKILL during phase 2 and resumed (also from a damaged newest checkpoint) ends with exactly
+/// the results of the uninterrupted run.
+#[test]
+fn runs_are_deterministic_and_resume_exactly_after_sigkill() {
+    let data = temp_dir("resume-data");
+    write_mnist_like(&data, 30);
+    let d = data.to_str().unwrap().to_string();
+    let (a, b, c) = (temp_dir("run-a"), temp_dir("run-b"), temp_dir("run-c"));
+    for dir in [&a, &b] {
+        let o = driver(&small_run_args(&d, dir.to_str().unwrap()));
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let reference = results_without_timings(&a);
+    assert_eq!(
+        reference,
+        results_without_timings(&b),
+        "two identical runs differ"
+    );
+
+    // Start a third run and kill it as soon as phase 2 has finished an epoch.
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lucir-driver"))
+        .args(small_run_args(&d, c.to_str().unwrap()))
+        .env("RAYON_NUM_THREADS", "2")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    for line in BufReader::new(stderr).lines() {
+        if line.unwrap().starts_with("phase 2 train epoch 1/3") {
+            // SAFETY: sends SIGKILL to our own child process, which is still running.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the run finished before it could be killed"
+    );
+    let partial = std::fs::read_to_string(c.join("results.json")).unwrap_or_default();
+    assert!(
+        !partial.contains("\"phase\": 2"),
+        "phase 2 completed before the kill"
+    );
+
+    // Damage the newest checkpoint: the resume must fall back to the previous one.
+    let latest = c.join("checkpoints/latest.ckpt");
+    let bytes = std::fs::read(&latest).unwrap();
+    std::fs::write(&latest, &bytes[..bytes.len() / 2]).unwrap();
+    let o = driver(&["--resume", c.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("latest.ckpt") && err.contains("using"),
+        "{err}"
+    );
+    // It continued inside phase 1 or 2 instead of starting over.
+    assert!(
+        err.contains("resuming from") && !err.contains("phase 0 train"),
+        "{err}"
+    );
+    assert_eq!(
+        reference,
+        results_without_timings(&c),
+        "resumed run differs from uninterrupted"
+    );
+
+    // A finished run folder is not overwritten by a new run.
+    let o = driver(&small_run_args(&d, a.to_str().unwrap()));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+    for dir in [&data, &a, &b, &c] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

@@ -7,15 +7,16 @@ use std::time::Instant;
 
 use lucir_autograd::{MultiStepLr, Param, ParamGroup, Sgd, Tape, Var};
 use lucir_data::{ExemplarMemory, Loader, Sample};
-use lucir_nn::{Init, Mode, Module};
+use lucir_nn::{Init, Mode, Module, StateDict};
 use lucir_tensor::Tensor;
+use serde::{Deserialize, Serialize};
 
 use crate::eval::{per_class_accuracy, predict_argmax};
 use crate::features::{backbone_features, features_and_logits};
 use crate::{
     accuracy_split, adaptive_lambda, forgetting, herding, imprint_weights, nme_class_means,
-    predict_nme, Error, Event, Features, Method, MethodConfig, Network, Observer, ProtocolData,
-    Result,
+    predict_nme, Error, Event, Features, Method, MethodConfig, Network, Observer, PhaseResult,
+    ProtocolData, Result,
 };
 
 /// Where a phase stands: its index and the class positions involved.
@@ -133,6 +134,11 @@ pub struct IncrementalLearner {
     pub lambda: f64,
     /// Per-class CNN accuracy after each phase (for forgetting).
     pub history: Vec<Vec<f64>>,
+    /// Results of the completed phases.
+    pub results: Vec<PhaseResult>,
+    /// The phase being trained and how many of its epochs are done (None between phases).
+    pub training: Option<(usize, usize)>,
+    sgd: Option<Sgd<f32>>,
     data: Arc<ProtocolData>,
     train_ids: Vec<Vec<usize>>,
     test_ids: Vec<Vec<usize>>,
@@ -167,6 +173,9 @@ impl IncrementalLearner {
             class_means: Vec::new(),
             lambda: 0.0,
             history: Vec::new(),
+            results: Vec::new(),
+            training: None,
+            sgd: None,
             data,
             train_ids,
             test_ids,
@@ -231,11 +240,16 @@ impl IncrementalLearner {
             self.loader_seed(ctx.phase, u64::from(cbf)),
         );
         let sched = MultiStepLr::lucir(lr, epochs);
-        let mut sgd = Sgd::new(self.cfg.momentum);
+        // The training stage continues a checkpointed phase: its optimizer state and the epochs
+        // already done live in the learner. Class-balanced fine-tuning always runs whole.
+        let (first, mut sgd) = match (cbf, self.training, self.sgd.take()) {
+            (false, Some((p, done)), Some(sgd)) if p == ctx.phase => (done, sgd),
+            _ => (0, Sgd::new(self.cfg.momentum)),
+        };
         let start = Instant::now();
         let mut stats = TrainStats::default();
         let batches = loader.batches();
-        for epoch in 0..epochs {
+        for epoch in first..epochs {
             let lr = sched.lr_at(epoch);
             obs.event(&Event::EpochStart {
                 phase: ctx.phase,
@@ -287,6 +301,15 @@ impl IncrementalLearner {
                 lr,
                 seconds: t0.elapsed().as_secs_f64(),
             })?;
+            if !cbf {
+                self.training = Some((ctx.phase, epoch + 1));
+                self.sgd = Some(sgd);
+                obs.epoch_done(self)?;
+                sgd = self
+                    .sgd
+                    .take()
+                    .unwrap_or_else(|| Sgd::new(self.cfg.momentum));
+            }
         }
         stats.seconds = start.elapsed().as_secs_f64();
         Ok(stats)
@@ -379,6 +402,121 @@ impl IncrementalLearner {
     }
 }
 
+/// Everything needed to continue a run exactly where it stopped: taken after every training
+/// epoch and after every phase (DESIGN.md §1 "resumed after a crash or kill"). Random choices
+/// (shuffling, augmentation) are functions of (seed, phase, epoch, sample), so no generator
+/// state needs saving; the head-growth generator is replayed on restore.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LearnerState {
+    /// The phase being trained and its completed epochs; `None` between phases.
+    pub training: Option<(usize, usize)>,
+    /// λ of the current phase.
+    pub lambda: f64,
+    /// The current network (a split head while an incremental phase trains).
+    pub net: StateDict,
+    /// The frozen previous network, while an incremental phase trains.
+    pub prev: Option<StateDict>,
+    /// SGD momentum buffers by parameter name.
+    pub velocity: Vec<(String, Vec<f32>)>,
+    /// Exemplars.
+    pub memory: ExemplarMemory,
+    /// NME class means.
+    pub class_means: Vec<f32>,
+    /// Per-class CNN accuracy after each phase.
+    pub history: Vec<Vec<f64>>,
+    /// Results of the completed phases.
+    pub results: Vec<PhaseResult>,
+}
+
+impl IncrementalLearner {
+    /// A snapshot of the learner for a checkpoint.
+    pub fn snapshot(&self) -> LearnerState {
+        let velocity = match &self.sgd {
+            Some(sgd) => self
+                .net
+                .params()
+                .into_iter()
+                .filter_map(|(n, p)| sgd.velocity(p).map(|v| (n, v.as_slice().to_vec())))
+                .collect(),
+            None => Vec::new(),
+        };
+        LearnerState {
+            training: self.training,
+            lambda: self.lambda,
+            net: StateDict::of(&self.net),
+            prev: self.prev.as_ref().map(StateDict::of),
+            velocity,
+            memory: self.memory.clone(),
+            class_means: self.class_means.clone(),
+            history: self.history.clone(),
+            results: self.results.clone(),
+        }
+    }
+
+    /// Rebuilds a learner from a snapshot taken with the same configuration and data. `source`
+    /// names the checkpoint in errors.
+    pub fn restore(
+        cfg: MethodConfig,
+        data: Arc<ProtocolData>,
+        state: LearnerState,
+        source: &std::path::Path,
+    ) -> Result<Self> {
+        let mut l = Self::new(cfg, data)?;
+        let phases = l.data.phases.clone();
+        // The phase whose head shape the network has: the one in training, or the last done.
+        let (grown, training) = match state.training {
+            Some((p, _)) => (p, true),
+            None => (state.results.len().saturating_sub(1), false),
+        };
+        if grown >= phases.len() || state.results.len() > phases.len() {
+            return Err(Error::Config(format!(
+                "{}: checkpoint is for phase {grown}, the run has {} phases",
+                source.display(),
+                phases.len()
+            )));
+        }
+        let d = l.net.backbone.feature_dim();
+        for p in 1..=grown {
+            l.net.head.merge()?;
+            if training && p == grown {
+                l.prev = Some(l.net.clone());
+            }
+            l.net.head.grow(&mut l.init, phases.sizes()[p], d)?;
+        }
+        if !training {
+            l.net.head.merge()?;
+        }
+        state.net.apply(&mut l.net, source)?;
+        match (&mut l.prev, &state.prev) {
+            (Some(prev), Some(s)) => s.apply(prev, source)?,
+            (None, None) => {}
+            _ => {
+                return Err(Error::Config(format!(
+                    "{}: checkpoint and run disagree on the previous model",
+                    source.display()
+                )))
+            }
+        }
+        if training {
+            let mut sgd = Sgd::new(l.cfg.momentum);
+            for (name, p) in l.net.params() {
+                if let Some((_, v)) = state.velocity.iter().find(|(n, _)| *n == name) {
+                    let t = Tensor::from_vec(p.value.shape(), v.clone())?;
+                    sgd.set_velocity(p, t)?;
+                }
+            }
+            l.sgd = Some(sgd);
+        }
+        l.training = state.training;
+        l.lambda = state.lambda;
+        l.memory = state.memory;
+        l.class_means = state.class_means;
+        l.history = state.history;
+        l.results = state.results;
+        Ok(l)
+    }
+}
+
 /// The first `cols` columns of a B×C matrix.
 fn slice_cols(x: &Tensor<f32>, cols: usize) -> Result<Tensor<f32>> {
     let [b, c] = x.dims2("slice_cols")?;
@@ -391,6 +529,8 @@ fn slice_cols(x: &Tensor<f32>, cols: usize) -> Result<Tensor<f32>> {
 impl Learner for IncrementalLearner {
     fn before_phase(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<()> {
         self.lambda = adaptive_lambda(&self.cfg, ctx.old(), ctx.new.len());
+        self.training = Some((ctx.phase, 0));
+        self.sgd = Some(Sgd::new(self.cfg.momentum));
         if ctx.phase == 0 {
             return Ok(());
         }
@@ -440,6 +580,8 @@ impl Learner for IncrementalLearner {
     fn after_phase(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<()> {
         self.net.head.merge()?;
         self.prev = None;
+        self.training = None;
+        self.sgd = None;
         obs.event(&Event::Stage {
             phase: ctx.phase,
             what: "herding exemplars",

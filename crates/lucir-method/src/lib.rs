@@ -27,6 +27,8 @@ pub use eval::{
 pub use features::Features;
 pub use herding::{herding, herding_ref};
 pub use imprint::imprint_weights;
-pub use learner::{IncrementalLearner, Learner, LossTerms, PhaseContext, PhaseEval, TrainStats};
+pub use learner::{
+    IncrementalLearner, Learner, LearnerState, LossTerms, PhaseContext, PhaseEval, TrainStats,
+};
 pub use network::{Head, Network};
 pub use protocol::{run_protocol, Event, Observer, PhaseResult, ProtocolData, ProtocolResult};

@@ -106,6 +106,11 @@ pub trait Observer {
     fn event(&mut self, event: &Event) -> Result<()>;
     /// A phase is complete (trained, exemplars chosen, evaluated).
     fn phase_done(&mut self, result: &PhaseResult, learner: &IncrementalLearner) -> Result<()>;
+    /// A training epoch is complete: the learner can be checkpointed now.
+    fn epoch_done(&mut self, learner: &IncrementalLearner) -> Result<()> {
+        let _ = learner;
+        Ok(())
+    }
 }
 
 /// Everything reported about one phase (accuracies in percent).
@@ -167,21 +172,23 @@ fn finite(v: f64) -> Option<f64> {
     v.is_finite().then_some(v)
 }
 
-/// Runs phases `done.len()..` (all of them for a fresh learner), continuing the results in
-/// `done`.
+/// Runs the phases the learner has not completed: all of them for a fresh learner; for a
+/// restored one, from where its checkpoint stopped (mid-phase training continues at the next
+/// epoch).
 pub fn run_protocol(
     learner: &mut IncrementalLearner,
-    mut done: Vec<PhaseResult>,
     obs: &mut dyn Observer,
 ) -> Result<ProtocolResult> {
     let phases = learner.data().phases.clone();
-    for phase in done.len()..phases.len() {
+    for phase in learner.results.len()..phases.len() {
         let ctx = PhaseContext {
             phase,
             phases: phases.len(),
             new: phases.range(phase),
         };
-        learner.before_phase(&ctx, obs)?;
+        if learner.training.map(|(p, _)| p) != Some(phase) {
+            learner.before_phase(&ctx, obs)?;
+        }
         let stats = learner.train(&ctx, obs)?;
         learner.after_phase(&ctx, obs)?;
         let eval = learner.evaluate(&ctx)?;
@@ -200,8 +207,8 @@ pub fn run_protocol(
             train_seconds: stats.seconds,
             images_per_s: stats.images as f64 / stats.seconds.max(1e-9),
         };
+        learner.results.push(result.clone());
         obs.phase_done(&result, learner)?;
-        done.push(result);
     }
-    Ok(ProtocolResult::from_phases(done))
+    Ok(ProtocolResult::from_phases(learner.results.clone()))
 }

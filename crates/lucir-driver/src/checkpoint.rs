@@ -1,0 +1,91 @@
+//! Checkpoint files: a postcard-encoded [`LearnerState`] followed by the SHA-256 of those bytes,
+//! written atomically after every training epoch and every phase. The newest is
+//! `checkpoints/latest.ckpt`; the one before it is kept as `checkpoints/previous.ckpt`, and a
+//! damaged newest file falls back to it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use lucir_method::LearnerState;
+use lucir_nn::write_atomic;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+const FORMAT: &str = "lucir-checkpoint";
+const VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct File {
+    format: String,
+    version: u32,
+    state: LearnerState,
+}
+
+/// Paths of the newest and the previous checkpoint of a run folder.
+pub fn paths(run: &Path) -> (PathBuf, PathBuf) {
+    let d = run.join("checkpoints");
+    (d.join("latest.ckpt"), d.join("previous.ckpt"))
+}
+
+/// Writes a checkpoint, keeping the former newest one as the previous.
+pub fn save(run: &Path, state: &LearnerState) -> Result<()> {
+    let mut bytes = postcard::to_stdvec(&File {
+        format: FORMAT.into(),
+        version: VERSION,
+        state: state.clone(),
+    })
+    .context("encoding a checkpoint")?;
+    let digest = Sha256::digest(&bytes);
+    bytes.extend_from_slice(&digest);
+    let (latest, previous) = paths(run);
+    if latest.is_file() {
+        std::fs::rename(&latest, &previous)
+            .with_context(|| format!("keeping {} as {}", latest.display(), previous.display()))?;
+    }
+    write_atomic(&latest, &bytes)?;
+    Ok(())
+}
+
+/// Reads and verifies one checkpoint file.
+pub fn read(path: &Path) -> Result<LearnerState> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    if bytes.len() < 32 {
+        bail!(
+            "{}: truncated checkpoint ({} bytes)",
+            path.display(),
+            bytes.len()
+        );
+    }
+    let (payload, digest) = bytes.split_at(bytes.len() - 32);
+    if Sha256::digest(payload).as_slice() != digest {
+        bail!(
+            "{}: checksum mismatch (truncated or corrupt checkpoint)",
+            path.display()
+        );
+    }
+    let file: File = postcard::from_bytes(payload)
+        .with_context(|| format!("{}: unreadable checkpoint", path.display()))?;
+    if file.format != FORMAT || file.version != VERSION {
+        bail!(
+            "{}: not a version-{VERSION} lucir checkpoint ({} v{})",
+            path.display(),
+            file.format,
+            file.version
+        );
+    }
+    Ok(file.state)
+}
+
+/// The newest good checkpoint of a run folder; a damaged newest one is reported through
+/// `warn` and the previous one is used.
+pub fn load(run: &Path, warn: &mut dyn FnMut(String)) -> Result<(LearnerState, PathBuf)> {
+    let (latest, previous) = paths(run);
+    match read(&latest) {
+        Ok(s) => Ok((s, latest)),
+        Err(e) if previous.is_file() => {
+            warn(format!("{e:#}; using {}", previous.display()));
+            Ok((read(&previous)?, previous))
+        }
+        Err(e) => Err(e.context(format!("no usable checkpoint in {}", run.display()))),
+    }
+}
