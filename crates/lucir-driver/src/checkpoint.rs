@@ -38,11 +38,16 @@ pub fn save(run: &Path, state: &LearnerState) -> Result<()> {
     let digest = Sha256::digest(&bytes);
     bytes.extend_from_slice(&digest);
     let (latest, previous) = paths(run);
+    // The new file is complete on disk before the old one moves; a kill between the two
+    // renames leaves `previous.ckpt` only, which `load` falls back to.
+    let staged = latest.with_extension("ckpt.new");
+    write_atomic(&staged, &bytes)?;
     if latest.is_file() {
         std::fs::rename(&latest, &previous)
             .with_context(|| format!("keeping {} as {}", latest.display(), previous.display()))?;
     }
-    write_atomic(&latest, &bytes)?;
+    std::fs::rename(&staged, &latest)
+        .with_context(|| format!("moving {} to {}", staged.display(), latest.display()))?;
     Ok(())
 }
 

@@ -14,6 +14,7 @@ use crate::config::{read_config_file, resolve, RunArgs, RunConfig};
 use crate::progress::INTERRUPTED;
 use crate::progress::{Display, Progress};
 use crate::report::{read_results, table, write_all, RunResults};
+use crate::usage;
 
 /// `YYYYMMDD-HHMMSS` in UTC.
 fn timestamp() -> String {
@@ -71,9 +72,11 @@ pub fn variant(cfg: &RunConfig) -> String {
 /// Runs one experiment as configured by `args`, or continues the one in `--resume DIR`.
 pub fn run(args: &RunArgs) -> Result<()> {
     let cfg = match &args.resume {
-        Some(dir) => read_config_file(&dir.join("config.toml"))
-            .with_context(|| format!("resuming {}", dir.display()))?,
-        None => resolve(args)?,
+        Some(dir) => usage(
+            read_config_file(&dir.join("config.toml"))
+                .with_context(|| format!("resuming {}", dir.display())),
+        )?,
+        None => usage(resolve(args))?,
     };
     if cfg.threads > 0 {
         rayon::ThreadPoolBuilder::new()
@@ -81,7 +84,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
             .build_global()
             .context("setting the thread count")?;
     }
-    let kind = DatasetKind::parse(&cfg.data.dataset)?;
+    let kind = usage(DatasetKind::parse(&cfg.data.dataset))?;
     let folder = FolderOptions {
         resize: cfg.data.resize,
         crop: cfg.data.crop,
@@ -92,10 +95,20 @@ pub fn run(args: &RunArgs) -> Result<()> {
         None => ds.train.clone(),
     };
     let order = match &cfg.data.class_order {
-        Some(o) => ClassOrder::explicit(ds.classes, o.clone())?,
+        Some(o) => usage(ClassOrder::explicit(ds.classes, o.clone()).context("class_order"))?,
         None => ClassOrder::seeded(ds.classes, cfg.data.class_order_seed),
     };
-    let phases = Phases::equal(ds.classes, cfg.data.base, cfg.data.inc)?;
+    let phases = usage(
+        Phases::equal(ds.classes, cfg.data.base, cfg.data.inc).context("base/inc phase split"),
+    )?;
+    if let lucir_data::MemoryBudget::Total(t) = cfg.method.memory {
+        if t < ds.classes {
+            return usage(Err(format!(
+                "memory: a total budget of {t} exemplars cannot hold one per class for {} classes",
+                ds.classes
+            )));
+        }
+    }
     let baselines = args
         .baseline
         .iter()
