@@ -285,8 +285,17 @@ fn image_folder_reader_resizes_and_labels_by_sorted_folder() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Cases per fuzz property: 2 000 in CI; `LUCIR_FUZZ_CASES=100000` for the long run recorded in
+/// docs/reliability.md.
+fn fuzz_cases() -> u32 {
+    std::env::var("LUCIR_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: fuzz_cases(), failure_persistence: None, ..ProptestConfig::default() })]
 
     /// No byte sequence makes a reader panic: each returns Ok or a descriptive Err.
     #[test]

@@ -7,7 +7,6 @@
 
 mod bench_cmd;
 mod checkpoint;
-mod config;
 mod data_cmd;
 mod progress;
 mod report;
@@ -16,6 +15,7 @@ mod run;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use lucir_driver::config;
 
 /// Class-incremental learning with LUCIR.
 #[derive(Debug, Parser)]

@@ -10,11 +10,11 @@ use lucir_method::{run_protocol, IncrementalLearner, Method, ProtocolData};
 use lucir_nn::write_atomic;
 
 use crate::checkpoint;
-use crate::config::{read_config_file, resolve, RunArgs, RunConfig};
 use crate::progress::INTERRUPTED;
 use crate::progress::{Display, Progress};
 use crate::report::{read_results, table, write_all, RunResults};
 use crate::usage;
+use lucir_driver::config::{read_config_file, resolve, RunArgs, RunConfig};
 
 /// `YYYYMMDD-HHMMSS` in UTC.
 fn timestamp() -> String {
