@@ -106,6 +106,74 @@ impl Gpu {
         Ok(out)
     }
 
+    /// Launches the norms and the fused cosine/logit kernel on device buffers.
+    fn launch_cosine_fwd(
+        &self,
+        (fd, td, sd): (&CudaSlice<f32>, &CudaSlice<f32>, &CudaSlice<f32>),
+        (fnorm, tnorm): (&mut CudaSlice<f32>, &mut CudaSlice<f32>),
+        (cos, z): (&mut CudaSlice<f32>, &mut CudaSlice<f32>),
+        [b, c, d]: [usize; 3],
+    ) -> Result<()> {
+        let op = "cosine_logits_fwd";
+        let (bi, ci, di) = (i32_of(op, b)?, i32_of(op, c)?, i32_of(op, d)?);
+        self.norms(fd, bi, di, fnorm, b)?;
+        self.norms(td, ci, di, tnorm, c)?;
+        let cfg = LaunchConfig {
+            grid_dim: (grid(c, TILE), grid(b, TILE), 1),
+            block_dim: (TILE, TILE, 1),
+            shared_mem_bytes: 0,
+        };
+        let func = self.f("cosine_logits_fwd_f32")?;
+        let mut l = self.stream.launch_builder(func);
+        l.arg(fd).arg(td).arg(&*fnorm).arg(&*tnorm).arg(sd);
+        l.arg(&bi).arg(&ci).arg(&di).arg(cos).arg(z);
+        // SAFETY: the argument list matches `cosine_logits_fwd_f32`'s signature; every buffer
+        // holds the B×D, C×D, B, C or B×C floats the kernel indexes (bounds-checked inside).
+        unsafe { l.launch(cfg) }.map_err(driver(op))?;
+        Ok(())
+    }
+
+    /// Launches the two backward contractions (∂F, ∂Θ) on device buffers; H = σ·G + extra.
+    fn launch_cosine_bwd(
+        &self,
+        (fd, td, sd): (&CudaSlice<f32>, &CudaSlice<f32>, &CudaSlice<f32>),
+        (fnorm, tnorm): (&CudaSlice<f32>, &CudaSlice<f32>),
+        (gd, ed): (&CudaSlice<f32>, &CudaSlice<f32>),
+        (df, dt): (&mut CudaSlice<f32>, &mut CudaSlice<f32>),
+        [b, c, d]: [usize; 3],
+    ) -> Result<()> {
+        let op = "cosine_logits_bwd";
+        let (bi, ci, di) = (i32_of(op, b)?, i32_of(op, c)?, i32_of(op, d)?);
+        let shared = u32::try_from(4 * d).map_err(|_| Error::Shape {
+            op,
+            detail: "D too large".into(),
+        })?;
+        for (name, rows, out) in [
+            ("cosine_logits_bwd_feat_f32", b, df),
+            ("cosine_logits_bwd_weight_f32", c, dt),
+        ] {
+            let cfg = LaunchConfig {
+                grid_dim: (rows.max(1) as u32, 1, 1),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: shared,
+            };
+            let func = self.f(name)?;
+            let mut l = self.stream.launch_builder(func);
+            l.arg(fd)
+                .arg(td)
+                .arg(fnorm)
+                .arg(tnorm)
+                .arg(sd)
+                .arg(gd)
+                .arg(ed);
+            l.arg(&bi).arg(&ci).arg(&di).arg(out);
+            // SAFETY: arguments match the kernel's signature; buffers are B×D, C×D, B, C, 1 and
+            // B×C floats as indexed; `shared` gives the D floats of dynamic shared memory.
+            unsafe { l.launch(cfg) }.map_err(driver(op))?;
+        }
+        Ok(())
+    }
+
     /// Forward of the cosine head: F (B×D), Θ (C×D), σ → cos, z = σ·cos and the row norms.
     pub fn cosine_logits_fwd(
         &self,
@@ -120,21 +188,12 @@ impl Gpu {
         let (fd, td, sd) = (self.up(f)?, self.up(theta)?, self.up(&[sigma])?);
         let (mut fnorm, mut tnorm) = (self.zeros::<f32>(b)?, self.zeros::<f32>(c)?);
         let (mut cos, mut z) = (self.zeros::<f32>(b * c)?, self.zeros::<f32>(b * c)?);
-        let (bi, ci, di) = (i32_of(op, b)?, i32_of(op, c)?, i32_of(op, d)?);
-        self.norms(&fd, bi, di, &mut fnorm, b)?;
-        self.norms(&td, ci, di, &mut tnorm, c)?;
-        let cfg = LaunchConfig {
-            grid_dim: (grid(c, TILE), grid(b, TILE), 1),
-            block_dim: (TILE, TILE, 1),
-            shared_mem_bytes: 0,
-        };
-        let func = self.f("cosine_logits_fwd_f32")?;
-        let mut l = self.stream.launch_builder(func);
-        l.arg(&fd).arg(&td).arg(&fnorm).arg(&tnorm).arg(&sd);
-        l.arg(&bi).arg(&ci).arg(&di).arg(&mut cos).arg(&mut z);
-        // SAFETY: the argument list matches `cosine_logits_fwd_f32`'s signature; every buffer
-        // holds the B×D, C×D, B, C or B×C floats the kernel indexes (bounds-checked inside).
-        unsafe { l.launch(cfg) }.map_err(driver(op))?;
+        self.launch_cosine_fwd(
+            (&fd, &td, &sd),
+            (&mut fnorm, &mut tnorm),
+            (&mut cos, &mut z),
+            [b, c, d],
+        )?;
         Ok(CosineFwd {
             cos: self.down(&cos, b * c)?,
             z: self.down(&z, b * c)?,
@@ -204,33 +263,13 @@ impl Gpu {
             self.zeros::<f32>(c * d)?,
             self.zeros::<f32>(1)?,
         );
-        let shared = u32::try_from(4 * d).map_err(|_| Error::Shape {
-            op,
-            detail: "D too large".into(),
-        })?;
-        for (name, rows, out) in [
-            ("cosine_logits_bwd_feat_f32", b, &mut df),
-            ("cosine_logits_bwd_weight_f32", c, &mut dt),
-        ] {
-            let cfg = LaunchConfig {
-                grid_dim: (rows.max(1) as u32, 1, 1),
-                block_dim: (BLOCK, 1, 1),
-                shared_mem_bytes: shared,
-            };
-            let func = self.f(name)?;
-            let mut l = self.stream.launch_builder(func);
-            l.arg(&fd)
-                .arg(&td)
-                .arg(&fnorm)
-                .arg(&tnorm)
-                .arg(&sd)
-                .arg(&gd)
-                .arg(&ed);
-            l.arg(&bi).arg(&ci).arg(&di).arg(out);
-            // SAFETY: arguments match the kernel's signature; buffers are B×D, C×D, B, C, 1 and
-            // B×C floats as indexed; `shared` gives the D floats of dynamic shared memory.
-            unsafe { l.launch(cfg) }.map_err(driver(op))?;
-        }
+        self.launch_cosine_bwd(
+            (&fd, &td, &sd),
+            (&fnorm, &tnorm),
+            (&gd, &ed),
+            (&mut df, &mut dt),
+            [b, c, d],
+        )?;
         let n = i32_of(op, b * c)?;
         let cfg = LaunchConfig {
             grid_dim: (grid(b * c, BLOCK), 1, 1),
@@ -287,6 +326,47 @@ impl Gpu {
         Ok((k, pairs))
     }
 
+    /// Launches a margin-ranking kernel on device buffers: without `scale` the forward (per-row
+    /// hinge sums into `out`, B floats), with it the backward (∂cos·scale into `out`, B×C).
+    fn launch_margin(
+        &self,
+        (cd, ld): (&CudaSlice<f32>, &CudaSlice<i32>),
+        [b, c]: [usize; 2],
+        (n_old, k, margin): (usize, usize, f32),
+        scale: Option<f32>,
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let name = if scale.is_some() {
+            "margin_rank_bwd_f32"
+        } else {
+            "margin_rank_fwd_f32"
+        };
+        let (bi, ci) = (i32_of(name, b)?, i32_of(name, c)?);
+        let (oi, ki) = (i32_of(name, n_old)?, i32_of(name, k)?);
+        let cfg = LaunchConfig {
+            grid_dim: (grid(b, 128), 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let func = self.f(name)?;
+        let mut l = self.stream.launch_builder(func);
+        l.arg(cd)
+            .arg(ld)
+            .arg(&bi)
+            .arg(&ci)
+            .arg(&oi)
+            .arg(&ki)
+            .arg(&margin);
+        if let Some(s) = &scale {
+            l.arg(s);
+        }
+        l.arg(out);
+        // SAFETY: cos is B×C floats, labels B ints (< C, checked), `out` B (forward) or B×C
+        // (backward) floats; K ≤ 16 as the kernel's register array requires.
+        unsafe { l.launch(cfg) }.map_err(driver(name))?;
+        Ok(())
+    }
+
     /// Margin-ranking loss (mean over (old-class row, hard negative) pairs; 0 without pairs).
     pub fn margin_rank_fwd(
         &self,
@@ -301,29 +381,7 @@ impl Gpu {
         let (k, pairs) = Self::margin_args(op, cos, labels, n_old, k, [b, c])?;
         let (cd, ld) = (self.up(cos)?, self.labels(op, labels, c)?);
         let mut rows = self.zeros::<f32>(b)?;
-        let (bi, ci, oi, ki) = (
-            i32_of(op, b)?,
-            i32_of(op, c)?,
-            i32_of(op, n_old)?,
-            i32_of(op, k)?,
-        );
-        let cfg = LaunchConfig {
-            grid_dim: (grid(b, 128), 1, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let func = self.f("margin_rank_fwd_f32")?;
-        let mut l = self.stream.launch_builder(func);
-        l.arg(&cd)
-            .arg(&ld)
-            .arg(&bi)
-            .arg(&ci)
-            .arg(&oi)
-            .arg(&ki)
-            .arg(&margin)
-            .arg(&mut rows);
-        // SAFETY: cos is B×C floats, labels B ints (< C, checked), rows B floats; K ≤ 16.
-        unsafe { l.launch(cfg) }.map_err(driver(op))?;
+        self.launch_margin((&cd, &ld), [b, c], (n_old, k, margin), None, &mut rows)?;
         if pairs == 0 {
             return Ok(0.0);
         }
@@ -348,46 +406,25 @@ impl Gpu {
         let (cd, ld) = (self.up(cos)?, self.labels(op, labels, c)?);
         let mut dcos = self.zeros::<f32>(b * c)?;
         let scale = if pairs == 0 { 0.0 } else { g / pairs as f32 };
-        let (bi, ci, oi, ki) = (
-            i32_of(op, b)?,
-            i32_of(op, c)?,
-            i32_of(op, n_old)?,
-            i32_of(op, k)?,
-        );
-        let cfg = LaunchConfig {
-            grid_dim: (grid(b, 128), 1, 1),
-            block_dim: (128, 1, 1),
-            shared_mem_bytes: 0,
-        };
-        let func = self.f("margin_rank_bwd_f32")?;
-        let mut l = self.stream.launch_builder(func);
-        l.arg(&cd)
-            .arg(&ld)
-            .arg(&bi)
-            .arg(&ci)
-            .arg(&oi)
-            .arg(&ki)
-            .arg(&margin)
-            .arg(&scale)
-            .arg(&mut dcos);
-        // SAFETY: as in the forward; dcos holds B×C floats.
-        unsafe { l.launch(cfg) }.map_err(driver(op))?;
+        let args = (n_old, k, margin);
+        self.launch_margin((&cd, &ld), [b, c], args, Some(scale), &mut dcos)?;
         self.down(&dcos, b * c)
     }
 
-    fn distill(
+    /// Launches a feature-distillation kernel on device buffers: without `scale` the forward
+    /// (per-row `1 − cos` into `out`, B floats), with `scale` = −λ·g/B the backward (∂F, B×D).
+    fn launch_distill(
         &self,
-        name: &'static str,
-        f: &[f32],
-        f_star: &[f32],
+        (fd, sd): (&CudaSlice<f32>, &CudaSlice<f32>),
         [b, d]: [usize; 2],
         scale: Option<f32>,
-    ) -> Result<Vec<f32>> {
-        check_len(name, "F", f.len(), b, d)?;
-        check_len(name, "F*", f_star.len(), b, d)?;
-        let (fd, sd) = (self.up(f)?, self.up(f_star)?);
-        let n = if scale.is_some() { b * d } else { b };
-        let mut out = self.zeros::<f32>(n)?;
+        out: &mut CudaSlice<f32>,
+    ) -> Result<()> {
+        let name = if scale.is_some() {
+            "feature_distill_bwd_f32"
+        } else {
+            "feature_distill_fwd_f32"
+        };
         let (bi, di) = (i32_of(name, b)?, i32_of(name, d)?);
         let cfg = LaunchConfig {
             grid_dim: (b.max(1) as u32, 1, 1),
@@ -396,13 +433,29 @@ impl Gpu {
         };
         let func = self.f(name)?;
         let mut l = self.stream.launch_builder(func);
-        l.arg(&fd).arg(&sd).arg(&bi).arg(&di);
+        l.arg(fd).arg(sd).arg(&bi).arg(&di);
         if let Some(s) = &scale {
             l.arg(s);
         }
-        l.arg(&mut out);
+        l.arg(out);
         // SAFETY: F and F* hold B×D floats; `out` B (forward) or B×D (backward) floats.
         unsafe { l.launch(cfg) }.map_err(driver(name))?;
+        Ok(())
+    }
+
+    fn distill(
+        &self,
+        f: &[f32],
+        f_star: &[f32],
+        [b, d]: [usize; 2],
+        scale: Option<f32>,
+    ) -> Result<Vec<f32>> {
+        check_len("feature_distill", "F", f.len(), b, d)?;
+        check_len("feature_distill", "F*", f_star.len(), b, d)?;
+        let (fd, sd) = (self.up(f)?, self.up(f_star)?);
+        let n = if scale.is_some() { b * d } else { b };
+        let mut out = self.zeros::<f32>(n)?;
+        self.launch_distill((&fd, &sd), [b, d], scale, &mut out)?;
         self.down(&out, n)
     }
 
@@ -414,7 +467,7 @@ impl Gpu {
         lambda: f32,
         [b, d]: [usize; 2],
     ) -> Result<f32> {
-        let rows = self.distill("feature_distill_fwd_f32", f, f_star, [b, d], None)?;
+        let rows = self.distill(f, f_star, [b, d], None)?;
         if b == 0 {
             return Ok(0.0);
         }
@@ -432,7 +485,7 @@ impl Gpu {
         [b, d]: [usize; 2],
     ) -> Result<Vec<f32>> {
         let scale = -lambda * g / b.max(1) as f32;
-        self.distill("feature_distill_bwd_f32", f, f_star, [b, d], Some(scale))
+        self.distill(f, f_star, [b, d], Some(scale))
     }
 
     /// Times each head kernel on device-resident random data of shape (B, C, D): returns
@@ -442,12 +495,11 @@ impl Gpu {
         [b, c, d]: [usize; 3],
         iters: usize,
     ) -> Result<Vec<(&'static str, f64, f64)>> {
-        let op = "bench_heads";
         let gen = |n: usize, s: u32| -> Vec<f32> {
             (0..n)
                 .map(|i| {
-                    (((i as u32).wrapping_mul(2654435761).wrapping_add(s) >> 8) as f32
-                        / 16_777_216.0)
+                    ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(s) >> 8) as f32
+                        / 16_777_216.0
                         - 0.5
                 })
                 .collect()
@@ -455,14 +507,11 @@ impl Gpu {
         let (fd, td) = (self.up(&gen(b * d, 1))?, self.up(&gen(c * d, 2))?);
         let (gd, sd) = (self.up(&gen(b * c, 3))?, self.up(&[4.0f32])?);
         let labels: Vec<usize> = (0..b).map(|i| i % c.max(1)).collect();
-        let ld = self.labels(op, &labels, c)?;
+        let ld = self.labels("bench_heads", &labels, c)?;
         let (mut fnorm, mut tnorm) = (self.zeros::<f32>(b)?, self.zeros::<f32>(c)?);
         let (mut cos, mut z) = (self.zeros::<f32>(b * c)?, self.zeros::<f32>(b * c)?);
         let (mut df, mut dt) = (self.zeros::<f32>(b * d)?, self.zeros::<f32>(c * d)?);
         let mut rows = self.zeros::<f32>(b)?;
-        let (bi, ci, di) = (i32_of(op, b)?, i32_of(op, c)?, i32_of(op, d)?);
-        let (oi, ki, m, scale) = (i32_of(op, c / 2)?, 2i32, 0.5f32, 1.0f32);
-        let fl = 4.0;
         let time = |run: &mut dyn FnMut() -> Result<()>| -> Result<f64> {
             run()?;
             self.stream.synchronize().map_err(driver("synchronize"))?;
@@ -473,106 +522,25 @@ impl Gpu {
             self.stream.synchronize().map_err(driver("synchronize"))?;
             Ok(t0.elapsed().as_secs_f64() / iters.max(1) as f64)
         };
+        let (bc, bd, cd) = ((b * c) as f64, (b * d) as f64, (c * d) as f64);
         let mut out = Vec::new();
         let t = time(&mut || {
-            self.norms(&fd, bi, di, &mut fnorm, b)?;
-            self.norms(&td, ci, di, &mut tnorm, c)?;
-            let cfg = LaunchConfig {
-                grid_dim: (grid(c, TILE), grid(b, TILE), 1),
-                block_dim: (TILE, TILE, 1),
-                shared_mem_bytes: 0,
-            };
-            let func = self.f("cosine_logits_fwd_f32")?;
-            let mut l = self.stream.launch_builder(func);
-            l.arg(&fd)
-                .arg(&td)
-                .arg(&fnorm)
-                .arg(&tnorm)
-                .arg(&sd)
-                .arg(&bi)
-                .arg(&ci)
-                .arg(&di)
-                .arg(&mut cos)
-                .arg(&mut z);
-            // SAFETY: as in `cosine_logits_fwd`.
-            unsafe { l.launch(cfg) }.map_err(driver(op))?;
-            Ok(())
+            let (norms, outs) = ((&mut fnorm, &mut tnorm), (&mut cos, &mut z));
+            self.launch_cosine_fwd((&fd, &td, &sd), norms, outs, [b, c, d])
         })?;
-        out.push((
-            "cosine_logits_fwd",
-            t,
-            fl * (2.0 * (b * d + c * d) as f64 + 2.0 * (b * c) as f64),
-        ));
-        let shared = (4 * d) as u32;
+        out.push(("cosine_logits_fwd", t, 4.0 * (bd + cd + 2.0 * bc)));
         let t = time(&mut || {
-            for (name, n, o) in [
-                ("cosine_logits_bwd_feat_f32", b, &mut df),
-                ("cosine_logits_bwd_weight_f32", c, &mut dt),
-            ] {
-                let cfg = LaunchConfig {
-                    grid_dim: (n.max(1) as u32, 1, 1),
-                    block_dim: (BLOCK, 1, 1),
-                    shared_mem_bytes: shared,
-                };
-                let func = self.f(name)?;
-                let mut l = self.stream.launch_builder(func);
-                l.arg(&fd)
-                    .arg(&td)
-                    .arg(&fnorm)
-                    .arg(&tnorm)
-                    .arg(&sd)
-                    .arg(&gd)
-                    .arg(&gd)
-                    .arg(&bi)
-                    .arg(&ci)
-                    .arg(&di)
-                    .arg(o);
-                // SAFETY: as in `cosine_logits_bwd` (G doubles as the extra ∂cos).
-                unsafe { l.launch(cfg) }.map_err(driver(op))?;
-            }
-            Ok(())
+            let (ins, outs) = ((&gd, &gd), (&mut df, &mut dt));
+            self.launch_cosine_bwd((&fd, &td, &sd), (&fnorm, &tnorm), ins, outs, [b, c, d])
         })?;
-        out.push((
-            "cosine_logits_bwd",
-            t,
-            fl * (2.0 * (b * d + c * d) as f64 + 4.0 * (b * c) as f64),
-        ));
+        out.push(("cosine_logits_bwd", t, 4.0 * (2.0 * (bd + cd) + 2.0 * bc)));
         let t = time(&mut || {
-            let cfg = LaunchConfig {
-                grid_dim: (grid(b, 128), 1, 1),
-                block_dim: (128, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let func = self.f("margin_rank_bwd_f32")?;
-            let mut l = self.stream.launch_builder(func);
-            l.arg(&cos)
-                .arg(&ld)
-                .arg(&bi)
-                .arg(&ci)
-                .arg(&oi)
-                .arg(&ki)
-                .arg(&m)
-                .arg(&scale)
-                .arg(&mut z);
-            // SAFETY: as in `margin_rank_bwd`.
-            unsafe { l.launch(cfg) }.map_err(driver(op))?;
-            Ok(())
+            let args = (c / 2, 2, 0.5);
+            self.launch_margin((&cos, &ld), [b, c], args, Some(1.0), &mut z)
         })?;
-        out.push(("margin_rank_bwd", t, fl * 2.0 * (b * c) as f64));
-        let t = time(&mut || {
-            let cfg = LaunchConfig {
-                grid_dim: (b.max(1) as u32, 1, 1),
-                block_dim: (BLOCK, 1, 1),
-                shared_mem_bytes: 0,
-            };
-            let func = self.f("feature_distill_fwd_f32")?;
-            let mut l = self.stream.launch_builder(func);
-            l.arg(&fd).arg(&df).arg(&bi).arg(&di).arg(&mut rows);
-            // SAFETY: as in `feature_distill_fwd`.
-            unsafe { l.launch(cfg) }.map_err(driver(op))?;
-            Ok(())
-        })?;
-        out.push(("feature_distill_fwd", t, fl * 2.0 * (b * d) as f64));
+        out.push(("margin_rank_bwd", t, 4.0 * 2.0 * bc));
+        let t = time(&mut || self.launch_distill((&fd, &df), [b, d], None, &mut rows))?;
+        out.push(("feature_distill_fwd", t, 4.0 * 2.0 * bd));
         Ok(out)
     }
 }
