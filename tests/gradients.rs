@@ -313,6 +313,26 @@ proptest! {
         assert_grads("kd", &[z], |t, v| t.kd(v[0], &targets, tau));
     }
 
+    /// A custom op (the way the CUDA head kernels enter the tape), here y = x³ with
+    /// backward 3x²·g, differentiates like any other op.
+    #[test]
+    fn custom_op_grad_matches_finite_difference(
+        b in 1usize..5, d in 1usize..6, seed in any::<u64>(),
+    ) {
+        let x = uniform(&mut rng(seed), &[b, d], -1.0, 1.0);
+        assert_grads("custom", &[x], |t, v| {
+            let y = t.value(v[0]).map(|a| a * a * a);
+            let y = t.custom(&[v[0]], y, Box::new(|g, inputs| {
+                let mut dx = inputs[0].map(|a| 3.0 * a * a);
+                for (o, gi) in dx.as_slice_mut().iter_mut().zip(g.as_slice()) {
+                    *o *= gi;
+                }
+                Ok(vec![Some(dx)])
+            }))?;
+            weighted(t, y, seed)
+        });
+    }
+
     #[test]
     fn sum_weighted_grad_matches_finite_difference(
         b in 1usize..5, d in 1usize..6, seed in any::<u64>(),

@@ -18,6 +18,7 @@ mod tape;
 pub use error::{Error, Result};
 pub use lucir_tensor::{Float, Tensor};
 pub use ops::batch_norm::BatchNormTrainOut;
+pub use ops::custom::CustomBackward;
 pub use optim::{MultiStepLr, ParamGroup, Sgd};
 pub use param::{Param, ParamId};
 pub use tape::{BackwardCtx, Tape, Var};

@@ -62,10 +62,17 @@ pub struct RunConfig {
     pub preset: String,
     /// rayon threads (0 = one per core).
     pub threads: usize,
+    /// `cpu`, or `cuda` to run the LUCIR head ops on the GPU.
+    #[serde(default = "cpu")]
+    pub device: String,
     /// Data and phases.
     pub data: DataConfig,
     /// Method and hyper-parameters.
     pub method: MethodConfig,
+}
+
+fn cpu() -> String {
+    "cpu".into()
 }
 
 /// The settings of a named preset.
@@ -73,6 +80,7 @@ pub fn preset(name: &str) -> Result<RunConfig> {
     let fmnist = |per_class: Option<usize>, arch, epochs| RunConfig {
         preset: name.to_string(),
         threads: 0,
+        device: cpu(),
         data: DataConfig {
             dataset: "fmnist".into(),
             data_dir: None,
@@ -89,6 +97,7 @@ pub fn preset(name: &str) -> Result<RunConfig> {
     let cifar = |inc| RunConfig {
         preset: name.to_string(),
         threads: 0,
+        device: cpu(),
         data: DataConfig {
             dataset: "cifar100".into(),
             data_dir: None,
@@ -187,6 +196,9 @@ pub struct RunArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// cpu, or cuda to run the LUCIR head ops on the GPU (a `--features cuda` build).
+    #[arg(long)]
+    pub device: Option<String>,
     /// Explicit class order, e.g. 4,2,7,6,0,3,5,8,9,1.
     #[arg(long, value_delimiter = ',')]
     pub class_order: Option<Vec<usize>>,
@@ -305,6 +317,12 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     }
     if let Some(v) = args.threads {
         c.threads = v;
+    }
+    if let Some(v) = &args.device {
+        c.device = v.clone();
+    }
+    if c.device != "cpu" && c.device != "cuda" {
+        bail!("device {:?} is neither cpu nor cuda", c.device);
     }
     c.method.validate()?;
     if c.data.train_per_class == Some(0) {

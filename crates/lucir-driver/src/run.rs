@@ -41,6 +41,35 @@ fn timestamp() -> String {
     )
 }
 
+/// Opens the GPU for `--device cuda`; a clear error when there is none or no CUDA support.
+#[cfg(feature = "cuda")]
+fn use_gpu(learner: &mut IncrementalLearner, display: Display) -> Result<()> {
+    let gpu = lucir_cuda::Gpu::new(0).map_err(|e| anyhow::anyhow!("--device cuda: {e}"))?;
+    let heads = lucir_method::GpuHeads::new(gpu);
+    if display != Display::Quiet {
+        eprintln!("LUCIR head ops on {}", heads.name());
+    }
+    learner.use_gpu(heads);
+    Ok(())
+}
+
+/// `--device cuda` in a build without CUDA support.
+#[cfg(not(feature = "cuda"))]
+fn use_gpu(_: &mut IncrementalLearner, _: Display) -> Result<()> {
+    probe_gpu()
+}
+
+/// Whether device 0 can be opened, as a one-line error naming what is missing.
+fn probe_gpu() -> Result<()> {
+    match lucir_cuda::Gpu::new(0) {
+        Ok(_) => Ok(()),
+        Err(e @ lucir_cuda::Error::NotCompiled) => bail!(
+            "--device cuda: {e}; rebuild with `cargo build --release -p lucir-driver --features cuda`"
+        ),
+        Err(e) => bail!("--device cuda: {e}"),
+    }
+}
+
 /// The method name with its ablation switches, e.g. `lucir-no-margin-cbf`.
 pub fn variant(cfg: &RunConfig) -> String {
     let m = &cfg.method;
@@ -83,6 +112,10 @@ pub fn run(args: &RunArgs) -> Result<()> {
             .num_threads(cfg.threads)
             .build_global()
             .context("setting the thread count")?;
+    }
+    if cfg.device == "cuda" {
+        // Fail before anything is written when there is no usable GPU.
+        probe_gpu()?;
     }
     let kind = usage(DatasetKind::parse(&cfg.data.dataset))?;
     let folder = FolderOptions {
@@ -186,6 +219,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         None => IncrementalLearner::new(cfg.method.clone(), data)?,
     };
+    if cfg.device == "cuda" {
+        use_gpu(&mut learner, display)?;
+    }
     let mut results = results;
     results.set_phases(learner.results.clone());
     let mut progress = Progress::new(display, dir.clone(), results, baselines.clone());

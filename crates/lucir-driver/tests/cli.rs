@@ -158,6 +158,30 @@ fn bad_input_gives_one_line_errors_and_exit_codes() {
     let o = driver(&["--no-such-flag"]);
     assert_eq!(o.status.code(), Some(2));
 
+    // No GPU here (or no CUDA support in this build): a clear runtime error.
+    let data = temp_dir("gpu-data");
+    write_mnist_like(&data, 2);
+    let out = temp_dir("gpu-run");
+    let o = driver(&[
+        "--device",
+        "cuda",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--out",
+        out.join("r").to_str().unwrap(),
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    let why = e.contains("`cuda` feature") || e.contains("no CUDA device");
+    assert!(e.starts_with("error: --device cuda: ") && why, "{e}");
+    assert!(!out.join("r").exists(), "nothing is written without a GPU");
+    let o = driver(&["--device", "tpu"]);
+    assert_eq!(o.status.code(), Some(2));
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::remove_dir_all(&out).unwrap();
+
     let dir = temp_dir("cfg");
     let cfg = dir.join("bad.toml");
     std::fs::write(&cfg, "preset = \"x\"\nthreads = 0\nbogus_key = 1\n").unwrap();

@@ -139,6 +139,8 @@ pub struct IncrementalLearner {
     /// The phase being trained and how many of its epochs are done (None between phases).
     pub training: Option<(usize, usize)>,
     sgd: Option<Sgd<f32>>,
+    #[cfg(feature = "cuda")]
+    gpu: Option<crate::GpuHeads>,
     data: Arc<ProtocolData>,
     train_ids: Vec<Vec<usize>>,
     test_ids: Vec<Vec<usize>>,
@@ -176,10 +178,60 @@ impl IncrementalLearner {
             results: Vec::new(),
             training: None,
             sgd: None,
+            #[cfg(feature = "cuda")]
+            gpu: None,
             data,
             train_ids,
             test_ids,
         })
+    }
+
+    /// Runs the LUCIR head ops (cosine, margin ranking, less-forget) of training steps on `gpu`.
+    #[cfg(feature = "cuda")]
+    pub fn use_gpu(&mut self, gpu: crate::GpuHeads) {
+        self.gpu = Some(gpu);
+    }
+
+    /// The classifier on features `f`: on the GPU when one is set and the head is cosine.
+    fn head_forward(&self, tape: &mut Tape<f32>, f: Var) -> Result<lucir_nn::HeadOut> {
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = &self.gpu {
+            if let Some((theta, sigma)) = self.net.head.theta_sigma(tape)? {
+                let cos = gpu.cosine(tape, f, theta)?;
+                let logits = tape.scale(cos, sigma)?;
+                return Ok(lucir_nn::HeadOut {
+                    logits,
+                    cos: Some(cos),
+                });
+            }
+        }
+        self.net.head.forward(tape, f)
+    }
+
+    /// The less-forget loss, on the GPU when one is set.
+    fn less_forget(&self, tape: &mut Tape<f32>, f: Var, f_star: &Tensor<f32>) -> Result<Var> {
+        let lambda = self.lambda as f32;
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = &self.gpu {
+            return gpu.less_forget(tape, f, f_star, lambda);
+        }
+        Ok(tape.less_forget(f, f_star, lambda)?)
+    }
+
+    /// The margin-ranking loss, on the GPU when one is set.
+    fn margin_rank(
+        &self,
+        tape: &mut Tape<f32>,
+        cos: Var,
+        labels: &[usize],
+        old: usize,
+    ) -> Result<Var> {
+        let (k, m) = (self.cfg.k, self.cfg.margin as f32);
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = &self.gpu {
+            return gpu.margin_rank(tape, cos, labels, (old, k, m));
+        }
+        Ok(tape.margin_rank(cos, labels, old, k, m)?)
     }
 
     /// The protocol data.
@@ -350,9 +402,10 @@ impl IncrementalLearner {
             let xi = t.constant(tape.value(x).clone());
             let fv = self.net.backbone.forward(&mut t, xi, Mode::Eval)?;
             let f = tape.constant(t.value(fv).clone());
-            (f, self.net.head.forward(&mut tape, f)?)
+            (f, self.head_forward(&mut tape, f)?)
         } else {
-            self.net.forward(&mut tape, x, Mode::Train)?
+            let f = self.net.backbone.forward(&mut tape, x, Mode::Train)?;
+            (f, self.head_forward(&mut tape, f)?)
         };
         let mut terms = LossTerms::default();
         let value = |t: &Tape<f32>, v: Var| t.value(v).item().map(f64::from);
@@ -360,7 +413,7 @@ impl IncrementalLearner {
         terms.ce = value(&tape, loss)?;
         if let Some((f_star, old_logits)) = &prev_out {
             if lucir {
-                let lf = tape.less_forget(f, f_star, self.lambda as f32)?;
+                let lf = self.less_forget(&mut tape, f, f_star)?;
                 terms.lf = value(&tape, lf)?;
                 loss = tape.add(loss, lf)?;
             } else {
@@ -374,8 +427,7 @@ impl IncrementalLearner {
         }
         if incremental && lucir && self.cfg.margin_rank {
             let cos = out.cos.unwrap_or(out.logits);
-            let mr =
-                tape.margin_rank(cos, labels, ctx.old(), self.cfg.k, self.cfg.margin as f32)?;
+            let mr = self.margin_rank(&mut tape, cos, labels, ctx.old())?;
             terms.mr = value(&tape, mr)?;
             loss = tape.add(loss, mr)?;
         }

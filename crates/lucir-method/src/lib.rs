@@ -12,6 +12,8 @@ mod config;
 mod error;
 mod eval;
 mod features;
+#[cfg(feature = "cuda")]
+mod gpu_heads;
 mod herding;
 mod imprint;
 mod learner;
@@ -25,6 +27,8 @@ pub use eval::{
     predict_argmax, predict_nme,
 };
 pub use features::Features;
+#[cfg(feature = "cuda")]
+pub use gpu_heads::GpuHeads;
 pub use herding::{herding, herding_ref};
 pub use imprint::imprint_weights;
 pub use learner::{

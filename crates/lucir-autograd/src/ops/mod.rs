@@ -7,6 +7,7 @@ pub mod concat_rows;
 pub mod conv2d;
 pub mod cosine;
 pub mod cross_entropy;
+pub mod custom;
 pub mod kd;
 pub mod less_forget;
 pub mod linear;
