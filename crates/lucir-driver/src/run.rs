@@ -70,14 +70,19 @@ fn probe_gpu() -> Result<()> {
     }
 }
 
+/// The command-line name of a method.
+fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Lucir => "lucir",
+        Method::Finetune => "finetune",
+        Method::Icarl => "icarl",
+    }
+}
+
 /// The method name with its ablation switches, e.g. `lucir-no-margin-cbf`.
 pub fn variant(cfg: &RunConfig) -> String {
     let m = &cfg.method;
-    let mut s = match m.method {
-        Method::Lucir => "lucir".to_string(),
-        Method::Finetune => "finetune".to_string(),
-        Method::Icarl => "icarl".to_string(),
-    };
+    let mut s = method_name(m.method).to_string();
     if m.method == Method::Lucir {
         for (on, name) in [
             (m.cosine, "no-cosine"),

@@ -3,6 +3,7 @@
 use lucir_autograd::Tape;
 use lucir_data::Loader;
 use lucir_nn::{Mode, ResNet};
+use lucir_tensor::{l2_normalize_rows, Tensor};
 
 use crate::{Network, Result};
 
@@ -26,16 +27,17 @@ impl Features {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.data[i * self.dim..(i + 1) * self.dim]
     }
-    /// Scales every row to unit L2 norm (zero rows stay zero).
+    /// Scales every row to unit L2 norm (`lucir_tensor::l2_normalize_rows`; zero rows stay zero).
     pub fn normalized(&self) -> Features {
-        let mut out = self.clone();
-        if self.dim > 0 {
-            for row in out.data.chunks_mut(self.dim) {
-                let n = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-12);
-                row.iter_mut().for_each(|v| *v /= n);
-            }
+        let rows = Tensor::from_vec(&[self.rows(), self.dim], self.data.clone())
+            .and_then(|t| l2_normalize_rows(&t))
+            .map(|(t, _)| t.into_vec())
+            .expect("the data holds rows × dim values by construction");
+        Features {
+            dim: self.dim,
+            data: rows,
+            labels: self.labels.clone(),
         }
-        out
     }
 }
 
