@@ -14,6 +14,11 @@ fn cargo() -> Command {
 
 /// Runs every benchmark; extra arguments go to criterion (e.g. a filter).
 pub fn run(extra: &[String]) -> Result<()> {
+    // `cargo xtask bench -- FILTER` arrives as ["--", "FILTER"].
+    let extra = match extra.first().map(String::as_str) {
+        Some("--") => &extra[1..],
+        _ => extra,
+    };
     let cuda = std::env::var_os("LUCIR_BENCH_CUDA").is_some();
     let mut cmd = cargo();
     cmd.args(["bench", "--workspace"]);
