@@ -23,8 +23,9 @@ impl Init {
     /// Normal(0, std²) values.
     pub fn normal<T: Float>(&mut self, shape: &[usize], std: f64) -> Tensor<T> {
         let n: usize = shape.iter().product();
-        let dist = Normal::new(0.0, std.max(0.0))
-            .unwrap_or_else(|_| Normal::new(0.0, 0.0).expect("a zero standard deviation is valid"));
+        // A non-finite std (only from a degenerate shape) gives zeros.
+        let std = if std.is_finite() { std.max(0.0) } else { 0.0 };
+        let dist = Normal::new(0.0, std).expect("a finite, non-negative std is valid");
         let data = (0..n).map(|_| T::of(dist.sample(&mut self.rng))).collect();
         Tensor::from_vec(shape, data).expect("element count equals the shape's product")
     }
