@@ -51,7 +51,6 @@ pub struct Loader {
     norm: Arc<Normalization>,
     augment: Augment,
     transform: Transform,
-    shuffle: bool,
     seed: u64,
 }
 
@@ -75,16 +74,13 @@ impl Loader {
         augment: Augment,
         seed: u64,
     ) -> Self {
-        Self {
+        Self::new(
             split,
-            samples: Arc::new(samples),
-            batch: batch.max(1),
-            norm: Arc::new(norm),
-            augment,
-            transform: Transform::Train,
-            shuffle: true,
+            samples,
+            (batch, norm, augment),
+            Transform::Train,
             seed,
-        }
+        )
     }
 
     /// An evaluation loader: samples in order, central crop of side `augment.crop`, mirrored
@@ -97,15 +93,25 @@ impl Loader {
         augment: Augment,
         mirrored: bool,
     ) -> Self {
+        let transform = Transform::Test { mirrored };
+        Self::new(split, samples, (batch, norm, augment), transform, 0)
+    }
+
+    fn new(
+        split: Arc<Split>,
+        samples: Vec<Sample>,
+        (batch, norm, augment): (usize, Normalization, Augment),
+        transform: Transform,
+        seed: u64,
+    ) -> Self {
         Self {
             split,
             samples: Arc::new(samples),
             batch: batch.max(1),
             norm: Arc::new(norm),
             augment,
-            transform: Transform::Test { mirrored },
-            shuffle: false,
-            seed: 0,
+            transform,
+            seed,
         }
     }
 
@@ -127,7 +133,7 @@ impl Loader {
     /// The sample order of `epoch`.
     pub fn order(&self, epoch: u64) -> Vec<usize> {
         let mut idx: Vec<usize> = (0..self.samples.len()).collect();
-        if self.shuffle {
+        if self.transform == Transform::Train {
             let mut s = Stream(splitmix64(self.seed ^ splitmix64(epoch)));
             for i in (1..idx.len()).rev() {
                 let j = (s.next() % (i as u64 + 1)) as usize;

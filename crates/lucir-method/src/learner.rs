@@ -395,15 +395,16 @@ impl IncrementalLearner {
             None
         };
         let mut tape = Tape::new();
-        let x = tape.constant(images);
         let (f, out) = if cbf {
-            // Class-balanced fine-tuning: backbone and BN frozen (evaluation mode).
+            // Class-balanced fine-tuning: backbone and BN frozen (evaluation mode), so the
+            // features come from a gradient-free tape and enter the training tape as constants.
             let mut t = Tape::no_grad();
-            let xi = t.constant(tape.value(x).clone());
-            let fv = self.net.backbone.forward(&mut t, xi, Mode::Eval)?;
+            let x = t.constant(images);
+            let fv = self.net.backbone.forward(&mut t, x, Mode::Eval)?;
             let f = tape.constant(t.value(fv).clone());
             (f, self.head_forward(&mut tape, f)?)
         } else {
+            let x = tape.constant(images);
             let f = self.net.backbone.forward(&mut tape, x, Mode::Train)?;
             (f, self.head_forward(&mut tape, f)?)
         };
@@ -419,8 +420,8 @@ impl IncrementalLearner {
             } else {
                 let old = ctx.old();
                 let z_old = tape.slice_cols(out.logits, 0, old)?;
-                let target = slice_cols(old_logits, old)?;
-                let kd = tape.kd(z_old, &target, self.cfg.kd_temperature as f32)?;
+                // The previous model scores exactly the old classes.
+                let kd = tape.kd(z_old, old_logits, self.cfg.kd_temperature as f32)?;
                 terms.kd = value(&tape, kd)?;
                 loss = tape.add(loss, kd)?;
             }
@@ -567,15 +568,6 @@ impl IncrementalLearner {
         l.results = state.results;
         Ok(l)
     }
-}
-
-/// The first `cols` columns of a B×C matrix.
-fn slice_cols(x: &Tensor<f32>, cols: usize) -> Result<Tensor<f32>> {
-    let [b, c] = x.dims2("slice_cols")?;
-    let data = (0..b)
-        .flat_map(|r| x.as_slice()[r * c..r * c + cols].iter().copied())
-        .collect();
-    Ok(Tensor::from_vec(&[b, cols], data)?)
 }
 
 impl Learner for IncrementalLearner {
