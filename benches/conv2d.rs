@@ -1,7 +1,7 @@
 //! Convolution forward and backward at the shapes of ResNet-32 on 28×28 inputs, batch 128.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lucir::tensor::{conv2d, conv2d_bwd, Conv2dGeometry, Tensor};
+use lucir::tensor::{conv2d, conv2d_bwd, conv2d_bwd_weight, Conv2dGeometry, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -39,6 +39,10 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Elements(2 * flops as u64));
         group.bench_function(format!("conv2d_bwd/{id}"), |b| {
             b.iter(|| conv2d_bwd(&x, &w, &dy, g).unwrap())
+        });
+        group.throughput(Throughput::Elements(flops as u64));
+        group.bench_function(format!("conv2d_bwd_weight/{id}"), |b| {
+            b.iter(|| conv2d_bwd_weight(&x, &w, &dy, g).unwrap())
         });
     }
     group.finish();

@@ -5,8 +5,8 @@ mod common;
 use common::*;
 use lucir::tensor::{
     self as lt, batch_norm_eval, batch_norm_ref, batch_norm_train, conv2d, conv2d_bwd,
-    conv2d_bwd_ref, conv2d_ref, gemm, gemm_ref, max_pool2d, max_pool2d_ref, topk_rows,
-    topk_rows_ref, Conv2dGeometry, MaxPoolGeometry, Tensor, Transpose,
+    conv2d_bwd_ref, conv2d_bwd_weight, conv2d_ref, gemm, gemm_ref, max_pool2d, max_pool2d_ref,
+    topk_rows, topk_rows_ref, Conv2dGeometry, MaxPoolGeometry, Tensor, Transpose,
 };
 use proptest::prelude::*;
 
@@ -57,6 +57,7 @@ proptest! {
         let (dx_ref, dw_ref) = conv2d_bwd_ref(&x, &wt, &dy, g).unwrap();
         prop_assert!(max_rel(&dx, &dx_ref) < 1e-12);
         prop_assert!(max_rel(&dw, &dw_ref) < 1e-12);
+        prop_assert_eq!(conv2d_bwd_weight(&x, &wt, &dy, g).unwrap(), dw);
     }
 
     #[test]

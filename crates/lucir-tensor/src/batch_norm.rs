@@ -96,9 +96,47 @@ fn sum_and_dot<T: Float>(a: &[T], b: &[T]) -> (T, T) {
     (s0, p0)
 }
 
-/// Per-channel `(Σ a, Σ a·b)` over the N planes of each channel, in parallel over channels;
-/// `a` and `b` are N×C×H×W.
-fn channel_sums<T: Float>(d: [usize; 4], a: &[T], b: &[T]) -> Vec<(T, T)> {
+/// `g_j = a_j` where `mask_j > 0`, else 0 (the gradient through a fused ReLU whose output
+/// is `mask`).
+#[inline(always)]
+fn masked<T: Float>(a: T, mask: T) -> T {
+    if mask > T::zero() {
+        a
+    } else {
+        T::zero()
+    }
+}
+
+/// `(Σ g_j, Σ g_j·b_j)` with `g` the masked `a` (see [`masked`]), eight accumulators as in
+/// [`sum_and_dot`].
+#[inline]
+fn masked_sum_and_dot<T: Float>(a: &[T], mask: &[T], b: &[T]) -> (T, T) {
+    let (mut s, mut p) = ([T::zero(); 8], [T::zero(); 8]);
+    let (ac, mc, bc) = (a.chunks_exact(8), mask.chunks_exact(8), b.chunks_exact(8));
+    let (ar, mr, br) = (ac.remainder(), mc.remainder(), bc.remainder());
+    for ((x, m), y) in ac.zip(mc).zip(bc) {
+        for k in 0..8 {
+            let g = masked(x[k], m[k]);
+            s[k] += g;
+            p[k] += g * y[k];
+        }
+    }
+    let (mut s0, mut p0) = (T::zero(), T::zero());
+    for k in 0..8 {
+        s0 += s[k];
+        p0 += p[k];
+    }
+    for ((x, m), y) in ar.iter().zip(mr).zip(br) {
+        let g = masked(*x, *m);
+        s0 += g;
+        p0 += g * *y;
+    }
+    (s0, p0)
+}
+
+/// Per-channel `(Σ g, Σ g·b)` over the N planes of each channel, in parallel over channels;
+/// `g` is `a` masked by `mask > 0` when a mask is given. All arrays are N×C×H×W.
+fn channel_sums<T: Float>(d: [usize; 4], a: &[T], mask: Option<&[T]>, b: &[T]) -> Vec<(T, T)> {
     let [n, c, h, w] = d;
     let hw = h * w;
     (0..c)
@@ -107,7 +145,10 @@ fn channel_sums<T: Float>(d: [usize; 4], a: &[T], b: &[T]) -> Vec<(T, T)> {
             let (mut s0, mut s1) = (T::zero(), T::zero());
             for img in 0..n {
                 let r = (img * c + ch) * hw..(img * c + ch + 1) * hw;
-                let (x, y) = sum_and_dot(&a[r.clone()], &b[r]);
+                let (x, y) = match mask {
+                    Some(m) => masked_sum_and_dot(&a[r.clone()], &m[r.clone()], &b[r]),
+                    None => sum_and_dot(&a[r.clone()], &b[r]),
+                };
                 s0 += x;
                 s1 += y;
             }
@@ -153,32 +194,18 @@ fn channel_moments<T: Float>(d: [usize; 4], x: &[T]) -> (Vec<T>, Vec<T>) {
         .unzip()
 }
 
-/// The upstream gradient with a fused ReLU's mask applied (`dy` where `relu_out > 0`), or `dy`
-/// itself without one.
-fn masked_grad<'a, T: Float>(
+/// The ReLU output of a fused BN+ReLU as a mask over `dy`, after checking its shape.
+fn relu_mask<'a, T: Float>(
     op: &'static str,
-    dy: &'a Tensor<T>,
-    relu_out: Option<&Tensor<T>>,
-) -> Result<std::borrow::Cow<'a, [T]>> {
-    match relu_out {
-        None => Ok(std::borrow::Cow::Borrowed(dy.as_slice())),
-        Some(y) => {
+    dy: &Tensor<T>,
+    relu_out: Option<&'a Tensor<T>>,
+) -> Result<Option<&'a [T]>> {
+    relu_out
+        .map(|y| {
             y.expect_shape(op, dy.shape())?;
-            let mut g = vec![T::zero(); dy.len()];
-            g.par_chunks_mut(1 << 14)
-                .zip(
-                    dy.as_slice()
-                        .par_chunks(1 << 14)
-                        .zip(y.as_slice().par_chunks(1 << 14)),
-                )
-                .for_each(|(g, (d, y))| {
-                    for ((g, d), y) in g.iter_mut().zip(d).zip(y) {
-                        *g = if *y > T::zero() { *d } else { T::zero() };
-                    }
-                });
-            Ok(std::borrow::Cow::Owned(g))
-        }
-    }
+            Ok(y.as_slice())
+        })
+        .transpose()
 }
 
 /// Training-mode forward: normalises with batch statistics and returns them. With `relu` the
@@ -236,11 +263,11 @@ pub fn batch_norm_train_bwd<T: Float>(
     )?;
     dy.expect_shape("batch_norm_train_bwd", x.shape())?;
     let [_, c, h, w] = d;
-    let xv = x.as_slice();
-    let g = masked_grad("batch_norm_train_bwd", dy, relu_out)?;
+    let (xv, dyv) = (x.as_slice(), dy.as_slice());
+    let mask = relu_mask("batch_norm_train_bwd", dy, relu_out)?;
     let (mean, r) = (&stats.mean, &stats.inv_std);
     // Σ g·x̂ = r·(Σ g·x − μ·Σ g).
-    let sums: Vec<(T, T)> = channel_sums(d, &g, xv)
+    let sums: Vec<(T, T)> = channel_sums(d, dyv, mask, xv)
         .into_iter()
         .enumerate()
         .map(|(ch, (sg, sgx))| (sg, r[ch] * (sgx - mean[ch] * sg)))
@@ -248,6 +275,14 @@ pub fn batch_norm_train_bwd<T: Float>(
     let dbeta: Vec<T> = sums.iter().map(|s| s.0).collect();
     let dgamma: Vec<T> = sums.iter().map(|s| s.1).collect();
     let m = T::of_usize(stats.count);
+    // dx = k·(M·g − Σg − (x − μ)·r·Σ(g·x̂)) = A·g + B·x + C per channel, k = γ·r/M.
+    let coef: Vec<[T; 3]> = (0..c)
+        .map(|ch| {
+            let k = gamma[ch] * r[ch] / m;
+            let b = -k * r[ch] * dgamma[ch];
+            [k * m, b, -k * dbeta[ch] - b * mean[ch]]
+        })
+        .collect();
     let mut dx = Tensor::zeros(x.shape());
     let hw = h * w;
     if hw > 0 {
@@ -255,13 +290,20 @@ pub fn batch_norm_train_bwd<T: Float>(
             .par_chunks_mut(hw)
             .enumerate()
             .for_each(|(p, dxp)| {
-                let ch = p % c;
-                let k = gamma[ch] * r[ch] / m;
-                let base = p * hw;
-                let (xp, gp) = (&xv[base..base + hw], &g[base..base + hw]);
-                let (mu, rc, db, dg) = (mean[ch], r[ch], dbeta[ch], dgamma[ch]);
-                for ((o, xi), gi) in dxp.iter_mut().zip(xp).zip(gp) {
-                    *o = k * (m * *gi - db - (*xi - mu) * rc * dg);
+                let [a, b, cc] = coef[p % c];
+                let span = p * hw..(p + 1) * hw;
+                let (xp, gp) = (&xv[span.clone()], &dyv[span.clone()]);
+                match mask {
+                    Some(mk) => {
+                        for (((o, xi), gi), mi) in dxp.iter_mut().zip(xp).zip(gp).zip(&mk[span]) {
+                            *o = a * masked(*gi, *mi) + b * *xi + cc;
+                        }
+                    }
+                    None => {
+                        for ((o, xi), gi) in dxp.iter_mut().zip(xp).zip(gp) {
+                            *o = a * *gi + b * *xi + cc;
+                        }
+                    }
                 }
             });
     }
@@ -324,9 +366,9 @@ pub fn batch_norm_eval_bwd<T: Float>(
         .iter()
         .map(|v| T::one() / (*v + eps).sqrt())
         .collect();
-    let xv = x.as_slice();
-    let g = masked_grad("batch_norm_eval_bwd", dy, relu_out)?;
-    let sums: Vec<(T, T)> = channel_sums(d, &g, xv)
+    let (xv, dyv) = (x.as_slice(), dy.as_slice());
+    let mask = relu_mask("batch_norm_eval_bwd", dy, relu_out)?;
+    let sums: Vec<(T, T)> = channel_sums(d, dyv, mask, xv)
         .into_iter()
         .enumerate()
         .map(|(ch, (sg, sgx))| (sg, inv[ch] * (sgx - running_mean[ch] * sg)))
@@ -336,12 +378,21 @@ pub fn batch_norm_eval_bwd<T: Float>(
     if hw > 0 {
         dx.as_slice_mut()
             .par_chunks_mut(hw)
-            .zip(g.par_chunks(hw))
             .enumerate()
-            .for_each(|(p, (dxp, gp))| {
+            .for_each(|(p, dxp)| {
                 let k = gamma[p % c] * inv[p % c];
-                for (o, gi) in dxp.iter_mut().zip(gp) {
-                    *o = *gi * k;
+                let span = p * hw..(p + 1) * hw;
+                match mask {
+                    Some(mk) => {
+                        for ((o, gi), mi) in dxp.iter_mut().zip(&dyv[span.clone()]).zip(&mk[span]) {
+                            *o = masked(*gi, *mi) * k;
+                        }
+                    }
+                    None => {
+                        for (o, gi) in dxp.iter_mut().zip(&dyv[span]) {
+                            *o = *gi * k;
+                        }
+                    }
                 }
             });
     }

@@ -279,37 +279,128 @@ pub fn conv2d<T: Float>(x: &Tensor<T>, w: &Tensor<T>, g: Conv2dGeometry) -> Resu
 /// Backward convolution: from `dy` (N×Co×Ho×Wo) returns `(dx, dw)`.
 ///
 /// `dw = Σ_n dy_n · col_nᵀ` is summed per chunk of images (one chunk per rayon thread) and the
-/// partial sums are added in chunk order; `dx_n = col2im(Wᵀ · dy_n)`.
+/// partial sums are added in chunk order. `dx_n` is, for a 1×1 convolution, `Wᵀ · dy_n`; for a
+/// stride-1 "same" convolution, the convolution of `dy_n` with the flipped, transposed kernel
+/// (an im2col + gemm with `Co·KH·KW`-long dot products, like the forward pass); otherwise
+/// `col2im(Wᵀ · dy_n)`.
 pub fn conv2d_bwd<T: Float>(
     x: &Tensor<T>,
     w: &Tensor<T>,
     dy: &Tensor<T>,
     g: Conv2dGeometry,
 ) -> Result<(Tensor<T>, Tensor<T>)> {
-    let d = Dims::new("conv2d_bwd", x, w, g)?;
-    dy.expect_shape("conv2d_bwd", &[d.n, d.co, d.ho, d.wo])?;
-    let mut dx = Tensor::zeros(x.shape());
+    let (dx, dw) = conv2d_bwd_impl("conv2d_bwd", x, w, dy, g, true)?;
+    Ok((dx.expect("the input gradient was asked for"), dw))
+}
+
+/// [`conv2d_bwd`] without the input gradient (for a first layer, whose input needs none).
+pub fn conv2d_bwd_weight<T: Float>(
+    x: &Tensor<T>,
+    w: &Tensor<T>,
+    dy: &Tensor<T>,
+    g: Conv2dGeometry,
+) -> Result<Tensor<T>> {
+    Ok(conv2d_bwd_impl("conv2d_bwd_weight", x, w, dy, g, false)?.1)
+}
+
+/// How the input gradient of one image is formed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DxPath {
+    /// `Wᵀ · dy_n` straight into `dx_n`.
+    Pointwise,
+    /// im2col of `dy_n` (geometry `Dims::transposed`) times the flipped kernel.
+    Flipped,
+    /// `Wᵀ · dy_n` into a column matrix, folded with [`col2im`].
+    Col2im,
+}
+
+impl Dims {
+    /// The geometry of the transposed convolution of a "same" stride-1 convolution: `dy`
+    /// (Co channels) convolved with the flipped kernel gives `dx` (Ci channels).
+    fn transposed(&self) -> Self {
+        Self {
+            ci: self.co,
+            co: self.ci,
+            ..*self
+        }
+    }
+}
+
+/// The kernel of the transposed convolution, `Ci × (Co·KH·KW)`:
+/// `wf[i, (o, a, b)] = w[o, i, KH−1−a, KW−1−b]`.
+fn flip_kernel<T: Float>(d: &Dims, w: &[T]) -> Vec<T> {
+    let kk = d.kh * d.kw;
+    let mut wf = Vec::with_capacity(d.ci * d.co * kk);
+    for i in 0..d.ci {
+        for o in 0..d.co {
+            let src = &w[(o * d.ci + i) * kk..(o * d.ci + i + 1) * kk];
+            wf.extend(src.iter().rev());
+        }
+    }
+    wf
+}
+
+fn conv2d_bwd_impl<T: Float>(
+    op: &'static str,
+    x: &Tensor<T>,
+    w: &Tensor<T>,
+    dy: &Tensor<T>,
+    g: Conv2dGeometry,
+    want_dx: bool,
+) -> Result<(Option<Tensor<T>>, Tensor<T>)> {
+    let d = Dims::new(op, x, w, g)?;
+    dy.expect_shape(op, &[d.n, d.co, d.ho, d.wo])?;
+    let path = match () {
+        _ if !want_dx => None,
+        _ if d.pointwise() => Some(DxPath::Pointwise),
+        _ if d.same_shape() => Some(DxPath::Flipped),
+        _ => Some(DxPath::Col2im),
+    };
+    let mut dx = Tensor::zeros(if want_dx { x.shape() } else { &[0] });
     let mut dw = Tensor::zeros(w.shape());
     if d.empty() {
-        return Ok((dx, dw));
+        return Ok((want_dx.then_some(dx), dw));
     }
     let per = d.n.div_ceil(reduction_chunks(d.n));
     let chunks = d.n.div_ceil(per);
     let mut partials = vec![vec![T::zero(); w.len()]; chunks];
     let wv = w.as_slice();
-    let col_len = d.ckk() * d.hw_out();
-    dx.as_slice_mut()
-        .par_chunks_mut(per * d.in_len())
+    let wf = if path == Some(DxPath::Flipped) {
+        flip_kernel(&d, wv)
+    } else {
+        Vec::new()
+    };
+    let dt = d.transposed();
+    let col_len = if d.pointwise() {
+        0
+    } else {
+        d.ckk() * d.hw_out()
+    };
+    let dcol_len = match path {
+        None | Some(DxPath::Pointwise) => 0,
+        Some(DxPath::Flipped) => dt.ckk() * dt.hw_out(),
+        Some(DxPath::Col2im) => col_len,
+    };
+    // Without an input gradient each chunk gets an empty slice of `dx`.
+    let dx_chunks: Vec<&mut [T]> = if want_dx {
+        dx.as_slice_mut().chunks_mut(per * d.in_len()).collect()
+    } else {
+        std::iter::repeat_with(Default::default)
+            .take(chunks)
+            .collect()
+    };
+    dx_chunks
+        .into_par_iter()
         .zip(x.as_slice().par_chunks(per * d.in_len()))
         .zip(dy.as_slice().par_chunks(per * d.out_len()))
         .zip(partials.par_iter_mut())
         .for_each(|(((dxc, xc), dyc), dw_part)| {
-            let mut col = vec![T::zero(); if d.pointwise() { 0 } else { col_len }];
-            let mut dcol = col.clone();
-            for ((dxi, xi), dyi) in dxc
-                .chunks_mut(d.in_len())
-                .zip(xc.chunks(d.in_len()))
+            let mut col = vec![T::zero(); col_len];
+            let mut dcol = vec![T::zero(); dcol_len];
+            for (i, (xi, dyi)) in xc
+                .chunks(d.in_len())
                 .zip(dyc.chunks(d.out_len()))
+                .enumerate()
             {
                 let cols: &[T] = if d.pointwise() {
                     xi
@@ -326,8 +417,12 @@ pub fn conv2d_bwd<T: Float>(
                     dw_part,
                     true,
                 );
-                if d.pointwise() {
-                    gemm_unchecked(
+                let Some(path) = path else {
+                    continue;
+                };
+                let dxi = &mut dxc[i * d.in_len()..(i + 1) * d.in_len()];
+                match path {
+                    DxPath::Pointwise => gemm_unchecked(
                         [d.ckk(), d.hw_out(), d.co],
                         wv,
                         Transpose::Yes,
@@ -335,18 +430,31 @@ pub fn conv2d_bwd<T: Float>(
                         Transpose::No,
                         dxi,
                         false,
-                    );
-                } else {
-                    gemm_unchecked(
-                        [d.ckk(), d.hw_out(), d.co],
-                        wv,
-                        Transpose::Yes,
-                        dyi,
-                        Transpose::No,
-                        &mut dcol,
-                        false,
-                    );
-                    col2im(&d, &dcol, dxi);
+                    ),
+                    DxPath::Flipped => {
+                        im2col(&dt, dyi, &mut dcol);
+                        gemm_unchecked(
+                            [d.ci, d.h * d.w, dt.ckk()],
+                            &wf,
+                            Transpose::No,
+                            &dcol,
+                            Transpose::No,
+                            dxi,
+                            false,
+                        );
+                    }
+                    DxPath::Col2im => {
+                        gemm_unchecked(
+                            [d.ckk(), d.hw_out(), d.co],
+                            wv,
+                            Transpose::Yes,
+                            dyi,
+                            Transpose::No,
+                            &mut dcol,
+                            false,
+                        );
+                        col2im(&d, &dcol, dxi);
+                    }
                 }
             }
         });
@@ -356,7 +464,7 @@ pub fn conv2d_bwd<T: Float>(
             *a += *b;
         }
     }
-    Ok((dx, dw))
+    Ok((want_dx.then_some(dx), dw))
 }
 
 /// Direct 7-loop convolution; the reference for [`conv2d`].

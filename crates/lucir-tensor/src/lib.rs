@@ -29,7 +29,9 @@ pub use batch_norm::{
     batch_norm_eval, batch_norm_eval_bwd, batch_norm_ref, batch_norm_train, batch_norm_train_bwd,
     BatchNormStats,
 };
-pub use conv2d::{conv2d, conv2d_bwd, conv2d_bwd_ref, conv2d_ref, Conv2dGeometry};
+pub use conv2d::{
+    conv2d, conv2d_bwd, conv2d_bwd_ref, conv2d_bwd_weight, conv2d_ref, Conv2dGeometry,
+};
 pub use elementwise::{add, add_relu, relu, relu_bwd};
 pub use error::{Error, Result};
 pub use float::Float;

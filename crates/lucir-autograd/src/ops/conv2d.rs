@@ -22,9 +22,14 @@ impl<T: Float> Tape<T> {
 
 impl<T: Float> Backward<T> for Conv2dBack {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
-        let (dx, dw) =
-            lucir_tensor::conv2d_bwd(ctx.value(self.x), ctx.value(self.w), ctx.g(), self.geometry)?;
-        ctx.add(self.x, dx)?;
-        ctx.add(self.w, dw)
+        let (x, w, g) = (ctx.value(self.x), ctx.value(self.w), ctx.g());
+        if ctx.wants(self.x) {
+            let (dx, dw) = lucir_tensor::conv2d_bwd(x, w, g, self.geometry)?;
+            ctx.add(self.x, dx)?;
+            ctx.add(self.w, dw)
+        } else {
+            let dw = lucir_tensor::conv2d_bwd_weight(x, w, g, self.geometry)?;
+            ctx.add(self.w, dw)
+        }
     }
 }
