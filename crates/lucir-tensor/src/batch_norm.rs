@@ -6,6 +6,9 @@
 
 use rayon::prelude::*;
 
+use crate::simd::{
+    affine, axpbypc, masked_sum_and_dot, scale_masked, sum, sum_and_dot, sum_sq_dev,
+};
 use crate::{Error, Float, Result, Tensor};
 
 /// Per-channel statistics of one training-mode forward pass.
@@ -57,81 +60,8 @@ fn affine_planes<T: Float>(
         .enumerate()
         .for_each(|(p, (yp, xp))| {
             let ch = p % c;
-            let (a, b) = (scale[ch], shift[ch]);
-            if relu {
-                for (o, i) in yp.iter_mut().zip(xp) {
-                    let v = *i * a + b;
-                    *o = if v > T::zero() { v } else { T::zero() };
-                }
-            } else {
-                for (o, i) in yp.iter_mut().zip(xp) {
-                    *o = *i * a + b;
-                }
-            }
+            affine(xp, yp, scale[ch], shift[ch], relu);
         });
-}
-
-/// `(Σ a_j, Σ a_j·b_j)` over two equal-length slices, with eight independent accumulators so
-/// the loop vectorises; the summation order is fixed.
-#[inline]
-fn sum_and_dot<T: Float>(a: &[T], b: &[T]) -> (T, T) {
-    let (mut s, mut p) = ([T::zero(); 8], [T::zero(); 8]);
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ar, br) = (ac.remainder(), bc.remainder());
-    for (x, y) in ac.zip(bc) {
-        for k in 0..8 {
-            s[k] += x[k];
-            p[k] += x[k] * y[k];
-        }
-    }
-    let (mut s0, mut p0) = (T::zero(), T::zero());
-    for k in 0..8 {
-        s0 += s[k];
-        p0 += p[k];
-    }
-    for (x, y) in ar.iter().zip(br) {
-        s0 += *x;
-        p0 += *x * *y;
-    }
-    (s0, p0)
-}
-
-/// `g_j = a_j` where `mask_j > 0`, else 0 (the gradient through a fused ReLU whose output
-/// is `mask`).
-#[inline(always)]
-fn masked<T: Float>(a: T, mask: T) -> T {
-    if mask > T::zero() {
-        a
-    } else {
-        T::zero()
-    }
-}
-
-/// `(Σ g_j, Σ g_j·b_j)` with `g` the masked `a` (see [`masked`]), eight accumulators as in
-/// [`sum_and_dot`].
-#[inline]
-fn masked_sum_and_dot<T: Float>(a: &[T], mask: &[T], b: &[T]) -> (T, T) {
-    let (mut s, mut p) = ([T::zero(); 8], [T::zero(); 8]);
-    let (ac, mc, bc) = (a.chunks_exact(8), mask.chunks_exact(8), b.chunks_exact(8));
-    let (ar, mr, br) = (ac.remainder(), mc.remainder(), bc.remainder());
-    for ((x, m), y) in ac.zip(mc).zip(bc) {
-        for k in 0..8 {
-            let g = masked(x[k], m[k]);
-            s[k] += g;
-            p[k] += g * y[k];
-        }
-    }
-    let (mut s0, mut p0) = (T::zero(), T::zero());
-    for k in 0..8 {
-        s0 += s[k];
-        p0 += p[k];
-    }
-    for ((x, m), y) in ar.iter().zip(mr).zip(br) {
-        let g = masked(*x, *m);
-        s0 += g;
-        p0 += g * *y;
-    }
-    (s0, p0)
 }
 
 /// Per-channel `(Σ g, Σ g·b)` over the N planes of each channel, in parallel over channels;
@@ -168,26 +98,12 @@ fn channel_moments<T: Float>(d: [usize; 4], x: &[T]) -> (Vec<T>, Vec<T>) {
             let plane = |img: usize| &x[(img * c + ch) * hw..(img * c + ch + 1) * hw];
             let mut s = T::zero();
             for img in 0..n {
-                s += sum_and_dot(plane(img), plane(img)).0;
+                s += sum(plane(img));
             }
             let mean = s / cnt;
             let mut v = T::zero();
             for img in 0..n {
-                let mut acc = [T::zero(); 8];
-                let p = plane(img);
-                let chunks = p.chunks_exact(8);
-                for r in chunks.remainder() {
-                    v += (*r - mean) * (*r - mean);
-                }
-                for ck in chunks {
-                    for k in 0..8 {
-                        let e = ck[k] - mean;
-                        acc[k] += e * e;
-                    }
-                }
-                for a in acc {
-                    v += a;
-                }
+                v += sum_sq_dev(plane(img), mean);
             }
             (mean, v / cnt)
         })
@@ -290,21 +206,9 @@ pub fn batch_norm_train_bwd<T: Float>(
             .par_chunks_mut(hw)
             .enumerate()
             .for_each(|(p, dxp)| {
-                let [a, b, cc] = coef[p % c];
                 let span = p * hw..(p + 1) * hw;
-                let (xp, gp) = (&xv[span.clone()], &dyv[span.clone()]);
-                match mask {
-                    Some(mk) => {
-                        for (((o, xi), gi), mi) in dxp.iter_mut().zip(xp).zip(gp).zip(&mk[span]) {
-                            *o = a * masked(*gi, *mi) + b * *xi + cc;
-                        }
-                    }
-                    None => {
-                        for ((o, xi), gi) in dxp.iter_mut().zip(xp).zip(gp) {
-                            *o = a * *gi + b * *xi + cc;
-                        }
-                    }
-                }
+                let mk = mask.map(|m| &m[span.clone()]);
+                axpbypc(dxp, &dyv[span.clone()], mk, &xv[span], coef[p % c]);
             });
     }
     Ok((dx, dgamma, dbeta))
@@ -382,18 +286,8 @@ pub fn batch_norm_eval_bwd<T: Float>(
             .for_each(|(p, dxp)| {
                 let k = gamma[p % c] * inv[p % c];
                 let span = p * hw..(p + 1) * hw;
-                match mask {
-                    Some(mk) => {
-                        for ((o, gi), mi) in dxp.iter_mut().zip(&dyv[span.clone()]).zip(&mk[span]) {
-                            *o = masked(*gi, *mi) * k;
-                        }
-                    }
-                    None => {
-                        for (o, gi) in dxp.iter_mut().zip(&dyv[span]) {
-                            *o = *gi * k;
-                        }
-                    }
-                }
+                let mk = mask.map(|m| &m[span.clone()]);
+                scale_masked(dxp, &dyv[span], mk, k);
             });
     }
     Ok((

@@ -2,24 +2,18 @@
 
 use rayon::prelude::*;
 
-use crate::{Float, Result, Tensor};
+use crate::{simd, Float, Result, Tensor};
 
 /// Below this many elements elementwise ops stay on the calling thread.
 const PAR_MIN: usize = 1 << 15;
 
-fn zip_map<T: Float>(a: &[T], b: &[T], out: &mut [T], f: impl Fn(T, T) -> T + Sync) {
+fn zip_map<T: Float>(a: &[T], b: &[T], out: &mut [T], f: impl Fn(T, T) -> T + Sync + Copy) {
     if out.len() < PAR_MIN {
-        for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-            *o = f(*x, *y);
-        }
+        simd::zip_map(a, b, out, f);
     } else {
         out.par_chunks_mut(PAR_MIN)
             .zip(a.par_chunks(PAR_MIN).zip(b.par_chunks(PAR_MIN)))
-            .for_each(|(o, (x, y))| {
-                for ((o, x), y) in o.iter_mut().zip(x).zip(y) {
-                    *o = f(*x, *y);
-                }
-            });
+            .for_each(|(o, (x, y))| simd::zip_map(x, y, o, f));
     }
 }
 
@@ -34,13 +28,7 @@ pub fn relu<T: Float>(x: &Tensor<T>) -> Tensor<T> {
 /// `dx = dy · [y > 0]`, from the forward output `y`; `dy` is consumed and masked in place.
 pub fn relu_bwd<T: Float>(y: &Tensor<T>, mut dy: Tensor<T>) -> Result<Tensor<T>> {
     dy.expect_shape("relu_bwd", y.shape())?;
-    let mask = |g: &mut [T], y: &[T]| {
-        for (g, y) in g.iter_mut().zip(y) {
-            if *y <= T::zero() {
-                *g = T::zero();
-            }
-        }
-    };
+    let mask = |g: &mut [T], y: &[T]| simd::zip_apply(g, y, simd::masked);
     let (g, yv) = (dy.as_slice_mut(), y.as_slice());
     if g.len() < PAR_MIN {
         mask(g, yv);

@@ -20,6 +20,7 @@ mod float;
 mod gemm;
 mod normalize;
 mod pool;
+mod simd;
 mod softmax;
 mod tensor;
 mod topk;

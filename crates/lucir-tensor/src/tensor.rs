@@ -142,9 +142,7 @@ impl<T: Float> Tensor<T> {
     /// `self += other`, elementwise; shapes must match.
     pub fn add_assign(&mut self, other: &Tensor<T>) -> Result<()> {
         self.expect_shape("Tensor::add_assign", other.shape())?;
-        for (a, b) in self.as_slice_mut().iter_mut().zip(other.as_slice()) {
-            *a += *b;
-        }
+        crate::simd::zip_apply(self.as_slice_mut(), other.as_slice(), |a, b| a + b);
         Ok(())
     }
 
