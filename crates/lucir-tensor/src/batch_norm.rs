@@ -42,72 +42,61 @@ fn check<T: Float>(op: &'static str, x: &Tensor<T>, params: &[&[T]]) -> Result<[
     Ok(d)
 }
 
-/// Applies `y = x·scale[c] + shift[c]` (then `max(y, 0)` when `relu`) plane by plane, in
-/// parallel over planes.
-fn affine_planes<T: Float>(
-    x: &[T],
-    y: &mut [T],
-    (c, hw): (usize, usize),
-    scale: &[T],
-    shift: &[T],
-    relu: bool,
-) {
-    if hw == 0 {
-        return;
+/// Sizes of an N×C×H×W batch as the per-channel loops see it: N planes of `hw` elements per
+/// channel, plane `img·C + ch` for image `img` and channel `ch`.
+#[derive(Clone, Copy)]
+struct Planes {
+    n: usize,
+    c: usize,
+    hw: usize,
+}
+
+impl Planes {
+    fn of([n, c, h, w]: [usize; 4]) -> Self {
+        Self { n, c, hw: h * w }
     }
-    y.par_chunks_mut(hw)
-        .zip(x.par_chunks(hw))
-        .enumerate()
-        .for_each(|(p, (yp, xp))| {
-            let ch = p % c;
-            affine(xp, yp, scale[ch], shift[ch], relu);
-        });
-}
 
-/// Per-channel `(Σ g, Σ g·b)` over the N planes of each channel, in parallel over channels;
-/// `g` is `a` masked by `mask > 0` when a mask is given. All arrays are N×C×H×W.
-fn channel_sums<T: Float>(d: [usize; 4], a: &[T], mask: Option<&[T]>, b: &[T]) -> Vec<(T, T)> {
-    let [n, c, h, w] = d;
-    let hw = h * w;
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let (mut s0, mut s1) = (T::zero(), T::zero());
-            for img in 0..n {
-                let r = (img * c + ch) * hw..(img * c + ch + 1) * hw;
-                let (x, y) = match mask {
-                    Some(m) => masked_sum_and_dot(&a[r.clone()], &m[r.clone()], &b[r]),
-                    None => sum_and_dot(&a[r.clone()], &b[r]),
-                };
-                s0 += x;
-                s1 += y;
-            }
-            (s0, s1)
-        })
-        .collect()
-}
+    /// Plane `(img, ch)` of `a`.
+    fn get<T>(self, a: &[T], img: usize, ch: usize) -> &[T] {
+        &a[(img * self.c + ch) * self.hw..][..self.hw]
+    }
 
-/// Per-channel mean and biased variance (two passes: mean, then Σ(x − μ)²).
-fn channel_moments<T: Float>(d: [usize; 4], x: &[T]) -> (Vec<T>, Vec<T>) {
-    let [n, c, h, w] = d;
-    let hw = h * w;
-    let cnt = T::of_usize(n * hw);
-    (0..c)
-        .into_par_iter()
-        .map(|ch| {
-            let plane = |img: usize| &x[(img * c + ch) * hw..(img * c + ch + 1) * hw];
-            let mut s = T::zero();
-            for img in 0..n {
-                s += sum(plane(img));
+    /// Runs `f(ch, planes)` for every channel in parallel, `planes` being the N planes of
+    /// channel `ch` in `out`, and collects the results in channel order. One parallel region
+    /// per op, and each channel's inputs are read again while they are still in cache.
+    fn per_channel<T: Float, R: Send>(
+        self,
+        out: &mut [T],
+        f: impl Fn(usize, &mut [&mut [T]]) -> R + Sync,
+    ) -> Vec<R> {
+        let mut by_channel: Vec<Vec<&mut [T]>> = (0..self.c).map(|_| Vec::new()).collect();
+        if self.hw > 0 {
+            for (p, plane) in out.chunks_mut(self.hw).enumerate() {
+                by_channel[p % self.c].push(plane);
             }
-            let mean = s / cnt;
-            let mut v = T::zero();
-            for img in 0..n {
-                v += sum_sq_dev(plane(img), mean);
-            }
-            (mean, v / cnt)
-        })
-        .unzip()
+        }
+        by_channel
+            .into_par_iter()
+            .enumerate()
+            .map(|(ch, mut planes)| f(ch, &mut planes))
+            .collect()
+    }
+
+    /// `(Σ g, Σ g·x)` over channel `ch`, `g` being `dy` masked by `mask > 0` when a mask is
+    /// given.
+    fn grad_sums<T: Float>(self, dy: &[T], mask: Option<&[T]>, x: &[T], ch: usize) -> (T, T) {
+        let (mut sg, mut sgx) = (T::zero(), T::zero());
+        for img in 0..self.n {
+            let (g, x) = (self.get(dy, img, ch), self.get(x, img, ch));
+            let (a, b) = match mask {
+                Some(m) => masked_sum_and_dot(g, self.get(m, img, ch), x),
+                None => sum_and_dot(g, x),
+            };
+            sg += a;
+            sgx += b;
+        }
+        (sg, sgx)
+    }
 }
 
 /// The ReLU output of a fused BN+ReLU as a mask over `dy`, after checking its shape.
@@ -126,6 +115,8 @@ fn relu_mask<'a, T: Float>(
 
 /// Training-mode forward: normalises with batch statistics and returns them. With `relu` the
 /// output is `max(BN(x), 0)` (the fused BN+ReLU of a residual block).
+///
+/// Per channel, in parallel over channels: the mean, then `Σ(x − μ)²`, then the output planes.
 pub fn batch_norm_train<T: Float>(
     x: &Tensor<T>,
     gamma: &[T],
@@ -134,8 +125,8 @@ pub fn batch_norm_train<T: Float>(
     relu: bool,
 ) -> Result<(Tensor<T>, BatchNormStats<T>)> {
     let d = check("batch_norm_train", x, &[gamma, beta])?;
-    let [n, c, h, w] = d;
-    let count = n * h * w;
+    let pl = Planes::of(d);
+    let count = pl.n * pl.hw;
     if count == 0 {
         return Err(Error::shape(
             "batch_norm_train",
@@ -143,18 +134,33 @@ pub fn batch_norm_train<T: Float>(
         ));
     }
     let xv = x.as_slice();
-    let (means, var) = channel_moments(d, xv);
-    let inv_std: Vec<T> = var.iter().map(|v| T::one() / (*v + eps).sqrt()).collect();
-    let scale: Vec<T> = (0..c).map(|ch| gamma[ch] * inv_std[ch]).collect();
-    let shift: Vec<T> = (0..c).map(|ch| beta[ch] - means[ch] * scale[ch]).collect();
+    let cnt = T::of_usize(count);
     let mut y = Tensor::zeros(x.shape());
-    affine_planes(xv, y.as_slice_mut(), (c, h * w), &scale, &shift, relu);
+    let moments = pl.per_channel(y.as_slice_mut(), |ch, ys| {
+        let mut s = T::zero();
+        for img in 0..pl.n {
+            s += sum(pl.get(xv, img, ch));
+        }
+        let mean = s / cnt;
+        let mut v = T::zero();
+        for img in 0..pl.n {
+            v += sum_sq_dev(pl.get(xv, img, ch), mean);
+        }
+        let var = v / cnt;
+        let inv_std = T::one() / (var + eps).sqrt();
+        let scale = gamma[ch] * inv_std;
+        let shift = beta[ch] - mean * scale;
+        for (img, yp) in ys.iter_mut().enumerate() {
+            affine(pl.get(xv, img, ch), yp, scale, shift, relu);
+        }
+        (mean, var, inv_std)
+    });
     Ok((
         y,
         BatchNormStats {
-            mean: means,
-            var,
-            inv_std,
+            mean: moments.iter().map(|m| m.0).collect(),
+            var: moments.iter().map(|m| m.1).collect(),
+            inv_std: moments.iter().map(|m| m.2).collect(),
             count,
         },
     ))
@@ -178,40 +184,31 @@ pub fn batch_norm_train_bwd<T: Float>(
         &[gamma, &stats.mean, &stats.inv_std],
     )?;
     dy.expect_shape("batch_norm_train_bwd", x.shape())?;
-    let [_, c, h, w] = d;
+    let pl = Planes::of(d);
     let (xv, dyv) = (x.as_slice(), dy.as_slice());
     let mask = relu_mask("batch_norm_train_bwd", dy, relu_out)?;
-    let (mean, r) = (&stats.mean, &stats.inv_std);
-    // Σ g·x̂ = r·(Σ g·x − μ·Σ g).
-    let sums: Vec<(T, T)> = channel_sums(d, dyv, mask, xv)
-        .into_iter()
-        .enumerate()
-        .map(|(ch, (sg, sgx))| (sg, r[ch] * (sgx - mean[ch] * sg)))
-        .collect();
-    let dbeta: Vec<T> = sums.iter().map(|s| s.0).collect();
-    let dgamma: Vec<T> = sums.iter().map(|s| s.1).collect();
     let m = T::of_usize(stats.count);
-    // dx = k·(M·g − Σg − (x − μ)·r·Σ(g·x̂)) = A·g + B·x + C per channel, k = γ·r/M.
-    let coef: Vec<[T; 3]> = (0..c)
-        .map(|ch| {
-            let k = gamma[ch] * r[ch] / m;
-            let b = -k * r[ch] * dgamma[ch];
-            [k * m, b, -k * dbeta[ch] - b * mean[ch]]
-        })
-        .collect();
     let mut dx = Tensor::zeros(x.shape());
-    let hw = h * w;
-    if hw > 0 {
-        dx.as_slice_mut()
-            .par_chunks_mut(hw)
-            .enumerate()
-            .for_each(|(p, dxp)| {
-                let span = p * hw..(p + 1) * hw;
-                let mk = mask.map(|m| &m[span.clone()]);
-                axpbypc(dxp, &dyv[span.clone()], mk, &xv[span], coef[p % c]);
-            });
-    }
-    Ok((dx, dgamma, dbeta))
+    let grads = pl.per_channel(dx.as_slice_mut(), |ch, dxs| {
+        let (mu, r) = (stats.mean[ch], stats.inv_std[ch]);
+        let (sg, sgx) = pl.grad_sums(dyv, mask, xv, ch);
+        // Σ g·x̂ = r·(Σ g·x − μ·Σ g).
+        let (dgamma, dbeta) = (r * (sgx - mu * sg), sg);
+        // dx = k·(M·g − Σg − (x − μ)·r·Σ(g·x̂)) = A·g + B·x + C, k = γ·r/M.
+        let k = gamma[ch] * r / m;
+        let b = -k * r * dgamma;
+        let coef = [k * m, b, -k * dbeta - b * mu];
+        for (img, dxp) in dxs.iter_mut().enumerate() {
+            let mk = mask.map(|mk| pl.get(mk, img, ch));
+            axpbypc(dxp, pl.get(dyv, img, ch), mk, pl.get(xv, img, ch), coef);
+        }
+        (dgamma, dbeta)
+    });
+    Ok((
+        dx,
+        grads.iter().map(|g| g.0).collect(),
+        grads.iter().map(|g| g.1).collect(),
+    ))
 }
 
 /// Evaluation-mode forward with running statistics (then `max(·, 0)` when `relu`).
@@ -229,22 +226,16 @@ pub fn batch_norm_eval<T: Float>(
         x,
         &[gamma, beta, running_mean, running_var],
     )?;
-    let c = d[1];
-    let scale: Vec<T> = (0..c)
-        .map(|ch| gamma[ch] / (running_var[ch] + eps).sqrt())
-        .collect();
-    let shift: Vec<T> = (0..c)
-        .map(|ch| beta[ch] - running_mean[ch] * scale[ch])
-        .collect();
+    let pl = Planes::of(d);
+    let xv = x.as_slice();
     let mut y = Tensor::zeros(x.shape());
-    affine_planes(
-        x.as_slice(),
-        y.as_slice_mut(),
-        (c, d[2] * d[3]),
-        &scale,
-        &shift,
-        relu,
-    );
+    pl.per_channel(y.as_slice_mut(), |ch, ys| {
+        let scale = gamma[ch] / (running_var[ch] + eps).sqrt();
+        let shift = beta[ch] - running_mean[ch] * scale;
+        for (img, yp) in ys.iter_mut().enumerate() {
+            affine(pl.get(xv, img, ch), yp, scale, shift, relu);
+        }
+    });
     Ok(y)
 }
 
@@ -265,35 +256,24 @@ pub fn batch_norm_eval_bwd<T: Float>(
         &[gamma, running_mean, running_var],
     )?;
     dy.expect_shape("batch_norm_eval_bwd", x.shape())?;
-    let c = d[1];
-    let inv: Vec<T> = running_var
-        .iter()
-        .map(|v| T::one() / (*v + eps).sqrt())
-        .collect();
+    let pl = Planes::of(d);
     let (xv, dyv) = (x.as_slice(), dy.as_slice());
     let mask = relu_mask("batch_norm_eval_bwd", dy, relu_out)?;
-    let sums: Vec<(T, T)> = channel_sums(d, dyv, mask, xv)
-        .into_iter()
-        .enumerate()
-        .map(|(ch, (sg, sgx))| (sg, inv[ch] * (sgx - running_mean[ch] * sg)))
-        .collect();
-    let hw = d[2] * d[3];
     let mut dx = Tensor::zeros(x.shape());
-    if hw > 0 {
-        dx.as_slice_mut()
-            .par_chunks_mut(hw)
-            .enumerate()
-            .for_each(|(p, dxp)| {
-                let k = gamma[p % c] * inv[p % c];
-                let span = p * hw..(p + 1) * hw;
-                let mk = mask.map(|m| &m[span.clone()]);
-                scale_masked(dxp, &dyv[span], mk, k);
-            });
-    }
+    let grads = pl.per_channel(dx.as_slice_mut(), |ch, dxs| {
+        let inv = T::one() / (running_var[ch] + eps).sqrt();
+        let (sg, sgx) = pl.grad_sums(dyv, mask, xv, ch);
+        let k = gamma[ch] * inv;
+        for (img, dxp) in dxs.iter_mut().enumerate() {
+            let mk = mask.map(|mk| pl.get(mk, img, ch));
+            scale_masked(dxp, pl.get(dyv, img, ch), mk, k);
+        }
+        (inv * (sgx - running_mean[ch] * sg), sg)
+    });
     Ok((
         dx,
-        sums.iter().map(|s| s.1).collect(),
-        sums.iter().map(|s| s.0).collect(),
+        grads.iter().map(|g| g.0).collect(),
+        grads.iter().map(|g| g.1).collect(),
     ))
 }
 

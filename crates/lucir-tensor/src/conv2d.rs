@@ -155,9 +155,11 @@ fn im2col_same<T: Float>(d: &Dims, x: &[T], col: &mut [T]) {
                     } else {
                         (w.saturating_sub(dx as usize), w)
                     };
-                    for oy in 0..h {
-                        for v in &mut row[oy * w + c0..oy * w + c1] {
-                            *v = T::zero();
+                    // Column-major order: a strided store per image row, not a `memset`
+                    // call per image row (which is what the row-major loop compiles to).
+                    for col in c0..c1 {
+                        for oy in 0..h {
+                            row[oy * w + col] = T::zero();
                         }
                     }
                 }
