@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use crate::gemm::gemm_unchecked;
+use crate::gemm::{gemm_strided, gemm_unchecked, Strided, StridedMut};
 use crate::{reduction_chunks, Error, Float, Result, Tensor, Transpose};
 
 /// Stride and zero padding of a convolution (the same on both spatial axes).
@@ -373,7 +373,9 @@ fn conv2d_bwd_impl<T: Float>(
         Vec::new()
     };
     let dt = d.transposed();
-    let col_len = if d.pointwise() {
+    // The flipped path takes `dw` from the im2col of `dy` it builds for `dx` (see
+    // `FlippedDw`) and needs no im2col of `x`.
+    let col_len = if d.pointwise() || path == Some(DxPath::Flipped) {
         0
     } else {
         d.ckk() * d.hw_out()
@@ -404,21 +406,26 @@ fn conv2d_bwd_impl<T: Float>(
                 .zip(dyc.chunks(d.out_len()))
                 .enumerate()
             {
-                let cols: &[T] = if d.pointwise() {
-                    xi
+                if path == Some(DxPath::Flipped) {
+                    im2col(&dt, dyi, &mut dcol);
+                    FlippedDw::accumulate(&d, xi, &dcol, dw_part);
                 } else {
-                    im2col(&d, xi, &mut col);
-                    &col
-                };
-                gemm_unchecked(
-                    [d.co, d.ckk(), d.hw_out()],
-                    dyi,
-                    Transpose::No,
-                    cols,
-                    Transpose::Yes,
-                    dw_part,
-                    true,
-                );
+                    let cols: &[T] = if d.pointwise() {
+                        xi
+                    } else {
+                        im2col(&d, xi, &mut col);
+                        &col
+                    };
+                    gemm_unchecked(
+                        [d.co, d.ckk(), d.hw_out()],
+                        dyi,
+                        Transpose::No,
+                        cols,
+                        Transpose::Yes,
+                        dw_part,
+                        true,
+                    );
+                }
                 let Some(path) = path else {
                     continue;
                 };
@@ -434,7 +441,6 @@ fn conv2d_bwd_impl<T: Float>(
                         false,
                     ),
                     DxPath::Flipped => {
-                        im2col(&dt, dyi, &mut dcol);
                         gemm_unchecked(
                             [d.ci, d.h * d.w, dt.ckk()],
                             &wf,
@@ -460,13 +466,57 @@ fn conv2d_bwd_impl<T: Float>(
                 }
             }
         });
-    let dws = dw.as_slice_mut();
+    let mut sum = partials.swap_remove(0);
     for part in &partials {
-        for (a, b) in dws.iter_mut().zip(part) {
+        for (a, b) in sum.iter_mut().zip(part) {
             *a += *b;
         }
     }
+    if path == Some(DxPath::Flipped) {
+        FlippedDw::unflip(&d, &sum, dw.as_slice_mut());
+    } else {
+        dw.as_slice_mut().copy_from_slice(&sum);
+    }
     Ok((want_dx.then_some(dx), dw))
+}
+
+/// The weight gradient of a "same" stride-1 convolution from the im2col of `dy` with the
+/// flipped kernel's offsets (`dcol`, built for the input gradient anyway):
+/// `dw[o, c, i, j] = Σ_p x[c, p] · dy[o, p − off(i, j)] = Σ_p x[c, p] · dcol[(o, KH−1−i, KW−1−j), p]`.
+///
+/// Accumulated as `G = Σ_n dcol_n · x_nᵀ`, a `(Co·KH·KW) × Ci` matrix, with `Ci` as the gemm's M
+/// dimension: `x_n` is the small operand to pack and `dcol_n` is read in place, which saves the
+/// im2col of `x` and the transposing pack of a `(Ci·KH·KW) × (H·W)` column matrix.
+struct FlippedDw;
+
+impl FlippedDw {
+    /// `g += dcol · xᵀ`, `g` stored `(Co·KH·KW) × Ci` row-major (column-major as the M×N = Ci ×
+    /// Co·KH·KW product the gemm computes).
+    fn accumulate<T: Float>(d: &Dims, x: &[T], dcol: &[T], g: &mut [T]) {
+        let hw = d.h * d.w;
+        gemm_strided(
+            [d.ci, d.co * d.kh * d.kw, hw],
+            Strided::new(x, (hw, 1)),
+            Strided::new(dcol, (1, hw)),
+            StridedMut::new(g, (1, d.ci)),
+            true,
+        );
+    }
+
+    /// `dw[o, c, i, j] = g[(o, KH−1−i, KW−1−j), c]`.
+    fn unflip<T: Float>(d: &Dims, g: &[T], dw: &mut [T]) {
+        let (kh, kw) = (d.kh, d.kw);
+        for o in 0..d.co {
+            for c in 0..d.ci {
+                for i in 0..kh {
+                    for j in 0..kw {
+                        let row = (o * kh + kh - 1 - i) * kw + kw - 1 - j;
+                        dw[((o * d.ci + c) * kh + i) * kw + j] = g[row * d.ci + c];
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Direct 7-loop convolution; the reference for [`conv2d`].

@@ -28,11 +28,11 @@ fn check(op: &'static str, [m, n, k]: [usize; 3], a: usize, b: usize, c: usize) 
 }
 
 /// Row and column strides of a stored row-major matrix used as an `rows × cols` operand.
-fn strides(t: Transpose, rows: usize, cols: usize) -> (isize, isize) {
+fn strides(t: Transpose, rows: usize, cols: usize) -> (usize, usize) {
     match t {
         // (row stride, column stride)
-        Transpose::No => (cols as isize, 1),
-        Transpose::Yes => (1, rows as isize),
+        Transpose::No => (cols, 1),
+        Transpose::Yes => (1, rows),
     }
 }
 
@@ -67,35 +67,97 @@ pub(crate) fn gemm_unchecked<T: Float>(
         a.len() == m * k && b.len() == k * n && c.len() == m * n,
         "gemm operand lengths were validated by the caller"
     );
+    gemm_strided(
+        [m, n, k],
+        Strided::new(a, strides(ta, m, k)),
+        Strided::new(b, strides(tb, k, n)),
+        StridedMut::new(c, (n, 1)),
+        accumulate,
+    );
+}
+
+/// A matrix stored in a slice with any (row, column) strides, in elements.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Strided<'a, T> {
+    data: &'a [T],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a, T> Strided<'a, T> {
+    pub(crate) fn new(data: &'a [T], (rs, cs): (usize, usize)) -> Self {
+        Self { data, rs, cs }
+    }
+
+    /// Whether every element of a `rows × cols` matrix lies inside the slice.
+    fn fits(&self, rows: usize, cols: usize) -> bool {
+        fits(self.data.len(), rows, cols, self.rs, self.cs)
+    }
+}
+
+/// The mutable counterpart of [`Strided`], for the destination.
+#[derive(Debug)]
+pub(crate) struct StridedMut<'a, T> {
+    data: &'a mut [T],
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a, T> StridedMut<'a, T> {
+    pub(crate) fn new(data: &'a mut [T], (rs, cs): (usize, usize)) -> Self {
+        Self { data, rs, cs }
+    }
+}
+
+fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
+    rows == 0 || cols == 0 || (rows - 1) * rs + (cols - 1) * cs < len
+}
+
+/// `C = A·B` (or `C += A·B` when `accumulate`) for `A` M×K, `B` K×N, `C` M×N given with
+/// explicit strides. Panics if an operand does not fit its slice.
+pub(crate) fn gemm_strided<T: Float>(
+    [m, n, k]: [usize; 3],
+    a: Strided<'_, T>,
+    b: Strided<'_, T>,
+    c: StridedMut<'_, T>,
+    accumulate: bool,
+) {
+    assert!(
+        a.fits(m, k) && b.fits(k, n) && fits(c.data.len(), m, n, c.rs, c.cs),
+        "gemm operands fit their slices"
+    );
     if m == 0 || n == 0 {
         return;
     }
     if k == 0 {
         if !accumulate {
-            c.fill(T::zero());
+            for i in 0..m {
+                for j in 0..n {
+                    c.data[i * c.rs + j * c.cs] = T::zero();
+                }
+            }
         }
         return;
     }
-    let (a_rs, a_cs) = strides(ta, m, k);
-    let (b_rs, b_cs) = strides(tb, k, n);
-    // SAFETY: the lengths were checked above, so every index the strides reach for an
-    // `m×k`, `k×n` and `m×n` matrix lies inside `a`, `b` and `c`; `c` is borrowed mutably
-    // and cannot alias `a` or `b`. `T` is f32 or f64, both supported by `gemm`.
+    // SAFETY: the assertion above keeps every index the strides reach for an `m×k`, `k×n` and
+    // `m×n` matrix inside `a`, `b` and `c`; `c` is borrowed mutably and cannot alias `a` or `b`.
+    // `T` is f32 or f64, both supported by `gemm`. Strides are below `isize::MAX` because they
+    // index into slices.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
+            c.data.as_mut_ptr(),
+            c.cs as isize,
+            c.rs as isize,
             accumulate,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
+            a.data.as_ptr(),
+            a.cs as isize,
+            a.rs as isize,
+            b.data.as_ptr(),
+            b.cs as isize,
+            b.rs as isize,
             T::one(),
             T::one(),
             false,
@@ -123,8 +185,7 @@ pub fn gemm_ref<T: Float>(
         for j in 0..n {
             let mut acc = T::zero();
             for p in 0..k {
-                acc += a[i * a_rs as usize + p * a_cs as usize]
-                    * b[p * b_rs as usize + j * b_cs as usize];
+                acc += a[i * a_rs + p * a_cs] * b[p * b_rs + j * b_cs];
             }
             let dst = &mut c[i * n + j];
             *dst = if accumulate { *dst + acc } else { acc };
