@@ -280,11 +280,12 @@ pub fn conv2d<T: Float>(x: &Tensor<T>, w: &Tensor<T>, g: Conv2dGeometry) -> Resu
 
 /// Backward convolution: from `dy` (N×Co×Ho×Wo) returns `(dx, dw)`.
 ///
-/// `dw = Σ_n dy_n · col_nᵀ` is summed per chunk of images (one chunk per rayon thread) and the
-/// partial sums are added in chunk order. `dx_n` is, for a 1×1 convolution, `Wᵀ · dy_n`; for a
-/// stride-1 "same" convolution, the convolution of `dy_n` with the flipped, transposed kernel
-/// (an im2col + gemm with `Co·KH·KW`-long dot products, like the forward pass); otherwise
-/// `col2im(Wᵀ · dy_n)`.
+/// The weight gradient is summed per chunk of images (one chunk per rayon thread) and the
+/// partial sums are added in chunk order. For a stride-1 "same" convolution both gradients come
+/// from `dcol_n`, the im2col of `dy_n` with the flipped kernel's offsets: `dx_n` is the flipped,
+/// transposed kernel times `dcol_n` (a gemm with `Co·KH·KW`-long dot products, like the forward
+/// pass) and `dw` is accumulated from `dcol_n` and `x_n` (see `FlippedDw`). Otherwise
+/// `dw = Σ_n dy_n · col_nᵀ` and `dx_n` is `Wᵀ · dy_n` (1×1) or `col2im(Wᵀ · dy_n)`.
 pub fn conv2d_bwd<T: Float>(
     x: &Tensor<T>,
     w: &Tensor<T>,
