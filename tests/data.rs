@@ -423,17 +423,28 @@ fn aug() -> Augment {
     }
 }
 
-/// Augmented batches depend only on (seed, epoch, sample), not on the rayon thread count.
-#[test]
-fn augmentation_is_deterministic_across_thread_counts() {
-    let split = tiny_split();
+/// A training loader over all 50 images of [`tiny_split`] (labels `i mod 5`), batch 16.
+fn tiny_train_loader(seed: u64) -> Loader {
     let samples: Vec<Sample> = (0..50)
         .map(|i| Sample {
             id: i,
             label: i % 5,
         })
         .collect();
-    let loader = Loader::train(split, samples, 16, Normalization::fmnist(), aug(), 42);
+    Loader::train(
+        tiny_split(),
+        samples,
+        16,
+        Normalization::fmnist(),
+        aug(),
+        seed,
+    )
+}
+
+/// Augmented batches depend only on (seed, epoch, sample), not on the rayon thread count.
+#[test]
+fn augmentation_is_deterministic_across_thread_counts() {
+    let loader = tiny_train_loader(42);
     let run = |threads: usize| -> Vec<Vec<f32>> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -483,14 +494,7 @@ fn test_transform_is_plain_normalisation() {
 
 #[test]
 fn loader_covers_every_sample_once_per_epoch() {
-    let split = tiny_split();
-    let samples: Vec<Sample> = (0..50)
-        .map(|i| Sample {
-            id: i,
-            label: i % 5,
-        })
-        .collect();
-    let loader = Loader::train(split, samples, 16, Normalization::fmnist(), aug(), 1);
+    let loader = tiny_train_loader(1);
     let batches: Vec<_> = loader.epoch(0).collect();
     assert_eq!(
         batches.iter().map(|b| b.labels.len()).collect::<Vec<_>>(),

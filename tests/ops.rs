@@ -57,6 +57,8 @@ proptest! {
         let (dx_ref, dw_ref) = conv2d_bwd_ref(&x, &wt, &dy, g).unwrap();
         prop_assert!(max_rel(&dx, &dx_ref) < 1e-12);
         prop_assert!(max_rel(&dw, &dw_ref) < 1e-12);
+        // Bit-exact at these sizes; on large layers the two ways of forming `dw` (im2col of
+        // `x`, or of `dy` with the flipped kernel) may differ in the last bits by summation order.
         prop_assert_eq!(conv2d_bwd_weight(&x, &wt, &dy, g).unwrap(), dw);
     }
 
