@@ -83,6 +83,33 @@ proptest! {
     }
 
     #[test]
+    fn fused_batch_norm_relu_backward_equals_relu_then_batch_norm_backward(
+        n in 1usize..4, c in 1usize..5, h in 1usize..5, w in 1usize..5, seed in any::<u64>(),
+    ) {
+        // The fused backward recomputes the ReLU mask from `x`; it must match masking with the
+        // stored output bit for bit, in both modes.
+        let mut r = rng(seed);
+        let x = uniform(&mut r, &[n, c, h, w], -3.0, 3.0);
+        let gamma = uniform(&mut r, &[c], -1.5, 1.5).into_vec();
+        let beta = uniform(&mut r, &[c], -1.0, 1.0).into_vec();
+        let dy = uniform(&mut r, x.shape(), -1.0, 1.0);
+        let (y, stats) = batch_norm_train(&x, &gamma, &beta, 1e-5, true).unwrap();
+        let masked = lt::relu_bwd(&y, dy.clone()).unwrap();
+        prop_assert_eq!(
+            lt::batch_norm_train_bwd(&x, &gamma, &beta, &stats, &dy, true).unwrap(),
+            lt::batch_norm_train_bwd(&x, &gamma, &beta, &stats, &masked, false).unwrap()
+        );
+        let rm = uniform(&mut r, &[c], -1.0, 1.0).into_vec();
+        let rv = uniform(&mut r, &[c], 0.5, 2.0).into_vec();
+        let ye = batch_norm_eval(&x, &gamma, &beta, &rm, &rv, 1e-5, true).unwrap();
+        let masked = lt::relu_bwd(&ye, dy.clone()).unwrap();
+        prop_assert_eq!(
+            lt::batch_norm_eval_bwd(&x, &gamma, &beta, &rm, &rv, 1e-5, &dy, true).unwrap(),
+            lt::batch_norm_eval_bwd(&x, &gamma, &beta, &rm, &rv, 1e-5, &masked, false).unwrap()
+        );
+    }
+
+    #[test]
     fn max_pool2d_matches_reference(
         n in 1usize..3, c in 1usize..4, h in 1usize..9, w in 1usize..9,
         kernel in 1usize..4, stride in 1usize..3, pad in 0usize..2, seed in any::<u64>(),

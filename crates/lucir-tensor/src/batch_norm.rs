@@ -4,11 +4,11 @@
 //! biased variance; evaluation mode uses running statistics. Running-statistics updates are the
 //! caller's (the layer's) business: [`BatchNormStats`] hands back what they need.
 
+use std::ops::Range;
+
 use rayon::prelude::*;
 
-use crate::simd::{
-    affine, axpbypc, masked_sum_and_dot, scale_masked, sum, sum_and_dot, sum_sq_dev,
-};
+use crate::simd::{affine, axpbypc, gated_sum_and_dot, scale_gated, sum, sum_and_dot, sum_sq_dev};
 use crate::{Error, Float, Result, Tensor};
 
 /// Per-channel statistics of one training-mode forward pass.
@@ -82,35 +82,37 @@ impl Planes {
             .collect()
     }
 
-    /// `(Σ g, Σ g·x)` over channel `ch`, `g` being `dy` masked by `mask > 0` when a mask is
-    /// given.
-    fn grad_sums<T: Float>(self, dy: &[T], mask: Option<&[T]>, x: &[T], ch: usize) -> (T, T) {
-        let (mut sg, mut sgx) = (T::zero(), T::zero());
-        for img in 0..self.n {
-            let (g, x) = (self.get(dy, img, ch), self.get(x, img, ch));
-            let (a, b) = match mask {
-                Some(m) => masked_sum_and_dot(g, self.get(m, img, ch), x),
-                None => sum_and_dot(g, x),
-            };
-            sg += a;
-            sgx += b;
+    /// The ranges of channel `ch`'s N planes in an N×C×H×W slice.
+    fn ranges(self, ch: usize) -> impl Iterator<Item = Range<usize>> {
+        (0..self.n).map(move |img| {
+            let first = (img * self.c + ch) * self.hw;
+            first..first + self.hw
+        })
+    }
+
+    /// `(Σ g, Σ g·x)` over channel `ch`, `g` being `dy` gated by the fused ReLU (see
+    /// `simd::gated`) when a gate is given.
+    fn grad_sums<T: Float>(self, dy: &[T], x: &[T], gate: Option<(T, T)>, ch: usize) -> (T, T) {
+        match gate {
+            Some(gate) => gated_sum_and_dot(dy, x, self.ranges(ch), gate),
+            None => sum_and_dot(dy, x, self.ranges(ch)),
         }
-        (sg, sgx)
     }
 }
 
-/// The ReLU output of a fused BN+ReLU as a mask over `dy`, after checking its shape.
-fn relu_mask<'a, T: Float>(
-    op: &'static str,
-    dy: &Tensor<T>,
-    relu_out: Option<&'a Tensor<T>>,
-) -> Result<Option<&'a [T]>> {
-    relu_out
-        .map(|y| {
-            y.expect_shape(op, dy.shape())?;
-            Ok(y.as_slice())
-        })
-        .transpose()
+/// The per-channel `(scale, shift)` of training mode: `y = x·scale + shift` with
+/// `scale = γ·r`, `shift = β − μ·scale`. The backward pass of a fused BN+ReLU recomputes its
+/// mask `x·scale + shift > 0` with these same values, so it matches the forward bit for bit.
+fn train_affine<T: Float>(gamma: T, beta: T, mean: T, inv_std: T) -> (T, T) {
+    let scale = gamma * inv_std;
+    (scale, beta - mean * scale)
+}
+
+/// The per-channel `(scale, shift)` of evaluation mode (running statistics); see
+/// [`train_affine`].
+fn eval_affine<T: Float>(gamma: T, beta: T, mean: T, var: T, eps: T) -> (T, T) {
+    let scale = gamma / (var + eps).sqrt();
+    (scale, beta - mean * scale)
 }
 
 /// Training-mode forward: normalises with batch statistics and returns them. With `relu` the
@@ -137,19 +139,10 @@ pub fn batch_norm_train<T: Float>(
     let cnt = T::of_usize(count);
     let mut y = Tensor::zeros(x.shape());
     let moments = pl.per_channel(y.as_slice_mut(), |ch, ys| {
-        let mut s = T::zero();
-        for img in 0..pl.n {
-            s += sum(pl.get(xv, img, ch));
-        }
-        let mean = s / cnt;
-        let mut v = T::zero();
-        for img in 0..pl.n {
-            v += sum_sq_dev(pl.get(xv, img, ch), mean);
-        }
-        let var = v / cnt;
+        let mean = sum(xv, pl.ranges(ch)) / cnt;
+        let var = sum_sq_dev(xv, pl.ranges(ch), mean) / cnt;
         let inv_std = T::one() / (var + eps).sqrt();
-        let scale = gamma[ch] * inv_std;
-        let shift = beta[ch] - mean * scale;
+        let (scale, shift) = train_affine(gamma[ch], beta[ch], mean, inv_std);
         for (img, yp) in ys.iter_mut().enumerate() {
             affine(pl.get(xv, img, ch), yp, scale, shift, relu);
         }
@@ -166,32 +159,33 @@ pub fn batch_norm_train<T: Float>(
     ))
 }
 
-/// Training-mode backward: returns `(dx, dγ, dβ)`. For a fused BN+ReLU pass its output as
-/// `relu_out`: `dy` is then masked by `relu_out > 0` first.
+/// Training-mode backward: returns `(dx, dγ, dβ)`. For a fused BN+ReLU (`relu`) `dy` is first
+/// masked where the forward output was zero; the mask is recomputed from `x`, γ and β.
 ///
 /// With x̂ = (x − μ)·r and M = N·H·W:
 /// `dx = γ·r/M · (M·dy − Σdy − x̂·Σ(dy·x̂))`, `dγ = Σ dy·x̂`, `dβ = Σ dy`.
 pub fn batch_norm_train_bwd<T: Float>(
     x: &Tensor<T>,
     gamma: &[T],
+    beta: &[T],
     stats: &BatchNormStats<T>,
     dy: &Tensor<T>,
-    relu_out: Option<&Tensor<T>>,
+    relu: bool,
 ) -> Result<(Tensor<T>, Vec<T>, Vec<T>)> {
     let d = check(
         "batch_norm_train_bwd",
         x,
-        &[gamma, &stats.mean, &stats.inv_std],
+        &[gamma, beta, &stats.mean, &stats.inv_std],
     )?;
     dy.expect_shape("batch_norm_train_bwd", x.shape())?;
     let pl = Planes::of(d);
     let (xv, dyv) = (x.as_slice(), dy.as_slice());
-    let mask = relu_mask("batch_norm_train_bwd", dy, relu_out)?;
     let m = T::of_usize(stats.count);
     let mut dx = Tensor::zeros(x.shape());
     let grads = pl.per_channel(dx.as_slice_mut(), |ch, dxs| {
         let (mu, r) = (stats.mean[ch], stats.inv_std[ch]);
-        let (sg, sgx) = pl.grad_sums(dyv, mask, xv, ch);
+        let gate = relu.then(|| train_affine(gamma[ch], beta[ch], mu, r));
+        let (sg, sgx) = pl.grad_sums(dyv, xv, gate, ch);
         // Σ g·x̂ = r·(Σ g·x − μ·Σ g).
         let (dgamma, dbeta) = (r * (sgx - mu * sg), sg);
         // dx = k·(M·g − Σg − (x − μ)·r·Σ(g·x̂)) = A·g + B·x + C, k = γ·r/M.
@@ -199,8 +193,7 @@ pub fn batch_norm_train_bwd<T: Float>(
         let b = -k * r * dgamma;
         let coef = [k * m, b, -k * dbeta - b * mu];
         for (img, dxp) in dxs.iter_mut().enumerate() {
-            let mk = mask.map(|mk| pl.get(mk, img, ch));
-            axpbypc(dxp, pl.get(dyv, img, ch), mk, pl.get(xv, img, ch), coef);
+            axpbypc(dxp, pl.get(dyv, img, ch), pl.get(xv, img, ch), gate, coef);
         }
         (dgamma, dbeta)
     });
@@ -230,8 +223,8 @@ pub fn batch_norm_eval<T: Float>(
     let xv = x.as_slice();
     let mut y = Tensor::zeros(x.shape());
     pl.per_channel(y.as_slice_mut(), |ch, ys| {
-        let scale = gamma[ch] / (running_var[ch] + eps).sqrt();
-        let shift = beta[ch] - running_mean[ch] * scale;
+        let (scale, shift) =
+            eval_affine(gamma[ch], beta[ch], running_mean[ch], running_var[ch], eps);
         for (img, yp) in ys.iter_mut().enumerate() {
             affine(pl.get(xv, img, ch), yp, scale, shift, relu);
         }
@@ -240,35 +233,37 @@ pub fn batch_norm_eval<T: Float>(
 }
 
 /// Evaluation-mode backward: returns `(dx, dγ, dβ)` with `dx = dy·γ/√(v + ε)` (`dy` masked
-/// by `relu_out > 0` for a fused BN+ReLU).
+/// where the output was zero for a fused BN+ReLU, as in [`batch_norm_train_bwd`]).
+#[allow(clippy::too_many_arguments)]
 pub fn batch_norm_eval_bwd<T: Float>(
     x: &Tensor<T>,
     gamma: &[T],
+    beta: &[T],
     running_mean: &[T],
     running_var: &[T],
     eps: T,
     dy: &Tensor<T>,
-    relu_out: Option<&Tensor<T>>,
+    relu: bool,
 ) -> Result<(Tensor<T>, Vec<T>, Vec<T>)> {
     let d = check(
         "batch_norm_eval_bwd",
         x,
-        &[gamma, running_mean, running_var],
+        &[gamma, beta, running_mean, running_var],
     )?;
     dy.expect_shape("batch_norm_eval_bwd", x.shape())?;
     let pl = Planes::of(d);
     let (xv, dyv) = (x.as_slice(), dy.as_slice());
-    let mask = relu_mask("batch_norm_eval_bwd", dy, relu_out)?;
     let mut dx = Tensor::zeros(x.shape());
     let grads = pl.per_channel(dx.as_slice_mut(), |ch, dxs| {
-        let inv = T::one() / (running_var[ch] + eps).sqrt();
-        let (sg, sgx) = pl.grad_sums(dyv, mask, xv, ch);
+        let (mean, var) = (running_mean[ch], running_var[ch]);
+        let gate = relu.then(|| eval_affine(gamma[ch], beta[ch], mean, var, eps));
+        let inv = T::one() / (var + eps).sqrt();
+        let (sg, sgx) = pl.grad_sums(dyv, xv, gate, ch);
         let k = gamma[ch] * inv;
         for (img, dxp) in dxs.iter_mut().enumerate() {
-            let mk = mask.map(|mk| pl.get(mk, img, ch));
-            scale_masked(dxp, pl.get(dyv, img, ch), mk, k);
+            scale_gated(dxp, pl.get(dyv, img, ch), pl.get(xv, img, ch), gate, k);
         }
-        (inv * (sgx - running_mean[ch] * sg), sg)
+        (inv * (sgx - mean * sg), sg)
     });
     Ok((
         dx,

@@ -3,7 +3,9 @@
 //! binary uses the widest vectors the CPU has.
 //!
 //! Every version computes the same bits: Rust never fuses `a·b + c` into an FMA on its own, and
-//! each reduction fixes its order (eight lanes, then the lanes in order, then the tail).
+//! each reduction fixes its order (`LANES` lanes, then the lanes in order, then the tail).
+
+use std::ops::Range;
 
 use multiversion::multiversion;
 
@@ -19,65 +21,134 @@ pub(crate) fn masked<T: Float>(g: T, mask: T) -> T {
     }
 }
 
-/// Sums `f(j)` over `0..n` with eight accumulators (lane `j mod 8` for the whole chunks of eight,
-/// then the tail), so the loop vectorises and the order is fixed.
+/// `g` where `x·scale + shift > 0`, else 0: the gradient through the ReLU of a fused
+/// `max(x·scale + shift, 0)`, its mask recomputed from `x` with the forward pass's expression
+/// (so the same bits decide) instead of read from the stored output.
 #[inline(always)]
-fn sum8<T: Float, const K: usize>(n: usize, f: impl Fn(usize) -> [T; K]) -> [T; K] {
-    let mut acc = [[T::zero(); 8]; K];
-    let whole = n - n % 8;
-    for base in (0..whole).step_by(8) {
-        for lane in 0..8 {
-            let v = f(base + lane);
+pub(crate) fn gated<T: Float>(g: T, x: T, (scale, shift): (T, T)) -> T {
+    masked(g, x * scale + shift)
+}
+
+/// Lanes of the reductions: element `j` of a whole chunk goes to accumulator `j mod LANES`.
+/// Thirty-two `f32` lanes are two AVX-512 or four AVX2 registers, enough independent additions
+/// to hide the adder's latency.
+pub(crate) const LANES: usize = 32;
+
+/// Lanes for the rest of a range after its whole [`LANES`] chunks (`TAIL_LANES` divides `LANES`).
+pub(crate) const TAIL_LANES: usize = 8;
+
+/// Sums `f(a_j, b_j)` over `j` in each of `ranges` (of `a` and `b`, which have equal lengths;
+/// pass `a` twice for a one-input sum) in a fixed order that vectorises. In every range, element
+/// `j` of the whole [`LANES`] chunks goes to lane `j mod LANES` and of the next whole
+/// [`TAIL_LANES`] chunks to lane `j mod TAIL_LANES`; the few elements left go, range after range,
+/// to one scalar sum. At the end the lanes are added in order, then the scalar sum.
+///
+/// A batch norm reduces over the N planes of a channel as one call, so the lanes are added up
+/// once per channel, not once per (small) plane.
+#[inline(always)]
+fn sum_lanes<T: Float, const K: usize>(
+    a: &[T],
+    b: &[T],
+    ranges: impl Iterator<Item = Range<usize>>,
+    f: impl Fn(T, T) -> [T; K],
+) -> [T; K] {
+    /// Adds `f` of one chunk of `L ≤ LANES` elements to lanes `0..L`.
+    #[inline(always)]
+    fn add<T: Float, const K: usize, const L: usize>(
+        acc: &mut [[T; LANES]; K],
+        ca: &[T],
+        cb: &[T],
+        f: &impl Fn(T, T) -> [T; K],
+    ) {
+        let (ca, cb): (&[T; L], &[T; L]) = (
+            ca.try_into().expect("a whole chunk"),
+            cb.try_into().expect("a whole chunk"),
+        );
+        for lane in 0..L {
+            let v = f(ca[lane], cb[lane]);
             for k in 0..K {
                 acc[k][lane] += v[k];
             }
         }
     }
-    let mut out = [T::zero(); K];
-    for k in 0..K {
-        for lane in 0..8 {
-            out[k] += acc[k][lane];
+
+    let b = &b[..a.len()];
+    let mut acc = [[T::zero(); LANES]; K];
+    let mut rest = [T::zero(); K];
+    for r in ranges {
+        let (a, b) = (&a[r.clone()], &b[r]);
+        let whole = a.len() - a.len() % LANES;
+        for (ca, cb) in a[..whole]
+            .chunks_exact(LANES)
+            .zip(b[..whole].chunks_exact(LANES))
+        {
+            add::<T, K, LANES>(&mut acc, ca, cb, &f);
+        }
+        let short = whole + (a.len() - whole) / TAIL_LANES * TAIL_LANES;
+        for (ca, cb) in a[whole..short]
+            .chunks_exact(TAIL_LANES)
+            .zip(b[whole..short].chunks_exact(TAIL_LANES))
+        {
+            add::<T, K, TAIL_LANES>(&mut acc, ca, cb, &f);
+        }
+        for (x, y) in a[short..].iter().zip(&b[short..]) {
+            let v = f(*x, *y);
+            for k in 0..K {
+                rest[k] += v[k];
+            }
         }
     }
-    for j in whole..n {
-        let v = f(j);
-        for k in 0..K {
-            out[k] += v[k];
+    let mut out = [T::zero(); K];
+    for k in 0..K {
+        for lane in 0..LANES {
+            out[k] += acc[k][lane];
         }
+        out[k] += rest[k];
     }
     out
 }
 
-/// `Σ a_j`.
+/// `Σ a_j` over `ranges`.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn sum<T: Float>(a: &[T]) -> T {
-    sum8(a.len(), |j| [a[j]])[0]
+pub(crate) fn sum<T: Float, R: Iterator<Item = Range<usize>>>(a: &[T], ranges: R) -> T {
+    sum_lanes(a, a, ranges, |x, _| [x])[0]
 }
 
-/// `(Σ a_j, Σ a_j·b_j)`; `a` and `b` have equal lengths.
+/// `(Σ a_j, Σ a_j·b_j)` over `ranges`; `a` and `b` have equal lengths.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn sum_and_dot<T: Float>(a: &[T], b: &[T]) -> (T, T) {
-    let b = &b[..a.len()];
-    let [s, p] = sum8(a.len(), |j| [a[j], a[j] * b[j]]);
+pub(crate) fn sum_and_dot<T: Float, R: Iterator<Item = Range<usize>>>(
+    a: &[T],
+    b: &[T],
+    ranges: R,
+) -> (T, T) {
+    let [s, p] = sum_lanes(a, b, ranges, |x, y| [x, x * y]);
     (s, p)
 }
 
-/// `(Σ g_j, Σ g_j·b_j)` with `g_j = masked(a_j, mask_j)`; equal lengths.
+/// `(Σ g_j, Σ g_j·x_j)` over `ranges` with `g_j = gated(a_j, x_j, gate)`; equal lengths.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn masked_sum_and_dot<T: Float>(a: &[T], mask: &[T], b: &[T]) -> (T, T) {
-    let (mask, b) = (&mask[..a.len()], &b[..a.len()]);
-    let [s, p] = sum8(a.len(), |j| {
-        let g = masked(a[j], mask[j]);
-        [g, g * b[j]]
+pub(crate) fn gated_sum_and_dot<T: Float, R: Iterator<Item = Range<usize>>>(
+    a: &[T],
+    x: &[T],
+    ranges: R,
+    gate: (T, T),
+) -> (T, T) {
+    let [s, p] = sum_lanes(a, x, ranges, |g, x| {
+        let g = gated(g, x, gate);
+        [g, g * x]
     });
     (s, p)
 }
 
-/// `Σ (a_j − mean)²`.
+/// `Σ (a_j − mean)²` over `ranges`.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn sum_sq_dev<T: Float>(a: &[T], mean: T) -> T {
-    let [s] = sum8(a.len(), |j| {
-        let e = a[j] - mean;
+pub(crate) fn sum_sq_dev<T: Float, R: Iterator<Item = Range<usize>>>(
+    a: &[T],
+    ranges: R,
+    mean: T,
+) -> T {
+    let [s] = sum_lanes(a, a, ranges, |x, _| {
+        let e = x - mean;
         [e * e]
     });
     s
@@ -99,21 +170,20 @@ pub(crate) fn affine<T: Float>(x: &[T], y: &mut [T], scale: T, shift: T, relu: b
     }
 }
 
-/// `out = a·g + b·x + c` with `g` masked by `mask > 0` when a mask is given; equal lengths.
+/// `out = a·g + b·x + c`, `g` gated by `x` (see [`gated`]) when a gate is given; equal lengths.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
 pub(crate) fn axpbypc<T: Float>(
     out: &mut [T],
     g: &[T],
-    mask: Option<&[T]>,
     x: &[T],
+    gate: Option<(T, T)>,
     [a, b, c]: [T; 3],
 ) {
     let (g, x) = (&g[..out.len()], &x[..out.len()]);
-    match mask {
-        Some(m) => {
-            let m = &m[..out.len()];
+    match gate {
+        Some(gate) => {
             for j in 0..out.len() {
-                out[j] = a * masked(g[j], m[j]) + b * x[j] + c;
+                out[j] = a * gated(g[j], x[j], gate) + b * x[j] + c;
             }
         }
         None => {
@@ -124,15 +194,15 @@ pub(crate) fn axpbypc<T: Float>(
     }
 }
 
-/// `out = k·g` with `g` masked by `mask > 0` when a mask is given; equal lengths.
+/// `out = k·g`, `g` gated by `x` (see [`gated`]) when a gate is given; equal lengths.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn scale_masked<T: Float>(out: &mut [T], g: &[T], mask: Option<&[T]>, k: T) {
+pub(crate) fn scale_gated<T: Float>(out: &mut [T], g: &[T], x: &[T], gate: Option<(T, T)>, k: T) {
     let g = &g[..out.len()];
-    match mask {
-        Some(m) => {
-            let m = &m[..out.len()];
+    match gate {
+        Some(gate) => {
+            let x = &x[..out.len()];
             for j in 0..out.len() {
-                out[j] = k * masked(g[j], m[j]);
+                out[j] = k * gated(g[j], x[j], gate);
             }
         }
         None => {
@@ -166,21 +236,27 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The eight-lane order written out plainly.
-    fn lanes_ref(v: &[f32]) -> f32 {
-        let whole = v.len() - v.len() % 8;
-        let mut lane = [0f32; 8];
-        for (j, x) in v[..whole].iter().enumerate() {
-            lane[j % 8] += x;
+    /// The lane order of `sum_lanes` written out plainly.
+    fn lanes_ref(v: &[f32], ranges: &[Range<usize>]) -> f32 {
+        let mut lane = [0f32; LANES];
+        let mut rest = 0f32;
+        for r in ranges {
+            let v = &v[r.clone()];
+            let whole = v.len() - v.len() % LANES;
+            let short = whole + (v.len() - whole) / TAIL_LANES * TAIL_LANES;
+            for (j, x) in v.iter().enumerate() {
+                match j {
+                    _ if j < whole => lane[j % LANES] += x,
+                    _ if j < short => lane[j % TAIL_LANES] += x,
+                    _ => rest += x,
+                }
+            }
         }
         let mut s = 0f32;
         for l in lane {
             s += l;
         }
-        for x in &v[whole..] {
-            s += x;
-        }
-        s
+        s + rest
     }
 
     fn vecs(n: usize, seed: u64) -> [Vec<f32>; 3] {
@@ -191,23 +267,34 @@ mod tests {
 
     proptest! {
         #[test]
-        fn dispatched_kernels_match_plain_loops_bit_for_bit(n in 0usize..100, seed in any::<u64>()) {
+        fn dispatched_kernels_match_plain_loops_bit_for_bit(
+            plane in 0usize..120, count in 1usize..4, gap in 0usize..3, seed in any::<u64>(),
+        ) {
+            // `count` planes of `plane` elements, `gap` elements apart (like one channel's planes).
+            let n = count * (plane + gap);
+            let ranges: Vec<Range<usize>> =
+                (0..count).map(|i| i * (plane + gap)..i * (plane + gap) + plane).collect();
+            let rs = || ranges.iter().cloned();
             let [a, m, b] = vecs(n, seed);
-            let g: Vec<f32> = a.iter().zip(&m).map(|(x, y)| masked(*x, *y)).collect();
+            let gate = (1.5f32, -0.25f32);
+            let g: Vec<f32> = a.iter().zip(&b).map(|(x, y)| masked(*x, y * gate.0 + gate.1)).collect();
             let ab: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x * y).collect();
             let gb: Vec<f32> = g.iter().zip(&b).map(|(x, y)| x * y).collect();
-            prop_assert_eq!(sum(&a), lanes_ref(&a));
-            prop_assert_eq!(sum_and_dot(&a, &b), (lanes_ref(&a), lanes_ref(&ab)));
-            prop_assert_eq!(masked_sum_and_dot(&a, &m, &b), (lanes_ref(&g), lanes_ref(&gb)));
+            prop_assert_eq!(sum(&a, rs()), lanes_ref(&a, &ranges));
+            prop_assert_eq!(sum_and_dot(&a, &b, rs()), (lanes_ref(&a, &ranges), lanes_ref(&ab, &ranges)));
+            prop_assert_eq!(
+                gated_sum_and_dot(&a, &b, rs(), gate),
+                (lanes_ref(&g, &ranges), lanes_ref(&gb, &ranges))
+            );
             let dev: Vec<f32> = a.iter().map(|x| (x - 0.25) * (x - 0.25)).collect();
-            prop_assert_eq!(sum_sq_dev(&a, 0.25), lanes_ref(&dev));
+            prop_assert_eq!(sum_sq_dev(&a, rs(), 0.25), lanes_ref(&dev, &ranges));
 
             let mut out = vec![0f32; n];
             affine(&a, &mut out, 1.5, -0.5, true);
             prop_assert!(out.iter().zip(&a).all(|(o, x)| *o == (x * 1.5 - 0.5).max(0.0)));
-            axpbypc(&mut out, &a, Some(&m), &b, [2.0, 3.0, 0.5]);
+            axpbypc(&mut out, &a, &b, Some(gate), [2.0, 3.0, 0.5]);
             prop_assert!((0..n).all(|j| out[j] == 2.0 * g[j] + 3.0 * b[j] + 0.5));
-            scale_masked(&mut out, &a, Some(&m), 3.0);
+            scale_gated(&mut out, &a, &b, Some(gate), 3.0);
             prop_assert!((0..n).all(|j| out[j] == 3.0 * g[j]));
             zip_map(&a, &b, &mut out, |x, y| x - y);
             prop_assert!((0..n).all(|j| out[j] == a[j] - b[j]));

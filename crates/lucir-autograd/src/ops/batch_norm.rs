@@ -20,8 +20,8 @@ struct TrainBack<T> {
     x: Var,
     gamma: Var,
     beta: Var,
-    /// The output, when a ReLU is fused (its zeros mask the gradient).
-    relu_out: Option<Var>,
+    /// Whether a ReLU is fused (the gradient is masked where the output was zero).
+    relu: bool,
     stats: BatchNormStats<T>,
 }
 
@@ -29,7 +29,7 @@ struct EvalBack<T> {
     x: Var,
     gamma: Var,
     beta: Var,
-    relu_out: Option<Var>,
+    relu: bool,
     running_mean: Vec<T>,
     running_var: Vec<T>,
     eps: T,
@@ -56,7 +56,7 @@ impl<T: Float> Tape<T> {
             x,
             gamma,
             beta,
-            relu_out: relu.then_some(Var(self.len())),
+            relu,
             stats: stats.clone(),
         };
         let y = self.push(y, &[x, gamma, beta], back);
@@ -87,7 +87,7 @@ impl<T: Float> Tape<T> {
             x,
             gamma,
             beta,
-            relu_out: relu.then_some(Var(self.len())),
+            relu,
             running_mean: running_mean.to_vec(),
             running_var: running_var.to_vec(),
             eps,
@@ -105,9 +105,10 @@ impl<T: Float> Backward<T> for TrainBack<T> {
         let (dx, dg, db) = lucir_tensor::batch_norm_train_bwd(
             ctx.value(self.x),
             ctx.value(self.gamma).as_slice(),
+            ctx.value(self.beta).as_slice(),
             &self.stats,
             ctx.g(),
-            self.relu_out.map(|v| ctx.value(v)),
+            self.relu,
         )?;
         ctx.add(self.x, dx)?;
         ctx.add(self.gamma, vector(dg)?)?;
@@ -120,11 +121,12 @@ impl<T: Float> Backward<T> for EvalBack<T> {
         let (dx, dg, db) = lucir_tensor::batch_norm_eval_bwd(
             ctx.value(self.x),
             ctx.value(self.gamma).as_slice(),
+            ctx.value(self.beta).as_slice(),
             &self.running_mean,
             &self.running_var,
             self.eps,
             ctx.g(),
-            self.relu_out.map(|v| ctx.value(v)),
+            self.relu,
         )?;
         ctx.add(self.x, dx)?;
         ctx.add(self.gamma, vector(dg)?)?;
