@@ -143,6 +143,31 @@ fn conv2d_with_padding_counts_neighbours() {
 }
 
 #[test]
+fn conv2d_over_whole_and_partial_image_groups_matches_reference() {
+    // 7×7 and 14×14 outputs share a gemm between 16 and 4 images; 21 images leave a partial
+    // group, in the forward pass and in each backward chunk.
+    let mut r = rng(7);
+    for (hw, stride) in [(7, 1), (14, 1), (14, 2)] {
+        let x = uniform(&mut r, &[21, 3, hw, hw], -1.0, 1.0);
+        let wt = uniform(&mut r, &[4, 3, 3, 3], -1.0, 1.0);
+        let g = Conv2dGeometry { stride, pad: 1 };
+        let y = conv2d(&x, &wt, g).unwrap();
+        assert!(max_rel(&y, &conv2d_ref(&x, &wt, g).unwrap()) < 1e-12);
+        let dy = uniform(&mut r, y.shape(), -1.0, 1.0);
+        let (dx, dw) = conv2d_bwd(&x, &wt, &dy, g).unwrap();
+        let (dx_ref, dw_ref) = conv2d_bwd_ref(&x, &wt, &dy, g).unwrap();
+        assert!(
+            max_rel(&dx, &dx_ref) < 1e-12,
+            "dx, {hw}×{hw} stride {stride}"
+        );
+        assert!(
+            max_rel(&dw, &dw_ref) < 1e-12,
+            "dw, {hw}×{hw} stride {stride}"
+        );
+    }
+}
+
+#[test]
 fn shape_mismatches_are_errors_not_panics() {
     let x = Tensor::<f32>::zeros(&[2, 3, 4, 4]);
     let w_bad = Tensor::<f32>::zeros(&[8, 2, 3, 3]);

@@ -128,14 +128,14 @@ impl Dims {
 
 /// im2col of a "same" stride-1 convolution: per (channel, ki, kj) one block copy of the image
 /// shifted by (ki − pad)·W + (kj − pad), then zeros where the shift left the image.
-fn im2col_same<T: Float>(d: &Dims, x: &[T], col: &mut [T]) {
+fn im2col_same<T: Float>(d: &Dims, x: &[T], col: &mut [T], ld: usize) {
     let (h, w) = (d.h, d.w);
     let hw = h * w;
     for c in 0..d.ci {
         let plane = &x[c * hw..(c + 1) * hw];
         for ki in 0..d.kh {
             for kj in 0..d.kw {
-                let row = &mut col[((c * d.kh + ki) * d.kw + kj) * hw..][..hw];
+                let row = &mut col[((c * d.kh + ki) * d.kw + kj) * ld..][..hw];
                 let dy = ki as isize - d.pad as isize;
                 let dx = kj as isize - d.pad as isize;
                 let off = dy * w as isize + dx;
@@ -168,17 +168,17 @@ fn im2col_same<T: Float>(d: &Dims, x: &[T], col: &mut [T]) {
     }
 }
 
-/// Unfolds one image (Ci×H×W) into its column matrix ((Ci·KH·KW) × (Ho·Wo)).
-fn im2col<T: Float>(d: &Dims, x: &[T], col: &mut [T]) {
+/// Unfolds one image (Ci×H×W) into its column matrix ((Ci·KH·KW) × (Ho·Wo)), row `r` at
+/// `col[r·ld..]` (`ld ≥ Ho·Wo`: the columns of several images can sit side by side).
+fn im2col<T: Float>(d: &Dims, x: &[T], col: &mut [T], ld: usize) {
     if d.same_shape() {
-        return im2col_same(d, x, col);
+        return im2col_same(d, x, col, ld);
     }
-    let hw = d.hw_out();
     for c in 0..d.ci {
         let plane = &x[c * d.h * d.w..(c + 1) * d.h * d.w];
         for ki in 0..d.kh {
             for kj in 0..d.kw {
-                let row = ((c * d.kh + ki) * d.kw + kj) * hw;
+                let row = ((c * d.kh + ki) * d.kw + kj) * ld;
                 let (lo, hi) = d.valid_range(kj, d.w, d.wo);
                 for oy in 0..d.ho {
                     let dst = &mut col[row + oy * d.wo..row + (oy + 1) * d.wo];
@@ -239,7 +239,58 @@ fn col2im<T: Float>(d: &Dims, col: &[T], x: &mut [T]) {
     }
 }
 
-/// Forward convolution, rayon over images, one im2col buffer per worker.
+/// How many images share one gemm: the fewest whose pixels add up to a multiple of 16.
+///
+/// The `gemm` crate computes `W · col` as `colᵀ · Wᵀ`, with the pixels as its M dimension, and
+/// reads the column matrix in place only when M is a multiple of its vector width (16 `f32`
+/// lanes, 8 `f64`); otherwise it first copies the whole matrix into a packed buffer. A 14×14
+/// output therefore goes four images to a gemm, a 7×7 one sixteen, a 28×28 one alone.
+fn images_per_gemm(pixels: usize) -> usize {
+    16 >> pixels.trailing_zeros().min(4)
+}
+
+/// `out_i = a · cols_i` (`a` M×K, `cols_i` K×P, `out_i` M×P) for the `nb` images of a group
+/// whose column matrices sit side by side in `cols` (row stride `nb·P`): one gemm into `tmp`,
+/// then each image's rows copied out. A single image is written in place.
+fn gemm_images<T: Float>(
+    [m, p, k]: [usize; 3],
+    a: &[T],
+    cols: &[T],
+    nb: usize,
+    tmp: &mut Vec<T>,
+    out: &mut [T],
+) {
+    if nb == 1 {
+        return gemm_unchecked(
+            [m, p, k],
+            a,
+            Transpose::No,
+            &cols[..k * p],
+            Transpose::No,
+            out,
+            false,
+        );
+    }
+    let ld = nb * p;
+    tmp.resize(m * ld, T::zero());
+    gemm_unchecked(
+        [m, ld, k],
+        a,
+        Transpose::No,
+        &cols[..k * ld],
+        Transpose::No,
+        tmp,
+        false,
+    );
+    for (i, oi) in out.chunks_mut(m * p).enumerate() {
+        for (r, dst) in oi.chunks_mut(p).enumerate() {
+            dst.copy_from_slice(&tmp[r * ld + i * p..][..p]);
+        }
+    }
+}
+
+/// Forward convolution, rayon over groups of images (see [`images_per_gemm`]), one im2col
+/// buffer per worker.
 pub fn conv2d<T: Float>(x: &Tensor<T>, w: &Tensor<T>, g: Conv2dGeometry) -> Result<Tensor<T>> {
     let d = Dims::new("conv2d", x, w, g)?;
     let mut y = Tensor::zeros(&[d.n, d.co, d.ho, d.wo]);
@@ -247,32 +298,32 @@ pub fn conv2d<T: Float>(x: &Tensor<T>, w: &Tensor<T>, g: Conv2dGeometry) -> Resu
         return Ok(y);
     }
     let wv = w.as_slice();
+    let hw = d.hw_out();
+    let group = if d.pointwise() {
+        1
+    } else {
+        images_per_gemm(hw)
+    };
     let col_len = if d.pointwise() {
         0
     } else {
-        d.ckk() * d.hw_out()
+        group * d.ckk() * hw
     };
     y.as_slice_mut()
-        .par_chunks_mut(d.out_len())
-        .zip(x.as_slice().par_chunks(d.in_len()))
+        .par_chunks_mut(group * d.out_len())
+        .zip(x.as_slice().par_chunks(group * d.in_len()))
         .for_each_init(
-            || vec![T::zero(); col_len],
-            |col, (yi, xi)| {
-                let cols: &[T] = if d.pointwise() {
-                    xi
-                } else {
-                    im2col(&d, xi, col);
-                    col
-                };
-                gemm_unchecked(
-                    [d.co, d.hw_out(), d.ckk()],
-                    wv,
-                    Transpose::No,
-                    cols,
-                    Transpose::No,
-                    yi,
-                    false,
-                );
+            || (vec![T::zero(); col_len], Vec::new()),
+            |(col, tmp), (yg, xg)| {
+                if d.pointwise() {
+                    let shape = [d.co, hw, d.ckk()];
+                    return gemm_unchecked(shape, wv, Transpose::No, xg, Transpose::No, yg, false);
+                }
+                let nb = xg.len() / d.in_len();
+                for (i, xi) in xg.chunks(d.in_len()).enumerate() {
+                    im2col(&d, xi, &mut col[i * hw..], nb * hw);
+                }
+                gemm_images([d.co, hw, d.ckk()], wv, col, nb, tmp, yg);
             },
         );
     Ok(y)
@@ -364,7 +415,15 @@ fn conv2d_bwd_impl<T: Float>(
     if d.empty() {
         return Ok((want_dx.then_some(dx), dw));
     }
-    let per = d.n.div_ceil(reduction_chunks(d.n));
+    let hw = d.h * d.w;
+    // The flipped path multiplies by the im2col of `dy` a group of images at a time, as the
+    // forward pass does; chunks hold whole groups.
+    let group = if path == Some(DxPath::Flipped) {
+        images_per_gemm(hw)
+    } else {
+        1
+    };
+    let per = d.n.div_ceil(reduction_chunks(d.n)).next_multiple_of(group);
     let chunks = d.n.div_ceil(per);
     let mut partials = vec![vec![T::zero(); w.len()]; chunks];
     let wv = w.as_slice();
@@ -383,7 +442,7 @@ fn conv2d_bwd_impl<T: Float>(
     };
     let dcol_len = match path {
         None | Some(DxPath::Pointwise) => 0,
-        Some(DxPath::Flipped) => dt.ckk() * dt.hw_out(),
+        Some(DxPath::Flipped) => group * dt.ckk() * hw,
         Some(DxPath::Col2im) => col_len,
     };
     // Without an input gradient each chunk gets an empty slice of `dx`.
@@ -402,31 +461,46 @@ fn conv2d_bwd_impl<T: Float>(
         .for_each(|(((dxc, xc), dyc), dw_part)| {
             let mut col = vec![T::zero(); col_len];
             let mut dcol = vec![T::zero(); dcol_len];
+            if path == Some(DxPath::Flipped) {
+                let mut tmp = Vec::new();
+                for ((dxg, xg), dyg) in dxc
+                    .chunks_mut(group * d.in_len())
+                    .zip(xc.chunks(group * d.in_len()))
+                    .zip(dyc.chunks(group * d.out_len()))
+                {
+                    let nb = xg.len() / d.in_len();
+                    for (i, (xi, dyi)) in xg
+                        .chunks(d.in_len())
+                        .zip(dyg.chunks(d.out_len()))
+                        .enumerate()
+                    {
+                        im2col(&dt, dyi, &mut dcol[i * hw..], nb * hw);
+                        FlippedDw::accumulate(&d, xi, &dcol[i * hw..], nb * hw, dw_part);
+                    }
+                    gemm_images([d.ci, hw, dt.ckk()], &wf, &dcol, nb, &mut tmp, dxg);
+                }
+                return;
+            }
             for (i, (xi, dyi)) in xc
                 .chunks(d.in_len())
                 .zip(dyc.chunks(d.out_len()))
                 .enumerate()
             {
-                if path == Some(DxPath::Flipped) {
-                    im2col(&dt, dyi, &mut dcol);
-                    FlippedDw::accumulate(&d, xi, &dcol, dw_part);
+                let cols: &[T] = if d.pointwise() {
+                    xi
                 } else {
-                    let cols: &[T] = if d.pointwise() {
-                        xi
-                    } else {
-                        im2col(&d, xi, &mut col);
-                        &col
-                    };
-                    gemm_unchecked(
-                        [d.co, d.ckk(), d.hw_out()],
-                        dyi,
-                        Transpose::No,
-                        cols,
-                        Transpose::Yes,
-                        dw_part,
-                        true,
-                    );
-                }
+                    im2col(&d, xi, &mut col, d.hw_out());
+                    &col
+                };
+                gemm_unchecked(
+                    [d.co, d.ckk(), d.hw_out()],
+                    dyi,
+                    Transpose::No,
+                    cols,
+                    Transpose::Yes,
+                    dw_part,
+                    true,
+                );
                 let Some(path) = path else {
                     continue;
                 };
@@ -441,17 +515,6 @@ fn conv2d_bwd_impl<T: Float>(
                         dxi,
                         false,
                     ),
-                    DxPath::Flipped => {
-                        gemm_unchecked(
-                            [d.ci, d.h * d.w, dt.ckk()],
-                            &wf,
-                            Transpose::No,
-                            &dcol,
-                            Transpose::No,
-                            dxi,
-                            false,
-                        );
-                    }
                     DxPath::Col2im => {
                         gemm_unchecked(
                             [d.ckk(), d.hw_out(), d.co],
@@ -464,6 +527,7 @@ fn conv2d_bwd_impl<T: Float>(
                         );
                         col2im(&d, &dcol, dxi);
                     }
+                    DxPath::Flipped => unreachable!("handled above, a group at a time"),
                 }
             }
         });
@@ -492,13 +556,13 @@ struct FlippedDw;
 
 impl FlippedDw {
     /// `g += dcol · xᵀ`, `g` stored `(Co·KH·KW) × Ci` row-major (column-major as the M×N = Ci ×
-    /// Co·KH·KW product the gemm computes).
-    fn accumulate<T: Float>(d: &Dims, x: &[T], dcol: &[T], g: &mut [T]) {
+    /// Co·KH·KW product the gemm computes); row `r` of `dcol` starts at `dcol[r·ld]`.
+    fn accumulate<T: Float>(d: &Dims, x: &[T], dcol: &[T], ld: usize, g: &mut [T]) {
         let hw = d.h * d.w;
         gemm_strided(
             [d.ci, d.co * d.kh * d.kw, hw],
             Strided::new(x, (hw, 1)),
-            Strided::new(dcol, (1, hw)),
+            Strided::new(dcol, (1, ld)),
             StridedMut::new(g, (1, d.ci)),
             true,
         );
