@@ -16,7 +16,7 @@ use crate::features::{backbone_features, features_and_logits};
 use crate::{
     accuracy_split, adaptive_lambda, forgetting, herding, imprint_weights, nme_class_means,
     predict_nme, Error, Event, Features, Method, MethodConfig, Network, Observer, PhaseResult,
-    ProtocolData, Result,
+    ProtocolData, Result, Stage,
 };
 
 /// Where a phase stands: its index and the class positions involved.
@@ -277,12 +277,12 @@ impl IncrementalLearner {
         &mut self,
         ctx: &PhaseContext,
         samples: Vec<Sample>,
-        stage: &'static str,
+        stage: Stage,
         epochs: usize,
         lr: f64,
         obs: &mut dyn Observer,
     ) -> Result<TrainStats> {
-        let cbf = stage == "cbf";
+        let cbf = stage == Stage::Cbf;
         let loader = Loader::train(
             self.data.train.clone(),
             samples,
@@ -618,7 +618,14 @@ impl Learner for IncrementalLearner {
             samples: samples.len(),
             lambda: self.lambda,
         })?;
-        self.optimise(ctx, samples, "train", self.cfg.epochs, self.cfg.lr, obs)
+        self.optimise(
+            ctx,
+            samples,
+            Stage::Train,
+            self.cfg.epochs,
+            self.cfg.lr,
+            obs,
+        )
     }
 
     fn after_phase(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<()> {
@@ -649,7 +656,7 @@ impl Learner for IncrementalLearner {
             self.optimise(
                 ctx,
                 samples,
-                "cbf",
+                Stage::Cbf,
                 self.cfg.cbf_epochs,
                 self.cfg.cbf_lr,
                 obs,

@@ -35,4 +35,6 @@ pub use learner::{
     IncrementalLearner, Learner, LearnerState, LossTerms, PhaseContext, PhaseEval, TrainStats,
 };
 pub use network::{Head, Network};
-pub use protocol::{run_protocol, Event, Observer, PhaseResult, ProtocolData, ProtocolResult};
+pub use protocol::{
+    run_protocol, Event, Observer, PhaseResult, ProtocolData, ProtocolResult, Stage,
+};

@@ -28,6 +28,24 @@ pub struct ProtocolData {
     pub augment: Augment,
 }
 
+/// Which optimisation run of a phase an epoch belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// The phase's training on new-class images and exemplars.
+    Train,
+    /// Class-balanced fine-tuning on the exemplars alone.
+    Cbf,
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Train => "train",
+            Stage::Cbf => "cbf",
+        })
+    }
+}
+
 /// Progress of a run, for display.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Event {
@@ -55,8 +73,8 @@ pub enum Event {
     EpochStart {
         /// Phase index.
         phase: usize,
-        /// `"train"` or `"cbf"`.
-        stage: &'static str,
+        /// The phase's training or its class-balanced fine-tuning.
+        stage: Stage,
         /// Epoch index.
         epoch: usize,
         /// Epochs of this stage.
@@ -70,8 +88,8 @@ pub enum Event {
     Batch {
         /// Phase index.
         phase: usize,
-        /// `"train"` or `"cbf"`.
-        stage: &'static str,
+        /// The phase's training or its class-balanced fine-tuning.
+        stage: Stage,
         /// Epoch index.
         epoch: usize,
         /// Batch index.
@@ -85,8 +103,8 @@ pub enum Event {
     EpochEnd {
         /// Phase index.
         phase: usize,
-        /// `"train"` or `"cbf"`.
-        stage: &'static str,
+        /// The phase's training or its class-balanced fine-tuning.
+        stage: Stage,
         /// Epoch index.
         epoch: usize,
         /// Epochs of this stage.
