@@ -2,7 +2,7 @@
 //! cross-entropy, backward and an SGD step. Throughput is in images.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lucir::autograd::{Param, ParamGroup, Sgd, Tape};
+use lucir::autograd::{ParamGroup, Sgd, Tape};
 use lucir::nn::{CosineLinear, Init, Mode, Module, ResNet};
 use lucir::tensor::Tensor;
 use rand::{Rng, SeedableRng};
@@ -35,14 +35,8 @@ fn bench(c: &mut Criterion) {
             let out = head.forward(&mut tape, f).unwrap();
             let loss = tape.cross_entropy(out.logits, &labels).unwrap();
             tape.backward(loss).unwrap();
-            let mut params: Vec<&mut Param<f32>> =
-                net.params_mut().into_iter().map(|(_, p)| p).collect();
-            params.extend(head.params_mut().into_iter().map(|(_, p)| p));
-            let mut groups = [ParamGroup {
-                lr: 0.1,
-                weight_decay: 5e-4,
-                params,
-            }];
+            let params = net.params_mut().into_iter().chain(head.params_mut());
+            let mut groups = [ParamGroup::named(0.1, 5e-4, params)];
             sgd.step(&tape, &mut groups).unwrap();
         })
     });

@@ -127,14 +127,8 @@ fn one_sgd_step_lowers_the_loss() {
         let loss = resnet_loss(&mut net, &head, &mut tape, xv, &labels).unwrap();
         losses.push(tape.value(loss).item().unwrap());
         tape.backward(loss).unwrap();
-        let mut params: Vec<&mut Param<f32>> =
-            net.params_mut().into_iter().map(|(_, p)| p).collect();
-        params.extend(head.params_mut().into_iter().map(|(_, p)| p));
-        let mut groups = [ParamGroup {
-            lr: 0.1,
-            weight_decay: 5e-4,
-            params,
-        }];
+        let params = net.params_mut().into_iter().chain(head.params_mut());
+        let mut groups = [ParamGroup::named(0.1, 5e-4, params)];
         sgd.step(&tape, &mut groups).unwrap();
     }
     assert!(

@@ -19,6 +19,21 @@ pub struct ParamGroup<'a, T> {
     pub params: Vec<&'a mut Param<T>>,
 }
 
+impl<'a, T> ParamGroup<'a, T> {
+    /// One group of named parameters (as layers list them; the names are dropped).
+    pub fn named(
+        lr: f64,
+        weight_decay: f64,
+        params: impl IntoIterator<Item = (String, &'a mut Param<T>)>,
+    ) -> Self {
+        Self {
+            lr,
+            weight_decay,
+            params: params.into_iter().map(|(_, p)| p).collect(),
+        }
+    }
+}
+
 /// SGD with (PyTorch-convention) momentum: `d = g + wd·p; v = μ·v + d; p -= lr·v`, with
 /// `v = d` on a parameter's first step.
 #[derive(Debug)]

@@ -82,12 +82,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         let (_, out) = net.forward(&mut tape, xv, Mode::Train)?;
         let loss = tape.cross_entropy(out.logits, &labels)?;
         tape.backward(loss)?;
-        let params: Vec<&mut Param<f32>> = net.params_mut().into_iter().map(|(_, p)| p).collect();
-        let mut groups = [ParamGroup {
-            lr: 0.1,
-            weight_decay: 5e-4,
-            params,
-        }];
+        let mut groups = [ParamGroup::named(0.1, 5e-4, net.params_mut())];
         sgd.step(&tape, &mut groups)?;
         Ok(())
     };
