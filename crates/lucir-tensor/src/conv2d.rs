@@ -1,9 +1,10 @@
-//! 2-D convolution without bias: `y[n,o] = Σ_i w[o,i] ⋆ x[n,i]`, as im2col + gemm per image.
+//! 2-D convolution without bias: `y[n,o] = Σ_i w[o,i] ⋆ x[n,i]`, as im2col + gemm.
 //!
 //! Shapes: `x` N×Ci×H×W, `w` Co×Ci×KH×KW, `y` N×Co×Ho×Wo with
 //! `Ho = (H + 2·pad − KH)/stride + 1` (same for W). Per image, the im2col matrix is
-//! `(Ci·KH·KW) × (Ho·Wo)` and `y_n = W (Co × Ci·KH·KW) · col_n`. A 1×1 convolution with stride 1
-//! and no padding uses the image itself as its column matrix.
+//! `(Ci·KH·KW) × (Ho·Wo)` and `y_n = W (Co × Ci·KH·KW) · col_n`; small outputs put the column
+//! matrices of a few images side by side in one gemm (see `images_per_gemm`). A 1×1 convolution
+//! with stride 1 and no padding uses the image itself as its column matrix.
 
 use rayon::prelude::*;
 
