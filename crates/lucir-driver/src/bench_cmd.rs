@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use lucir_autograd::{Param, ParamGroup, Sgd, Tape};
+use lucir_autograd::{ParamGroup, Sgd, Tape};
 use lucir_method::{Arch, Network};
 use lucir_nn::{Mode, Module};
 use lucir_tensor::Tensor;
