@@ -261,28 +261,26 @@ fn gemm_images<T: Float>(
     tmp: &mut Vec<T>,
     out: &mut [T],
 ) {
-    if nb == 1 {
-        return gemm_unchecked(
-            [m, p, k],
-            a,
-            Transpose::No,
-            &cols[..k * p],
-            Transpose::No,
-            out,
-            false,
-        );
-    }
     let ld = nb * p;
-    tmp.resize(m * ld, T::zero());
+    let dst = if nb == 1 {
+        &mut *out
+    } else {
+        tmp.resize(m * ld, T::zero());
+        &mut tmp[..]
+    };
+    let cols = &cols[..k * ld];
     gemm_unchecked(
         [m, ld, k],
         a,
         Transpose::No,
-        &cols[..k * ld],
+        cols,
         Transpose::No,
-        tmp,
+        dst,
         false,
     );
+    if nb == 1 {
+        return;
+    }
     for (i, oi) in out.chunks_mut(m * p).enumerate() {
         for (r, dst) in oi.chunks_mut(p).enumerate() {
             dst.copy_from_slice(&tmp[r * ld + i * p..][..p]);
