@@ -414,11 +414,10 @@ fn conv2d_bwd_impl<T: Float>(
     if d.empty() {
         return Ok((want_dx.then_some(dx), dw));
     }
-    let hw = d.h * d.w;
     // The flipped path multiplies by the im2col of `dy` a group of images at a time, as the
     // forward pass does; chunks hold whole groups.
     let group = if path == Some(DxPath::Flipped) {
-        images_per_gemm(hw)
+        images_per_gemm(d.h * d.w)
     } else {
         1
     };
@@ -431,18 +430,16 @@ fn conv2d_bwd_impl<T: Float>(
     } else {
         Vec::new()
     };
-    let dt = d.transposed();
-    // The flipped path takes `dw` from the im2col of `dy` it builds for `dx` (see
-    // `FlippedDw`) and needs no im2col of `x`.
-    let col_len = if d.pointwise() || path == Some(DxPath::Flipped) {
+    // The other paths: the im2col of `x` for `dw`, and `Wᵀ·dy_n` before col2im.
+    let col_len = if d.pointwise() {
         0
     } else {
         d.ckk() * d.hw_out()
     };
-    let dcol_len = match path {
-        None | Some(DxPath::Pointwise) => 0,
-        Some(DxPath::Flipped) => group * dt.ckk() * hw,
-        Some(DxPath::Col2im) => col_len,
+    let dcol_len = if path == Some(DxPath::Col2im) {
+        col_len
+    } else {
+        0
     };
     // Without an input gradient each chunk gets an empty slice of `dx`.
     let dx_chunks: Vec<&mut [T]> = if want_dx {
@@ -458,28 +455,11 @@ fn conv2d_bwd_impl<T: Float>(
         .zip(dy.as_slice().par_chunks(per * d.out_len()))
         .zip(partials.par_iter_mut())
         .for_each(|(((dxc, xc), dyc), dw_part)| {
+            if path == Some(DxPath::Flipped) {
+                return flipped_chunk(&d, &wf, group, (dxc, xc, dyc), dw_part);
+            }
             let mut col = vec![T::zero(); col_len];
             let mut dcol = vec![T::zero(); dcol_len];
-            if path == Some(DxPath::Flipped) {
-                let mut tmp = Vec::new();
-                for ((dxg, xg), dyg) in dxc
-                    .chunks_mut(group * d.in_len())
-                    .zip(xc.chunks(group * d.in_len()))
-                    .zip(dyc.chunks(group * d.out_len()))
-                {
-                    let nb = xg.len() / d.in_len();
-                    for (i, (xi, dyi)) in xg
-                        .chunks(d.in_len())
-                        .zip(dyg.chunks(d.out_len()))
-                        .enumerate()
-                    {
-                        im2col(&dt, dyi, &mut dcol[i * hw..], nb * hw);
-                        FlippedDw::accumulate(&d, xi, &dcol[i * hw..], nb * hw, dw_part);
-                    }
-                    gemm_images([d.ci, hw, dt.ckk()], &wf, &dcol, nb, &mut tmp, dxg);
-                }
-                return;
-            }
             for (i, (xi, dyi)) in xc
                 .chunks(d.in_len())
                 .zip(dyc.chunks(d.out_len()))
@@ -526,7 +506,7 @@ fn conv2d_bwd_impl<T: Float>(
                         );
                         col2im(&d, &dcol, dxi);
                     }
-                    DxPath::Flipped => unreachable!("handled above, a group at a time"),
+                    DxPath::Flipped => unreachable!("handled by flipped_chunk"),
                 }
             }
         });
@@ -542,6 +522,39 @@ fn conv2d_bwd_impl<T: Float>(
         dw.as_slice_mut().copy_from_slice(&sum);
     }
     Ok((want_dx.then_some(dx), dw))
+}
+
+/// The flipped path over one chunk of images (`dx`, `x`, `dy` of those images), a group at a
+/// time: the im2col of each `dy_n` with the flipped kernel's offsets, side by side in `dcol`;
+/// `dw` accumulated from each image's block (see [`FlippedDw`]), so `x` needs no im2col; then
+/// `dx` of the whole group in one gemm with the flipped kernel `wf`.
+fn flipped_chunk<T: Float>(
+    d: &Dims,
+    wf: &[T],
+    group: usize,
+    (dxc, xc, dyc): (&mut [T], &[T], &[T]),
+    dw_part: &mut [T],
+) {
+    let dt = d.transposed();
+    let hw = d.h * d.w;
+    let mut dcol = vec![T::zero(); group * dt.ckk() * hw];
+    let mut tmp = Vec::new();
+    for ((dxg, xg), dyg) in dxc
+        .chunks_mut(group * d.in_len())
+        .zip(xc.chunks(group * d.in_len()))
+        .zip(dyc.chunks(group * d.out_len()))
+    {
+        let nb = xg.len() / d.in_len();
+        for (i, (xi, dyi)) in xg
+            .chunks(d.in_len())
+            .zip(dyg.chunks(d.out_len()))
+            .enumerate()
+        {
+            im2col(&dt, dyi, &mut dcol[i * hw..], nb * hw);
+            FlippedDw::accumulate(d, xi, &dcol[i * hw..], nb * hw, dw_part);
+        }
+        gemm_images([d.ci, hw, dt.ckk()], wf, &dcol, nb, &mut tmp, dxg);
+    }
 }
 
 /// The weight gradient of a "same" stride-1 convolution from the im2col of `dy` with the
