@@ -41,33 +41,33 @@ fn timestamp() -> String {
     )
 }
 
-/// Opens the GPU for `--device cuda`; a clear error when there is none or no CUDA support.
+/// Opens device 0 for `--device cuda`, with a one-line error naming what is missing.
+fn open_gpu() -> Result<lucir_cuda::Gpu> {
+    lucir_cuda::Gpu::new(0).map_err(|e| match e {
+        lucir_cuda::Error::NotCompiled => anyhow::anyhow!(
+            "--device cuda: {e}; rebuild with `cargo build --release -p lucir-driver --features cuda`"
+        ),
+        e => anyhow::anyhow!("--device cuda: {e}"),
+    })
+}
+
+/// Puts the LUCIR head ops of `learner` on the GPU opened for `--device cuda`.
 #[cfg(feature = "cuda")]
-fn use_gpu(learner: &mut IncrementalLearner, display: Display) -> Result<()> {
-    let gpu = lucir_cuda::Gpu::new(0).map_err(|e| anyhow::anyhow!("--device cuda: {e}"))?;
+fn use_gpu(learner: &mut IncrementalLearner, gpu: Option<lucir_cuda::Gpu>, display: Display) {
+    let Some(gpu) = gpu else {
+        return;
+    };
     let heads = lucir_method::GpuHeads::new(gpu);
     if display != Display::Quiet {
         eprintln!("LUCIR head ops on {}", heads.name());
     }
     learner.use_gpu(heads);
-    Ok(())
 }
 
-/// `--device cuda` in a build without CUDA support.
+/// A build without CUDA support never gets a GPU: [`open_gpu`] fails.
 #[cfg(not(feature = "cuda"))]
-fn use_gpu(_: &mut IncrementalLearner, _: Display) -> Result<()> {
-    probe_gpu()
-}
-
-/// Whether device 0 can be opened, as a one-line error naming what is missing.
-fn probe_gpu() -> Result<()> {
-    match lucir_cuda::Gpu::new(0) {
-        Ok(_) => Ok(()),
-        Err(e @ lucir_cuda::Error::NotCompiled) => bail!(
-            "--device cuda: {e}; rebuild with `cargo build --release -p lucir-driver --features cuda`"
-        ),
-        Err(e) => bail!("--device cuda: {e}"),
-    }
+fn use_gpu(_: &mut IncrementalLearner, gpu: Option<lucir_cuda::Gpu>, _: Display) {
+    debug_assert!(gpu.is_none(), "a GPU opened without CUDA support");
 }
 
 /// The command-line name of a method.
@@ -118,10 +118,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
             .build_global()
             .context("setting the thread count")?;
     }
-    if cfg.device == "cuda" {
-        // Fail before anything is written when there is no usable GPU.
-        probe_gpu()?;
-    }
+    // Fails before anything is written when there is no usable GPU.
+    let gpu = (cfg.device == "cuda").then(open_gpu).transpose()?;
     let kind = usage(DatasetKind::parse(&cfg.data.dataset))?;
     let folder = FolderOptions {
         resize: cfg.data.resize,
@@ -224,9 +222,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
         }
         None => IncrementalLearner::new(cfg.method.clone(), data)?,
     };
-    if cfg.device == "cuda" {
-        use_gpu(&mut learner, display)?;
-    }
+    use_gpu(&mut learner, gpu, display);
     let mut results = results;
     results.set_phases(learner.results.clone());
     let mut progress = Progress::new(display, dir.clone(), results, baselines.clone());
