@@ -198,11 +198,7 @@ impl IncrementalLearner {
         if let Some(gpu) = &self.gpu {
             if let Some((theta, sigma)) = self.net.head.theta_sigma(tape)? {
                 let cos = gpu.cosine(tape, f, theta)?;
-                let logits = tape.scale(cos, sigma)?;
-                return Ok(lucir_nn::HeadOut {
-                    logits,
-                    cos: Some(cos),
-                });
+                return Ok(lucir_nn::HeadOut::scaled_cosines(tape, cos, sigma)?);
             }
         }
         self.net.head.forward(tape, f)

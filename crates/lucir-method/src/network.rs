@@ -33,11 +33,8 @@ impl Head {
     /// For cosine heads, the nodes of all class embeddings (old block then new) and of σ.
     pub fn theta_sigma(&self, tape: &mut Tape<f32>) -> Result<Option<(Var, Var)>> {
         Ok(match self {
-            Head::Cosine(h) => Some((tape.param(&h.weight), tape.param(&h.sigma))),
-            Head::Split(h) => {
-                let (old, new) = (tape.param(&h.old), tape.param(&h.new));
-                Some((tape.concat_rows(old, new)?, tape.param(&h.sigma)))
-            }
+            Head::Cosine(h) => Some(h.theta_sigma(tape)),
+            Head::Split(h) => Some(h.theta_sigma(tape)?),
             Head::Linear(_) => None,
         })
     }

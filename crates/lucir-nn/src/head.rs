@@ -16,6 +16,17 @@ pub struct HeadOut {
     pub cos: Option<Var>,
 }
 
+impl HeadOut {
+    /// The output of a cosine head from its cosines (B×C) and σ: logits `σ·cos`, with the
+    /// cosines kept for the margin-ranking loss.
+    pub fn scaled_cosines<T: Float>(tape: &mut Tape<T>, cos: Var, sigma: Var) -> Result<Self> {
+        Ok(Self {
+            logits: tape.scale(cos, sigma)?,
+            cos: Some(cos),
+        })
+    }
+}
+
 /// `y = x·Wᵀ + b` with PyTorch's default U(±1/√D) initialisation; W is C×D.
 #[derive(Clone, Debug)]
 pub struct Linear<T: Float> {
@@ -76,15 +87,16 @@ impl<T: Float> CosineLinear<T> {
         }
     }
 
+    /// Records the nodes of θ (C×D) and σ.
+    pub fn theta_sigma(&self, tape: &mut Tape<T>) -> (Var, Var) {
+        (tape.param(&self.weight), tape.param(&self.sigma))
+    }
+
     /// Records the head on features `f` (B×D).
     pub fn forward(&self, tape: &mut Tape<T>, f: Var) -> Result<HeadOut> {
-        let theta = tape.param(&self.weight);
-        let sigma = tape.param(&self.sigma);
+        let (theta, sigma) = self.theta_sigma(tape);
         let cos = tape.cosine(f, theta)?;
-        Ok(HeadOut {
-            logits: tape.scale(cos, sigma)?,
-            cos: Some(cos),
-        })
+        HeadOut::scaled_cosines(tape, cos, sigma)
     }
 }
 
@@ -137,17 +149,19 @@ impl<T: Float> SplitCosineLinear<T> {
         self.old.value.shape()[0]
     }
 
-    /// Records the head on features `f` (B×D); logits cover old then new classes.
-    pub fn forward(&self, tape: &mut Tape<T>, f: Var) -> Result<HeadOut> {
+    /// Records the nodes of θ (all class embeddings, old block then new, C×D) and σ.
+    pub fn theta_sigma(&self, tape: &mut Tape<T>) -> Result<(Var, Var)> {
         let old = tape.param(&self.old);
         let new = tape.param(&self.new);
         let sigma = tape.param(&self.sigma);
-        let theta = tape.concat_rows(old, new)?;
+        Ok((tape.concat_rows(old, new)?, sigma))
+    }
+
+    /// Records the head on features `f` (B×D); logits cover old then new classes.
+    pub fn forward(&self, tape: &mut Tape<T>, f: Var) -> Result<HeadOut> {
+        let (theta, sigma) = self.theta_sigma(tape)?;
         let cos = tape.cosine(f, theta)?;
-        Ok(HeadOut {
-            logits: tape.scale(cos, sigma)?,
-            cos: Some(cos),
-        })
+        HeadOut::scaled_cosines(tape, cos, sigma)
     }
 
     /// Merges the two blocks into one cosine head (at the end of a phase).
