@@ -2,14 +2,12 @@
 //! ResNet-32 on 28×28 inputs, batch 128 (the memory-bound part of a step; docs/perf.md §12).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lucir::tensor::{batch_norm_train, batch_norm_train_bwd, Tensor};
+use lucir::tensor::{batch_norm_train, batch_norm_train_bwd};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-fn random(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor<f32> {
-    let n = shape.iter().product();
-    Tensor::from_vec(shape, (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()).unwrap()
-}
+mod common;
+use common::random;
 
 fn bench(c: &mut Criterion) {
     let mut rng = ChaCha8Rng::seed_from_u64(0);

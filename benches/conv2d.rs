@@ -1,14 +1,12 @@
 //! Convolution forward and backward at the shapes of ResNet-32 on 28×28 inputs, batch 128.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lucir::tensor::{conv2d, conv2d_bwd, conv2d_bwd_weight, Conv2dGeometry, Tensor};
-use rand::{Rng, SeedableRng};
+use lucir::tensor::{conv2d, conv2d_bwd, conv2d_bwd_weight, Conv2dGeometry};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-fn random(shape: &[usize], rng: &mut ChaCha8Rng) -> Tensor<f32> {
-    let n = shape.iter().product();
-    Tensor::from_vec(shape, (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()).unwrap()
-}
+mod common;
+use common::random;
 
 fn bench(c: &mut Criterion) {
     let mut rng = ChaCha8Rng::seed_from_u64(0);

@@ -4,21 +4,17 @@
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lucir::autograd::{ParamGroup, Sgd, Tape};
 use lucir::nn::{CosineLinear, Init, Mode, Module, ResNet};
-use lucir::tensor::Tensor;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+
+mod common;
+use common::random;
 
 fn bench(c: &mut Criterion) {
     lucir::tensor::retain_freed_memory();
     let (batch, classes) = (128, 10);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
-    let x = Tensor::<f32>::from_vec(
-        &[batch, 1, 28, 28],
-        (0..batch * 28 * 28)
-            .map(|_| rng.random_range(-1.0..1.0))
-            .collect(),
-    )
-    .unwrap();
+    let x = random(&[batch, 1, 28, 28], &mut rng);
     let labels: Vec<usize> = (0..batch).map(|i| i % classes).collect();
     let mut net = ResNet::<f32>::cifar(5, 1, 1).unwrap();
     let mut head = CosineLinear::<f32>::new(&mut Init::new(2), 64, classes);
