@@ -18,9 +18,10 @@ pub fn predict_argmax(logits: &Features) -> Vec<usize> {
     (0..logits.rows()).map(|i| argmax(logits.row(i))).collect()
 }
 
-/// NME class means: for each class, normalise(mean of f̄ over its exemplars) averaged with the
-/// same on the mirrored exemplars, normalised again. `plain[c]` and `flipped[c]` hold the
-/// (unnormalised) features of class c's exemplars. Returns C×D row-major.
+/// NME class means: for each class, the mean of f̄ over its exemplars and the mean of f̄ over the
+/// mirrored exemplars, averaged, then normalised (as the authors' code does; the two means are
+/// not normalised on their own). `plain[c]` and `flipped[c]` hold the (unnormalised) features
+/// of class c's exemplars. Returns C×D row-major.
 pub fn nme_class_means(plain: &[Features], flipped: &[Features]) -> Vec<f32> {
     let unit = |v: &mut Vec<f32>| {
         let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
@@ -34,7 +35,8 @@ pub fn nme_class_means(plain: &[Features], flipped: &[Features]) -> Vec<f32> {
                 *a += v;
             }
         }
-        unit(&mut m);
+        let n = f.rows().max(1) as f32;
+        m.iter_mut().for_each(|x| *x /= n);
         m
     };
     let mut out = Vec::new();

@@ -5,9 +5,9 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
-use lucir_autograd::{MultiStepLr, Param, ParamGroup, Sgd, Tape, Var};
+use lucir_autograd::{MultiStepLr, Sgd};
 use lucir_data::{ExemplarMemory, Loader, Sample};
-use lucir_nn::{Init, Mode, Module, StateDict};
+use lucir_nn::{Init, Module, StateDict};
 use lucir_tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
@@ -15,9 +15,10 @@ use crate::eval::{per_class_accuracy, predict_argmax};
 use crate::features::{backbone_features, features_and_logits};
 use crate::{
     accuracy_split, adaptive_lambda, forgetting, herding, imprint_weights, nme_class_means,
-    predict_nme, Error, Event, Features, Method, MethodConfig, Network, Observer, PhaseResult,
+    predict_nme, Error, Event, Features, MethodConfig, Network, Observer, PhaseResult,
     ProtocolData, Result, Stage,
 };
+use crate::{LossTerms, TrainStep};
 
 /// Where a phase stands: its index and the class positions involved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,40 +39,6 @@ impl PhaseContext {
     /// Number of classes seen once this phase is learned.
     pub fn seen(&self) -> usize {
         self.new.end
-    }
-}
-
-/// Loss terms of a step or the mean over an epoch.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct LossTerms {
-    /// Total loss.
-    pub total: f64,
-    /// Cross-entropy.
-    pub ce: f64,
-    /// Less-forget (λ included).
-    pub lf: f64,
-    /// Margin ranking.
-    pub mr: f64,
-    /// Distillation (iCaRL baseline).
-    pub kd: f64,
-}
-
-impl LossTerms {
-    fn add(&mut self, o: &LossTerms) {
-        self.total += o.total;
-        self.ce += o.ce;
-        self.lf += o.lf;
-        self.mr += o.mr;
-        self.kd += o.kd;
-    }
-    fn scaled(&self, k: f64) -> LossTerms {
-        LossTerms {
-            total: self.total * k,
-            ce: self.ce * k,
-            lf: self.lf * k,
-            mr: self.mr * k,
-            kd: self.kd * k,
-        }
     }
 }
 
@@ -192,44 +159,6 @@ impl IncrementalLearner {
         self.gpu = Some(gpu);
     }
 
-    /// The classifier on features `f`: on the GPU when one is set and the head is cosine.
-    fn head_forward(&self, tape: &mut Tape<f32>, f: Var) -> Result<lucir_nn::HeadOut> {
-        #[cfg(feature = "cuda")]
-        if let Some(gpu) = &self.gpu {
-            if let Some((theta, sigma)) = self.net.head.theta_sigma(tape)? {
-                let cos = gpu.cosine(tape, f, theta)?;
-                return Ok(lucir_nn::HeadOut::scaled_cosines(tape, cos, sigma)?);
-            }
-        }
-        self.net.head.forward(tape, f)
-    }
-
-    /// The less-forget loss, on the GPU when one is set.
-    fn less_forget(&self, tape: &mut Tape<f32>, f: Var, f_star: &Tensor<f32>) -> Result<Var> {
-        let lambda = self.lambda as f32;
-        #[cfg(feature = "cuda")]
-        if let Some(gpu) = &self.gpu {
-            return gpu.less_forget(tape, f, f_star, lambda);
-        }
-        Ok(tape.less_forget(f, f_star, lambda)?)
-    }
-
-    /// The margin-ranking loss, on the GPU when one is set.
-    fn margin_rank(
-        &self,
-        tape: &mut Tape<f32>,
-        cos: Var,
-        labels: &[usize],
-        old: usize,
-    ) -> Result<Var> {
-        let (k, m) = (self.cfg.k, self.cfg.margin as f32);
-        #[cfg(feature = "cuda")]
-        if let Some(gpu) = &self.gpu {
-            return gpu.margin_rank(tape, cos, labels, (old, k, m));
-        }
-        Ok(tape.margin_rank(cos, labels, old, k, m)?)
-    }
-
     /// The protocol data.
     pub fn data(&self) -> &ProtocolData {
         &self.data
@@ -312,7 +241,7 @@ impl IncrementalLearner {
             let mut seen = 0usize;
             for (step, batch) in loader.epoch(epoch as u64).enumerate() {
                 let n = batch.labels.len();
-                let terms = self.step(ctx, batch.images, &batch.labels, lr, cbf, &mut sgd)?;
+                let terms = self.step(ctx, batch.images, &batch.labels, lr, stage, &mut sgd)?;
                 if !terms.total.is_finite() || !self.net.all_finite() {
                     let what = if terms.total.is_finite() {
                         "a parameter".to_string()
@@ -370,84 +299,19 @@ impl IncrementalLearner {
         images: Tensor<f32>,
         labels: &[usize],
         lr: f64,
-        cbf: bool,
+        stage: Stage,
         sgd: &mut Sgd<f32>,
     ) -> Result<LossTerms> {
-        let incremental = ctx.phase > 0;
-        let lucir = self.cfg.method == Method::Lucir;
-        let need_prev = incremental
-            && !cbf
-            && ((lucir && self.lambda > 0.0) || self.cfg.method == Method::Icarl);
-        // The previous model's view of the batch, on its own gradient-free tape.
-        let prev_out = if need_prev {
-            let prev = self.prev.as_mut().ok_or_else(|| {
-                Error::Config("an incremental phase needs the previous model".into())
-            })?;
-            let mut t = Tape::no_grad();
-            let x = t.constant(images.clone());
-            let (f, out) = prev.forward(&mut t, x, Mode::Eval)?;
-            Some((t.value(f).clone(), t.value(out.logits).clone()))
-        } else {
-            None
+        let step = TrainStep {
+            cfg: &self.cfg,
+            phase: ctx.phase,
+            old: ctx.old(),
+            lambda: self.lambda,
+            stage,
+            #[cfg(feature = "cuda")]
+            gpu: self.gpu.as_ref(),
         };
-        let mut tape = Tape::new();
-        let (f, out) = if cbf {
-            // Class-balanced fine-tuning: backbone and BN frozen (evaluation mode), so the
-            // features come from a gradient-free tape and enter the training tape as constants.
-            let mut t = Tape::no_grad();
-            let x = t.constant(images);
-            let fv = self.net.backbone.forward(&mut t, x, Mode::Eval)?;
-            let f = tape.constant(t.value(fv).clone());
-            (f, self.head_forward(&mut tape, f)?)
-        } else {
-            let x = tape.constant(images);
-            let f = self.net.backbone.forward(&mut tape, x, Mode::Train)?;
-            (f, self.head_forward(&mut tape, f)?)
-        };
-        let mut terms = LossTerms::default();
-        let value = |t: &Tape<f32>, v: Var| t.value(v).item().map(f64::from);
-        let mut loss = tape.cross_entropy(out.logits, labels)?;
-        terms.ce = value(&tape, loss)?;
-        if let Some((f_star, old_logits)) = &prev_out {
-            if lucir {
-                let lf = self.less_forget(&mut tape, f, f_star)?;
-                terms.lf = value(&tape, lf)?;
-                loss = tape.add(loss, lf)?;
-            } else {
-                let old = ctx.old();
-                let z_old = tape.slice_cols(out.logits, 0, old)?;
-                // The previous model scores exactly the old classes.
-                let kd = tape.kd(z_old, old_logits, self.cfg.kd_temperature as f32)?;
-                terms.kd = value(&tape, kd)?;
-                loss = tape.add(loss, kd)?;
-            }
-        }
-        if incremental && lucir && self.cfg.margin_rank {
-            let cos = out.cos.unwrap_or(out.logits);
-            let mr = self.margin_rank(&mut tape, cos, labels, ctx.old())?;
-            terms.mr = value(&tape, mr)?;
-            loss = tape.add(loss, mr)?;
-        }
-        terms.total = value(&tape, loss)?;
-        if !terms.total.is_finite() {
-            return Ok(terms);
-        }
-        tape.backward(loss)?;
-        let wd = self.cfg.weight_decay;
-        let Network { backbone, head } = &mut self.net;
-        let mut groups: Vec<ParamGroup<'_, f32>> = Vec::new();
-        if !cbf {
-            let params: Vec<&mut Param<f32>> =
-                backbone.params_mut().into_iter().map(|(_, p)| p).collect();
-            groups.push(ParamGroup {
-                lr,
-                weight_decay: wd,
-                params,
-            });
-        }
-        groups.extend(head.groups(lr, wd, cbf));
-        sgd.step(&tape, &mut groups)?;
-        Ok(terms)
+        step.run(&mut self.net, self.prev.as_mut(), images, labels, lr, sgd)
     }
 }
 

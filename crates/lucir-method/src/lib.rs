@@ -19,6 +19,7 @@ mod imprint;
 mod learner;
 mod network;
 mod protocol;
+mod step;
 
 pub use config::{adaptive_lambda, Arch, Method, MethodConfig};
 pub use error::{Error, Result};
@@ -31,10 +32,9 @@ pub use features::Features;
 pub use gpu_heads::GpuHeads;
 pub use herding::{herding, herding_ref};
 pub use imprint::imprint_weights;
-pub use learner::{
-    IncrementalLearner, Learner, LearnerState, LossTerms, PhaseContext, PhaseEval, TrainStats,
-};
+pub use learner::{IncrementalLearner, Learner, LearnerState, PhaseContext, PhaseEval, TrainStats};
 pub use network::{Head, Network};
 pub use protocol::{
     run_protocol, Event, Observer, PhaseResult, ProtocolData, ProtocolResult, Stage,
 };
+pub use step::{LossTerms, TrainStep};

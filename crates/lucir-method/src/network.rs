@@ -1,5 +1,8 @@
 //! The trained model: a ResNet backbone and a classifier head that grows phase by phase.
 
+use std::collections::HashMap;
+use std::path::Path;
+
 use lucir_autograd::{Param, ParamGroup, Tape, Var};
 use lucir_nn::{
     prefixed, CosineLinear, HeadOut, Init, Linear, Mode, Module, ResNet, SplitCosineLinear,
@@ -198,6 +201,21 @@ impl Network {
         let f = self.backbone.forward(tape, x, mode)?;
         let out = self.head.forward(tape, f)?;
         Ok((f, out))
+    }
+
+    /// Writes the network to `path` as safetensors with PyTorch's tensor names
+    /// (`conv1.weight`, `layer1.0.bn1.running_mean`, …, `fc.sigma`; docs/design.md §8), with
+    /// `metadata` as the file's `__metadata__`.
+    pub fn save_safetensors(&self, metadata: HashMap<String, String>, path: &Path) -> Result<()> {
+        let n = self.backbone.blocks_per_stage();
+        Ok(lucir_nn::save_safetensors(self, n, metadata, path)?)
+    }
+
+    /// Loads a safetensors file with PyTorch's tensor names into this network, whose
+    /// architecture and head shape it must match tensor for tensor; returns its metadata.
+    pub fn load_safetensors(&mut self, path: &Path) -> Result<HashMap<String, String>> {
+        let n = self.backbone.blocks_per_stage();
+        Ok(lucir_nn::load_safetensors(self, n, path)?)
     }
 
     /// Whether every parameter is finite.

@@ -10,6 +10,7 @@ mod head;
 mod init;
 mod layers;
 mod resnet;
+mod safetensors_io;
 mod state;
 
 pub use error::{Error, Result};
@@ -19,6 +20,9 @@ pub use layers::{BatchNorm2d, Conv2d, Mode};
 pub use lucir_autograd::{Param, Tape, Var};
 pub use lucir_tensor::{Float, Tensor};
 pub use resnet::{BasicBlock, ResNet, ResNetKind};
+pub use safetensors_io::{
+    apply_tensor_file, load_safetensors, save_safetensors, torch_name, TensorFile,
+};
 pub use state::{load_state, save_state, write_atomic, StateDict, STATE_FORMAT, STATE_VERSION};
 
 /// Something with named parameters and buffers.

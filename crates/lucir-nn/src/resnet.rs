@@ -208,6 +208,15 @@ impl<T: Float> ResNet<T> {
         total
     }
 
+    /// Blocks per stage (`n` of a CIFAR ResNet-(6n+2), 2 for ResNet-18): what maps block
+    /// indices to PyTorch's `layer{s}.{j}` names.
+    pub fn blocks_per_stage(&self) -> usize {
+        match self.kind {
+            ResNetKind::Cifar { n } => n,
+            ResNetKind::ResNet18 => 2,
+        }
+    }
+
     /// Width D of the features.
     pub fn feature_dim(&self) -> usize {
         self.feature_dim

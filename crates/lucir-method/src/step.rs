@@ -1,0 +1,185 @@
+//! One optimisation step of a phase (docs/design.md §3 "Losses" and "Optimisation"): the
+//! forward passes of the current and the frozen previous model, the loss of the configured
+//! method, the backward pass and the SGD update with LUCIR's parameter groups. The learner runs
+//! it for every batch; the PyTorch parity test runs it on golden batches.
+
+use lucir_autograd::{Param, ParamGroup, Sgd, Tape, Var};
+use lucir_nn::{HeadOut, Mode, Module};
+use lucir_tensor::Tensor;
+
+use crate::{Error, Method, MethodConfig, Network, Result, Stage};
+
+/// Loss terms of a step or the mean over an epoch.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LossTerms {
+    /// Total loss.
+    pub total: f64,
+    /// Cross-entropy.
+    pub ce: f64,
+    /// Less-forget (λ included).
+    pub lf: f64,
+    /// Margin ranking.
+    pub mr: f64,
+    /// Distillation (iCaRL baseline).
+    pub kd: f64,
+}
+
+impl LossTerms {
+    pub(crate) fn add(&mut self, o: &LossTerms) {
+        self.total += o.total;
+        self.ce += o.ce;
+        self.lf += o.lf;
+        self.mr += o.mr;
+        self.kd += o.kd;
+    }
+    pub(crate) fn scaled(&self, k: f64) -> LossTerms {
+        LossTerms {
+            total: self.total * k,
+            ce: self.ce * k,
+            lf: self.lf * k,
+            mr: self.mr * k,
+            kd: self.kd * k,
+        }
+    }
+}
+
+/// What one step needs besides the networks and the batch.
+#[derive(Clone, Copy, Debug)]
+pub struct TrainStep<'a> {
+    /// The method and its hyper-parameters.
+    pub cfg: &'a MethodConfig,
+    /// Phase index (0 is the base phase).
+    pub phase: usize,
+    /// Number of classes learned before this phase (columns 0..old of the logits).
+    pub old: usize,
+    /// λ of the less-forget constraint in this phase.
+    pub lambda: f64,
+    /// Training or class-balanced fine-tuning.
+    pub stage: Stage,
+    /// Where the LUCIR head ops run, when not on the CPU.
+    #[cfg(feature = "cuda")]
+    pub gpu: Option<&'a crate::GpuHeads>,
+}
+
+impl TrainStep<'_> {
+    /// One SGD step of `net` at learning rate `lr` on a batch (`images` N×C×H×W, `labels` class
+    /// positions); `prev` is the frozen previous model (incremental phases). Returns the loss
+    /// terms; a non-finite loss is returned without updating anything.
+    pub fn run(
+        &self,
+        net: &mut Network,
+        prev: Option<&mut Network>,
+        images: Tensor<f32>,
+        labels: &[usize],
+        lr: f64,
+        sgd: &mut Sgd<f32>,
+    ) -> Result<LossTerms> {
+        let cbf = self.stage == Stage::Cbf;
+        let incremental = self.phase > 0;
+        let lucir = self.cfg.method == Method::Lucir;
+        let need_prev = incremental
+            && !cbf
+            && ((lucir && self.lambda > 0.0) || self.cfg.method == Method::Icarl);
+        // The previous model's view of the batch, on its own gradient-free tape.
+        let prev_out = if need_prev {
+            let prev = prev.ok_or_else(|| {
+                Error::Config("an incremental phase needs the previous model".into())
+            })?;
+            let mut t = Tape::no_grad();
+            let x = t.constant(images.clone());
+            let (f, out) = prev.forward(&mut t, x, Mode::Eval)?;
+            Some((t.value(f).clone(), t.value(out.logits).clone()))
+        } else {
+            None
+        };
+        let mut tape = Tape::new();
+        let (f, out) = if cbf {
+            // Class-balanced fine-tuning: backbone and BN frozen (evaluation mode), so the
+            // features come from a gradient-free tape and enter the training tape as constants.
+            let mut t = Tape::no_grad();
+            let x = t.constant(images);
+            let fv = net.backbone.forward(&mut t, x, Mode::Eval)?;
+            let f = tape.constant(t.value(fv).clone());
+            (f, self.head_forward(net, &mut tape, f)?)
+        } else {
+            let x = tape.constant(images);
+            let f = net.backbone.forward(&mut tape, x, Mode::Train)?;
+            (f, self.head_forward(net, &mut tape, f)?)
+        };
+        let mut terms = LossTerms::default();
+        let value = |t: &Tape<f32>, v: Var| t.value(v).item().map(f64::from);
+        let mut loss = tape.cross_entropy(out.logits, labels)?;
+        terms.ce = value(&tape, loss)?;
+        if let Some((f_star, old_logits)) = &prev_out {
+            if lucir {
+                let lf = self.less_forget(&mut tape, f, f_star)?;
+                terms.lf = value(&tape, lf)?;
+                loss = tape.add(loss, lf)?;
+            } else {
+                let z_old = tape.slice_cols(out.logits, 0, self.old)?;
+                // The previous model scores exactly the old classes.
+                let kd = tape.kd(z_old, old_logits, self.cfg.kd_temperature as f32)?;
+                terms.kd = value(&tape, kd)?;
+                loss = tape.add(loss, kd)?;
+            }
+        }
+        if incremental && lucir && self.cfg.margin_rank {
+            let cos = out.cos.unwrap_or(out.logits);
+            let mr = self.margin_rank(&mut tape, cos, labels)?;
+            terms.mr = value(&tape, mr)?;
+            loss = tape.add(loss, mr)?;
+        }
+        terms.total = value(&tape, loss)?;
+        if !terms.total.is_finite() {
+            return Ok(terms);
+        }
+        tape.backward(loss)?;
+        let wd = self.cfg.weight_decay;
+        let Network { backbone, head } = net;
+        let mut groups: Vec<ParamGroup<'_, f32>> = Vec::new();
+        if !cbf {
+            let params: Vec<&mut Param<f32>> =
+                backbone.params_mut().into_iter().map(|(_, p)| p).collect();
+            groups.push(ParamGroup {
+                lr,
+                weight_decay: wd,
+                params,
+            });
+        }
+        groups.extend(head.groups(lr, wd, cbf));
+        sgd.step(&tape, &mut groups)?;
+        Ok(terms)
+    }
+
+    /// The classifier on features `f`: on the GPU when one is set and the head is cosine.
+    fn head_forward(&self, net: &Network, tape: &mut Tape<f32>, f: Var) -> Result<HeadOut> {
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.gpu {
+            if let Some((theta, sigma)) = net.head.theta_sigma(tape)? {
+                let cos = gpu.cosine(tape, f, theta)?;
+                return Ok(HeadOut::scaled_cosines(tape, cos, sigma)?);
+            }
+        }
+        net.head.forward(tape, f)
+    }
+
+    /// The less-forget loss, on the GPU when one is set.
+    fn less_forget(&self, tape: &mut Tape<f32>, f: Var, f_star: &Tensor<f32>) -> Result<Var> {
+        let lambda = self.lambda as f32;
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.gpu {
+            return gpu.less_forget(tape, f, f_star, lambda);
+        }
+        Ok(tape.less_forget(f, f_star, lambda)?)
+    }
+
+    /// The margin-ranking loss, on the GPU when one is set.
+    fn margin_rank(&self, tape: &mut Tape<f32>, cos: Var, labels: &[usize]) -> Result<Var> {
+        let (k, m) = (self.cfg.k, self.cfg.margin as f32);
+        #[cfg(feature = "cuda")]
+        if let Some(gpu) = self.gpu {
+            return gpu.margin_rank(tape, cos, labels, (self.old, k, m));
+        }
+        Ok(tape.margin_rank(cos, labels, self.old, k, m)?)
+    }
+}

@@ -1,0 +1,316 @@
+//! Models in the safetensors format with PyTorch's tensor names, so that a trained model can be
+//! loaded into a PyTorch module and a PyTorch model can start a run (docs/design.md §8).
+//!
+//! Names follow the LUCIR authors' CIFAR ResNets and torchvision's ResNet-18:
+//!
+//! | ours | PyTorch |
+//! |---|---|
+//! | `stem.weight`, `stem_bn.gamma`/`beta` | `conv1.weight`, `bn1.weight`/`bias` |
+//! | `block{i}.conv1.weight`, `block{i}.bn2.running_var` | `layer{s}.{j}.conv1.weight`, `layer{s}.{j}.bn2.running_var` |
+//! | `block{i}.shortcut.conv.weight`, `block{i}.shortcut.bn.*` | `layer{s}.{j}.downsample.0.weight`, `layer{s}.{j}.downsample.1.*` |
+//! | `head.weight`, `head.sigma`, `head.bias` | `fc.weight`, `fc.sigma`, `fc.bias` |
+//! | `head.old`, `head.new` (split cosine head) | `fc.fc1.weight`, `fc.fc2.weight` |
+//!
+//! where block `i` is block `j = i mod n` of stage `s = i / n + 1` (`n` blocks per stage) and a
+//! leading `backbone.` is dropped. PyTorch's `num_batches_tracked` counters are not kept (the
+//! batch-norm momentum is fixed, so PyTorch never reads them); the importer ignores them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use lucir_tensor::{Float, Tensor};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::{write_atomic, Error, Module, Result};
+
+/// PyTorch's name for the tensor we call `name`, in a ResNet with `blocks_per_stage` blocks per
+/// stage (see the module table).
+pub fn torch_name(name: &str, blocks_per_stage: usize) -> String {
+    let name = name.strip_prefix("backbone.").unwrap_or(name);
+    let n = blocks_per_stage.max(1);
+    let mut out: Vec<String> = Vec::new();
+    let mut parts = name.split('.').peekable();
+    while let Some(part) = parts.next() {
+        let last = parts.peek().is_none();
+        match part {
+            "stem" => out.push("conv1".into()),
+            "stem_bn" => out.push("bn1".into()),
+            "shortcut" => match parts.next() {
+                Some("conv") => out.push("downsample.0".into()),
+                Some("bn") => out.push("downsample.1".into()),
+                Some(other) => out.push(format!("shortcut.{other}")),
+                None => out.push("shortcut".into()),
+            },
+            "head" if out.is_empty() => out.push("fc".into()),
+            "old" if last && out == ["fc"] => out.push("fc1.weight".into()),
+            "new" if last && out == ["fc"] => out.push("fc2.weight".into()),
+            "gamma" if last => out.push("weight".into()),
+            "beta" if last => out.push("bias".into()),
+            p => match p
+                .strip_prefix("block")
+                .and_then(|i| i.parse::<usize>().ok())
+            {
+                Some(i) if out.is_empty() => out.push(format!("layer{}.{}", i / n + 1, i % n)),
+                _ => out.push(p.into()),
+            },
+        }
+    }
+    out.join(".")
+}
+
+/// The tensors of a safetensors file, by name, as f64 values with their shapes, and the file's
+/// metadata. Float tensors may be F64, F32, F16 or BF16; integer tensors (indices, labels,
+/// PyTorch's `num_batches_tracked`) are read as exact f64 values.
+#[derive(Clone, Debug, Default)]
+pub struct TensorFile {
+    /// Tensors by name.
+    pub tensors: BTreeMap<String, (Vec<usize>, Vec<f64>)>,
+    /// The `__metadata__` strings.
+    pub metadata: HashMap<String, String>,
+}
+
+impl TensorFile {
+    /// Reads the file at `path`.
+    pub fn read(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|source| Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&bytes, path)
+    }
+
+    /// Parses the bytes of a safetensors file; `path` names it in errors.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<Self> {
+        let bad = |detail: String| Error::State {
+            path: path.to_path_buf(),
+            detail,
+        };
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| bad(format!("not a readable safetensors file ({e})")))?;
+        let (_, meta) = SafeTensors::read_metadata(bytes)
+            .map_err(|e| bad(format!("not a readable safetensors file ({e})")))?;
+        let mut tensors = BTreeMap::new();
+        for (name, view) in st.iter() {
+            let values = decode(&view).ok_or_else(|| {
+                bad(format!(
+                    "tensor {name} has dtype {:?}; a float or integer type expected",
+                    view.dtype()
+                ))
+            })?;
+            tensors.insert(name.to_string(), (view.shape().to_vec(), values));
+        }
+        Ok(Self {
+            tensors,
+            metadata: meta.metadata().clone().unwrap_or_default(),
+        })
+    }
+
+    /// The tensor `name` as a `Tensor<T>`, or an error naming it.
+    pub fn tensor<T: Float>(&self, name: &str, path: &Path) -> Result<Tensor<T>> {
+        let (shape, values) = self.tensors.get(name).ok_or_else(|| Error::State {
+            path: path.to_path_buf(),
+            detail: format!("tensor {name} is missing"),
+        })?;
+        Ok(Tensor::from_vec(
+            shape,
+            values.iter().map(|v| T::of(*v)).collect(),
+        )?)
+    }
+}
+
+fn decode(view: &TensorView<'_>) -> Option<Vec<f64>> {
+    let data = view.data();
+    Some(match view.dtype() {
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])))
+            .collect(),
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as f64)
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f64())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f64())
+            .collect(),
+        Dtype::I64 => data
+            .chunks_exact(8)
+            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f64)
+            .collect(),
+        Dtype::I32 => data
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().unwrap_or([0; 4])) as f64)
+            .collect(),
+        Dtype::U8 => data.iter().map(|&b| b as f64).collect(),
+        _ => return None,
+    })
+}
+
+/// Writes the parameters and buffers of `module` to `path` (atomically), under PyTorch's names
+/// for a ResNet with `blocks_per_stage` blocks per stage, in the module's precision, with
+/// `metadata` as the file's `__metadata__`.
+pub fn save_safetensors<T: Float, M: Module<T>>(
+    module: &M,
+    blocks_per_stage: usize,
+    metadata: HashMap<String, String>,
+    path: &Path,
+) -> Result<()> {
+    let bad = |detail: String| Error::State {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let params = module.params().into_iter().map(|(n, p)| (n, &p.value));
+    let mut entries: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, t) in params.chain(module.buffers()) {
+        let bytes: Vec<u8> = if T::NAME == "f32" {
+            t.as_slice()
+                .iter()
+                .flat_map(|v| (v.as_f64() as f32).to_le_bytes())
+                .collect()
+        } else {
+            t.as_slice()
+                .iter()
+                .flat_map(|v| v.as_f64().to_le_bytes())
+                .collect()
+        };
+        entries.push((
+            torch_name(&name, blocks_per_stage),
+            t.shape().to_vec(),
+            bytes,
+        ));
+    }
+    let dtype = if T::NAME == "f32" {
+        Dtype::F32
+    } else {
+        Dtype::F64
+    };
+    let mut views = Vec::with_capacity(entries.len());
+    for (name, shape, bytes) in &entries {
+        let view = TensorView::new(dtype, shape.clone(), bytes)
+            .map_err(|e| bad(format!("tensor {name}: {e}")))?;
+        views.push((name.as_str(), view));
+    }
+    let bytes = safetensors::serialize(views, Some(metadata))
+        .map_err(|e| bad(format!("cannot encode safetensors: {e}")))?;
+    write_atomic(path, &bytes)
+}
+
+/// Loads the safetensors file at `path` into `module` (a ResNet with `blocks_per_stage` blocks
+/// per stage, or a network holding one), converting to the module's precision, and returns the
+/// file's metadata. Every tensor of the module must be in the file with its shape, and the file
+/// may hold nothing else (but `num_batches_tracked`); otherwise the error names the tensor and
+/// nothing is changed.
+pub fn load_safetensors<T: Float, M: Module<T>>(
+    module: &mut M,
+    blocks_per_stage: usize,
+    path: &Path,
+) -> Result<HashMap<String, String>> {
+    let file = TensorFile::read(path)?;
+    apply_tensor_file(module, blocks_per_stage, &file, path)?;
+    Ok(file.metadata)
+}
+
+/// Copies the tensors of an already read `file` into `module` (see [`load_safetensors`]).
+pub fn apply_tensor_file<T: Float, M: Module<T>>(
+    module: &mut M,
+    blocks_per_stage: usize,
+    file: &TensorFile,
+    path: &Path,
+) -> Result<()> {
+    let bad = |detail: String| Error::State {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let wanted: Vec<(String, Vec<usize>)> = module
+        .params()
+        .into_iter()
+        .map(|(n, p)| (n, p.value.shape().to_vec()))
+        .chain(
+            module
+                .buffers()
+                .into_iter()
+                .map(|(n, t)| (n, t.shape().to_vec())),
+        )
+        .map(|(n, s)| (torch_name(&n, blocks_per_stage), s))
+        .collect();
+    let mut loaded = Vec::with_capacity(wanted.len());
+    for (name, shape) in &wanted {
+        let mut t = file.tensor::<T>(name, path)?;
+        // A one-element tensor may come as a scalar (σ of `torch.tensor(1.0)`) or as shape [1].
+        if t.len() == 1 && t.ndim() <= 1 && shape.len() <= 1 && shape.iter().product::<usize>() == 1
+        {
+            t = t.reshape(shape)?;
+        }
+        if t.shape() != shape.as_slice() {
+            return Err(bad(format!(
+                "tensor {name} has shape {:?}, the model expects {shape:?}",
+                t.shape()
+            )));
+        }
+        loaded.push(t);
+    }
+    if let Some(extra) = file
+        .tensors
+        .keys()
+        .filter(|k| !k.ends_with("num_batches_tracked"))
+        .find(|k| !wanted.iter().any(|(n, _)| n == *k))
+    {
+        return Err(bad(format!(
+            "tensor {extra} is not part of the model (expected {} tensors: {}, …)",
+            wanted.len(),
+            wanted
+                .iter()
+                .take(3)
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    let mut values = loaded.into_iter();
+    for ((_, p), t) in module.params_mut().into_iter().zip(values.by_ref()) {
+        p.value = t;
+    }
+    for ((_, b), t) in module.buffers_mut().into_iter().zip(values) {
+        *b = t;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::torch_name;
+
+    #[test]
+    fn names_follow_pytorch_resnets() {
+        let cases = [
+            ("backbone.stem.weight", 3, "conv1.weight"),
+            ("stem_bn.gamma", 3, "bn1.weight"),
+            ("backbone.stem_bn.running_var", 5, "bn1.running_var"),
+            ("backbone.block0.conv1.weight", 3, "layer1.0.conv1.weight"),
+            ("backbone.block4.bn2.beta", 3, "layer2.1.bn2.bias"),
+            (
+                "backbone.block3.shortcut.conv.weight",
+                3,
+                "layer2.0.downsample.0.weight",
+            ),
+            (
+                "backbone.block6.shortcut.bn.running_mean",
+                3,
+                "layer3.0.downsample.1.running_mean",
+            ),
+            ("backbone.block7.bn1.gamma", 2, "layer4.1.bn1.weight"),
+            ("head.weight", 3, "fc.weight"),
+            ("head.sigma", 3, "fc.sigma"),
+            ("head.old", 3, "fc.fc1.weight"),
+            ("head.new", 3, "fc.fc2.weight"),
+            ("head.bias", 3, "fc.bias"),
+        ];
+        for (ours, n, torch) in cases {
+            assert_eq!(torch_name(ours, n), torch, "{ours}");
+        }
+    }
+}
