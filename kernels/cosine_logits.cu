@@ -1,4 +1,4 @@
-// cosine_logits.cu — LUCIR's cosine classifier head (DESIGN.md §3 "Gradients of the head").
+// cosine_logits.cu — LUCIR's cosine classifier head (docs/design.md §3 "Gradients of the head").
 //
 // What:   cos[b,c] = <F_b, Θ_c> / (‖F_b‖·‖Θ_c‖),  z[b,c] = σ·cos[b,c]   (norms clamped at 1e-12)
 //         backward from G = ∂L/∂z and an optional extra ∂L/∂cos (margin ranking) M:

@@ -1,4 +1,4 @@
-// feature_distill.cu — LUCIR's less-forget constraint (DESIGN.md §3 "Losses").
+// feature_distill.cu — LUCIR's less-forget constraint (docs/design.md §3 "Losses").
 //
 // What:   row_loss[b] = 1 − <F̄_b, F̄*_b>;  L = λ·Σ_b row_loss[b] / B (the launcher sums);
 //         backward with upstream g: ∂F_b = −(λ·g/B)·(F̄*_b − F̄_b<F̄_b, F̄*_b>)/‖F_b‖.

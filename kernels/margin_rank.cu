@@ -1,4 +1,4 @@
-// margin_rank.cu — LUCIR's inter-class separation loss (DESIGN.md §3 "Losses").
+// margin_rank.cu — LUCIR's inter-class separation loss (docs/design.md §3 "Losses").
 //
 // What:   for each row b whose label y_b < n_old: s⁺ = cos[b,y_b], s_1..s_K the K largest of
 //         cos[b, n_old..C) (ties to the lower column), row_loss[b] = Σ_k max(0, m − s⁺ + s_k);

@@ -353,7 +353,7 @@ fn real_fashion_mnist_has_the_published_counts() {
 }
 
 /// numpy's `np.random.seed(1993); np.random.shuffle(arange(n))` reproduced: the Fashion-MNIST
-/// order used by the presets and the paper's CIFAR-100 order (DESIGN.md §7).
+/// order used by the presets and the paper's CIFAR-100 order (docs/design.md §7).
 #[test]
 fn seeded_class_order_matches_numpy() {
     assert_eq!(numpy_shuffle(10, 1993), vec![4, 2, 7, 6, 0, 3, 5, 8, 9, 1]);

@@ -183,6 +183,15 @@ fn multistep_schedule_decays_at_half_and_three_quarters() {
     assert!((lrs[9] - 0.001).abs() < 1e-15 && (lrs[11] - 0.001).abs() < 1e-15);
 }
 
+#[test]
+fn class_balanced_schedule_decays_once_at_half() {
+    let s = MultiStepLr::cbf(0.01, 20);
+    assert_eq!(s.milestones, vec![10]);
+    assert!((s.lr_at(9) - 0.01).abs() < 1e-15);
+    assert!((s.lr_at(10) - 0.001).abs() < 1e-15 && (s.lr_at(19) - 0.001).abs() < 1e-15);
+    assert!(MultiStepLr::cbf(0.01, 1).milestones.is_empty());
+}
+
 /// Saving then loading reproduces every parameter and running statistic bit for bit, and a
 /// mismatched architecture or a damaged file is a clear error naming the file.
 #[test]

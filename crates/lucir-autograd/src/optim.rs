@@ -1,5 +1,5 @@
 //! SGD with momentum, weight decay and parameter groups, and the multi-step learning-rate
-//! schedule (DESIGN.md §3 "Optimisation").
+//! schedule (docs/design.md §3 "Optimisation").
 
 use std::collections::HashMap;
 
@@ -141,6 +141,16 @@ impl MultiStepLr {
                 .into_iter()
                 .filter(|&m| m > 0)
                 .collect(),
+            gamma: 0.1,
+        }
+    }
+
+    /// Class-balanced fine-tuning's schedule: ×0.1 once, at half of `epochs` (20 epochs: at
+    /// epoch 10), as the authors' code does.
+    pub fn cbf(base: f64, epochs: usize) -> Self {
+        Self {
+            base,
+            milestones: [epochs / 2].into_iter().filter(|&m| m > 0).collect(),
             gamma: 0.1,
         }
     }

@@ -1,5 +1,5 @@
 //! CUDA kernels for the three LUCIR head computations — cosine logits, margin ranking and
-//! feature distillation (DESIGN.md §3 "Gradients of the head", §5) — loaded through cudarc.
+//! feature distillation (docs/design.md §3 "Gradients of the head", §5) — loaded through cudarc.
 //!
 //! This is the only crate that knows cudarc, and it knows nothing of `Tensor`: launchers take
 //! and return host slices (row-major f32). The kernels live in `kernels/*.cu`; `cargo xtask

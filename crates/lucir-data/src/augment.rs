@@ -2,7 +2,7 @@
 //! normalisation, turning stored `u8` C×H×W images into f32. Random choices come from a hash of
 //! (seed, epoch, sample id), so they do not depend on thread count or batch order.
 
-/// Per-channel mean and standard deviation on the [0, 1] scale (DESIGN.md §4).
+/// Per-channel mean and standard deviation on the [0, 1] scale (docs/design.md §4).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Normalization {
     /// Mean per channel.
@@ -26,7 +26,7 @@ impl Normalization {
             std: vec![0.3081],
         }
     }
-    /// CIFAR-10/100 (DESIGN.md §4).
+    /// CIFAR-10/100 (docs/design.md §4).
     pub fn cifar() -> Self {
         Self {
             mean: vec![0.5071, 0.4866, 0.4409],

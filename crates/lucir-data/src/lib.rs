@@ -1,5 +1,5 @@
 //! Data for lucir-rs: dataset readers, class order and incremental phases, augmentation, the
-//! batch loader and the exemplar memory (DESIGN.md §2–§4).
+//! batch loader and the exemplar memory (docs/design.md §2–§4).
 //!
 //! Images are kept as `u8` in C×H×W order (one [`Split`] per train/test set) and turned into
 //! normalised N×C×H×W f32 tensors batch by batch. Class ids are the dataset's own; the

@@ -1,4 +1,4 @@
-//! The exemplar memory (DESIGN.md §3 "Exemplars"): per class position, the training-sample ids
+//! The exemplar memory (docs/design.md §3 "Exemplars"): per class position, the training-sample ids
 //! chosen by herding, best first, so shrinking keeps a prefix.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Class order and incremental phases (DESIGN.md §3 "Class order", §4).
+//! Class order and incremental phases (docs/design.md §3 "Class order", §4).
 //!
 //! The seeded order is numpy's legacy `np.random.seed(seed); np.random.shuffle(classes)`
 //! (MT19937 seeded with `init_genrand`, Fisher–Yates from the end with masked rejection

@@ -1,4 +1,4 @@
-//! Run configuration: presets (DESIGN.md §4), TOML files and command-line overrides, resolved
+//! Run configuration: presets (docs/design.md §4), TOML files and command-line overrides, resolved
 //! into one [`RunConfig`] that is written to the run folder as `config.toml`.
 
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use lucir_data::MemoryBudget;
 use lucir_method::{Arch, Method, MethodConfig};
 use serde::{Deserialize, Serialize};
 
-/// The paper's CIFAR-100 class order (numpy seed 1993), DESIGN.md §7.
+/// The paper's CIFAR-100 class order (numpy seed 1993), docs/design.md §7.
 pub const CIFAR100_ORDER: [usize; 100] = [
     68, 56, 78, 8, 23, 84, 90, 65, 74, 76, 40, 89, 3, 92, 55, 9, 26, 80, 43, 38, 58, 70, 77, 1, 85,
     19, 17, 50, 28, 53, 13, 81, 45, 82, 6, 59, 83, 16, 15, 44, 91, 41, 72, 60, 79, 52, 20, 10, 31,
@@ -65,6 +65,12 @@ pub struct RunConfig {
     /// `cpu`, or `cuda` to run the LUCIR head ops on the GPU.
     #[serde(default = "cpu")]
     pub device: String,
+    /// A safetensors model (PyTorch tensor names) the base phase starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<PathBuf>,
+    /// With `init_from`: evaluate the given model as the base phase instead of training it.
+    #[serde(default)]
+    pub skip_base_training: bool,
     /// Data and phases.
     pub data: DataConfig,
     /// Method and hyper-parameters.
@@ -81,6 +87,8 @@ pub fn preset(name: &str) -> Result<RunConfig> {
         preset: name.to_string(),
         threads: 0,
         device: cpu(),
+        init_from: None,
+        skip_base_training: false,
         data: DataConfig {
             dataset: "fmnist".into(),
             data_dir: None,
@@ -98,6 +106,8 @@ pub fn preset(name: &str) -> Result<RunConfig> {
         preset: name.to_string(),
         threads: 0,
         device: cpu(),
+        init_from: None,
+        skip_base_training: false,
         data: DataConfig {
             dataset: "cifar100".into(),
             data_dir: None,
@@ -217,6 +227,13 @@ pub struct RunArgs {
     /// No progress output.
     #[arg(long)]
     pub quiet: bool,
+    /// Start the base phase from this safetensors model (PyTorch tensor names, e.g. a
+    /// model-phase-0.safetensors of another run).
+    #[arg(long, value_name = "FILE")]
+    pub init_from: Option<PathBuf>,
+    /// With --init-from: evaluate the given model as the base phase, without training it.
+    #[arg(long)]
+    pub skip_base_training: bool,
 }
 
 fn parse_method(s: &str) -> Result<Method> {
@@ -320,6 +337,13 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     }
     if let Some(v) = &args.device {
         c.device = v.clone();
+    }
+    if let Some(v) = &args.init_from {
+        c.init_from = Some(v.clone());
+    }
+    c.skip_base_training |= args.skip_base_training;
+    if c.skip_base_training && c.init_from.is_none() {
+        bail!("--skip-base-training needs --init-from FILE (the model to use as the base phase)");
     }
     if c.device != "cpu" && c.device != "cuda" {
         bail!("device {:?} is neither cpu nor cuda", c.device);

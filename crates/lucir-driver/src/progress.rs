@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+
 use lucir_method::{Event, IncrementalLearner, Observer, PhaseResult};
 use lucir_nn::{save_state, write_atomic};
 
@@ -196,6 +198,14 @@ impl Observer for Progress {
             &memory,
         )
         .map_err(to_method_err)?;
+        let model = self
+            .dir
+            .join(format!("model-phase-{}.safetensors", r.phase));
+        let meta = model_metadata(learner, &self.results, r);
+        learner
+            .net
+            .save_safetensors(meta, &model)
+            .map_err(to_method_err)?;
         self.results.set_phases(learner.results.clone());
         self.results.wall_seconds = self.elapsed();
         write_all(&self.dir, &self.results, &self.baselines).map_err(to_method_err)?;
@@ -211,4 +221,33 @@ impl Observer for Progress {
         ));
         Ok(())
     }
+}
+
+/// The `__metadata__` of an exported model: what it is and which class each head row scores
+/// (row i is class `class_order[i]` of the dataset).
+fn model_metadata(
+    learner: &IncrementalLearner,
+    run: &RunResults,
+    r: &PhaseResult,
+) -> HashMap<String, String> {
+    let arch = serde_json::to_value(learner.cfg.arch)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let order: Vec<String> = run
+        .class_order
+        .iter()
+        .take(r.classes_seen)
+        .map(|c| c.to_string())
+        .collect();
+    HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("lucir.version".into(), env!("CARGO_PKG_VERSION").into()),
+        ("lucir.arch".into(), arch),
+        ("lucir.method".into(), run.variant.clone()),
+        ("lucir.seed".into(), run.seed.to_string()),
+        ("lucir.phase".into(), r.phase.to_string()),
+        ("lucir.classes".into(), r.classes_seen.to_string()),
+        ("lucir.class_order".into(), order.join(",")),
+    ])
 }

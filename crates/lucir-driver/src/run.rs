@@ -105,6 +105,12 @@ pub fn variant(cfg: &RunConfig) -> String {
 
 /// Runs one experiment as configured by `args`, or continues the one in `--resume DIR`.
 pub fn run(args: &RunArgs) -> Result<()> {
+    if args.resume.is_some() && (args.init_from.is_some() || args.skip_base_training) {
+        return usage(Err(
+            "--init-from and --skip-base-training start a new run; a resumed run continues \
+             from its checkpoint",
+        ));
+    }
     let cfg = match &args.resume {
         Some(dir) => usage(
             read_config_file(&dir.join("config.toml"))
@@ -220,8 +226,18 @@ pub fn run(args: &RunArgs) -> Result<()> {
             }
             IncrementalLearner::restore(cfg.method.clone(), data, state, &from)?
         }
-        None => IncrementalLearner::new(cfg.method.clone(), data)?,
+        None => {
+            let mut learner = IncrementalLearner::new(cfg.method.clone(), data)?;
+            if let Some(file) = &cfg.init_from {
+                learner.net.load_safetensors(file).context("--init-from")?;
+                if display != Display::Quiet {
+                    eprintln!("base phase starts from {}", file.display());
+                }
+            }
+            learner
+        }
     };
+    learner.skip_base_training = cfg.skip_base_training;
     use_gpu(&mut learner, gpu, display);
     let mut results = results;
     results.set_phases(learner.results.clone());

@@ -357,3 +357,57 @@ fn runs_are_deterministic_and_resume_exactly_after_sigkill() {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// Every phase exports `model-phase-P.safetensors`; `--init-from` with `--skip-base-training`
+/// evaluates an exported base model exactly as the run that trained it did, and a model of the
+/// wrong shape is an error naming the tensor.
+#[test]
+fn exported_models_start_new_runs() {
+    let data = temp_dir("init-data");
+    write_mnist_like(&data, 6);
+    let (first, second) = (temp_dir("init-first"), temp_dir("init-second"));
+    let d = data.to_str().unwrap();
+    let o = driver(&small_run_args(d, first.to_str().unwrap()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for p in 0..3 {
+        assert!(first.join(format!("model-phase-{p}.safetensors")).is_file());
+    }
+    let base = first.join("model-phase-0.safetensors");
+    let mut args = small_run_args(d, second.to_str().unwrap());
+    args.extend([
+        "--init-from",
+        base.to_str().unwrap(),
+        "--skip-base-training",
+    ]);
+    let o = driver(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (a, b) = (
+        results_without_timings(&first),
+        results_without_timings(&second),
+    );
+    for key in ["acc_cnn", "acc_nme", "sigma"] {
+        assert_eq!(a["phases"][0][key], b["phases"][0][key], "{key}");
+    }
+    let cfg = std::fs::read_to_string(second.join("config.toml")).unwrap();
+    assert!(cfg.contains("skip_base_training = true"), "{cfg}");
+
+    let wrong = first.join("model-phase-1.safetensors");
+    let out3 = temp_dir("init-third");
+    let mut args = small_run_args(d, out3.to_str().unwrap());
+    args.extend(["--init-from", wrong.to_str().unwrap()]);
+    let o = driver(&args);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("model-phase-1.safetensors: tensor fc.weight has shape [9, 64], the model expects [8, 64]"),
+        "{stderr}"
+    );
+    let mut args = small_run_args(d, out3.to_str().unwrap());
+    args.push("--skip-base-training");
+    let o = driver(&args);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("needs --init-from"));
+    for dir in [data, first, second, out3] {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,5 +1,5 @@
 //! Method settings: which method, which LUCIR components, and the hyper-parameters
-//! (DESIGN.md §3 "Optimisation", §4).
+//! (docs/design.md §3 "Optimisation", §4).
 
 use lucir_data::MemoryBudget;
 use serde::{Deserialize, Serialize};
@@ -138,7 +138,7 @@ impl MethodConfig {
     }
 }
 
-/// λ of an incremental phase with `old` old and `new` new classes (DESIGN.md §3: the authors'
+/// λ of an incremental phase with `old` old and `new` new classes (docs/design.md §3: the authors'
 /// code and numbers use √(|Co|/|Cn|); the paper's printed Eq. 7 has the ratio inverted).
 pub fn adaptive_lambda(cfg: &MethodConfig, old: usize, new: usize) -> f64 {
     if !cfg.less_forget || cfg.method != Method::Lucir || old == 0 || new == 0 {

@@ -1,4 +1,4 @@
-//! Evaluation (DESIGN.md §3 "Evaluation"): CNN and NME predictions, accuracies, forgetting and
+//! Evaluation (docs/design.md §3 "Evaluation"): CNN and NME predictions, accuracies, forgetting and
 //! average incremental accuracy.
 
 use crate::Features;

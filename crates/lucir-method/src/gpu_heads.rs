@@ -1,4 +1,4 @@
-//! The LUCIR head ops on the GPU (DESIGN.md §5): cosine similarity, margin ranking and the
+//! The LUCIR head ops on the GPU (docs/design.md §5): cosine similarity, margin ranking and the
 //! less-forget loss, each recorded on the tape as a custom op whose forward and backward are the
 //! `lucir-cuda` kernels. Values cross to the device and back per call; the rest of the step
 //! (backbone, cross-entropy, σ) stays on the CPU.

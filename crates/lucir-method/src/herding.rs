@@ -1,4 +1,4 @@
-//! Herding exemplar selection (iCaRL; DESIGN.md §3 "Exemplars") on L2-normalised features.
+//! Herding exemplar selection (iCaRL; docs/design.md §3 "Exemplars") on L2-normalised features.
 //!
 //! μ = mean of the features; w ← μ; repeat: pick i* = argmax ⟨w, d_i⟩ among the not yet picked,
 //! w ← w + μ − d_{i*}. With unit-norm d this is the greedy choice that keeps the mean of the

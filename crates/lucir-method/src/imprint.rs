@@ -1,4 +1,4 @@
-//! Imprinted weights for new classes (LUCIR §3.2, DESIGN.md §3 "Imprinting"):
+//! Imprinted weights for new classes (LUCIR §3.2, docs/design.md §3 "Imprinting"):
 //! θ_c = a · normalise(mean over the class's training images of f̄(x)), a = mean ‖θ_o‖ over the
 //! old class embeddings.
 

@@ -105,6 +105,9 @@ pub struct IncrementalLearner {
     pub results: Vec<PhaseResult>,
     /// The phase being trained and how many of its epochs are done (None between phases).
     pub training: Option<(usize, usize)>,
+    /// Evaluate the network as given as the base phase instead of training it (a model
+    /// loaded with [`Network::load_safetensors`]).
+    pub skip_base_training: bool,
     sgd: Option<Sgd<f32>>,
     #[cfg(feature = "cuda")]
     gpu: Option<crate::GpuHeads>,
@@ -144,6 +147,7 @@ impl IncrementalLearner {
             history: Vec::new(),
             results: Vec::new(),
             training: None,
+            skip_base_training: false,
             sgd: None,
             #[cfg(feature = "cuda")]
             gpu: None,
@@ -216,7 +220,10 @@ impl IncrementalLearner {
             self.data.augment,
             self.loader_seed(ctx.phase, u64::from(cbf)),
         );
-        let sched = MultiStepLr::lucir(lr, epochs);
+        let sched = match stage {
+            Stage::Train => MultiStepLr::lucir(lr, epochs),
+            Stage::Cbf => MultiStepLr::cbf(lr, epochs),
+        };
         // The training stage continues a checkpointed phase: its optimizer state and the epochs
         // already done live in the learner. Class-balanced fine-tuning always runs whole.
         let (first, mut sgd) = match (cbf, self.training, self.sgd.take()) {
@@ -316,7 +323,7 @@ impl IncrementalLearner {
 }
 
 /// Everything needed to continue a run exactly where it stopped: taken after every training
-/// epoch and after every phase (DESIGN.md §1 "resumed after a crash or kill"). Random choices
+/// epoch and after every phase (docs/design.md §1 "resumed after a crash or kill"). Random choices
 /// (shuffling, augmentation) are functions of (seed, phase, epoch, sample), so no generator
 /// state needs saving; the head-growth generator is replayed on restore.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

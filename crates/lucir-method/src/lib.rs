@@ -1,4 +1,4 @@
-//! The LUCIR method (Hou et al., CVPR 2019; DESIGN.md §3) and its baselines.
+//! The LUCIR method (Hou et al., CVPR 2019; docs/design.md §3) and its baselines.
 //!
 //! A [`Learner`] goes through the same lifecycle in every phase — [`Learner::before_phase`]
 //! (grow and imprint the head, freeze the previous model), [`Learner::train`],

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     average_incremental_accuracy, IncrementalLearner, Learner, LossTerms, PhaseContext, Result,
+    TrainStats,
 };
 
 /// The data of one protocol run: splits, class order, phases and transforms.
@@ -207,7 +208,11 @@ pub fn run_protocol(
         if learner.training.map(|(p, _)| p) != Some(phase) {
             learner.before_phase(&ctx, obs)?;
         }
-        let stats = learner.train(&ctx, obs)?;
+        let stats = if phase == 0 && learner.skip_base_training {
+            TrainStats::default()
+        } else {
+            learner.train(&ctx, obs)?
+        };
         learner.after_phase(&ctx, obs)?;
         let eval = learner.evaluate(&ctx)?;
         let result = PhaseResult {

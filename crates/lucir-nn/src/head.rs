@@ -1,5 +1,5 @@
 //! Classifier heads: the plain linear layer (baselines) and LUCIR's cosine-normalised
-//! classifier, whole or split into an old-class and a new-class block (DESIGN.md §3).
+//! classifier, whole or split into an old-class and a new-class block (docs/design.md §3).
 
 use lucir_autograd::{Param, Tape, Var};
 use lucir_tensor::{Float, Tensor};
@@ -116,7 +116,7 @@ impl<T: Float> Module<T> for CosineLinear<T> {
 }
 
 /// The cosine classifier split into the old classes' block (copied from the previous phase, to
-/// be frozen by its optimizer group) and the new classes' block, sharing one σ (DESIGN.md §3).
+/// be frozen by its optimizer group) and the new classes' block, sharing one σ (docs/design.md §3).
 /// Class `c < old.rows` is row `c` of the old block; the rest follow in the new block.
 #[derive(Clone, Debug)]
 pub struct SplitCosineLinear<T: Float> {

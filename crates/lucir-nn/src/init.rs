@@ -1,4 +1,4 @@
-//! Seeded parameter initialisers (DESIGN.md §3): Kaiming-normal (fan-out) for convolutions,
+//! Seeded parameter initialisers (docs/design.md §3): Kaiming-normal (fan-out) for convolutions,
 //! uniform ±1/√fan-in for linear and cosine layers.
 
 use lucir_tensor::{Float, Tensor};

@@ -1,6 +1,6 @@
 //! ResNets: the CIFAR ResNet-(6n+2) family (ResNet-20/32/56) and ResNet-18 (ImageNet layout),
 //! both ending in global average pooling and both with **no ReLU after the last block**
-//! (LUCIR's feature extractor; DESIGN.md §3), so features may be negative.
+//! (LUCIR's feature extractor; docs/design.md §3), so features may be negative.
 
 use lucir_autograd::{Tape, Var};
 use lucir_tensor::{Float, MaxPoolGeometry};

@@ -2,7 +2,7 @@
 
 use crate::{Float, Result, Tensor};
 
-/// The ε of `max(‖v‖, ε)` (DESIGN.md §3).
+/// The ε of `max(‖v‖, ε)` (docs/design.md §3).
 pub const NORM_EPS: f64 = 1e-12;
 
 /// Returns `(v̄, n)` with `n_b = max(‖v_b‖, ε)` per row.

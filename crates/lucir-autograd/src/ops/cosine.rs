@@ -1,4 +1,4 @@
-//! Cosine similarity between features and class embeddings (LUCIR §3.2, DESIGN.md §3):
+//! Cosine similarity between features and class embeddings (LUCIR §3.2, docs/design.md §3):
 //! `cos_bc = ⟨f̄_b, θ̄_c⟩`, f B×D, θ C×D, cos B×C. The scale σ is a separate op ([`Tape::scale`]),
 //! so the margin-ranking loss can read the unscaled cosines.
 //!

@@ -1,4 +1,4 @@
-//! The less-forget constraint (LUCIR §3.2, Eq. 6; DESIGN.md §3):
+//! The less-forget constraint (LUCIR §3.2, Eq. 6; docs/design.md §3):
 //! `L_LF = λ·(1/B) Σ_b (1 − ⟨f̄_b, f̄*_b⟩)` with f B×D the current features and f* B×D the frozen
 //! previous model's (a constant: no gradient flows into it).
 //! `∂f_b = −(λ/B)·(f̄*_b − f̄_b⟨f̄_b, f̄*_b⟩)/‖f_b‖`.

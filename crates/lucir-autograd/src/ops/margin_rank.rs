@@ -1,4 +1,4 @@
-//! Inter-class separation by margin ranking (LUCIR §3.3, Eq. 8; DESIGN.md §3), on the unscaled
+//! Inter-class separation by margin ranking (LUCIR §3.3, Eq. 8; docs/design.md §3), on the unscaled
 //! cosines `cos` (B×C, classes 0..n_old are old). For each row b whose label is old,
 //! `s⁺ = cos[b, y_b]` and `s_1..s_K` are its K = min(k, C − n_old) largest new-class cosines;
 //! `L = (1/P) Σ_{b,k} max(0, m − s⁺ + s_k)` with P = (old rows)·K, and 0 when P = 0.
