@@ -39,6 +39,25 @@ pub trait Module<T: Float> {
     fn buffers_mut(&mut self) -> Vec<(String, &mut Tensor<T>)> {
         Vec::new()
     }
+    /// Names and shapes of the parameters then the buffers, in listing order.
+    fn shapes(&self) -> Vec<(String, Vec<usize>)> {
+        let params = self.params().into_iter().map(|(n, p)| (n, p.value.shape()));
+        params
+            .chain(self.buffers().into_iter().map(|(n, t)| (n, t.shape())))
+            .map(|(n, s)| (n, s.to_vec()))
+            .collect()
+    }
+    /// Replaces the parameters then the buffers, in listing order, by `values` (whose shapes the
+    /// caller has checked against [`Module::shapes`]).
+    fn assign(&mut self, values: Vec<Tensor<T>>) {
+        let mut values = values.into_iter();
+        for ((_, p), t) in self.params_mut().into_iter().zip(values.by_ref()) {
+            p.value = t;
+        }
+        for ((_, b), t) in self.buffers_mut().into_iter().zip(values) {
+            *b = t;
+        }
+    }
     /// Number of trainable scalars.
     fn num_params(&self) -> usize {
         self.params().iter().map(|(_, p)| p.value.len()).sum()

@@ -226,15 +226,8 @@ pub fn apply_tensor_file<T: Float, M: Module<T>>(
         detail,
     };
     let wanted: Vec<(String, Vec<usize>)> = module
-        .params()
+        .shapes()
         .into_iter()
-        .map(|(n, p)| (n, p.value.shape().to_vec()))
-        .chain(
-            module
-                .buffers()
-                .into_iter()
-                .map(|(n, t)| (n, t.shape().to_vec())),
-        )
         .map(|(n, s)| (torch_name(&n, blocks_per_stage), s))
         .collect();
     let mut loaded = Vec::with_capacity(wanted.len());
@@ -270,13 +263,7 @@ pub fn apply_tensor_file<T: Float, M: Module<T>>(
                 .join(", ")
         )));
     }
-    let mut values = loaded.into_iter();
-    for ((_, p), t) in module.params_mut().into_iter().zip(values.by_ref()) {
-        p.value = t;
-    }
-    for ((_, b), t) in module.buffers_mut().into_iter().zip(values) {
-        *b = t;
-    }
+    module.assign(loaded);
     Ok(())
 }
 

@@ -110,17 +110,7 @@ impl StateDict {
                 .map_err(|err| bad(format!("entry {}: {err}", e.name)))?;
             decoded.push((e.name.as_str(), t));
         }
-        let expected: Vec<(String, Vec<usize>)> = module
-            .params()
-            .into_iter()
-            .map(|(n, p)| (n, p.value.shape().to_vec()))
-            .chain(
-                module
-                    .buffers()
-                    .into_iter()
-                    .map(|(n, t)| (n, t.shape().to_vec())),
-            )
-            .collect();
+        let expected = module.shapes();
         if expected.len() != decoded.len() {
             return Err(bad(format!(
                 "file has {} tensors, the model has {}",
@@ -136,13 +126,7 @@ impl StateDict {
                 )));
             }
         }
-        let mut values = decoded.into_iter().map(|(_, t)| t);
-        for ((_, p), t) in module.params_mut().into_iter().zip(values.by_ref()) {
-            p.value = t;
-        }
-        for ((_, b), t) in module.buffers_mut().into_iter().zip(values) {
-            *b = t;
-        }
+        module.assign(decoded.into_iter().map(|(_, t)| t).collect());
         Ok(())
     }
 }
