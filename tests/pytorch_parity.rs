@@ -199,91 +199,46 @@ struct StepOut {
     total: f64,
 }
 
-/// A cosine head as LUCIR trains it: whole in the base phase, split in incremental phases.
-trait CosineHead<T: Float>: Module<T> {
-    fn theta_sigma(&self, tape: &mut Tape<T>) -> (Var, Var);
-    /// LUCIR's optimizer groups of the head (the old-class block of a split head frozen).
-    fn groups(&mut self, lr: f64, wd: f64) -> Vec<ParamGroup<'_, T>>;
-}
-
-impl<T: Float> CosineHead<T> for CosineLinear<T> {
-    fn theta_sigma(&self, tape: &mut Tape<T>) -> (Var, Var) {
-        CosineLinear::theta_sigma(self, tape)
-    }
-    fn groups(&mut self, lr: f64, wd: f64) -> Vec<ParamGroup<'_, T>> {
-        vec![ParamGroup::named(lr, wd, self.params_mut())]
-    }
-}
-
-impl<T: Float> CosineHead<T> for SplitCosineLinear<T> {
-    fn theta_sigma(&self, tape: &mut Tape<T>) -> (Var, Var) {
-        SplitCosineLinear::theta_sigma(self, tape).unwrap()
-    }
-    fn groups(&mut self, lr: f64, wd: f64) -> Vec<ParamGroup<'_, T>> {
-        vec![
-            ParamGroup {
-                lr: 0.0,
-                weight_decay: 0.0,
-                params: vec![&mut self.old],
-            },
-            ParamGroup {
-                lr,
-                weight_decay: wd,
-                params: vec![&mut self.new, &mut self.sigma],
-            },
-        ]
-    }
-}
-
-/// One LUCIR step in precision T with the generic ops, assembled as docs/design.md §3 states:
-/// CE on σ·cos; with a previous model (incremental phases) also the less-forget loss with `lam`
-/// and margin ranking (K = 2, m = 0.5) over the `old` classes; then SGD (momentum in `sgd`,
-/// weight decay 5e-4) with LUCIR's groups at `lr`. The parameters' gradients go to `grads`.
-fn lucir_step_generic<T: Float, H: CosineHead<T>>(
-    cur: &mut Net<T, H>,
-    prev: Option<&mut Net<T, CosineLinear<T>>>,
+/// One incremental LUCIR step in precision T with the generic ops, assembled as
+/// docs/design.md §3 states: CE on σ·cos, the less-forget loss with `lam` and margin ranking
+/// (K = 2, m = 0.5) over the `old` classes; then SGD (momentum in `sgd`, weight decay 5e-4) with
+/// LUCIR's groups at `lr` (old-class block frozen). The parameters' gradients go to `grads`.
+fn lucir_step_generic<T: Float>(
+    cur: &mut Net<T, SplitCosineLinear<T>>,
+    prev: &mut Net<T, CosineLinear<T>>,
     (images, labels): (&Tensor<T>, &[usize]),
     (old, lam, lr): (usize, f64, f64),
     sgd: &mut Sgd<T>,
     grads: &mut Vec<(String, Tensor<T>)>,
 ) -> StepOut {
-    let f_star = prev.map(|prev| {
-        let mut t = Tape::no_grad();
-        let x = t.constant(images.clone());
-        let fv = prev.backbone.forward(&mut t, x, Mode::Eval).unwrap();
-        t.value(fv).clone()
-    });
+    let mut t = Tape::no_grad();
+    let x = t.constant(images.clone());
+    let fv = prev.backbone.forward(&mut t, x, Mode::Eval).unwrap();
+    let f_star = t.value(fv).clone();
     let mut tape = Tape::new();
     let x = tape.constant(images.clone());
     let f = cur.backbone.forward(&mut tape, x, Mode::Train).unwrap();
-    let (theta, sigma) = cur.head.theta_sigma(&mut tape);
+    let (theta, sigma) = cur.head.theta_sigma(&mut tape).unwrap();
     let cos = tape.cosine(f, theta).unwrap();
     let logits = tape.scale(cos, sigma).unwrap();
     let ce = tape.cross_entropy(logits, labels).unwrap();
-    let mut total = ce;
-    let mut out = StepOut {
+    let lf = tape.less_forget(f, &f_star, T::of(lam)).unwrap();
+    let mr = tape.margin_rank(cos, labels, old, 2, T::of(0.5)).unwrap();
+    let mr_k5 = tape.margin_rank(cos, labels, old, 5, T::of(0.5)).unwrap();
+    let total = tape.add(ce, lf).unwrap();
+    let total = tape.add(total, mr).unwrap();
+    let item = |v: Var| tape.value(v).item().unwrap().as_f64();
+    let out = StepOut {
         features: as_f64(tape.value(f)),
-        features_prev: Vec::new(),
+        features_prev: as_f64(&f_star),
         cos: as_f64(tape.value(cos)),
         logits: as_f64(tape.value(logits)),
-        ce: tape.value(ce).item().unwrap().as_f64(),
-        lf: 0.0,
-        mr: 0.0,
-        mr_k5: 0.0,
-        total: 0.0,
+        ce: item(ce),
+        lf: item(lf),
+        mr: item(mr),
+        mr_k5: item(mr_k5),
+        total: item(total),
     };
-    if let Some(f_star) = &f_star {
-        let lf = tape.less_forget(f, f_star, T::of(lam)).unwrap();
-        let mr = tape.margin_rank(cos, labels, old, 2, T::of(0.5)).unwrap();
-        let mr_k5 = tape.margin_rank(cos, labels, old, 5, T::of(0.5)).unwrap();
-        total = tape.add(total, lf).unwrap();
-        total = tape.add(total, mr).unwrap();
-        out.features_prev = as_f64(f_star);
-        out.lf = tape.value(lf).item().unwrap().as_f64();
-        out.mr = tape.value(mr).item().unwrap().as_f64();
-        out.mr_k5 = tape.value(mr_k5).item().unwrap().as_f64();
-    }
-    out.total = tape.value(total).item().unwrap().as_f64();
     tape.backward(total).unwrap();
     *grads = cur
         .params()
@@ -292,9 +247,20 @@ fn lucir_step_generic<T: Float, H: CosineHead<T>>(
         .collect();
     let wd = 5e-4;
     let Net { backbone, head } = cur;
-    let mut groups = vec![ParamGroup::named(lr, wd, backbone.params_mut())];
-    groups.extend(head.groups(lr, wd));
-    sgd.step(&tape, &mut groups).unwrap();
+    let groups = &mut [
+        ParamGroup::named(lr, wd, backbone.params_mut()),
+        ParamGroup {
+            lr: 0.0,
+            weight_decay: 0.0,
+            params: vec![&mut head.old],
+        },
+        ParamGroup {
+            lr,
+            weight_decay: wd,
+            params: vec![&mut head.new, &mut head.sigma],
+        },
+    ];
+    sgd.step(&tape, groups).unwrap();
     out
 }
 
@@ -337,14 +303,7 @@ fn lucir_step_matches_pytorch_in_f64() {
     let mut grads = Vec::new();
     let batch = (&x, labels.as_slice());
     let hyper = (OLD, lambda(OLD, NEW), 0.1);
-    let out = lucir_step_generic(
-        &mut cur,
-        Some(&mut prev),
-        batch,
-        hyper,
-        &mut sgd,
-        &mut grads,
-    );
+    let out = lucir_step_generic(&mut cur, &mut prev, batch, hyper, &mut sgd, &mut grads);
     check(
         "features",
         &out.features,
@@ -390,14 +349,7 @@ fn lucir_step_matches_pytorch_in_f64() {
         &sampled(&step, updates(params_of(&cur), &before)),
         F64_TOL,
     );
-    let out2 = lucir_step_generic(
-        &mut cur,
-        Some(&mut prev),
-        batch,
-        hyper,
-        &mut sgd,
-        &mut grads,
-    );
+    let out2 = lucir_step_generic(&mut cur, &mut prev, batch, hyper, &mut sgd, &mut grads);
     for (what, ours) in [
         ("step2_loss_ce", out2.ce),
         ("step2_loss_lf", out2.lf),
@@ -457,7 +409,7 @@ fn production_step_matches_pytorch_in_f32() {
     for s in [1, 2] {
         lucir_step_generic(
             &mut generic,
-            Some(&mut generic_prev),
+            &mut generic_prev,
             (&x, &labels),
             (OLD, lambda(OLD, NEW), 0.1),
             &mut generic_sgd,
@@ -601,10 +553,11 @@ fn baseline_losses_match_pytorch_in_f64() {
     }
 }
 
-/// 30 steps in f64 from the fixture's weights on its batches (Fashion-MNIST images, no
-/// augmentation), with the real learning-rate schedule: every loss term within 1e-3 of
-/// PyTorch's at every step. (In f32 the comparison cannot be this tight on either side: PyTorch
-/// in f32 drifts from PyTorch in f64 by 3% within 15 steps of this sequence.)
+/// 30 production steps ([`TrainStep`] on [`Network`]s, in f64) from the fixture's weights on its
+/// batches (Fashion-MNIST images, no augmentation), with the real learning-rate schedule: every
+/// loss term within 1e-3 of PyTorch's at every step. (In f32 the comparison cannot be this
+/// tight on either side: PyTorch in f32 drifts from PyTorch in f64 by 3% within 15 steps of
+/// this sequence.)
 fn sequence_matches(name: &str) {
     let (seq, path) = fixture(name);
     let incremental = seq.metadata["incremental"] == "True";
@@ -630,77 +583,64 @@ fn sequence_matches(name: &str) {
         Tensor::from_vec(&[batch, 1, 28, 28], data).unwrap()
     };
     let (old, new) = (meta(&seq, "old") as usize, meta(&seq, "new") as usize);
-    let lam = if incremental { lambda(old, new) } else { 0.0 };
+    let lambda = if incremental { lambda(old, new) } else { 0.0 };
     assert!(
-        (lam - meta_lambda(&seq)).abs() < 1e-12,
+        (lambda - meta_lambda(&seq)).abs() < 1e-12,
         "{}",
         path.display()
     );
-    let epochs = meta(&seq, "epochs") as usize;
+    let cfg = MethodConfig::lucir(Arch::Resnet20, meta(&seq, "epochs") as usize);
     let per_epoch = meta(&seq, "steps_per_epoch") as usize;
-    let sched = MultiStepLr::lucir(meta(&seq, "lr"), epochs);
-    let mut prev = prev_model::<f64>();
-    let mut sgd = Sgd::new(0.9);
-    let mut grads = Vec::new();
-    let mut worst = 0f64;
-    let mut check_step = |s: usize, out: &StepOut| {
-        for (t, ours) in [
-            ("ce", out.ce),
-            ("lf", out.lf),
-            ("mr", out.mr),
-            ("total", out.total),
-        ] {
-            let want = values(&seq, &format!("loss_{t}"))[s];
-            let e = (ours - want).abs() / want.abs().max(1e-300);
-            if want == 0.0 && ours == 0.0 {
-                continue;
-            }
-            worst = worst.max(e);
-            assert!(
-                e <= SEQ_TOL,
-                "{name}, step {s}: {t} = {ours}, PyTorch {want} (relative error {e:.3e})"
-            );
-        }
-    };
+    let sched = MultiStepLr::lucir(cfg.lr, cfg.epochs);
+    assert_eq!(cfg.lr, meta(&seq, "lr"));
+
+    let mut prev = Network::<f64>::new(Arch::Resnet20, 1, OLD, true, 1).unwrap();
+    prev.load_safetensors(&fixture_path("resnet20_prev"))
+        .unwrap();
+    let mut net = prev.clone();
     if incremental {
         // The grown head: old block = the previous head, new block = the imprinted row.
+        net.head.grow(&mut Init::new(3), new, 64).unwrap();
         let (mut file, prev_path) = fixture("resnet20_prev");
         let fc = file.tensors.remove("fc.weight").unwrap();
         file.tensors.insert("fc.fc1.weight".into(), fc);
         let row = seq.tensors["fc.fc2.weight"].clone();
         file.tensors.insert("fc.fc2.weight".into(), row);
-        let mut init = Init::new(1);
-        let base = CosineLinear::new(&mut init, 64, old);
-        let mut net = Net {
-            backbone: ResNet::cifar(BLOCKS, 1, 1).unwrap(),
-            head: SplitCosineLinear::grow(&base, &mut init, new).unwrap(),
-        };
         apply_tensor_file(&mut net, BLOCKS, &file, &prev_path).unwrap();
-        for s in 0..steps {
-            let lr = sched.lr_at(s / per_epoch);
-            assert!((lr - lrs[s]).abs() < 1e-12, "{name}: lr of step {s}");
-            let x = images(s);
-            let batch = (&x, &labels[s * batch..(s + 1) * batch]);
-            let hyper = (old, lam, lr);
-            let out = lucir_step_generic(
-                &mut net,
-                Some(&mut prev),
-                batch,
-                hyper,
-                &mut sgd,
-                &mut grads,
+    }
+    let run = TrainStep {
+        cfg: &cfg,
+        phase: usize::from(incremental),
+        old,
+        lambda,
+        stage: Stage::Train,
+        #[cfg(feature = "cuda")]
+        gpu: None,
+    };
+    let mut sgd = Sgd::new(cfg.momentum);
+    let mut worst = 0f64;
+    for s in 0..steps {
+        let lr = sched.lr_at(s / per_epoch);
+        assert!((lr - lrs[s]).abs() < 1e-12, "{name}: lr of step {s}");
+        let prev = incremental.then_some(&mut prev);
+        let y = &labels[s * batch..(s + 1) * batch];
+        let terms = run.run(&mut net, prev, images(s), y, lr, &mut sgd).unwrap();
+        for (t, ours) in [
+            ("ce", terms.ce),
+            ("lf", terms.lf),
+            ("mr", terms.mr),
+            ("total", terms.total),
+        ] {
+            let want = values(&seq, &format!("loss_{t}"))[s];
+            if want == 0.0 && ours == 0.0 {
+                continue;
+            }
+            let e = (ours - want).abs() / want.abs();
+            worst = worst.max(e);
+            assert!(
+                e <= SEQ_TOL,
+                "{name}, step {s}: {t} = {ours}, PyTorch {want} (relative error {e:.3e})"
             );
-            check_step(s, &out);
-        }
-    } else {
-        let mut net = prev_model::<f64>();
-        for s in 0..steps {
-            let lr = sched.lr_at(s / per_epoch);
-            assert!((lr - lrs[s]).abs() < 1e-12, "{name}: lr of step {s}");
-            let x = images(s);
-            let batch = (&x, &labels[s * batch..(s + 1) * batch]);
-            let out = lucir_step_generic(&mut net, None, batch, (0, 0.0, lr), &mut sgd, &mut grads);
-            check_step(s, &out);
         }
     }
     eprintln!("{name}: largest relative error of a loss term over {steps} steps: {worst:.3e}");

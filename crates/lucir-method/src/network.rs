@@ -7,25 +7,25 @@ use lucir_autograd::{Param, ParamGroup, Tape, Var};
 use lucir_nn::{
     prefixed, CosineLinear, HeadOut, Init, Linear, Mode, Module, ResNet, SplitCosineLinear,
 };
-use lucir_tensor::Tensor;
+use lucir_tensor::{Float, Tensor};
 
 use crate::{Arch, Error, Result};
 
 /// The classifier head. A cosine head becomes [`Head::Split`] during an incremental phase (old
 /// block frozen, new block trained, shared σ) and is merged back afterwards.
 #[derive(Clone, Debug)]
-pub enum Head {
+pub enum Head<T: Float = f32> {
     /// Cosine classifier over all classes seen.
-    Cosine(CosineLinear<f32>),
+    Cosine(CosineLinear<T>),
     /// Cosine classifier split into old and new blocks.
-    Split(SplitCosineLinear<f32>),
+    Split(SplitCosineLinear<T>),
     /// Linear classifier (baselines and the no-cosine ablation).
-    Linear(Linear<f32>),
+    Linear(Linear<T>),
 }
 
-impl Head {
+impl<T: Float> Head<T> {
     /// Records the head on features `f` (B×D).
-    pub fn forward(&self, tape: &mut Tape<f32>, f: Var) -> Result<HeadOut> {
+    pub fn forward(&self, tape: &mut Tape<T>, f: Var) -> Result<HeadOut> {
         Ok(match self {
             Head::Cosine(h) => h.forward(tape, f)?,
             Head::Split(h) => h.forward(tape, f)?,
@@ -34,7 +34,7 @@ impl Head {
     }
 
     /// For cosine heads, the nodes of all class embeddings (old block then new) and of σ.
-    pub fn theta_sigma(&self, tape: &mut Tape<f32>) -> Result<Option<(Var, Var)>> {
+    pub fn theta_sigma(&self, tape: &mut Tape<T>) -> Result<Option<(Var, Var)>> {
         Ok(match self {
             Head::Cosine(h) => Some(h.theta_sigma(tape)),
             Head::Split(h) => Some(h.theta_sigma(tape)?),
@@ -52,10 +52,10 @@ impl Head {
     }
 
     /// σ of a cosine head.
-    pub fn sigma(&self) -> Option<f32> {
+    pub fn sigma(&self) -> Option<f64> {
         match self {
-            Head::Cosine(h) => h.sigma.value.item().ok(),
-            Head::Split(h) => h.sigma.value.item().ok(),
+            Head::Cosine(h) => h.sigma.value.item().ok().map(T::as_f64),
+            Head::Split(h) => h.sigma.value.item().ok().map(T::as_f64),
             Head::Linear(_) => None,
         }
     }
@@ -67,7 +67,7 @@ impl Head {
         *self = match &*self {
             Head::Cosine(h) => Head::Split(SplitCosineLinear::grow(h, init, new)?),
             Head::Linear(h) => {
-                let fresh = Linear::<f32>::new(init, dim, new);
+                let fresh = Linear::<T>::new(init, dim, new);
                 let mut w = h.weight.value.as_slice().to_vec();
                 w.extend_from_slice(fresh.weight.value.as_slice());
                 let mut b = h.bias.value.as_slice().to_vec();
@@ -96,7 +96,7 @@ impl Head {
     }
 
     /// Replaces the new-class rows of a split head (imprinting).
-    pub fn set_new_rows(&mut self, rows: Tensor<f32>) -> Result<()> {
+    pub fn set_new_rows(&mut self, rows: Tensor<T>) -> Result<()> {
         match self {
             Head::Split(h) => {
                 rows.expect_shape("imprint", h.new.value.shape())?;
@@ -110,7 +110,7 @@ impl Head {
     }
 
     /// Class embeddings of the old block of a split head.
-    pub fn old_rows(&self) -> Option<&Tensor<f32>> {
+    pub fn old_rows(&self) -> Option<&Tensor<T>> {
         match self {
             Head::Split(h) => Some(&h.old.value),
             _ => None,
@@ -120,8 +120,8 @@ impl Head {
     /// Optimizer groups: everything trainable at `lr`/`wd`, except a split head's old block,
     /// which is frozen (lr 0, no decay) as LUCIR prescribes. With `embeddings_only`, only class
     /// embeddings train (class-balanced fine-tuning: σ frozen).
-    pub fn groups(&mut self, lr: f64, wd: f64, embeddings_only: bool) -> Vec<ParamGroup<'_, f32>> {
-        fn group(params: Vec<&mut Param<f32>>, lr: f64, wd: f64) -> ParamGroup<'_, f32> {
+    pub fn groups(&mut self, lr: f64, wd: f64, embeddings_only: bool) -> Vec<ParamGroup<'_, T>> {
+        fn group<T>(params: Vec<&mut Param<T>>, lr: f64, wd: f64) -> ParamGroup<'_, T> {
             ParamGroup {
                 lr,
                 weight_decay: wd,
@@ -145,15 +145,15 @@ impl Head {
     }
 }
 
-impl Module<f32> for Head {
-    fn params(&self) -> Vec<(String, &Param<f32>)> {
+impl<T: Float> Module<T> for Head<T> {
+    fn params(&self) -> Vec<(String, &Param<T>)> {
         match self {
             Head::Cosine(h) => h.params(),
             Head::Split(h) => h.params(),
             Head::Linear(h) => h.params(),
         }
     }
-    fn params_mut(&mut self) -> Vec<(String, &mut Param<f32>)> {
+    fn params_mut(&mut self) -> Vec<(String, &mut Param<T>)> {
         match self {
             Head::Cosine(h) => h.params_mut(),
             Head::Split(h) => h.params_mut(),
@@ -162,16 +162,16 @@ impl Module<f32> for Head {
     }
 }
 
-/// Backbone + head.
+/// Backbone + head, in f32 for training runs (f64 for reference computations).
 #[derive(Clone, Debug)]
-pub struct Network {
+pub struct Network<T: Float = f32> {
     /// Feature extractor.
-    pub backbone: ResNet<f32>,
+    pub backbone: ResNet<T>,
     /// Classifier.
-    pub head: Head,
+    pub head: Head<T>,
 }
 
-impl Network {
+impl<T: Float> Network<T> {
     /// A fresh network for `classes` base classes on `in_channels`-channel images.
     pub fn new(
         arch: Arch,
@@ -197,7 +197,7 @@ impl Network {
     }
 
     /// Features (B×D) and head output for images `x`.
-    pub fn forward(&mut self, tape: &mut Tape<f32>, x: Var, mode: Mode) -> Result<(Var, HeadOut)> {
+    pub fn forward(&mut self, tape: &mut Tape<T>, x: Var, mode: Mode) -> Result<(Var, HeadOut)> {
         let f = self.backbone.forward(tape, x, mode)?;
         let out = self.head.forward(tape, f)?;
         Ok((f, out))
@@ -224,21 +224,21 @@ impl Network {
     }
 }
 
-impl Module<f32> for Network {
-    fn params(&self) -> Vec<(String, &Param<f32>)> {
+impl<T: Float> Module<T> for Network<T> {
+    fn params(&self) -> Vec<(String, &Param<T>)> {
         let mut v = prefixed("backbone", self.backbone.params());
         v.extend(prefixed("head", self.head.params()));
         v
     }
-    fn params_mut(&mut self) -> Vec<(String, &mut Param<f32>)> {
+    fn params_mut(&mut self) -> Vec<(String, &mut Param<T>)> {
         let mut v = prefixed("backbone", self.backbone.params_mut());
         v.extend(prefixed("head", self.head.params_mut()));
         v
     }
-    fn buffers(&self) -> Vec<(String, &Tensor<f32>)> {
+    fn buffers(&self) -> Vec<(String, &Tensor<T>)> {
         prefixed("backbone", self.backbone.buffers())
     }
-    fn buffers_mut(&mut self) -> Vec<(String, &mut Tensor<f32>)> {
+    fn buffers_mut(&mut self) -> Vec<(String, &mut Tensor<T>)> {
         prefixed("backbone", self.backbone.buffers_mut())
     }
 }

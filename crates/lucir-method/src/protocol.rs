@@ -226,7 +226,7 @@ pub fn run_protocol(
             acc_new_nme: eval.acc_new_nme,
             forgetting_cnn: eval.forgetting_cnn,
             lambda: learner.lambda,
-            sigma: learner.net.head.sigma().map(f64::from),
+            sigma: learner.net.head.sigma(),
             train_seconds: stats.seconds,
             images_per_s: stats.images as f64 / stats.seconds.max(1e-9),
         };

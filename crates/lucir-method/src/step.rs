@@ -5,7 +5,7 @@
 
 use lucir_autograd::{Param, ParamGroup, Sgd, Tape, Var};
 use lucir_nn::{HeadOut, Mode, Module};
-use lucir_tensor::Tensor;
+use lucir_tensor::{Float, Tensor};
 
 use crate::{Error, Method, MethodConfig, Network, Result, Stage};
 
@@ -64,15 +64,16 @@ pub struct TrainStep<'a> {
 impl TrainStep<'_> {
     /// One SGD step of `net` at learning rate `lr` on a batch (`images` N×C×H×W, `labels` class
     /// positions); `prev` is the frozen previous model (incremental phases). Returns the loss
-    /// terms; a non-finite loss is returned without updating anything.
-    pub fn run(
+    /// terms; a non-finite loss is returned without updating anything. Training runs in f32;
+    /// f64 serves reference computations (the GPU head ops are f32 only and skipped in f64).
+    pub fn run<T: Float>(
         &self,
-        net: &mut Network,
-        prev: Option<&mut Network>,
-        images: Tensor<f32>,
+        net: &mut Network<T>,
+        prev: Option<&mut Network<T>>,
+        images: Tensor<T>,
         labels: &[usize],
         lr: f64,
-        sgd: &mut Sgd<f32>,
+        sgd: &mut Sgd<T>,
     ) -> Result<LossTerms> {
         let cbf = self.stage == Stage::Cbf;
         let incremental = self.phase > 0;
@@ -107,7 +108,7 @@ impl TrainStep<'_> {
             (f, self.head_forward(net, &mut tape, f)?)
         };
         let mut terms = LossTerms::default();
-        let value = |t: &Tape<f32>, v: Var| t.value(v).item().map(f64::from);
+        let value = |t: &Tape<T>, v: Var| t.value(v).item().map(T::as_f64);
         let mut loss = tape.cross_entropy(out.logits, labels)?;
         terms.ce = value(&tape, loss)?;
         if let Some((f_star, old_logits)) = &prev_out {
@@ -118,7 +119,7 @@ impl TrainStep<'_> {
             } else {
                 let z_old = tape.slice_cols(out.logits, 0, self.old)?;
                 // The previous model scores exactly the old classes.
-                let kd = tape.kd(z_old, old_logits, self.cfg.kd_temperature as f32)?;
+                let kd = tape.kd(z_old, old_logits, T::of(self.cfg.kd_temperature))?;
                 terms.kd = value(&tape, kd)?;
                 loss = tape.add(loss, kd)?;
             }
@@ -136,9 +137,9 @@ impl TrainStep<'_> {
         tape.backward(loss)?;
         let wd = self.cfg.weight_decay;
         let Network { backbone, head } = net;
-        let mut groups: Vec<ParamGroup<'_, f32>> = Vec::new();
+        let mut groups: Vec<ParamGroup<'_, T>> = Vec::new();
         if !cbf {
-            let params: Vec<&mut Param<f32>> =
+            let params: Vec<&mut Param<T>> =
                 backbone.params_mut().into_iter().map(|(_, p)| p).collect();
             groups.push(ParamGroup {
                 lr,
@@ -151,11 +152,19 @@ impl TrainStep<'_> {
         Ok(terms)
     }
 
-    /// The classifier on features `f`: on the GPU when one is set and the head is cosine.
-    fn head_forward(&self, net: &Network, tape: &mut Tape<f32>, f: Var) -> Result<HeadOut> {
+    /// The classifier on features `f`: on the GPU when one is set, the head is cosine and the
+    /// step runs in f32.
+    fn head_forward<T: Float>(
+        &self,
+        net: &Network<T>,
+        tape: &mut Tape<T>,
+        f: Var,
+    ) -> Result<HeadOut> {
         #[cfg(feature = "cuda")]
         if let Some(gpu) = self.gpu {
-            if let Some((theta, sigma)) = net.head.theta_sigma(tape)? {
+            let theta_sigma = net.head.theta_sigma(tape)?;
+            let tape32 = (tape as &mut dyn std::any::Any).downcast_mut::<Tape<f32>>();
+            if let (Some((theta, sigma)), Some(tape)) = (theta_sigma, tape32) {
                 let cos = gpu.cosine(tape, f, theta)?;
                 return Ok(HeadOut::scaled_cosines(tape, cos, sigma)?);
             }
@@ -163,23 +172,29 @@ impl TrainStep<'_> {
         net.head.forward(tape, f)
     }
 
-    /// The less-forget loss, on the GPU when one is set.
-    fn less_forget(&self, tape: &mut Tape<f32>, f: Var, f_star: &Tensor<f32>) -> Result<Var> {
-        let lambda = self.lambda as f32;
+    /// The less-forget loss, on the GPU when one is set (f32 steps).
+    fn less_forget<T: Float>(&self, tape: &mut Tape<T>, f: Var, f_star: &Tensor<T>) -> Result<Var> {
         #[cfg(feature = "cuda")]
         if let Some(gpu) = self.gpu {
-            return gpu.less_forget(tape, f, f_star, lambda);
+            let star32 = (f_star as &dyn std::any::Any).downcast_ref::<Tensor<f32>>();
+            let tape32 = (&mut *tape as &mut dyn std::any::Any).downcast_mut::<Tape<f32>>();
+            if let (Some(tape), Some(f_star)) = (tape32, star32) {
+                return gpu.less_forget(tape, f, f_star, self.lambda as f32);
+            }
         }
-        Ok(tape.less_forget(f, f_star, lambda)?)
+        Ok(tape.less_forget(f, f_star, T::of(self.lambda))?)
     }
 
-    /// The margin-ranking loss, on the GPU when one is set.
-    fn margin_rank(&self, tape: &mut Tape<f32>, cos: Var, labels: &[usize]) -> Result<Var> {
-        let (k, m) = (self.cfg.k, self.cfg.margin as f32);
+    /// The margin-ranking loss, on the GPU when one is set (f32 steps).
+    fn margin_rank<T: Float>(&self, tape: &mut Tape<T>, cos: Var, labels: &[usize]) -> Result<Var> {
+        let (k, m) = (self.cfg.k, self.cfg.margin);
         #[cfg(feature = "cuda")]
         if let Some(gpu) = self.gpu {
-            return gpu.margin_rank(tape, cos, labels, (self.old, k, m));
+            let tape32 = (&mut *tape as &mut dyn std::any::Any).downcast_mut::<Tape<f32>>();
+            if let Some(tape) = tape32 {
+                return gpu.margin_rank(tape, cos, labels, (self.old, k, m as f32));
+            }
         }
-        Ok(tape.margin_rank(cos, labels, self.old, k, m)?)
+        Ok(tape.margin_rank(cos, labels, self.old, k, T::of(m))?)
     }
 }
