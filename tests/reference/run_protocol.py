@@ -150,8 +150,12 @@ def main():
         with torch.no_grad():
             cnn = net.fc(f).argmax(1)
         nme = (F.normalize(f, dim=1) @ means.T).argmax(1)
+        is_new = ty >= old
         results.append({"phase": phase, "cnn": 100 * (cnn == ty).double().mean().item(),
-                        "nme": 100 * (nme == ty).double().mean().item()})
+                        "nme": 100 * (nme == ty).double().mean().item(),
+                        "old_cnn": 100 * (cnn == ty)[~is_new].double().mean().item()
+                        if old else None,
+                        "new_cnn": 100 * (cnn == ty)[is_new].double().mean().item()})
     print(json.dumps({
         "method": a.method, "seed": a.seed, "framework": f"pytorch {torch.__version__}",
         "phases": results,
