@@ -1,5 +1,12 @@
 //! The learner lifecycle (before phase → train → after phase → evaluate) and the one learner
-//! that implements LUCIR, its ablations and the baselines.
+//! that implements LUCIR, its ablations and the baselines: the learner and its optimisation
+//! loop here, the lifecycle in `lifecycle.rs`, checkpoint snapshots in `state.rs`, one
+//! optimisation step in `crate::step`.
+
+mod lifecycle;
+mod state;
+
+pub use state::LearnerState;
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -7,16 +14,13 @@ use std::time::Instant;
 
 use lucir_autograd::{MultiStepLr, Sgd};
 use lucir_data::{ExemplarMemory, Loader, Sample};
-use lucir_nn::{Init, Module, StateDict};
+use lucir_nn::Init;
 use lucir_tensor::Tensor;
-use serde::{Deserialize, Serialize};
 
-use crate::eval::{per_class_accuracy, predict_argmax};
-use crate::features::{backbone_features, features_and_logits};
+use crate::features::backbone_features;
 use crate::{
-    accuracy_split, adaptive_lambda, forgetting, herding, imprint_weights, nme_class_means,
-    predict_nme, Error, Event, Features, MethodConfig, Network, Observer, PhaseResult,
-    ProtocolData, Result, Stage,
+    Error, Event, Features, MethodConfig, Network, Observer, PhaseResult, ProtocolData, Result,
+    Stage,
 };
 use crate::{LossTerms, TrainStep};
 
@@ -319,249 +323,5 @@ impl IncrementalLearner {
             gpu: self.gpu.as_ref(),
         };
         step.run(&mut self.net, self.prev.as_mut(), images, labels, lr, sgd)
-    }
-}
-
-/// Everything needed to continue a run exactly where it stopped: taken after every training
-/// epoch and after every phase (docs/design.md §1 "resumed after a crash or kill"). Random choices
-/// (shuffling, augmentation) are functions of (seed, phase, epoch, sample), so no generator
-/// state needs saving; the head-growth generator is replayed on restore.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LearnerState {
-    /// The phase being trained and its completed epochs; `None` between phases.
-    pub training: Option<(usize, usize)>,
-    /// λ of the current phase.
-    pub lambda: f64,
-    /// The current network (a split head while an incremental phase trains).
-    pub net: StateDict,
-    /// The frozen previous network, while an incremental phase trains.
-    pub prev: Option<StateDict>,
-    /// SGD momentum buffers by parameter name.
-    pub velocity: Vec<(String, Vec<f32>)>,
-    /// Exemplars.
-    pub memory: ExemplarMemory,
-    /// NME class means.
-    pub class_means: Vec<f32>,
-    /// Per-class CNN accuracy after each phase.
-    pub history: Vec<Vec<f64>>,
-    /// Results of the completed phases.
-    pub results: Vec<PhaseResult>,
-}
-
-impl IncrementalLearner {
-    /// A snapshot of the learner for a checkpoint.
-    pub fn snapshot(&self) -> LearnerState {
-        let velocity = match &self.sgd {
-            Some(sgd) => self
-                .net
-                .params()
-                .into_iter()
-                .filter_map(|(n, p)| sgd.velocity(p).map(|v| (n, v.as_slice().to_vec())))
-                .collect(),
-            None => Vec::new(),
-        };
-        LearnerState {
-            training: self.training,
-            lambda: self.lambda,
-            net: StateDict::of(&self.net),
-            prev: self.prev.as_ref().map(StateDict::of),
-            velocity,
-            memory: self.memory.clone(),
-            class_means: self.class_means.clone(),
-            history: self.history.clone(),
-            results: self.results.clone(),
-        }
-    }
-
-    /// Rebuilds a learner from a snapshot taken with the same configuration and data. `source`
-    /// names the checkpoint in errors.
-    pub fn restore(
-        cfg: MethodConfig,
-        data: Arc<ProtocolData>,
-        state: LearnerState,
-        source: &std::path::Path,
-    ) -> Result<Self> {
-        let mut l = Self::new(cfg, data)?;
-        let phases = l.data.phases.clone();
-        // The phase whose head shape the network has: the one in training, or the last done.
-        let (grown, training) = match state.training {
-            Some((p, _)) => (p, true),
-            None => (state.results.len().saturating_sub(1), false),
-        };
-        if grown >= phases.len() || state.results.len() > phases.len() {
-            return Err(Error::Config(format!(
-                "{}: checkpoint is for phase {grown}, the run has {} phases",
-                source.display(),
-                phases.len()
-            )));
-        }
-        let d = l.net.backbone.feature_dim();
-        for p in 1..=grown {
-            l.net.head.merge()?;
-            if training && p == grown {
-                l.prev = Some(l.net.clone());
-            }
-            l.net.head.grow(&mut l.init, phases.sizes()[p], d)?;
-        }
-        if !training {
-            l.net.head.merge()?;
-        }
-        state.net.apply(&mut l.net, source)?;
-        match (&mut l.prev, &state.prev) {
-            (Some(prev), Some(s)) => s.apply(prev, source)?,
-            (None, None) => {}
-            _ => {
-                return Err(Error::Config(format!(
-                    "{}: checkpoint and run disagree on the previous model",
-                    source.display()
-                )))
-            }
-        }
-        if training {
-            let mut sgd = Sgd::new(l.cfg.momentum);
-            for (name, p) in l.net.params() {
-                if let Some((_, v)) = state.velocity.iter().find(|(n, _)| *n == name) {
-                    let t = Tensor::from_vec(p.value.shape(), v.clone())?;
-                    sgd.set_velocity(p, t)?;
-                }
-            }
-            l.sgd = Some(sgd);
-        }
-        l.training = state.training;
-        l.lambda = state.lambda;
-        l.memory = state.memory;
-        l.class_means = state.class_means;
-        l.history = state.history;
-        l.results = state.results;
-        Ok(l)
-    }
-}
-
-impl Learner for IncrementalLearner {
-    fn before_phase(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<()> {
-        self.lambda = adaptive_lambda(&self.cfg, ctx.old(), ctx.new.len());
-        self.training = Some((ctx.phase, 0));
-        self.sgd = Some(Sgd::new(self.cfg.momentum));
-        if ctx.phase == 0 {
-            return Ok(());
-        }
-        self.prev = Some(self.net.clone());
-        let d = self.net.backbone.feature_dim();
-        self.net.head.grow(&mut self.init, ctx.new.len(), d)?;
-        if self.cfg.imprint && self.cfg.cosine_head() {
-            obs.event(&Event::Stage {
-                phase: ctx.phase,
-                what: "imprinting new-class weights",
-            })?;
-            let mut per_class = Vec::new();
-            for c in ctx.new.clone() {
-                let ids = self.train_ids[c].clone();
-                per_class.push(self.train_features(c, &ids, false)?.normalized());
-            }
-            let old = self
-                .net
-                .head
-                .old_rows()
-                .ok_or_else(|| Error::Config("imprinting needs a split head".into()))?
-                .clone();
-            let rows = imprint_weights(&per_class, &old)?;
-            self.net.head.set_new_rows(rows)?;
-        }
-        Ok(())
-    }
-
-    fn train(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<TrainStats> {
-        let mut samples = Self::samples(&self.train_ids, ctx.new.clone());
-        samples.extend(
-            self.memory
-                .samples()
-                .into_iter()
-                .map(|(id, label)| Sample { id, label }),
-        );
-        obs.event(&Event::PhaseStart {
-            phase: ctx.phase,
-            phases: ctx.phases,
-            new: ctx.new.clone(),
-            samples: samples.len(),
-            lambda: self.lambda,
-        })?;
-        self.optimise(
-            ctx,
-            samples,
-            Stage::Train,
-            self.cfg.epochs,
-            self.cfg.lr,
-            obs,
-        )
-    }
-
-    fn after_phase(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<()> {
-        self.net.head.merge()?;
-        self.prev = None;
-        self.training = None;
-        self.sgd = None;
-        obs.event(&Event::Stage {
-            phase: ctx.phase,
-            what: "herding exemplars",
-        })?;
-        let quota = self.memory.quota(ctx.seen())?;
-        self.memory.shrink(quota);
-        for c in ctx.new.clone() {
-            let ids = self.train_ids[c].clone();
-            let feats = self.train_features(c, &ids, false)?.normalized();
-            let picks = herding(&feats, quota);
-            self.memory
-                .set(c, picks.into_iter().map(|i| ids[i]).collect());
-        }
-        if self.cfg.cbf && ctx.phase > 0 && self.cfg.cosine_head() {
-            let samples: Vec<Sample> = self
-                .memory
-                .samples()
-                .into_iter()
-                .map(|(id, label)| Sample { id, label })
-                .collect();
-            self.optimise(
-                ctx,
-                samples,
-                Stage::Cbf,
-                self.cfg.cbf_epochs,
-                self.cfg.cbf_lr,
-                obs,
-            )?;
-        }
-        obs.event(&Event::Stage {
-            phase: ctx.phase,
-            what: "computing NME class means",
-        })?;
-        let (mut plain, mut flipped) = (Vec::new(), Vec::new());
-        for c in 0..ctx.seen() {
-            let ids = self.memory.class(c).to_vec();
-            plain.push(self.train_features(c, &ids, false)?);
-            flipped.push(self.train_features(c, &ids, true)?);
-        }
-        self.class_means = nme_class_means(&plain, &flipped);
-        Ok(())
-    }
-
-    fn evaluate(&mut self, ctx: &PhaseContext) -> Result<PhaseEval> {
-        let samples = Self::samples(&self.test_ids, 0..ctx.seen());
-        let loader = self.eval_loader(&self.data.test.clone(), samples, false);
-        let (feats, logits) = features_and_logits(&mut self.net, &loader)?;
-        let cnn = predict_argmax(&logits);
-        let nme = predict_nme(&feats, &self.class_means);
-        let labels = &feats.labels;
-        let (acc_cnn, acc_old_cnn, acc_new_cnn) = accuracy_split(&cnn, labels, ctx.old());
-        let (acc_nme, acc_old_nme, acc_new_nme) = accuracy_split(&nme, labels, ctx.old());
-        self.history
-            .push(per_class_accuracy(&cnn, labels, self.data.order.len()));
-        Ok(PhaseEval {
-            acc_cnn,
-            acc_nme,
-            acc_old_cnn,
-            acc_new_cnn,
-            acc_old_nme,
-            acc_new_nme,
-            forgetting_cnn: forgetting(&self.history),
-        })
     }
 }

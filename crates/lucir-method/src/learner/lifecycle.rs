@@ -1,0 +1,141 @@
+//! The phase lifecycle of [`IncrementalLearner`]: grow and imprint the head, train, select
+//! exemplars (and fine-tune on them), evaluate.
+
+use crate::eval::{per_class_accuracy, predict_argmax};
+use crate::features::features_and_logits;
+use crate::{
+    accuracy_split, adaptive_lambda, forgetting, herding, imprint_weights, nme_class_means,
+    predict_nme, Error, Event, IncrementalLearner, Learner, Observer, PhaseContext, PhaseEval,
+    Result, Stage, TrainStats,
+};
+use lucir_autograd::Sgd;
+use lucir_data::Sample;
+
+impl Learner for IncrementalLearner {
+    fn before_phase(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<()> {
+        self.lambda = adaptive_lambda(&self.cfg, ctx.old(), ctx.new.len());
+        self.training = Some((ctx.phase, 0));
+        self.sgd = Some(Sgd::new(self.cfg.momentum));
+        if ctx.phase == 0 {
+            return Ok(());
+        }
+        self.prev = Some(self.net.clone());
+        let d = self.net.backbone.feature_dim();
+        self.net.head.grow(&mut self.init, ctx.new.len(), d)?;
+        if self.cfg.imprint && self.cfg.cosine_head() {
+            obs.event(&Event::Stage {
+                phase: ctx.phase,
+                what: "imprinting new-class weights",
+            })?;
+            let mut per_class = Vec::new();
+            for c in ctx.new.clone() {
+                let ids = self.train_ids[c].clone();
+                per_class.push(self.train_features(c, &ids, false)?.normalized());
+            }
+            let old = self
+                .net
+                .head
+                .old_rows()
+                .ok_or_else(|| Error::Config("imprinting needs a split head".into()))?
+                .clone();
+            let rows = imprint_weights(&per_class, &old)?;
+            self.net.head.set_new_rows(rows)?;
+        }
+        Ok(())
+    }
+
+    fn train(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<TrainStats> {
+        let mut samples = Self::samples(&self.train_ids, ctx.new.clone());
+        samples.extend(
+            self.memory
+                .samples()
+                .into_iter()
+                .map(|(id, label)| Sample { id, label }),
+        );
+        obs.event(&Event::PhaseStart {
+            phase: ctx.phase,
+            phases: ctx.phases,
+            new: ctx.new.clone(),
+            samples: samples.len(),
+            lambda: self.lambda,
+        })?;
+        self.optimise(
+            ctx,
+            samples,
+            Stage::Train,
+            self.cfg.epochs,
+            self.cfg.lr,
+            obs,
+        )
+    }
+
+    fn after_phase(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<()> {
+        self.net.head.merge()?;
+        self.prev = None;
+        self.training = None;
+        self.sgd = None;
+        obs.event(&Event::Stage {
+            phase: ctx.phase,
+            what: "herding exemplars",
+        })?;
+        let quota = self.memory.quota(ctx.seen())?;
+        self.memory.shrink(quota);
+        for c in ctx.new.clone() {
+            let ids = self.train_ids[c].clone();
+            let feats = self.train_features(c, &ids, false)?.normalized();
+            let picks = herding(&feats, quota);
+            self.memory
+                .set(c, picks.into_iter().map(|i| ids[i]).collect());
+        }
+        if self.cfg.cbf && ctx.phase > 0 && self.cfg.cosine_head() {
+            let samples: Vec<Sample> = self
+                .memory
+                .samples()
+                .into_iter()
+                .map(|(id, label)| Sample { id, label })
+                .collect();
+            self.optimise(
+                ctx,
+                samples,
+                Stage::Cbf,
+                self.cfg.cbf_epochs,
+                self.cfg.cbf_lr,
+                obs,
+            )?;
+        }
+        obs.event(&Event::Stage {
+            phase: ctx.phase,
+            what: "computing NME class means",
+        })?;
+        let (mut plain, mut flipped) = (Vec::new(), Vec::new());
+        for c in 0..ctx.seen() {
+            let ids = self.memory.class(c).to_vec();
+            plain.push(self.train_features(c, &ids, false)?);
+            flipped.push(self.train_features(c, &ids, true)?);
+        }
+        self.class_means = nme_class_means(&plain, &flipped);
+        Ok(())
+    }
+
+    fn evaluate(&mut self, ctx: &PhaseContext) -> Result<PhaseEval> {
+        let samples = Self::samples(&self.test_ids, 0..ctx.seen());
+        let loader = self.eval_loader(&self.data.test.clone(), samples, false);
+        let (feats, logits) = features_and_logits(&mut self.net, &loader)?;
+        let cnn = predict_argmax(&logits);
+        let nme = predict_nme(&feats, &self.class_means);
+        let labels = &feats.labels;
+        let (acc_cnn, acc_old_cnn, acc_new_cnn) = accuracy_split(&cnn, labels, ctx.old());
+        let (acc_nme, acc_old_nme, acc_new_nme) = accuracy_split(&nme, labels, ctx.old());
+        self.history
+            .push(per_class_accuracy(&cnn, labels, self.data.order.len()));
+        Ok(PhaseEval {
+            acc_cnn,
+            acc_nme,
+            acc_old_cnn,
+            acc_new_cnn,
+            acc_old_nme,
+            acc_new_nme,
+            forgetting_cnn: forgetting(&self.history),
+        })
+    }
+}

@@ -1,0 +1,126 @@
+//! Checkpoint snapshots of a learner: everything a killed run needs to continue exactly.
+
+use std::sync::Arc;
+
+use lucir_autograd::Sgd;
+use lucir_data::ExemplarMemory;
+use lucir_nn::{Module, StateDict};
+use lucir_tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, IncrementalLearner, MethodConfig, PhaseResult, ProtocolData, Result};
+
+/// Everything needed to continue a run exactly where it stopped: taken after every training
+/// epoch and after every phase (docs/design.md §1 "resumed after a crash or kill"). Random choices
+/// (shuffling, augmentation) are functions of (seed, phase, epoch, sample), so no generator
+/// state needs saving; the head-growth generator is replayed on restore.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LearnerState {
+    /// The phase being trained and its completed epochs; `None` between phases.
+    pub training: Option<(usize, usize)>,
+    /// λ of the current phase.
+    pub lambda: f64,
+    /// The current network (a split head while an incremental phase trains).
+    pub net: StateDict,
+    /// The frozen previous network, while an incremental phase trains.
+    pub prev: Option<StateDict>,
+    /// SGD momentum buffers by parameter name.
+    pub velocity: Vec<(String, Vec<f32>)>,
+    /// Exemplars.
+    pub memory: ExemplarMemory,
+    /// NME class means.
+    pub class_means: Vec<f32>,
+    /// Per-class CNN accuracy after each phase.
+    pub history: Vec<Vec<f64>>,
+    /// Results of the completed phases.
+    pub results: Vec<PhaseResult>,
+}
+
+impl IncrementalLearner {
+    /// A snapshot of the learner for a checkpoint.
+    pub fn snapshot(&self) -> LearnerState {
+        let velocity = match &self.sgd {
+            Some(sgd) => self
+                .net
+                .params()
+                .into_iter()
+                .filter_map(|(n, p)| sgd.velocity(p).map(|v| (n, v.as_slice().to_vec())))
+                .collect(),
+            None => Vec::new(),
+        };
+        LearnerState {
+            training: self.training,
+            lambda: self.lambda,
+            net: StateDict::of(&self.net),
+            prev: self.prev.as_ref().map(StateDict::of),
+            velocity,
+            memory: self.memory.clone(),
+            class_means: self.class_means.clone(),
+            history: self.history.clone(),
+            results: self.results.clone(),
+        }
+    }
+
+    /// Rebuilds a learner from a snapshot taken with the same configuration and data. `source`
+    /// names the checkpoint in errors.
+    pub fn restore(
+        cfg: MethodConfig,
+        data: Arc<ProtocolData>,
+        state: LearnerState,
+        source: &std::path::Path,
+    ) -> Result<Self> {
+        let mut l = Self::new(cfg, data)?;
+        let phases = l.data.phases.clone();
+        // The phase whose head shape the network has: the one in training, or the last done.
+        let (grown, training) = match state.training {
+            Some((p, _)) => (p, true),
+            None => (state.results.len().saturating_sub(1), false),
+        };
+        if grown >= phases.len() || state.results.len() > phases.len() {
+            return Err(Error::Config(format!(
+                "{}: checkpoint is for phase {grown}, the run has {} phases",
+                source.display(),
+                phases.len()
+            )));
+        }
+        let d = l.net.backbone.feature_dim();
+        for p in 1..=grown {
+            l.net.head.merge()?;
+            if training && p == grown {
+                l.prev = Some(l.net.clone());
+            }
+            l.net.head.grow(&mut l.init, phases.sizes()[p], d)?;
+        }
+        if !training {
+            l.net.head.merge()?;
+        }
+        state.net.apply(&mut l.net, source)?;
+        match (&mut l.prev, &state.prev) {
+            (Some(prev), Some(s)) => s.apply(prev, source)?,
+            (None, None) => {}
+            _ => {
+                return Err(Error::Config(format!(
+                    "{}: checkpoint and run disagree on the previous model",
+                    source.display()
+                )))
+            }
+        }
+        if training {
+            let mut sgd = Sgd::new(l.cfg.momentum);
+            for (name, p) in l.net.params() {
+                if let Some((_, v)) = state.velocity.iter().find(|(n, _)| *n == name) {
+                    let t = Tensor::from_vec(p.value.shape(), v.clone())?;
+                    sgd.set_velocity(p, t)?;
+                }
+            }
+            l.sgd = Some(sgd);
+        }
+        l.training = state.training;
+        l.lambda = state.lambda;
+        l.memory = state.memory;
+        l.class_means = state.class_means;
+        l.history = state.history;
+        l.results = state.results;
+        Ok(l)
+    }
+}
