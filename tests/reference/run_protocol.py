@@ -23,6 +23,40 @@ from lucir_torch import (FMNIST_ORDER, CosineLinear, ResNet, SplitCosineLinear, 
                          lucir_loss, lucir_optimizer, normalise)
 
 
+M64 = (1 << 64) - 1
+
+
+def splitmix64(z):
+    z = (z + 0x9E3779B97F4A7C15) & M64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+    return z ^ (z >> 31)
+
+
+def lucir_order(seed, epoch, n):
+    """lucir-data's shuffle: Fisher-Yates driven by a SplitMix64 stream."""
+    idx = list(range(n))
+    state = splitmix64(seed ^ splitmix64(epoch))
+    for i in range(n - 1, 0, -1):
+        state = (state + 0x9E3779B97F4A7C15) & M64
+        j = splitmix64(state) % (i + 1)
+        idx[i], idx[j] = idx[j], idx[i]
+    return idx
+
+
+def lucir_augment(u8, ids, seed, epoch):
+    """lucir-data's augmentation: crop offsets and flip from a hash of (seed, epoch, sample id)."""
+    padded = F.pad(u8, (4, 4, 4, 4))
+    out = torch.empty_like(u8)
+    base = splitmix64(splitmix64(seed) ^ epoch)
+    for i, sid in enumerate(ids):
+        r = splitmix64(base ^ int(sid))
+        dy, dx, flip = r % 9, (r >> 20) % 9, (r >> 63) == 1
+        img = padded[i, :, dy:dy + 28, dx:dx + 28]
+        out[i] = img.flip(-1) if flip else img
+    return out
+
+
 def augment(u8, gen):
     """Random 28×28 crop of the image zero-padded by 4, and a horizontal flip with p = ½."""
     n = u8.shape[0]
@@ -68,6 +102,9 @@ def main():
     p.add_argument("--method", default="lucir", choices=["lucir", "finetune"])
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--draws", default="torch", choices=["torch", "lucir"],
+                   help="shuffle and augmentation from PyTorch's generator, or lucir-data's "
+                        "hash of (seed, phase, epoch, sample)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -76,6 +113,8 @@ def main():
     te_x, te_y = fmnist("t10k")
     pos = {c: i for i, c in enumerate(FMNIST_ORDER)}
     train_ids = [np.flatnonzero(tr_y == c)[:1000] for c in FMNIST_ORDER]
+    # lucir-rs numbers samples by their place in the 1000-per-class subset (file order).
+    subset_id = {int(i): k for k, i in enumerate(sorted(np.concatenate(train_ids)))}
     test_ids = [np.flatnonzero(te_y == c) for c in FMNIST_ORDER]
     lucir = a.method == "lucir"
     head = CosineLinear(64, 5) if lucir else nn.Linear(64, 5)
@@ -103,7 +142,8 @@ def main():
                     fc.weight[:old].copy_(net.fc.weight)
                     fc.bias[:old].copy_(net.fc.bias)
             net.fc = fc
-        ids = np.concatenate([train_ids[c] for c in new] + [memory[c] for c in range(old)])
+        ids = np.concatenate([np.sort(train_ids[c]) for c in new]
+                             + [memory[c] for c in range(old)])
         labels = np.concatenate([[c] * len(train_ids[c]) for c in new]
                                 + [[c] * len(memory[c]) for c in range(old)]).astype(np.int64)
         opt = lucir_optimizer(net, 0.1) if lucir else torch.optim.SGD(
@@ -113,12 +153,21 @@ def main():
         lam = 5.0 * np.sqrt(old / len(new)) if phase > 0 else 0.0
         u8 = torch.from_numpy(tr_x[ids])
         y_all = torch.from_numpy(labels)
-        for _ in range(a.epochs):
+        loader_seed = (a.seed ^ (phase * 0x9E3779B9)) & M64
+        for epoch in range(a.epochs):
             net.train()
-            perm = torch.randperm(len(ids), generator=gen)
+            if a.draws == "lucir":
+                perm = torch.tensor(lucir_order(loader_seed, epoch, len(ids)))
+            else:
+                perm = torch.randperm(len(ids), generator=gen)
             for b in range(0, len(ids), 128):
                 sel = perm[b:b + 128]
-                x = normalise(augment(u8[sel], gen).numpy(), torch.float32)
+                if a.draws == "lucir":
+                    sids = [subset_id[int(ids[i])] for i in sel]
+                    x = lucir_augment(u8[sel], sids, loader_seed, epoch)
+                else:
+                    x = augment(u8[sel], gen)
+                x = normalise(x.numpy(), torch.float32)
                 y = y_all[sel]
                 opt.zero_grad()
                 if lucir and phase > 0:
@@ -157,7 +206,7 @@ def main():
                         if old else None,
                         "new_cnn": 100 * (cnn == ty)[is_new].double().mean().item()})
     print(json.dumps({
-        "method": a.method, "seed": a.seed, "framework": f"pytorch {torch.__version__}",
+        "method": a.method, "seed": a.seed, "draws": a.draws, "framework": f"pytorch {torch.__version__}",
         "phases": results,
         "avg_inc_acc_cnn": float(np.mean([r["cnn"] for r in results])),
         "avg_inc_acc_nme": float(np.mean([r["nme"] for r in results])),
