@@ -18,6 +18,18 @@ pub enum Error {
     /// The configuration is impossible.
     #[error("{0}")]
     Config(String),
+    /// A checkpoint does not fit the run restoring it.
+    #[error("{}: {detail}", path.display())]
+    Checkpoint {
+        path: std::path::PathBuf,
+        detail: String,
+    },
+    /// A CUDA head op failed.
+    #[error("CUDA head op: {0}")]
+    Cuda(String),
+    /// The learner was driven out of its lifecycle order (a bug, not bad input).
+    #[error("internal: {0}")]
+    Internal(&'static str),
     /// Training diverged: a loss or parameter is not finite.
     #[error(
         "training diverged in phase {phase}, epoch {epoch}, step {step}: {what} is not finite"

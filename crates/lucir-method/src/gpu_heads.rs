@@ -19,7 +19,7 @@ fn cuda(e: lucir_cuda::Error) -> lucir_autograd::Error {
 }
 
 fn gpu_err(e: lucir_cuda::Error) -> Error {
-    Error::Config(format!("CUDA head op: {e}"))
+    Error::Cuda(e.to_string())
 }
 
 /// The head ops of one GPU.

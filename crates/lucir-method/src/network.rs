@@ -79,8 +79,8 @@ impl<T: Float> Head<T> {
                 })
             }
             Head::Split(_) => {
-                return Err(Error::Config(
-                    "a split head must be merged before it grows".into(),
+                return Err(Error::Internal(
+                    "a split head must be merged before it grows",
                 ))
             }
         };
@@ -103,9 +103,7 @@ impl<T: Float> Head<T> {
                 h.new.value = rows;
                 Ok(())
             }
-            _ => Err(Error::Config(
-                "only a split cosine head can be imprinted".into(),
-            )),
+            _ => Err(Error::Internal("only a split cosine head can be imprinted")),
         }
     }
 

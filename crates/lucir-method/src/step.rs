@@ -83,9 +83,9 @@ impl TrainStep<'_> {
             && ((lucir && self.lambda > 0.0) || self.cfg.method == Method::Icarl);
         // The previous model's view of the batch, on its own gradient-free tape.
         let prev_out = if need_prev {
-            let prev = prev.ok_or_else(|| {
-                Error::Config("an incremental phase needs the previous model".into())
-            })?;
+            let prev = prev.ok_or(Error::Internal(
+                "an incremental phase needs the previous model",
+            ))?;
             let mut t = Tape::no_grad();
             let x = t.constant(images.clone());
             let (f, out) = prev.forward(&mut t, x, Mode::Eval)?;

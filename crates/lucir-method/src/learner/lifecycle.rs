@@ -36,7 +36,7 @@ impl Learner for IncrementalLearner {
                 .net
                 .head
                 .old_rows()
-                .ok_or_else(|| Error::Config("imprinting needs a split head".into()))?
+                .ok_or(Error::Internal("imprinting needs a split head"))?
                 .clone();
             let rows = imprint_weights(&per_class, &old)?;
             self.net.head.set_new_rows(rows)?;

@@ -77,11 +77,13 @@ impl IncrementalLearner {
             None => (state.results.len().saturating_sub(1), false),
         };
         if grown >= phases.len() || state.results.len() > phases.len() {
-            return Err(Error::Config(format!(
-                "{}: checkpoint is for phase {grown}, the run has {} phases",
-                source.display(),
-                phases.len()
-            )));
+            return Err(Error::Checkpoint {
+                path: source.to_path_buf(),
+                detail: format!(
+                    "checkpoint is for phase {grown}, the run has {} phases",
+                    phases.len()
+                ),
+            });
         }
         let d = l.net.backbone.feature_dim();
         for p in 1..=grown {
@@ -99,10 +101,10 @@ impl IncrementalLearner {
             (Some(prev), Some(s)) => s.apply(prev, source)?,
             (None, None) => {}
             _ => {
-                return Err(Error::Config(format!(
-                    "{}: checkpoint and run disagree on the previous model",
-                    source.display()
-                )))
+                return Err(Error::Checkpoint {
+                    path: source.to_path_buf(),
+                    detail: "checkpoint and run disagree on the previous model".into(),
+                })
             }
         }
         if training {
