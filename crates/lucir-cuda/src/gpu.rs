@@ -10,12 +10,8 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-use crate::kernels::{ptx, KERNELS};
+use crate::kernels::{ptx, BLOCK, KERNELS, MAX_K, TILE};
 use crate::{check_len, CosineBwd, CosineFwd, Error, Result};
-
-const BLOCK: u32 = 256;
-const TILE: u32 = 16;
-const MAX_K: usize = 16;
 
 fn driver(op: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Error {
     move |e| Error::Driver {

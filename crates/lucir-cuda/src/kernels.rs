@@ -1,6 +1,13 @@
 //! The PTX module registry: one entry per `kernels/*.cu`, its functions, and (with the `cuda`
 //! feature) the PTX text embedded from `kernels/ptx/`.
 
+/// Threads per block of the row-wise kernels (`LUCIR_BLOCK` in `kernels/common.cuh`).
+pub const BLOCK: u32 = 256;
+/// Side of the shared-memory tiles of the cosine kernels (`TILE` in `kernels/cosine_logits.cu`).
+pub const TILE: u32 = 16;
+/// Largest K the margin-ranking kernels take (`LUCIR_MAX_K` in `kernels/common.cuh`).
+pub const MAX_K: usize = 16;
+
 /// A kernel source file and the functions it defines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Kernel {
@@ -40,5 +47,30 @@ pub(crate) fn ptx(name: &str) -> Option<&'static str> {
         "margin_rank" => Some(include_str!("../../../kernels/ptx/margin_rank.ptx")),
         "feature_distill" => Some(include_str!("../../../kernels/ptx/feature_distill.ptx")),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{BLOCK, MAX_K, TILE};
+
+    /// The value of `#define NAME value` in a kernel source.
+    fn define(src: &str, name: &str) -> Option<u64> {
+        src.lines().find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next() == Some("#define") && w.next() == Some(name))
+                .then(|| w.next()?.parse().ok())
+                .flatten()
+        })
+    }
+
+    /// The launchers' constants are the kernels' (one place to change, checked here).
+    #[test]
+    fn launch_constants_match_the_kernel_sources() {
+        let common = include_str!("../../../kernels/common.cuh");
+        let cosine = include_str!("../../../kernels/cosine_logits.cu");
+        assert_eq!(define(common, "LUCIR_BLOCK"), Some(u64::from(BLOCK)));
+        assert_eq!(define(common, "LUCIR_MAX_K"), Some(MAX_K as u64));
+        assert_eq!(define(cosine, "TILE"), Some(u64::from(TILE)));
     }
 }

@@ -13,7 +13,7 @@
 mod gpu;
 mod kernels;
 
-pub use kernels::{Kernel, KERNELS};
+pub use kernels::{Kernel, BLOCK, KERNELS, MAX_K, TILE};
 
 /// What can go wrong reaching or using the GPU.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
