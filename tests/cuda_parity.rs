@@ -39,9 +39,13 @@ mod parity {
             .collect()
     }
 
-    /// Asserts closeness and reports the worst element.
+    /// Asserts closeness and reports the worst element; a non-finite value on either side
+    /// where the other is finite fails.
     fn assert_close(what: &str, gpu: &[f32], cpu: &[f32]) {
         assert_eq!(gpu.len(), cpu.len(), "{what}: lengths differ");
+        if let Some(i) = (0..gpu.len()).find(|&i| gpu[i].is_finite() != cpu[i].is_finite()) {
+            panic!("{what}: element {i}: gpu {} cpu {}", gpu[i], cpu[i]);
+        }
         let mut worst = (0.0f32, 0usize);
         for (i, (a, b)) in gpu.iter().zip(cpu).enumerate() {
             let excess = (a - b).abs() - (1e-5 + 1e-4 * b.abs());
