@@ -53,7 +53,8 @@ pub fn gemm<T: Float>(
     Ok(())
 }
 
-/// [`gemm`] for callers that have already validated the lengths (checked again in debug builds).
+/// [`gemm`] for callers that have already validated the lengths; they are asserted again here
+/// (in every build), since the kernels below index the slices without bounds checks.
 pub(crate) fn gemm_unchecked<T: Float>(
     [m, n, k]: [usize; 3],
     a: &[T],
