@@ -12,15 +12,14 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use lucir::autograd::{MultiStepLr, Param, ParamGroup, Sgd, Tape, Var};
+use lucir::autograd::{MultiStepLr, ParamGroup, Sgd, Tape, Var};
 use lucir::data::{DatasetKind, FolderOptions};
 use lucir::method::{
-    herding, imprint_weights, nme_class_means, predict_argmax, predict_nme, Arch, Features,
+    herding, imprint_weights, nme_class_means, predict_argmax, predict_nme, Arch, Features, Head,
     MethodConfig, Network, Stage, TrainStep,
 };
 use lucir::nn::{
-    apply_tensor_file, prefixed, torch_name, CosineLinear, Float, Init, Mode, Module, ResNet,
-    SplitCosineLinear, TensorFile,
+    apply_tensor_file, torch_name, CosineLinear, Float, Init, Mode, Module, TensorFile,
 };
 use lucir::tensor::Tensor;
 
@@ -90,54 +89,29 @@ fn as_f64<T: Float>(t: &Tensor<T>) -> Vec<f64> {
     t.as_slice().iter().map(|v| v.as_f64()).collect()
 }
 
-/// A backbone with a head, named like [`Network`] (`backbone.…`, `head.…`), in any precision.
-struct Net<T: Float, H> {
-    backbone: ResNet<T>,
-    head: H,
-}
-
-impl<T: Float, H: Module<T>> Module<T> for Net<T, H> {
-    fn params(&self) -> Vec<(String, &Param<T>)> {
-        let mut v = prefixed("backbone", self.backbone.params());
-        v.extend(prefixed("head", self.head.params()));
-        v
-    }
-    fn params_mut(&mut self) -> Vec<(String, &mut Param<T>)> {
-        let mut v = prefixed("backbone", self.backbone.params_mut());
-        v.extend(prefixed("head", self.head.params_mut()));
-        v
-    }
-    fn buffers(&self) -> Vec<(String, &Tensor<T>)> {
-        prefixed("backbone", self.backbone.buffers())
-    }
-    fn buffers_mut(&mut self) -> Vec<(String, &mut Tensor<T>)> {
-        prefixed("backbone", self.backbone.buffers_mut())
-    }
-}
-
-fn load<T: Float, H: Module<T>>(mut net: Net<T, H>, name: &str) -> Net<T, H> {
-    let (file, path) = fixture(name);
-    apply_tensor_file(&mut net, BLOCKS, &file, &path).unwrap_or_else(|e| panic!("{e}"));
+/// The previous-phase model of the fixtures: ResNet-20 with a 5-class cosine head.
+fn prev_model<T: Float>() -> Network<T> {
+    let mut net = Network::<T>::new(Arch::Resnet20, 1, OLD, true, 1).unwrap();
+    net.load_safetensors(&fixture_path("resnet20_prev"))
+        .unwrap_or_else(|e| panic!("{e}"));
     net
 }
 
-fn prev_model<T: Float>() -> Net<T, CosineLinear<T>> {
-    let mut init = Init::new(1);
-    let net = Net {
-        backbone: ResNet::cifar(BLOCKS, 1, 1).unwrap(),
-        head: CosineLinear::new(&mut init, 64, OLD),
-    };
-    load(net, "resnet20_prev")
+/// The current model of the fixtures: the same backbone with a split head (5 old + 3 new).
+fn cur_model<T: Float>() -> Network<T> {
+    let mut net = Network::<T>::new(Arch::Resnet20, 1, OLD, true, 1).unwrap();
+    net.head.grow(&mut Init::new(2), NEW, 64).unwrap();
+    net.load_safetensors(&fixture_path("resnet20_cur"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    net
 }
 
-fn cur_model<T: Float>() -> Net<T, SplitCosineLinear<T>> {
-    let mut init = Init::new(1);
-    let base = CosineLinear::new(&mut init, 64, OLD);
-    let net = Net {
-        backbone: ResNet::cifar(BLOCKS, 1, 1).unwrap(),
-        head: SplitCosineLinear::grow(&base, &mut init, NEW).unwrap(),
-    };
-    load(net, "resnet20_cur")
+/// The cosine head of a network (whole or split).
+fn cosine_head<T: Float>(net: &Network<T>) -> &CosineLinear<T> {
+    match &net.head {
+        Head::Cosine(h) => h,
+        other => panic!("a whole cosine head expected, got {other:?}"),
+    }
 }
 
 /// Fashion-MNIST's normalisation (docs/design.md §4) in f64, as PyTorch has it (the loader's
@@ -212,8 +186,8 @@ struct StepOut {
 /// (K = 2, m = 0.5) over the `old` classes; then SGD (momentum in `sgd`, weight decay 5e-4) with
 /// LUCIR's groups at `lr` (old-class block frozen). The parameters' gradients go to `grads`.
 fn lucir_step_generic<T: Float>(
-    cur: &mut Net<T, SplitCosineLinear<T>>,
-    prev: &mut Net<T, CosineLinear<T>>,
+    cur: &mut Network<T>,
+    prev: &mut Network<T>,
     (images, labels): (&Tensor<T>, &[usize]),
     (old, lam, lr): (usize, f64, f64),
     sgd: &mut Sgd<T>,
@@ -226,7 +200,10 @@ fn lucir_step_generic<T: Float>(
     let mut tape = Tape::new();
     let x = tape.constant(images.clone());
     let f = cur.backbone.forward(&mut tape, x, Mode::Train).unwrap();
-    let (theta, sigma) = cur.head.theta_sigma(&mut tape).unwrap();
+    let Head::Split(head) = &cur.head else {
+        panic!("the current model has a split head");
+    };
+    let (theta, sigma) = head.theta_sigma(&mut tape).unwrap();
     let cos = tape.cosine(f, theta).unwrap();
     let logits = tape.scale(cos, sigma).unwrap();
     let ce = tape.cross_entropy(logits, labels).unwrap();
@@ -254,7 +231,10 @@ fn lucir_step_generic<T: Float>(
         .map(|(n, p)| (n, tape.param_grad(p).unwrap().clone()))
         .collect();
     let wd = 5e-4;
-    let Net { backbone, head } = cur;
+    let Network { backbone, head } = cur;
+    let Head::Split(head) = head else {
+        unreachable!("checked above")
+    };
     let groups = &mut [
         ParamGroup::named(lr, wd, backbone.params_mut()),
         ParamGroup {
@@ -390,9 +370,7 @@ fn lucir_step_matches_pytorch_in_f64() {
 fn production_step_matches_pytorch_in_f32() {
     let (step, _) = fixture("lucir_step");
     let cfg = MethodConfig::lucir(Arch::Resnet20, 1);
-    let mut prev = Network::new(Arch::Resnet20, 1, OLD, true, 1).unwrap();
-    prev.load_safetensors(&fixture_path("resnet20_prev"))
-        .unwrap();
+    let mut prev = prev_model::<f32>();
     let mut cur = prev.clone();
     cur.head.grow(&mut Init::new(2), NEW, 64).unwrap();
     let meta = cur.load_safetensors(&fixture_path("resnet20_cur")).unwrap();
@@ -601,9 +579,7 @@ fn sequence_matches(name: &str) {
     let sched = MultiStepLr::lucir(cfg.lr, cfg.epochs);
     assert_eq!(cfg.lr, meta(&seq, "lr"));
 
-    let mut prev = Network::<f64>::new(Arch::Resnet20, 1, OLD, true, 1).unwrap();
-    prev.load_safetensors(&fixture_path("resnet20_prev"))
-        .unwrap();
+    let mut prev = prev_model::<f64>();
     let mut net = prev.clone();
     if incremental {
         // The grown head: old block = the previous head, new block = the imprinted row.
@@ -667,10 +643,7 @@ fn incremental_phase_sequence_matches_pytorch() {
 #[test]
 fn importer_errors_name_the_tensor() {
     let (file, path) = fixture("resnet20_prev");
-    let fresh = || Net::<f32, CosineLinear<f32>> {
-        backbone: ResNet::cifar(BLOCKS, 1, 1).unwrap(),
-        head: CosineLinear::new(&mut Init::new(1), 64, OLD),
-    };
+    let fresh = || Network::<f32>::new(Arch::Resnet20, 1, OLD, true, 1).unwrap();
     let mut missing = file.clone();
     missing.tensors.remove("layer2.0.downsample.1.running_var");
     let e = apply_tensor_file(&mut fresh(), BLOCKS, &missing, &path).unwrap_err();
@@ -688,18 +661,19 @@ fn importer_errors_name_the_tensor() {
         e.to_string().contains("fc.bias is not part of the model"),
         "{e}"
     );
-    let mut net = Net::<f32, CosineLinear<f32>> {
-        backbone: ResNet::cifar(BLOCKS, 1, 1).unwrap(),
-        head: CosineLinear::new(&mut Init::new(1), 64, OLD + 1),
-    };
-    let before = net.head.weight.value.clone();
+    let mut net = Network::<f32>::new(Arch::Resnet20, 1, OLD + 1, true, 1).unwrap();
+    let before = cosine_head(&net).weight.value.clone();
     let e = apply_tensor_file(&mut net, BLOCKS, &file, &path).unwrap_err();
     assert!(
         e.to_string()
             .contains("fc.weight has shape [5, 64], the model expects [6, 64]"),
         "{e}"
     );
-    assert_eq!(net.head.weight.value, before, "nothing changed on error");
+    assert_eq!(
+        cosine_head(&net).weight.value,
+        before,
+        "nothing changed on error"
+    );
     // σ as a 0-d tensor (`torch.tensor(4.0)`) loads into the one-element parameter.
     let mut scalar_sigma = file.clone();
     let sigma = scalar_sigma.tensors.get_mut("fc.sigma").unwrap();
@@ -707,7 +681,7 @@ fn importer_errors_name_the_tensor() {
     let sigma = sigma.1[0];
     let mut net = fresh();
     apply_tensor_file(&mut net, BLOCKS, &scalar_sigma, &path).unwrap();
-    assert_eq!(net.head.sigma.value.shape(), &[1]);
-    assert_eq!(net.head.sigma.value.as_slice()[0] as f64, sigma);
+    assert_eq!(cosine_head(&net).sigma.value.shape(), &[1]);
+    assert_eq!(cosine_head(&net).sigma.value.as_slice()[0] as f64, sigma);
     assert!(e.to_string().contains("resnet20_prev.safetensors"), "{e}");
 }
