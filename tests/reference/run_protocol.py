@@ -102,9 +102,10 @@ def main():
     p.add_argument("--method", default="lucir", choices=["lucir", "finetune"])
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--draws", default="torch", choices=["torch", "lucir"],
+    p.add_argument("--draws", default="torch", choices=["torch", "lucir", "numpy"],
                    help="shuffle and augmentation from PyTorch's generator, or lucir-data's "
-                        "hash of (seed, phase, epoch, sample)")
+                        "hash of (seed, phase, epoch, sample), or a numpy generator reseeded "
+                        "per (seed, phase, epoch)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -158,6 +159,10 @@ def main():
             net.train()
             if a.draws == "lucir":
                 perm = torch.tensor(lucir_order(loader_seed, epoch, len(ids)))
+            elif a.draws == "numpy":
+                rng = np.random.default_rng([a.seed, phase, epoch])
+                perm = torch.from_numpy(rng.permutation(len(ids)))
+                gen_np = torch.Generator().manual_seed(int(rng.integers(2**62)))
             else:
                 perm = torch.randperm(len(ids), generator=gen)
             for b in range(0, len(ids), 128):
@@ -165,6 +170,8 @@ def main():
                 if a.draws == "lucir":
                     sids = [subset_id[int(ids[i])] for i in sel]
                     x = lucir_augment(u8[sel], sids, loader_seed, epoch)
+                elif a.draws == "numpy":
+                    x = augment(u8[sel], gen_np)
                 else:
                     x = augment(u8[sel], gen)
                 x = normalise(x.numpy(), torch.float32)
