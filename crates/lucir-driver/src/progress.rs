@@ -1,14 +1,13 @@
 //! Progress display and per-phase outputs: progress bars on a terminal, one line per epoch
 //! otherwise, nothing with `--quiet`; after each phase a checkpoint and refreshed results files.
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use std::collections::HashMap;
-
 use lucir_method::{Event, IncrementalLearner, Observer, PhaseResult};
 use lucir_nn::{save_state, write_atomic};
 
