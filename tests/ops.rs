@@ -10,9 +10,12 @@ use lucir::tensor::{
 };
 use proptest::prelude::*;
 
+/// Largest difference relative to the larger of 1 and the reference's largest magnitude: the
+/// inputs are O(1), so an output that happens to be tiny (batch norm over one element per
+/// channel gives β) is compared absolutely.
 fn max_rel(a: &Tensor<f64>, b: &Tensor<f64>) -> f64 {
     assert_eq!(a.shape(), b.shape());
-    let scale = b.as_slice().iter().fold(1e-12f64, |m, v| m.max(v.abs()));
+    let scale = b.as_slice().iter().fold(1.0f64, |m, v| m.max(v.abs()));
     a.as_slice()
         .iter()
         .zip(b.as_slice())
@@ -57,9 +60,9 @@ proptest! {
         let (dx_ref, dw_ref) = conv2d_bwd_ref(&x, &wt, &dy, g).unwrap();
         prop_assert!(max_rel(&dx, &dx_ref) < 1e-12);
         prop_assert!(max_rel(&dw, &dw_ref) < 1e-12);
-        // Bit-exact at these sizes; on large layers the two ways of forming `dw` (im2col of
-        // `x`, or of `dy` with the flipped kernel) may differ in the last bits by summation order.
-        prop_assert_eq!(conv2d_bwd_weight(&x, &wt, &dy, g).unwrap(), dw);
+        // Not bit-exact: for "same" convolutions `conv2d_bwd` groups images as its flipped
+        // input-gradient path needs, so `dw`'s partial sums are formed in another order.
+        prop_assert!(max_rel(&conv2d_bwd_weight(&x, &wt, &dy, g).unwrap(), &dw) < 1e-12);
     }
 
     #[test]

@@ -2,17 +2,19 @@
 //! differences, in f64.
 //!
 //! The error reported per input is normwise relative:
-//! `max_j |a_j − n_j| / max(max_j |n_j|, max_j |a_j|, GRAD_FLOOR)`, where `a` is the analytic and
-//! `n` the numerical gradient over the checked elements. The floor matters only for inputs whose
-//! whole gradient is below it: a central difference with step 1e-6 on an O(1) loss carries
-//! rounding noise of about 1e-10, so relative errors of gradients much smaller than 1e-3 measure
-//! that noise, not the derivative; for them the check bounds the absolute error by 1e-9.
+//! `max_j |a_j − n_j| / max(max_j |n_j|, max_j |a_j|, GRAD_FLOOR · max(1, |L|))`, where `a` is the
+//! analytic and `n` the numerical gradient over the checked elements and `L` the loss. The floor
+//! matters only for inputs whose whole gradient is below it: a central difference with step
+//! 1e-6 carries rounding noise of about |L| · 1e-10 (each evaluation of `L` is off by a few ulps
+//! of |L|, divided by the step), so relative errors of gradients much smaller than
+//! 1e-3 · max(1, |L|) measure that noise, not the derivative; for them the check bounds the
+//! absolute error by 1e-9 · max(1, |L|).
 
 use lucir_tensor::Tensor;
 
 use crate::{Result, Tape, Var};
 
-/// Denominator floor of the relative error (see the module doc).
+/// Denominator floor of the relative error per unit of loss (see the module doc).
 pub const GRAD_FLOOR: f64 = 1e-3;
 
 /// Result of checking one input.
@@ -54,6 +56,7 @@ where
     let mut tape = Tape::new();
     let vars: Vec<Var> = inputs.iter().map(|t| tape.leaf(t.clone())).collect();
     let loss = f(&mut tape, &vars)?;
+    let loss_scale = tape.value(loss).item()?.abs().max(1.0);
     tape.backward(loss)?;
     let analytic: Vec<Tensor<f64>> = vars
         .iter()
@@ -95,7 +98,7 @@ where
             max_a = max_a.max(ana.abs());
         }
         reports.push(InputReport {
-            rel_error: max_diff / max_n.max(max_a).max(GRAD_FLOOR),
+            rel_error: max_diff / max_n.max(max_a).max(GRAD_FLOOR * loss_scale),
             max_abs_grad: max_n,
             checked: picks.len(),
         });
