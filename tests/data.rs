@@ -441,7 +441,7 @@ fn tiny_train_loader(seed: u64) -> Loader {
     )
 }
 
-/// Augmented batches depend only on (seed, epoch, sample), not on the rayon thread count.
+/// Augmented batches depend only on (seed, epoch), not on the rayon thread count.
 #[test]
 fn augmentation_is_deterministic_across_thread_counts() {
     let loader = tiny_train_loader(42);
@@ -451,10 +451,11 @@ fn augmentation_is_deterministic_across_thread_counts() {
             .build()
             .unwrap();
         pool.install(|| {
-            let order = loader.order(3);
-            order
+            let d = loader.draws(3);
+            d.order
                 .chunks(16)
-                .map(|c| loader.render(c, 3).images.into_vec())
+                .zip(d.crops.chunks(16))
+                .map(|(w, c)| loader.render(w, c).images.into_vec())
                 .collect()
         })
     };
@@ -463,6 +464,56 @@ fn augmentation_is_deterministic_across_thread_counts() {
     assert_eq!(e3, run(2));
     let e4: Vec<f32> = loader.epoch(4).next().unwrap().images.into_vec();
     assert_ne!(e3[0], e4, "a new epoch reshuffles and re-augments");
+}
+
+/// An epoch's draws are a function of (seed, epoch) alone, differ between seeds and between
+/// epochs, and cover every offset and both flips evenly: over 50 samples × 200 epochs, each of
+/// the 9 offsets per axis within 12% of its expected count and the flip rate within 0.47–0.53.
+#[test]
+fn draws_are_keyed_by_seed_and_epoch_and_uniform() {
+    let (a, b) = (tiny_train_loader(7), tiny_train_loader(8));
+    assert_eq!(a.draws(5), tiny_train_loader(7).draws(5));
+    assert_ne!(a.draws(5).order, a.draws(6).order);
+    assert_ne!(a.draws(5).order, b.draws(5).order);
+    let (mut dy, mut dx, mut flips, mut n) = ([0usize; 9], [0usize; 9], 0usize, 0usize);
+    for epoch in 0..200 {
+        let d = a.draws(epoch);
+        let mut seen = d.order.clone();
+        seen.sort();
+        assert_eq!(seen, (0..50).collect::<Vec<_>>(), "a permutation");
+        for c in d.crops {
+            dy[c.dy] += 1;
+            dx[c.dx] += 1;
+            flips += usize::from(c.flip);
+            n += 1;
+        }
+    }
+    let expected = n as f64 / 9.0;
+    for count in dy.iter().chain(&dx) {
+        assert!(
+            (*count as f64 - expected).abs() < 0.12 * expected,
+            "{dy:?} {dx:?}"
+        );
+    }
+    let rate = flips as f64 / n as f64;
+    assert!((0.47..0.53).contains(&rate), "flip rate {rate}");
+    let plain = Loader::train(
+        tiny_split(),
+        (0..50).map(|i| Sample { id: i, label: 0 }).collect(),
+        16,
+        Normalization::fmnist(),
+        Augment {
+            flip: false,
+            ..aug()
+        },
+        7,
+    );
+    assert!(plain.draws(5).crops.iter().all(|c| !c.flip));
+    assert_eq!(
+        plain.draws(5).order,
+        a.draws(5).order,
+        "flip off draws the same stream"
+    );
 }
 
 /// The test transform of a padded-crop dataset is the image itself, normalised; the mirrored

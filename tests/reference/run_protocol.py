@@ -33,8 +33,8 @@ def splitmix64(z):
     return z ^ (z >> 31)
 
 
-def lucir_order(seed, epoch, n):
-    """lucir-data's shuffle: Fisher-Yates driven by a SplitMix64 stream."""
+def hash_order(seed, epoch, n):
+    """The shuffle lucir-data used before its ChaCha8 stream: Fisher-Yates driven by SplitMix64."""
     idx = list(range(n))
     state = splitmix64(seed ^ splitmix64(epoch))
     for i in range(n - 1, 0, -1):
@@ -44,8 +44,8 @@ def lucir_order(seed, epoch, n):
     return idx
 
 
-def lucir_augment(u8, ids, seed, epoch):
-    """lucir-data's augmentation: crop offsets and flip from a hash of (seed, epoch, sample id)."""
+def hash_augment(u8, ids, seed, epoch):
+    """The crops lucir-data drew before its ChaCha8 stream: a hash of (seed, epoch, sample id)."""
     padded = F.pad(u8, (4, 4, 4, 4))
     out = torch.empty_like(u8)
     base = splitmix64(splitmix64(seed) ^ epoch)
@@ -102,10 +102,13 @@ def main():
     p.add_argument("--method", default="lucir", choices=["lucir", "finetune"])
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--draws", default="torch", choices=["torch", "lucir", "numpy"],
-                   help="shuffle and augmentation from PyTorch's generator, or lucir-data's "
-                        "hash of (seed, phase, epoch, sample), or a numpy generator reseeded "
-                        "per (seed, phase, epoch)")
+    p.add_argument("--draws", default="torch",
+                   choices=["torch", "hash", "numpy", "hash-order", "hash-crop"],
+                   help="shuffle and augmentation from PyTorch's generator, or from the hash "
+                        "of (seed, phase, epoch, sample) lucir-data drew from before its ChaCha8 "
+                        "stream, or from a numpy generator reseeded per (seed, phase, epoch); "
+                        "hash-order / hash-crop: the hash's shuffle / crops and flips, the rest "
+                        "from the numpy generator")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -157,20 +160,20 @@ def main():
         loader_seed = (a.seed ^ (phase * 0x9E3779B9)) & M64
         for epoch in range(a.epochs):
             net.train()
-            if a.draws == "lucir":
-                perm = torch.tensor(lucir_order(loader_seed, epoch, len(ids)))
-            elif a.draws == "numpy":
+            if a.draws in ("numpy", "hash-order", "hash-crop"):
                 rng = np.random.default_rng([a.seed, phase, epoch])
                 perm = torch.from_numpy(rng.permutation(len(ids)))
                 gen_np = torch.Generator().manual_seed(int(rng.integers(2**62)))
-            else:
+            if a.draws in ("hash", "hash-order"):
+                perm = torch.tensor(hash_order(loader_seed, epoch, len(ids)))
+            elif a.draws == "torch":
                 perm = torch.randperm(len(ids), generator=gen)
             for b in range(0, len(ids), 128):
                 sel = perm[b:b + 128]
-                if a.draws == "lucir":
+                if a.draws in ("hash", "hash-crop"):
                     sids = [subset_id[int(ids[i])] for i in sel]
-                    x = lucir_augment(u8[sel], sids, loader_seed, epoch)
-                elif a.draws == "numpy":
+                    x = hash_augment(u8[sel], sids, loader_seed, epoch)
+                elif a.draws in ("numpy", "hash-order"):
                     x = augment(u8[sel], gen_np)
                 else:
                     x = augment(u8[sel], gen)

@@ -1,6 +1,7 @@
 //! Training augmentation (random crop with zero padding, horizontal flip) and per-channel
-//! normalisation, turning stored `u8` C×H×W images into f32. Random choices come from a hash of
-//! (seed, epoch, sample id), so they do not depend on thread count or batch order.
+//! normalisation, turning stored `u8` C×H×W images into f32. The random crops are drawn by the
+//! loader (one generator per epoch, see [`crate::loader`]), so they do not depend on thread
+//! count.
 
 /// Per-channel mean and standard deviation on the [0, 1] scale (docs/design.md §4).
 #[derive(Clone, Debug, PartialEq)]
@@ -54,28 +55,23 @@ pub struct Augment {
     pub flip: bool,
 }
 
-/// SplitMix64: a well-mixed 64-bit hash used as a stateless per-sample random source.
-pub(crate) fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+/// One sample's training transform: where its window starts in the padded image and whether
+/// it is mirrored. The test transform is the central window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crop {
+    /// First row of the window in the padded image.
+    pub dy: usize,
+    /// First column of the window in the padded image.
+    pub dx: usize,
+    /// Mirrored left-right.
+    pub flip: bool,
 }
 
-/// Where a sample's crop starts and whether it is flipped, for image side `size`.
-pub(crate) fn choice(
-    aug: &Augment,
-    size: usize,
-    seed: u64,
-    epoch: u64,
-    id: u64,
-) -> (usize, usize, bool) {
-    let r = splitmix64(splitmix64(splitmix64(seed) ^ epoch) ^ id);
-    let span = (size + 2 * aug.pad).saturating_sub(aug.crop) as u64 + 1;
-    let dy = (r % span) as usize;
-    let dx = ((r >> 20) % span) as usize;
-    let flip = aug.flip && (r >> 63) == 1;
-    (dy, dx, flip)
+impl Augment {
+    /// Number of window offsets along a side of `size` pixels: `size + 2·pad − crop + 1`.
+    pub(crate) fn span(&self, size: usize) -> usize {
+        (size + 2 * self.pad).saturating_sub(self.crop) + 1
+    }
 }
 
 /// Writes one normalised image into `out` (C×crop×crop): the window at (dy, dx) of the padded
@@ -85,7 +81,7 @@ pub(crate) fn render(
     [c, h, w]: [usize; 3],
     pad: usize,
     crop: usize,
-    (dy, dx, flip): (usize, usize, bool),
+    Crop { dy, dx, flip }: Crop,
     norm: &Normalization,
     out: &mut [f32],
 ) {

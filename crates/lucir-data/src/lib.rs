@@ -16,12 +16,12 @@ mod loader;
 mod memory;
 mod order;
 
-pub use augment::{Augment, Normalization};
+pub use augment::{Augment, Crop, Normalization};
 pub use cifar::{parse_cifar, CifarKind};
 pub use dataset::{load, Dataset, DatasetKind, Split, FMNIST_DEFAULT_DIR};
 pub use error::{Error, Result};
 pub use folder::{decode_image, FolderOptions};
 pub use idx::{gunzip_if_needed, parse_idx_images, parse_idx_labels};
-pub use loader::{Batch, EpochIter, Loader, Sample};
+pub use loader::{Batch, EpochDraws, EpochIter, Loader, Sample};
 pub use memory::{ExemplarMemory, MemoryBudget};
 pub use order::{numpy_shuffle, ClassOrder, Phases};

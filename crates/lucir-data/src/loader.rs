@@ -2,16 +2,25 @@
 //! normalisation) in parallel with rayon, and prepares the next batch on a background thread
 //! while the caller trains on the current one. Each batch is a fresh N×C×H×W f32 tensor that is
 //! dropped after use, so memory stays flat across epochs.
+//!
+//! An epoch's random draws — the shuffle, then each position's crop offsets and flip, in visit
+//! order, as a PyTorch data loader draws them — come from one ChaCha8 generator keyed by the
+//! loader's seed and the epoch (docs/design.md §4). They depend on nothing else: not on the
+//! thread count, and not on earlier epochs, so a run resumed at an epoch boundary draws what an
+//! uninterrupted one does.
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use lucir_tensor::Tensor;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
-use crate::augment::{choice, render, splitmix64};
-use crate::{Augment, Normalization, Split};
+use crate::augment::render;
+use crate::{Augment, Crop, Normalization, Split};
 
 /// One training or test sample: its index in the split and its class position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,14 +63,14 @@ pub struct Loader {
     seed: u64,
 }
 
-/// Tiny SplitMix64 stream for the per-epoch shuffle.
-struct Stream(u64);
-
-impl Stream {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        splitmix64(self.0)
-    }
+/// One epoch's draws: the order the samples are visited in and, position by position, the
+/// crop each visit renders.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EpochDraws {
+    /// Positions in the loader's sample list, in visit order.
+    pub order: Vec<usize>,
+    /// `crops[i]` is the transform of the sample visited `i`-th.
+    pub crops: Vec<Crop>,
 }
 
 impl Loader {
@@ -130,40 +139,68 @@ impl Loader {
         self.samples.len().div_ceil(self.batch)
     }
 
-    /// The sample order of `epoch`.
-    pub fn order(&self, epoch: u64) -> Vec<usize> {
-        let mut idx: Vec<usize> = (0..self.samples.len()).collect();
-        if self.transform == Transform::Train {
-            let mut s = Stream(splitmix64(self.seed ^ splitmix64(epoch)));
-            for i in (1..idx.len()).rev() {
-                let j = (s.next() % (i as u64 + 1)) as usize;
-                idx.swap(i, j);
+    /// The draws of `epoch`. A training loader shuffles with Fisher–Yates and then draws, for
+    /// each position in the new order, the crop row, the crop column and the flip (in that
+    /// order) from a ChaCha8 generator keyed by (seed, epoch); an evaluation loader visits the
+    /// samples in order with the central window.
+    pub fn draws(&self, epoch: u64) -> EpochDraws {
+        let n = self.samples.len();
+        let mut order: Vec<usize> = (0..n).collect();
+        let [_, h, w] = self.split.shape;
+        let crops = match self.transform {
+            Transform::Train => {
+                let mut key = [0u8; 32];
+                key[..8].copy_from_slice(&self.seed.to_le_bytes());
+                key[8..16].copy_from_slice(&epoch.to_le_bytes());
+                let mut rng = ChaCha8Rng::from_seed(key);
+                order.shuffle(&mut rng);
+                let span = self.augment.span(h.min(w));
+                (0..n)
+                    .map(|_| {
+                        let dy = rng.random_range(0..span);
+                        let dx = rng.random_range(0..span);
+                        let flip = rng.random_bool(0.5);
+                        Crop {
+                            dy,
+                            dx,
+                            flip: flip && self.augment.flip,
+                        }
+                    })
+                    .collect()
             }
-        }
-        idx
+            Transform::Test { mirrored } => {
+                let crop = self.augment.crop;
+                let central = Crop {
+                    dy: (h - crop.min(h)) / 2,
+                    dx: (w - crop.min(w)) / 2,
+                    flip: mirrored,
+                };
+                vec![central; n]
+            }
+        };
+        EpochDraws { order, crops }
     }
 
-    /// Renders the samples at positions `which` (of this loader's list) for `epoch`.
-    pub fn render(&self, which: &[usize], epoch: u64) -> Batch {
+    /// Renders the samples at positions `which` (of this loader's list) with `crops[i]` for
+    /// `which[i]`.
+    ///
+    /// # Panics
+    /// If the two slices differ in length.
+    pub fn render(&self, which: &[usize], crops: &[Crop]) -> Batch {
+        assert_eq!(which.len(), crops.len(), "one crop per rendered sample");
         let [c, h, w] = self.split.shape;
         let crop = self.augment.crop;
         let per = c * crop * crop;
+        let pad = match self.transform {
+            Transform::Train => self.augment.pad,
+            Transform::Test { .. } => 0,
+        };
         let mut data = vec![0f32; which.len() * per];
         let samples: Vec<Sample> = which.iter().map(|&i| self.samples[i]).collect();
         if per > 0 {
             data.par_chunks_mut(per)
-                .zip(samples.par_iter())
-                .for_each(|(out, s)| {
-                    let (pad, pick) = match self.transform {
-                        Transform::Train => (
-                            self.augment.pad,
-                            choice(&self.augment, h.min(w), self.seed, epoch, s.id as u64),
-                        ),
-                        Transform::Test { mirrored } => {
-                            let (dy, dx) = ((h - crop.min(h)) / 2, (w - crop.min(w)) / 2);
-                            (0, (dy, dx, mirrored))
-                        }
-                    };
+                .zip(samples.par_iter().zip(crops))
+                .for_each(|(out, (s, &pick))| {
                     render(
                         self.split.image(s.id),
                         [c, h, w],
@@ -188,9 +225,10 @@ impl Loader {
         let (tx, rx) = sync_channel(1);
         let me = self.clone();
         let handle = std::thread::spawn(move || {
-            let order = me.order(epoch);
-            for chunk in order.chunks(me.batch) {
-                if tx.send(me.render(chunk, epoch)).is_err() {
+            let draws = me.draws(epoch);
+            let batches = draws.order.chunks(me.batch);
+            for (which, crops) in batches.zip(draws.crops.chunks(me.batch)) {
+                if tx.send(me.render(which, crops)).is_err() {
                     break;
                 }
             }
