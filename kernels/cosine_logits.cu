@@ -3,14 +3,16 @@
 // What:   cos[b,c] = <F_b, Θ_c> / (‖F_b‖·‖Θ_c‖),  z[b,c] = σ·cos[b,c]   (norms clamped at 1e-12)
 //         backward from G = ∂L/∂z and an optional extra ∂L/∂cos (margin ranking) M:
 //         H = σ·G + M;  ∂σ = Σ G⊙cos;  g_b = Σ_c H[b,c]·Θ̄_c;  e_c = Σ_b H[b,c]·F̄_b;
-//         ∂F_b = (g_b − F̄_b<F̄_b, g_b>)/‖F_b‖;  ∂Θ_c = (e_c − Θ̄_c<Θ̄_c, e_c>)/‖Θ_c‖.
+//         ∂F_b = (g_b − F̄_b<F̄_b, g_b>)/‖F_b‖;  ∂Θ_c = (e_c − Θ̄_c<Θ̄_c, e_c>)/‖Θ_c‖;
+//         a row whose norm is clamped at ε has no projection term (x̄ = x/ε is linear there),
+//         as lucir_tensor::l2_normalize_rows_bwd.
 // Layout: F B×D, Θ C×D, cos/z/G/M B×C, all f32 row-major; σ and ∂σ one float in device memory.
 // Launch: cosine_logits_norms_f32      grid = rows,            block = 256
 //         cosine_logits_fwd_f32        grid = (⌈C/16⌉, ⌈B/16⌉), block = 16×16 (shared D-tiles)
 //         cosine_logits_bwd_feat_f32   grid = B,               block = 256, shared = D floats
 //         cosine_logits_bwd_weight_f32 grid = C,               block = 256, shared = D floats
 //         cosine_logits_bwd_sigma_f32  grid = ⌈B·C/256⌉,       block = 256 (atomicAdd into ∂σ)
-// Rust:   lucir_cuda::Gpu::cosine_logits_fwd / cosine_logits_bwd (crates/lucir-cuda/src/gpu.rs).
+// Rust:   lucir_cuda::Gpu::cosine_logits_fwd / cosine_logits_bwd (crates/lucir-cuda/src/cosine_logits.rs).
 // Napkin: forward reads F and Θ once per tile pass ((B·C·D/16)·2·4 bytes from L2, B·D + C·D
 //         from DRAM) and writes 2·B·C floats; 2·B·C·D FLOPs. Backward does two B×C×D
 //         contractions (4·B·C·D FLOPs) and reads H twice. At B=128, C=1000, D=512 that is
@@ -78,7 +80,7 @@ extern "C" __global__ void cosine_logits_bwd_feat_f32(const float* f, const floa
     const float fn = fnorm[b];
     float dot = 0.0f;
     for (int j = threadIdx.x; j < D; j += blockDim.x) dot += f[(size_t)b * D + j] / fn * acc[j];
-    dot = block_sum(dot, scratch);
+    dot = fn > LUCIR_NORM_EPS ? block_sum(dot, scratch) : 0.0f;
     for (int j = threadIdx.x; j < D; j += blockDim.x) {
         const float fb = f[(size_t)b * D + j] / fn;
         df[(size_t)b * D + j] = (acc[j] - fb * dot) / fn;
@@ -104,7 +106,7 @@ extern "C" __global__ void cosine_logits_bwd_weight_f32(const float* f, const fl
     const float tn = tnorm[c];
     float dot = 0.0f;
     for (int j = threadIdx.x; j < D; j += blockDim.x) dot += theta[(size_t)c * D + j] / tn * acc[j];
-    dot = block_sum(dot, scratch);
+    dot = tn > LUCIR_NORM_EPS ? block_sum(dot, scratch) : 0.0f;
     for (int j = threadIdx.x; j < D; j += blockDim.x) {
         const float tc = theta[(size_t)c * D + j] / tn;
         dtheta[(size_t)c * D + j] = (acc[j] - tc * dot) / tn;

@@ -1,11 +1,12 @@
 // feature_distill.cu — LUCIR's less-forget constraint (docs/design.md §3 "Losses").
 //
 // What:   row_loss[b] = 1 − <F̄_b, F̄*_b>;  L = λ·Σ_b row_loss[b] / B (the launcher sums);
-//         backward with upstream g: ∂F_b = −(λ·g/B)·(F̄*_b − F̄_b<F̄_b, F̄*_b>)/‖F_b‖.
+//         backward with upstream g: ∂F_b = −(λ·g/B)·(F̄*_b − F̄_b<F̄_b, F̄*_b>)/‖F_b‖, without
+//         the projection term when ‖F_b‖ is clamped at ε (as the CPU op).
 // Layout: F, F* (previous model, constant), dF: B×D f32 row-major; row_loss B f32.
 // Launch: feature_distill_fwd_f32 / feature_distill_bwd_f32: grid = B, block = 256 (one block
 //         per row; three block reductions: ‖F_b‖², ‖F*_b‖², <F_b, F*_b>).
-// Rust:   lucir_cuda::Gpu::feature_distill_fwd / feature_distill_bwd (crates/lucir-cuda/src/gpu.rs).
+// Rust:   lucir_cuda::Gpu::feature_distill_fwd / feature_distill_bwd (crates/lucir-cuda/src/feature_distill.rs).
 // Napkin: reads 2·B·D floats (B=128, D=512: 0.5 MB), writes B (forward) or B·D (backward);
 //         6·B·D FLOPs. Purely bandwidth-bound.
 #include "common.cuh"
@@ -44,7 +45,7 @@ extern "C" __global__ void feature_distill_bwd_f32(const float* f, const float* 
     const float* fr = f + (size_t)b * D;
     const float* sr = f_star + (size_t)b * D;
     const RowStats r = row_stats(fr, sr, D, scratch);
-    const float cosv = r.dot / (r.fn * r.sn);
+    const float cosv = r.fn > LUCIR_NORM_EPS ? r.dot / (r.fn * r.sn) : 0.0f;
     // scale = −λ·g/B
     for (int j = threadIdx.x; j < D; j += blockDim.x) {
         const float fb = fr[j] / r.fn, sb = sr[j] / r.sn;

@@ -1,22 +1,24 @@
 // margin_rank.cu — LUCIR's inter-class separation loss (docs/design.md §3 "Losses").
 //
 // What:   for each row b whose label y_b < n_old: s⁺ = cos[b,y_b], s_1..s_K the K largest of
-//         cos[b, n_old..C) (ties to the lower column), row_loss[b] = Σ_k max(0, m − s⁺ + s_k);
+//         cos[b, n_old..C) (ties to the lower column; NaNs skipped, and slots they leave
+//         empty filled with the lowest unchosen columns, as lucir_tensor::topk_rows), row_loss[b] = Σ_k max(0, m − s⁺ + s_k);
 //         L = Σ_b row_loss[b] / P with P = (old rows)·K (the launcher sums and divides).
 //         Backward: every active pair adds −g/P to dcos[b,y_b] and +g/P to dcos[b,k].
 // Layout: cos and dcos B×C f32 row-major; labels B int32; row_loss B f32.
 // Launch: margin_rank_fwd_f32 / margin_rank_bwd_f32: grid = ⌈B/128⌉, block = 128, one thread
 //         per row (K ≤ 16, kept in registers; the scan over C − n_old columns is sequential).
-// Rust:   lucir_cuda::Gpu::margin_rank_fwd / margin_rank_bwd (crates/lucir-cuda/src/gpu.rs).
+// Rust:   lucir_cuda::Gpu::margin_rank_fwd / margin_rank_bwd (crates/lucir-cuda/src/margin_rank.rs).
 // Napkin: reads B·C floats once (B=128, C=1000: 0.5 MB) and writes B (forward) or B·C
 //         (backward) floats; ≈ B·C·K compares. Bandwidth-bound on the cos read.
 #include "common.cuh"
 
-// Top-K column indices (absolute) of row `row` over [n_old, C), largest first.
+// Top-K column indices (absolute) of row `row` over [n_old, C), largest first; K ≤ C − n_old.
 __device__ __forceinline__ int row_topk(const float* row, int n_old, int C, int K, int* idx) {
     int n = 0;
     for (int j = n_old; j < C; ++j) {
         const float v = row[j];
+        if (v != v) continue;  // NaN
         int pos = n;
         while (pos > 0 && v > row[idx[pos - 1]]) --pos;
         if (pos < K) {
@@ -25,6 +27,11 @@ __device__ __forceinline__ int row_topk(const float* row, int n_old, int C, int 
             idx[pos] = j;
             if (n < K) ++n;
         }
+    }
+    for (int j = n_old; n < K && j < C; ++j) {
+        bool taken = false;
+        for (int q = 0; q < n; ++q) taken = taken || idx[q] == j;
+        if (!taken) idx[n++] = j;
     }
     return n;
 }

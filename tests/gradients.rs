@@ -201,14 +201,14 @@ proptest! {
     }
 
     #[test]
-    fn cosine_grad_matches_finite_difference(
+    fn cosine_logits_grad_matches_finite_difference(
         b in 1usize..6, d in 1usize..9, c in 1usize..7, seed in any::<u64>(),
     ) {
         let mut r = rng(seed);
         let f = away_from_zero(&mut r, &[b, d]);
         let theta = away_from_zero(&mut r, &[c, d]);
         assert_grads("cosine", &[f, theta], |t, v| {
-            let y = t.cosine(v[0], v[1])?;
+            let y = t.cosine_logits(v[0], v[1])?;
             weighted(t, y, seed)
         });
     }
@@ -262,13 +262,13 @@ proptest! {
     }
 
     #[test]
-    fn less_forget_grad_matches_finite_difference(
+    fn feature_distill_grad_matches_finite_difference(
         b in 1usize..6, d in 1usize..9, lambda in 0.1f64..20.0, seed in any::<u64>(),
     ) {
         let mut r = rng(seed);
         let f = away_from_zero(&mut r, &[b, d]);
         let f_star = away_from_zero(&mut r, &[b, d]);
-        assert_grads("less_forget", &[f], |t, v| t.less_forget(v[0], &f_star, lambda));
+        assert_grads("feature_distill", &[f], |t, v| t.feature_distill(v[0], &f_star, lambda));
     }
 
     #[test]
@@ -382,10 +382,10 @@ fn check_lucir_loss(
         .collect();
     let loss = |t: &mut Tape<f64>, v: &[lucir::autograd::Var]| {
         let theta = t.concat_rows(v[1], v[2])?;
-        let cos = t.cosine(v[0], theta)?;
+        let cos = t.cosine_logits(v[0], theta)?;
         let z = t.scale(cos, v[3])?;
         let ce = t.cross_entropy(z, &labels)?;
-        let lf = t.less_forget(v[0], &f_star, 5.0 * (n_old as f64 / n_new as f64).sqrt())?;
+        let lf = t.feature_distill(v[0], &f_star, 5.0 * (n_old as f64 / n_new as f64).sqrt())?;
         let mr = t.margin_rank(cos, &labels, n_old, 2, 0.5)?;
         let s = t.add(ce, lf)?;
         t.add(s, mr)
@@ -397,7 +397,7 @@ fn check_lucir_loss(
         .map(|x| probe.leaf((*x).clone()))
         .collect();
     let theta = probe.concat_rows(vars[1], vars[2]).unwrap();
-    let cos = probe.cosine(vars[0], theta).unwrap();
+    let cos = probe.cosine_logits(vars[0], theta).unwrap();
     let cv = probe.value(cos).as_slice().to_vec();
     for (row, &y) in labels.iter().enumerate() {
         if y >= n_old {

@@ -204,10 +204,10 @@ fn lucir_step_generic<T: Float>(
         panic!("the current model has a split head");
     };
     let (theta, sigma) = head.theta_sigma(&mut tape).unwrap();
-    let cos = tape.cosine(f, theta).unwrap();
+    let cos = tape.cosine_logits(f, theta).unwrap();
     let logits = tape.scale(cos, sigma).unwrap();
     let ce = tape.cross_entropy(logits, labels).unwrap();
-    let lf = tape.less_forget(f, &f_star, T::of(lam)).unwrap();
+    let lf = tape.feature_distill(f, &f_star, T::of(lam)).unwrap();
     let mr = tape.margin_rank(cos, labels, old, 2, T::of(0.5)).unwrap();
     let mr_k5 = tape.margin_rank(cos, labels, old, 5, T::of(0.5)).unwrap();
     let total = tape.add(ce, lf).unwrap();

@@ -129,7 +129,7 @@ def margin_rank(cos, labels, n_old, k, margin):
     return nn.MarginRankingLoss(margin=margin)(gt.reshape(-1, 1), top.reshape(-1, 1), ones)
 
 
-def less_forget(f, f_star, lam):
+def feature_distill(f, f_star, lam):
     ones = torch.ones(f.shape[0], dtype=f.dtype)
     return nn.CosineEmbeddingLoss()(f, f_star.detach(), ones) * lam
 
@@ -159,7 +159,7 @@ def lucir_loss(net, prev, x, y, n_old, lam, k=2, margin=0.5):
         with torch.no_grad():
             f_star = prev.features(x)
         terms["f_star"] = f_star
-        terms["lf"] = less_forget(f, f_star, lam)
+        terms["lf"] = feature_distill(f, f_star, lam)
         terms["mr"] = margin_rank(cos, y, n_old, k, margin)
         total = total + terms["lf"] + terms["mr"]
     terms["total"] = total

@@ -17,27 +17,32 @@ pub struct Kernel {
     pub functions: &'static [&'static str],
 }
 
+/// `kernels/cosine_logits.cu`, in the order `cosine_logits::Kernels` takes them.
+pub const COSINE_LOGITS: Kernel = Kernel {
+    name: "cosine_logits",
+    functions: &[
+        "cosine_logits_norms_f32",
+        "cosine_logits_fwd_f32",
+        "cosine_logits_bwd_feat_f32",
+        "cosine_logits_bwd_weight_f32",
+        "cosine_logits_bwd_sigma_f32",
+    ],
+};
+
+/// `kernels/margin_rank.cu`, in the order `margin_rank::Kernels` takes them.
+pub const MARGIN_RANK: Kernel = Kernel {
+    name: "margin_rank",
+    functions: &["margin_rank_fwd_f32", "margin_rank_bwd_f32"],
+};
+
+/// `kernels/feature_distill.cu`, in the order `feature_distill::Kernels` takes them.
+pub const FEATURE_DISTILL: Kernel = Kernel {
+    name: "feature_distill",
+    functions: &["feature_distill_fwd_f32", "feature_distill_bwd_f32"],
+};
+
 /// Every kernel module of the project.
-pub const KERNELS: [Kernel; 3] = [
-    Kernel {
-        name: "cosine_logits",
-        functions: &[
-            "cosine_logits_norms_f32",
-            "cosine_logits_fwd_f32",
-            "cosine_logits_bwd_feat_f32",
-            "cosine_logits_bwd_weight_f32",
-            "cosine_logits_bwd_sigma_f32",
-        ],
-    },
-    Kernel {
-        name: "margin_rank",
-        functions: &["margin_rank_fwd_f32", "margin_rank_bwd_f32"],
-    },
-    Kernel {
-        name: "feature_distill",
-        functions: &["feature_distill_fwd_f32", "feature_distill_bwd_f32"],
-    },
-];
+pub const KERNELS: [Kernel; 3] = [COSINE_LOGITS, MARGIN_RANK, FEATURE_DISTILL];
 
 /// The committed PTX of a module.
 #[cfg(feature = "cuda")]

@@ -2,18 +2,36 @@
 //! feature distillation (docs/design.md §3 "Gradients of the head", §5) — loaded through cudarc.
 //!
 //! This is the only crate that knows cudarc, and it knows nothing of `Tensor`: launchers take
-//! and return host slices (row-major f32). The kernels live in `kernels/*.cu`; `cargo xtask
-//! kernels` compiles them to the committed `kernels/ptx/*.ptx`, which this crate embeds and
-//! loads once per device. Everything is behind the `cuda` feature (off by default); without it,
-//! or without a GPU, [`Gpu::new`] returns a typed error and nothing panics.
+//! host slices (row-major f32) and return host vectors, keeping what a backward pass needs on
+//! the device between the two. One module per op, named as its kernel file: `kernels/<op>.cu`
+//! ↔ `src/<op>.rs`. `cargo xtask kernels` compiles the kernels to the committed
+//! `kernels/ptx/*.ptx`, which this crate embeds and loads once per device into typed handles.
+//! Everything is behind the `cuda` feature (off by default); without it, or without a GPU,
+//! [`Gpu::new`] returns a typed error and nothing panics.
 //!
 //! Shapes: B rows (batch), C classes, D feature width.
 
 #[cfg(feature = "cuda")]
-mod gpu;
+mod cosine_logits;
+#[cfg(feature = "cuda")]
+mod device;
+#[cfg(feature = "cuda")]
+mod feature_distill;
 mod kernels;
+#[cfg(feature = "cuda")]
+mod margin_rank;
 
-pub use kernels::{Kernel, BLOCK, KERNELS, MAX_K, TILE};
+#[cfg(feature = "cuda")]
+pub use cosine_logits::{CosineLogits, CosineLogitsGrads};
+#[cfg(feature = "cuda")]
+pub use device::Gpu;
+#[cfg(feature = "cuda")]
+pub use feature_distill::FeatureDistill;
+pub use kernels::{
+    Kernel, BLOCK, COSINE_LOGITS, FEATURE_DISTILL, KERNELS, MARGIN_RANK, MAX_K, TILE,
+};
+#[cfg(feature = "cuda")]
+pub use margin_rank::{MarginRank, MarginRankArgs};
 
 /// What can go wrong reaching or using the GPU.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -35,9 +53,6 @@ pub enum Error {
 /// Result of a CUDA call.
 pub type Result<T> = std::result::Result<T, Error>;
 
-#[cfg(feature = "cuda")]
-pub use gpu::Gpu;
-
 /// Stand-in for the GPU handle when the crate is built without CUDA support.
 #[cfg(not(feature = "cuda"))]
 #[derive(Debug)]
@@ -49,30 +64,6 @@ impl Gpu {
     pub fn new(_ordinal: usize) -> Result<Self> {
         Err(Error::NotCompiled)
     }
-}
-
-/// Forward outputs of the cosine head.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CosineFwd {
-    /// Unscaled cosines, B×C.
-    pub cos: Vec<f32>,
-    /// Logits σ·cos, B×C.
-    pub z: Vec<f32>,
-    /// max(‖F_b‖, ε), B.
-    pub f_norm: Vec<f32>,
-    /// max(‖Θ_c‖, ε), C.
-    pub t_norm: Vec<f32>,
-}
-
-/// Backward outputs of the cosine head.
-#[derive(Clone, Debug, PartialEq)]
-pub struct CosineBwd {
-    /// ∂L/∂F, B×D.
-    pub df: Vec<f32>,
-    /// ∂L/∂Θ, C×D.
-    pub dtheta: Vec<f32>,
-    /// ∂L/∂σ.
-    pub dsigma: f32,
 }
 
 /// Checks `len == rows·cols` for a named operand.

@@ -1,12 +1,14 @@
-//! The LUCIR head ops on the GPU (docs/design.md §5): cosine similarity, margin ranking and the
-//! less-forget loss, each recorded on the tape as a custom op whose forward and backward are the
-//! `lucir-cuda` kernels. Values cross to the device and back per call; the rest of the step
-//! (backbone, cross-entropy, σ) stays on the CPU.
+//! The LUCIR head ops on the GPU (docs/design.md §5): cosine logits, margin ranking and feature
+//! distillation (the less-forget loss), each recorded on the tape as a custom op whose forward
+//! and backward are the `lucir-cuda` kernels. A forward uploads its inputs and downloads its
+//! output; what the backward needs stays on the device inside the op's backward closure, so the
+//! backward uploads only the upstream gradient. The rest of the step (backbone, cross-entropy,
+//! σ) stays on the CPU.
 
 use std::sync::Arc;
 
 use lucir_autograd::{Tape, Var};
-use lucir_cuda::Gpu;
+use lucir_cuda::{Gpu, MarginRankArgs};
 use lucir_tensor::Tensor;
 
 use crate::{Error, Result};
@@ -40,40 +42,28 @@ impl GpuHeads {
     }
 
     /// `cos = F̄·Θ̄ᵀ` (B×C) of features `f` (B×D) and embeddings `theta` (C×D).
-    pub fn cosine(&self, tape: &mut Tape<f32>, f: Var, theta: Var) -> Result<Var> {
-        let [b, d] = tape.value(f).dims2("cosine")?;
-        let [c, _] = tape.value(theta).dims2("cosine")?;
+    pub fn cosine_logits(&self, tape: &mut Tape<f32>, f: Var, theta: Var) -> Result<Var> {
+        let [b, d] = tape.value(f).dims2("cosine_logits")?;
+        let [c, _] = tape.value(theta).dims2("cosine_logits")?;
+        let (fv, tv) = (tape.value(f).as_slice(), tape.value(theta).as_slice());
         let fwd = self
             .gpu
-            .cosine_logits_fwd(
-                tape.value(f).as_slice(),
-                tape.value(theta).as_slice(),
-                1.0,
-                [b, c, d],
-            )
+            .cosine_logits_fwd(fv, tv, 1.0, [b, c, d])
             .map_err(gpu_err)?;
-        let cos = Tensor::from_vec(&[b, c], fwd.cos.clone())?;
+        let cos = Tensor::from_vec(&[b, c], fwd.cos(&self.gpu).map_err(gpu_err)?)?;
         let gpu = self.gpu.clone();
-        let cos_saved = fwd.cos;
         Ok(tape.custom(
             &[f, theta],
             cos,
-            Box::new(move |g, inputs| {
-                // With σ = 1 and the cos-gradient as G, H = ∂L/∂cos exactly.
-                let bwd = gpu
-                    .cosine_logits_bwd(
-                        inputs[0].as_slice(),
-                        inputs[1].as_slice(),
-                        1.0,
-                        g.as_slice(),
-                        None,
-                        &cos_saved,
-                        [b, c, d],
-                    )
+            Box::new(move |g, _| {
+                // With σ = 1 and the cos-gradient as G, H = ∂L/∂cos exactly; σ's own gradient
+                // is the CPU scale op's.
+                let grads = gpu
+                    .cosine_logits_bwd(&fwd, g.as_slice(), None, false)
                     .map_err(cuda)?;
                 Ok(vec![
-                    Some(Tensor::from_vec(&[b, d], bwd.df)?),
-                    Some(Tensor::from_vec(&[c, d], bwd.dtheta)?),
+                    Some(Tensor::from_vec(&[b, d], grads.df)?),
+                    Some(Tensor::from_vec(&[c, d], grads.dtheta)?),
                 ])
             }),
         )?)
@@ -85,56 +75,45 @@ impl GpuHeads {
         tape: &mut Tape<f32>,
         cos: Var,
         labels: &[usize],
-        (n_old, k, margin): (usize, usize, f32),
+        args: MarginRankArgs,
     ) -> Result<Var> {
         let [b, c] = tape.value(cos).dims2("margin_rank")?;
-        let loss = self
+        let fwd = self
             .gpu
-            .margin_rank_fwd(tape.value(cos).as_slice(), labels, n_old, k, margin, [b, c])
+            .margin_rank_fwd(tape.value(cos).as_slice(), labels, args, [b, c])
             .map_err(gpu_err)?;
-        let (gpu, labels) = (self.gpu.clone(), labels.to_vec());
+        let gpu = self.gpu.clone();
         Ok(tape.custom(
             &[cos],
-            Tensor::scalar(loss),
-            Box::new(move |g, inputs| {
-                let dcos = gpu
-                    .margin_rank_bwd(
-                        inputs[0].as_slice(),
-                        &labels,
-                        n_old,
-                        k,
-                        margin,
-                        g.item()?,
-                        [b, c],
-                    )
-                    .map_err(cuda)?;
+            Tensor::scalar(fwd.loss),
+            Box::new(move |g, _| {
+                let dcos = gpu.margin_rank_bwd(&fwd, g.item()?).map_err(cuda)?;
                 Ok(vec![Some(Tensor::from_vec(&[b, c], dcos)?)])
             }),
         )?)
     }
 
-    /// Less-forget loss λ·mean(1 − ⟨f̄, f̄*⟩) (see `Tape::less_forget`).
-    pub fn less_forget(
+    /// Feature-distillation (less-forget) loss λ·mean(1 − ⟨f̄, f̄*⟩) (see
+    /// `Tape::feature_distill`).
+    pub fn feature_distill(
         &self,
         tape: &mut Tape<f32>,
         f: Var,
         f_star: &Tensor<f32>,
         lambda: f32,
     ) -> Result<Var> {
-        let [b, d] = tape.value(f).dims2("less_forget")?;
-        f_star.expect_shape("less_forget", &[b, d])?;
-        let loss = self
+        let [b, d] = tape.value(f).dims2("feature_distill")?;
+        f_star.expect_shape("feature_distill", &[b, d])?;
+        let fwd = self
             .gpu
             .feature_distill_fwd(tape.value(f).as_slice(), f_star.as_slice(), lambda, [b, d])
             .map_err(gpu_err)?;
-        let (gpu, star) = (self.gpu.clone(), f_star.as_slice().to_vec());
+        let gpu = self.gpu.clone();
         Ok(tape.custom(
             &[f],
-            Tensor::scalar(loss),
-            Box::new(move |g, inputs| {
-                let df = gpu
-                    .feature_distill_bwd(inputs[0].as_slice(), &star, lambda, g.item()?, [b, d])
-                    .map_err(cuda)?;
+            Tensor::scalar(fwd.loss),
+            Box::new(move |g, _| {
+                let df = gpu.feature_distill_bwd(&fwd, g.item()?).map_err(cuda)?;
                 Ok(vec![Some(Tensor::from_vec(&[b, d], df)?)])
             }),
         )?)

@@ -113,7 +113,7 @@ impl TrainStep<'_> {
         terms.ce = value(&tape, loss)?;
         if let Some((f_star, old_logits)) = &prev_out {
             if lucir {
-                let lf = self.less_forget(&mut tape, f, f_star)?;
+                let lf = self.feature_distill(&mut tape, f, f_star)?;
                 terms.lf = value(&tape, lf)?;
                 loss = tape.add(loss, lf)?;
             } else {
@@ -165,24 +165,29 @@ impl TrainStep<'_> {
             let theta_sigma = net.head.theta_sigma(tape)?;
             let tape32 = (tape as &mut dyn std::any::Any).downcast_mut::<Tape<f32>>();
             if let (Some((theta, sigma)), Some(tape)) = (theta_sigma, tape32) {
-                let cos = gpu.cosine(tape, f, theta)?;
+                let cos = gpu.cosine_logits(tape, f, theta)?;
                 return Ok(HeadOut::scaled_cosines(tape, cos, sigma)?);
             }
         }
         net.head.forward(tape, f)
     }
 
-    /// The less-forget loss, on the GPU when one is set (f32 steps).
-    fn less_forget<T: Float>(&self, tape: &mut Tape<T>, f: Var, f_star: &Tensor<T>) -> Result<Var> {
+    /// The feature-distillation (less-forget) loss, on the GPU when one is set (f32 steps).
+    fn feature_distill<T: Float>(
+        &self,
+        tape: &mut Tape<T>,
+        f: Var,
+        f_star: &Tensor<T>,
+    ) -> Result<Var> {
         #[cfg(feature = "cuda")]
         if let Some(gpu) = self.gpu {
             let star32 = (f_star as &dyn std::any::Any).downcast_ref::<Tensor<f32>>();
             let tape32 = (&mut *tape as &mut dyn std::any::Any).downcast_mut::<Tape<f32>>();
             if let (Some(tape), Some(f_star)) = (tape32, star32) {
-                return gpu.less_forget(tape, f, f_star, self.lambda as f32);
+                return gpu.feature_distill(tape, f, f_star, self.lambda as f32);
             }
         }
-        Ok(tape.less_forget(f, f_star, T::of(self.lambda))?)
+        Ok(tape.feature_distill(f, f_star, T::of(self.lambda))?)
     }
 
     /// The margin-ranking loss, on the GPU when one is set (f32 steps).
@@ -192,7 +197,12 @@ impl TrainStep<'_> {
         if let Some(gpu) = self.gpu {
             let tape32 = (&mut *tape as &mut dyn std::any::Any).downcast_mut::<Tape<f32>>();
             if let Some(tape) = tape32 {
-                return gpu.margin_rank(tape, cos, labels, (self.old, k, m as f32));
+                let args = lucir_cuda::MarginRankArgs {
+                    n_old: self.old,
+                    k,
+                    margin: m as f32,
+                };
+                return gpu.margin_rank(tape, cos, labels, args);
             }
         }
         Ok(tape.margin_rank(cos, labels, self.old, k, T::of(m))?)

@@ -95,7 +95,7 @@ impl<T: Float> CosineLinear<T> {
     /// Records the head on features `f` (B×D).
     pub fn forward(&self, tape: &mut Tape<T>, f: Var) -> Result<HeadOut> {
         let (theta, sigma) = self.theta_sigma(tape);
-        let cos = tape.cosine(f, theta)?;
+        let cos = tape.cosine_logits(f, theta)?;
         HeadOut::scaled_cosines(tape, cos, sigma)
     }
 }
@@ -160,7 +160,7 @@ impl<T: Float> SplitCosineLinear<T> {
     /// Records the head on features `f` (B×D); logits cover old then new classes.
     pub fn forward(&self, tape: &mut Tape<T>, f: Var) -> Result<HeadOut> {
         let (theta, sigma) = self.theta_sigma(tape)?;
-        let cos = tape.cosine(f, theta)?;
+        let cos = tape.cosine_logits(f, theta)?;
         HeadOut::scaled_cosines(tape, cos, sigma)
     }
 

@@ -10,7 +10,7 @@ use lucir_tensor::{l2_normalize_rows, l2_normalize_rows_bwd, matmul, Float, Tens
 use crate::tape::Backward;
 use crate::{BackwardCtx, Result, Tape, Var};
 
-struct CosineBack<T> {
+struct CosineLogitsBack<T> {
     f: Var,
     theta: Var,
     f_bar: Tensor<T>,
@@ -21,11 +21,11 @@ struct CosineBack<T> {
 
 impl<T: Float> Tape<T> {
     /// Cosine similarity matrix of the rows of `f` and `theta`.
-    pub fn cosine(&mut self, f: Var, theta: Var) -> Result<Var> {
+    pub fn cosine_logits(&mut self, f: Var, theta: Var) -> Result<Var> {
         let (f_bar, f_norm) = l2_normalize_rows(self.value(f))?;
         let (t_bar, t_norm) = l2_normalize_rows(self.value(theta))?;
         let cos = matmul(&f_bar, Transpose::No, &t_bar, Transpose::Yes)?;
-        let back = CosineBack {
+        let back = CosineLogitsBack {
             f,
             theta,
             f_bar,
@@ -37,7 +37,7 @@ impl<T: Float> Tape<T> {
     }
 }
 
-impl<T: Float> Backward<T> for CosineBack<T> {
+impl<T: Float> Backward<T> for CosineLogitsBack<T> {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
         if ctx.wants(self.f) {
             let g = matmul(ctx.g(), Transpose::No, &self.t_bar, Transpose::No)?;

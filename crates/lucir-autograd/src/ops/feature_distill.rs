@@ -1,4 +1,5 @@
-//! The less-forget constraint (LUCIR §3.2, Eq. 6; docs/design.md §3):
+//! Feature distillation, the loss of LUCIR's less-forget constraint (L_dis^G, §3.2, Eq. 6;
+//! docs/design.md §3):
 //! `L_LF = λ·(1/B) Σ_b (1 − ⟨f̄_b, f̄*_b⟩)` with f B×D the current features and f* B×D the frozen
 //! previous model's (a constant: no gradient flows into it).
 //! `∂f_b = −(λ/B)·(f̄*_b − f̄_b⟨f̄_b, f̄*_b⟩)/‖f_b‖`.
@@ -9,7 +10,7 @@ use crate::ops::dot;
 use crate::tape::Backward;
 use crate::{BackwardCtx, Result, Tape, Var};
 
-struct LessForgetBack<T> {
+struct FeatureDistillBack<T> {
     f: Var,
     f_bar: Tensor<T>,
     f_norm: Vec<T>,
@@ -18,10 +19,11 @@ struct LessForgetBack<T> {
 }
 
 impl<T: Float> Tape<T> {
-    /// Less-forget loss of features `f` against the previous model's features `f_star`.
-    pub fn less_forget(&mut self, f: Var, f_star: &Tensor<T>, lambda: T) -> Result<Var> {
-        let [b, d] = self.value(f).dims2("less_forget")?;
-        f_star.expect_shape("less_forget", &[b, d])?;
+    /// Feature-distillation (less-forget) loss of features `f` against the previous model's
+    /// features `f_star`.
+    pub fn feature_distill(&mut self, f: Var, f_star: &Tensor<T>, lambda: T) -> Result<Var> {
+        let [b, d] = self.value(f).dims2("feature_distill")?;
+        f_star.expect_shape("feature_distill", &[b, d])?;
         let (f_bar, f_norm) = l2_normalize_rows(self.value(f))?;
         let (star_bar, _) = l2_normalize_rows(f_star)?;
         let total: T = if d == 0 {
@@ -39,7 +41,7 @@ impl<T: Float> Tape<T> {
         } else {
             lambda * total / T::of_usize(b)
         });
-        let back = LessForgetBack {
+        let back = FeatureDistillBack {
             f,
             f_bar,
             f_norm,
@@ -50,9 +52,9 @@ impl<T: Float> Tape<T> {
     }
 }
 
-impl<T: Float> Backward<T> for LessForgetBack<T> {
+impl<T: Float> Backward<T> for FeatureDistillBack<T> {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
-        let [b, _] = self.f_bar.dims2("less_forget backward")?;
+        let [b, _] = self.f_bar.dims2("feature_distill backward")?;
         let k = -self.lambda * ctx.g().item()? / T::of_usize(b.max(1));
         // ∂L/∂f̄ = k·f̄*, then through the row normalisation.
         let g_bar = self.star_bar.map(|v| v * k);

@@ -1,0 +1,131 @@
+//! The device handle: one CUDA context and stream, every kernel module loaded once into typed
+//! handles, and the transfer helpers the op launchers share (built with the `cuda` feature
+//! only).
+
+use std::sync::Arc;
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
+};
+use cudarc::nvrtc::Ptx;
+
+use crate::kernels::{ptx, Kernel};
+use crate::{cosine_logits, feature_distill, margin_rank, Error, Result};
+
+/// Maps a driver error of operation `op` to [`Error::Driver`].
+pub(crate) fn driver(op: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Error {
+    move |e| Error::Driver {
+        op,
+        detail: e.to_string(),
+    }
+}
+
+/// Blocks of `per` threads covering `n` items (at least one).
+pub(crate) fn grid(n: usize, per: u32) -> u32 {
+    (n as u32).div_ceil(per).max(1)
+}
+
+/// `v` as a 32-bit kernel argument.
+pub(crate) fn i32_of(op: &'static str, v: usize) -> Result<i32> {
+    i32::try_from(v).map_err(|_| Error::Shape {
+        op,
+        detail: format!("{v} does not fit a 32-bit kernel argument"),
+    })
+}
+
+/// A null device pointer, for optional kernel inputs.
+pub(crate) static NULL: u64 = 0;
+
+/// One CUDA device with every kernel module loaded (once, at construction).
+#[derive(Debug)]
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) cosine_logits: cosine_logits::Kernels,
+    pub(crate) margin_rank: margin_rank::Kernels,
+    pub(crate) feature_distill: feature_distill::Kernels,
+}
+
+impl Gpu {
+    /// Opens device `ordinal`. Probes for the driver library first, so a machine without CUDA
+    /// gets [`Error::NoDevice`] instead of a panic.
+    pub fn new(ordinal: usize) -> Result<Self> {
+        // SAFETY: only checks whether the driver library can be loaded; no CUDA call is made.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(Error::NoDevice(
+                "the CUDA driver library (libcuda) is not installed".into(),
+            ));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(|e| Error::NoDevice(e.to_string()))?;
+        let stream = ctx.default_stream();
+        Ok(Self {
+            cosine_logits: cosine_logits::Kernels::load(&ctx)?,
+            margin_rank: margin_rank::Kernels::load(&ctx)?,
+            feature_distill: feature_distill::Kernels::load(&ctx)?,
+            ctx,
+            stream,
+        })
+    }
+
+    /// The device's name.
+    pub fn name(&self) -> String {
+        self.ctx.name().unwrap_or_else(|_| "CUDA device".into())
+    }
+
+    /// Waits until every launch so far has finished (for timing).
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(driver("synchronize"))
+    }
+
+    /// Copies `v` to a new device buffer.
+    pub(crate) fn up<T: DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
+        self.stream.clone_htod(v).map_err(driver("clone_htod"))
+    }
+
+    /// A device buffer of `n` (at least one) elements whose contents are undefined: for
+    /// outputs a kernel writes in full.
+    pub(crate) fn output<T: DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
+        // SAFETY: callers pass buffers only to kernels that write every element before anything
+        // reads them (each launcher says so at its launch).
+        unsafe { self.stream.alloc(n.max(1)) }.map_err(driver("alloc"))
+    }
+
+    /// A zeroed device buffer of `n` (at least one) elements: for outputs a kernel accumulates
+    /// into.
+    pub(crate) fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
+        self.stream
+            .alloc_zeros(n.max(1))
+            .map_err(driver("alloc_zeros"))
+    }
+
+    /// The first `n` elements of a device buffer.
+    pub(crate) fn down(&self, v: &CudaSlice<f32>, n: usize) -> Result<Vec<f32>> {
+        let mut out = self.stream.clone_dtoh(v).map_err(driver("clone_dtoh"))?;
+        out.truncate(n);
+        Ok(out)
+    }
+}
+
+/// The functions of kernel module `k`, in the order of `k.functions`.
+pub(crate) fn load<const N: usize>(
+    ctx: &Arc<CudaContext>,
+    k: &Kernel,
+) -> Result<[CudaFunction; N]> {
+    let text = ptx(k.name).ok_or_else(|| Error::Driver {
+        op: "load_module",
+        detail: format!("no PTX for {}", k.name),
+    })?;
+    let module = ctx
+        .load_module(Ptx::from_src(text))
+        .map_err(driver("load_module"))?;
+    let functions = k
+        .functions
+        .iter()
+        .map(|f| module.load_function(f).map_err(driver("load_function")))
+        .collect::<Result<Vec<_>>>()?;
+    let found = functions.len();
+    functions.try_into().map_err(|_| Error::Driver {
+        op: "load_module",
+        detail: format!("{} lists {found} functions, its launcher takes {N}", k.name),
+    })
+}
