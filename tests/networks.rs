@@ -1,6 +1,7 @@
 //! Whole-network properties: a ResNet-20 gradient check, the f32 path against the f64 path,
 //! SGD lowering the loss, optimizer arithmetic, and bit-exact state files.
 
+#[path = "../crates/lucir-autograd/tests/common/mod.rs"]
 mod common;
 
 use std::cell::RefCell;
@@ -224,7 +225,11 @@ fn state_round_trip_is_bit_exact_and_mismatches_are_errors() {
     let err = load_state(&mut wrong, &path).unwrap_err().to_string();
     assert!(err.contains("net.state"), "{err}");
     let mut wrong_type = ResNet::<f64>::cifar(3, 1, 31).unwrap();
-    assert!(load_state(&mut wrong_type, &path).is_err());
+    let err = load_state(&mut wrong_type, &path);
+    assert!(
+        matches!(err, Err(lucir::nn::Error::State { .. })),
+        "{err:?}"
+    );
 
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
@@ -263,7 +268,12 @@ fn resnet_shapes_and_sizes() {
         );
         assert_eq!(net.feature_dim(), 64);
     }
-    assert!(ResNet::<f32>::cifar(0, 1, 1).is_err());
+    let err = ResNet::<f32>::cifar(0, 1, 1);
+    assert!(
+        matches!(err, Err(lucir::nn::Error::Config(_))),
+        "{:?}",
+        err.err()
+    );
 }
 
 /// Features of the last block may be negative: it adds its shortcut without a ReLU.

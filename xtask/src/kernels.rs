@@ -192,3 +192,34 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{recorded_hash, source_hash};
+
+    /// Every committed PTX records the hash of the sources it was compiled from (what
+    /// `cargo xtask kernels --check` also checks, there after compiling them with NVRTC).
+    #[test]
+    fn committed_ptx_is_fresh() {
+        let dir = crate::root().join("kernels");
+        let header = std::fs::read_to_string(dir.join("common.cuh")).unwrap();
+        for k in lucir_cuda::KERNELS {
+            let src = std::fs::read_to_string(dir.join(format!("{}.cu", k.name))).unwrap();
+            let ptx = std::fs::read_to_string(dir.join("ptx").join(format!("{}.ptx", k.name)))
+                .unwrap_or_default();
+            assert_eq!(
+                recorded_hash(&ptx),
+                Some(source_hash(&src, &header).as_str()),
+                "kernels/ptx/{}.ptx is stale: run `cargo xtask kernels` and commit",
+                k.name
+            );
+            for f in k.functions {
+                assert!(
+                    ptx.contains(&format!(".entry {f}(")),
+                    "kernels/ptx/{}.ptx lacks `{f}`",
+                    k.name
+                );
+            }
+        }
+    }
+}

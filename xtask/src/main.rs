@@ -5,9 +5,12 @@
 //!   registers and spills for sm_90.
 //! - `bench [criterion args]`: run the criterion benchmarks and the `lucir-driver bench`
 //!   throughput runs, and record the GPU head table in docs/perf.md when a GPU ran it.
+//! - `tidy`: the house rules over every tracked source file (module docs, `SAFETY:` comments,
+//!   file length; see `tidy.rs`).
 
 mod bench;
 mod kernels;
+mod tidy;
 
 use anyhow::{bail, Result};
 
@@ -16,8 +19,9 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("kernels") => kernels::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
-        Some(other) => bail!("unknown task `{other}`; tasks: kernels [--check], bench"),
-        None => bail!("usage: cargo xtask <task>; tasks: kernels [--check], bench"),
+        Some("tidy") => tidy::run(&args[1..]),
+        Some(other) => bail!("unknown task `{other}`; tasks: kernels [--check], bench, tidy"),
+        None => bail!("usage: cargo xtask <task>; tasks: kernels [--check], bench, tidy"),
     }
 }
 

@@ -218,7 +218,7 @@ pub struct RunArgs {
     /// fmnist, mnist, cifar10, cifar100 or folder.
     #[arg(long)]
     pub dataset: Option<String>,
-    /// Run folder (default runs/<date-time>-<preset>).
+    /// Run folder (default `runs/<date-time>-<preset>`).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// results.json of other runs to draw in accuracy.svg for comparison.

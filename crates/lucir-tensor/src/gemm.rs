@@ -169,7 +169,7 @@ pub(crate) fn gemm_strided<T: Float>(
     }
 }
 
-/// Naive triple loop with the same contract as [`gemm`]; the obviously-right reference.
+/// Naive triple loop with the same contract as [`gemm()`]; the obviously-right reference.
 pub fn gemm_ref<T: Float>(
     [m, n, k]: [usize; 3],
     a: &[T],

@@ -72,7 +72,7 @@ pub struct PhaseEval {
     pub acc_old_nme: f64,
     /// NME accuracy on new classes.
     pub acc_new_nme: f64,
-    /// CNN forgetting (percentage points; see [`forgetting`]).
+    /// CNN forgetting (percentage points; see [`crate::eval::forgetting`]).
     pub forgetting_cnn: f64,
 }
 

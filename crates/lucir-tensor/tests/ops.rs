@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use lucir::tensor::{
+use lucir_tensor::{
     self as lt, batch_norm_eval, batch_norm_ref, batch_norm_train, conv2d, conv2d_bwd,
     conv2d_bwd_ref, conv2d_bwd_weight, conv2d_ref, gemm, gemm_ref, max_pool2d, max_pool2d_ref,
     topk_rows, topk_rows_ref, Conv2dGeometry, MaxPoolGeometry, Tensor, Transpose,
@@ -170,6 +170,19 @@ fn conv2d_over_whole_and_partial_image_groups_matches_reference() {
     }
 }
 
+/// Asserts that `$e` fails with `lucir_tensor::Error::$variant`.
+macro_rules! assert_err {
+    ($e:expr, $variant:ident) => {{
+        let r = $e;
+        assert!(
+            matches!(r, Err(lt::Error::$variant { .. })),
+            "expected Error::{}, got {:?}",
+            stringify!($variant),
+            r.as_ref().err()
+        );
+    }};
+}
+
 #[test]
 fn shape_mismatches_are_errors_not_panics() {
     let x = Tensor::<f32>::zeros(&[2, 3, 4, 4]);
@@ -177,37 +190,34 @@ fn shape_mismatches_are_errors_not_panics() {
     let g = Conv2dGeometry { stride: 1, pad: 1 };
     let err = conv2d(&x, &w_bad, g).unwrap_err().to_string();
     assert!(err.contains("conv2d") && err.contains("channels"), "{err}");
-    assert!(conv2d(&x, &Tensor::zeros(&[8, 3, 9, 9]), g).is_err());
-    assert!(conv2d(
-        &x,
-        &Tensor::zeros(&[8, 3, 3, 3]),
-        Conv2dGeometry { stride: 0, pad: 0 }
-    )
-    .is_err());
-    assert!(conv2d(&Tensor::<f32>::zeros(&[3, 4]), &w_bad, g).is_err());
-    assert!(lt::add(&x, &Tensor::zeros(&[2, 3, 4, 5])).is_err());
-    assert!(lt::matmul(
-        &Tensor::<f32>::zeros(&[2, 3]),
-        Transpose::No,
-        &Tensor::zeros(&[4, 2]),
-        Transpose::No
-    )
-    .is_err());
-    assert!(gemm(
-        [2, 2, 2],
-        &[0f32; 3],
-        Transpose::No,
-        &[0f32; 4],
-        Transpose::No,
-        &mut [0f32; 4],
-        false
-    )
-    .is_err());
-    assert!(batch_norm_train(&x, &[1.0; 2], &[0.0; 3], 1e-5, false).is_err());
-    assert!(topk_rows(&Tensor::<f32>::zeros(&[2, 3]), 4).is_err());
-    assert!(lt::relu_bwd(&x, Tensor::zeros(&[1])).is_err());
-    assert!(lt::add_relu(&x, &Tensor::zeros(&[1])).is_err());
-    assert!(Tensor::<f32>::from_vec(&[2, 2], vec![0.0; 3]).is_err());
+    assert_err!(conv2d(&x, &Tensor::zeros(&[8, 3, 9, 9]), g), Shape);
+    let stride0 = Conv2dGeometry { stride: 0, pad: 0 };
+    assert_err!(conv2d(&x, &Tensor::zeros(&[8, 3, 3, 3]), stride0), Argument);
+    assert_err!(conv2d(&Tensor::<f32>::zeros(&[3, 4]), &w_bad, g), Shape);
+    assert_err!(lt::add(&x, &Tensor::zeros(&[2, 3, 4, 5])), Shape);
+    let (a, b) = (Tensor::<f32>::zeros(&[2, 3]), Tensor::zeros(&[4, 2]));
+    assert_err!(lt::matmul(&a, Transpose::No, &b, Transpose::No), Shape);
+    let (a, b, mut c) = ([0f32; 3], [0f32; 4], [0f32; 4]);
+    assert_err!(
+        gemm(
+            [2, 2, 2],
+            &a,
+            Transpose::No,
+            &b,
+            Transpose::No,
+            &mut c,
+            false
+        ),
+        Shape
+    );
+    assert_err!(
+        batch_norm_train(&x, &[1.0; 2], &[0.0; 3], 1e-5, false),
+        Shape
+    );
+    assert_err!(topk_rows(&Tensor::<f32>::zeros(&[2, 3]), 4), Argument);
+    assert_err!(lt::relu_bwd(&x, Tensor::zeros(&[1])), Shape);
+    assert_err!(lt::add_relu(&x, &Tensor::zeros(&[1])), Shape);
+    assert_err!(Tensor::<f32>::from_vec(&[2, 2], vec![0.0; 3]), Shape);
 }
 
 #[test]

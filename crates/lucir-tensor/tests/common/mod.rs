@@ -1,14 +1,11 @@
-//! Helpers shared by the cross-crate tests: seeded random tensors and gradient-check asserts.
+//! Seeded random tensors for the tests of every crate: uniform values, values kept away from
+//! ReLU's kink, and distinct values (no ties). The one place these helpers live; the
+//! autograd tests and the workspace's cross-crate tests include this file too.
 #![allow(dead_code)]
 
-use lucir::autograd::gradcheck::{self, Options};
-use lucir::autograd::{Result, Tape, Var};
-use lucir::tensor::Tensor;
+use lucir_tensor::Tensor;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-/// Relative error every gradient check must meet.
-pub const GRAD_TOL: f64 = 1e-6;
 
 /// A seeded generator.
 pub fn rng(seed: u64) -> ChaCha8Rng {
@@ -47,31 +44,4 @@ pub fn distinct(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor<f64> {
         data.swap(i, j);
     }
     Tensor::from_vec(shape, data).unwrap()
-}
-
-/// Runs a full gradient check of `f` over `inputs` and asserts every input's relative error.
-pub fn assert_grads<F>(op: &str, inputs: &[Tensor<f64>], f: F)
-where
-    F: Fn(&mut Tape<f64>, &[Var]) -> Result<Var>,
-{
-    assert_grads_with(op, inputs, f, &Options::default())
-}
-
-/// [`assert_grads`] with explicit options.
-pub fn assert_grads_with<F>(op: &str, inputs: &[Tensor<f64>], f: F, opts: &Options)
-where
-    F: Fn(&mut Tape<f64>, &[Var]) -> Result<Var>,
-{
-    let reports = gradcheck::check(inputs, f, opts).unwrap();
-    for (i, r) in reports.iter().enumerate() {
-        assert!(
-            r.rel_error <= GRAD_TOL,
-            "{op}: input {i} (shape {:?}) gradient relative error {:.3e} > {GRAD_TOL:e} \
-             (max |grad| {:.3e}, {} elements checked)",
-            inputs[i].shape(),
-            r.rel_error,
-            r.max_abs_grad,
-            r.checked
-        );
-    }
 }
