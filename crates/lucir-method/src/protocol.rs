@@ -132,7 +132,10 @@ pub trait Observer {
     }
 }
 
-/// Everything reported about one phase (accuracies in percent).
+/// Everything reported about one phase (accuracies in percent). The accuracies are the phase's
+/// [`crate::PhaseEval`], field for field; they are copied rather than nested so that
+/// `results.json` stays one flat record per phase (serde's `flatten` would do it for JSON, but
+/// not for the checkpoints' postcard encoding).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PhaseResult {
     /// Phase index (0 = base).
@@ -187,10 +190,6 @@ impl ProtocolResult {
     }
 }
 
-fn finite(v: f64) -> Option<f64> {
-    v.is_finite().then_some(v)
-}
-
 /// Runs the phases the learner has not completed: all of them for a fresh learner; for a
 /// restored one, from where its checkpoint stopped (mid-phase training continues at the next
 /// epoch).
@@ -220,9 +219,9 @@ pub fn run_protocol(
             classes_seen: ctx.seen(),
             acc_cnn: eval.acc_cnn,
             acc_nme: eval.acc_nme,
-            acc_old_cnn: finite(eval.acc_old_cnn),
+            acc_old_cnn: eval.acc_old_cnn,
             acc_new_cnn: eval.acc_new_cnn,
-            acc_old_nme: finite(eval.acc_old_nme),
+            acc_old_nme: eval.acc_old_nme,
             acc_new_nme: eval.acc_new_nme,
             forgetting_cnn: eval.forgetting_cnn,
             lambda: learner.lambda,

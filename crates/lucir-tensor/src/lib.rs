@@ -27,8 +27,8 @@ mod topk;
 
 pub use alloc::retain_freed_memory;
 pub use batch_norm::{
-    batch_norm_eval, batch_norm_eval_bwd, batch_norm_ref, batch_norm_train, batch_norm_train_bwd,
-    BatchNormStats,
+    batch_norm_bwd_ref, batch_norm_eval, batch_norm_eval_bwd, batch_norm_ref, batch_norm_train,
+    batch_norm_train_bwd, BatchNormStats,
 };
 pub use conv2d::{
     conv2d, conv2d_bwd, conv2d_bwd_ref, conv2d_bwd_weight, conv2d_ref, Conv2dGeometry,

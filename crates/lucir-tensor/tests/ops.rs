@@ -4,9 +4,9 @@ mod common;
 
 use common::*;
 use lucir_tensor::{
-    self as lt, batch_norm_eval, batch_norm_ref, batch_norm_train, conv2d, conv2d_bwd,
-    conv2d_bwd_ref, conv2d_bwd_weight, conv2d_ref, gemm, gemm_ref, max_pool2d, max_pool2d_ref,
-    topk_rows, topk_rows_ref, Conv2dGeometry, MaxPoolGeometry, Tensor, Transpose,
+    self as lt, batch_norm_bwd_ref, batch_norm_eval, batch_norm_ref, batch_norm_train, conv2d,
+    conv2d_bwd, conv2d_bwd_ref, conv2d_bwd_weight, conv2d_ref, gemm, gemm_ref, max_pool2d,
+    max_pool2d_ref, topk_rows, topk_rows_ref, Conv2dGeometry, MaxPoolGeometry, Tensor, Transpose,
 };
 use proptest::prelude::*;
 
@@ -83,6 +83,30 @@ proptest! {
         let ye = batch_norm_eval(&x, &gamma, &beta, &rm, &rv, 1e-5, false).unwrap();
         let ye_ref = batch_norm_ref(&x, &gamma, &beta, Some((&rm, &rv)), 1e-5).unwrap();
         prop_assert!(max_rel(&ye, &ye_ref) < 1e-12);
+    }
+
+    #[test]
+    fn batch_norm_backward_matches_reference_in_both_modes(
+        n in 1usize..4, c in 1usize..5, h in 1usize..5, w in 2usize..5, seed in any::<u64>(),
+    ) {
+        let mut r = rng(seed);
+        let x = uniform(&mut r, &[n, c, h, w], -3.0, 3.0);
+        let gamma = uniform(&mut r, &[c], -1.5, 1.5).into_vec();
+        let beta = uniform(&mut r, &[c], -1.0, 1.0).into_vec();
+        let dy = uniform(&mut r, x.shape(), -1.0, 1.0);
+        let close = |(a, b, c): (Tensor<f64>, Vec<f64>, Vec<f64>), (d, e, f): (Tensor<f64>, Vec<f64>, Vec<f64>)| {
+            let v = |x: Vec<f64>| Tensor::from_vec(&[x.len()], x).unwrap();
+            max_rel(&a, &d).max(max_rel(&v(b), &v(e))).max(max_rel(&v(c), &v(f)))
+        };
+        let (_, stats) = batch_norm_train(&x, &gamma, &beta, 1e-5, false).unwrap();
+        let fast = lt::batch_norm_train_bwd(&x, &gamma, &beta, &stats, &dy, false).unwrap();
+        let naive = batch_norm_bwd_ref(&x, &gamma, None, 1e-5, &dy).unwrap();
+        prop_assert!(close(fast, naive) < 1e-12);
+        let rm = uniform(&mut r, &[c], -1.0, 1.0).into_vec();
+        let rv = uniform(&mut r, &[c], 0.5, 2.0).into_vec();
+        let fast = lt::batch_norm_eval_bwd(&x, &gamma, &beta, &rm, &rv, 1e-5, &dy, false).unwrap();
+        let naive = batch_norm_bwd_ref(&x, &gamma, Some((&rm, &rv)), 1e-5, &dy).unwrap();
+        prop_assert!(close(fast, naive) < 1e-12);
     }
 
     #[test]

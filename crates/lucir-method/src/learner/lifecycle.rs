@@ -128,12 +128,14 @@ impl Learner for IncrementalLearner {
         let (acc_nme, acc_old_nme, acc_new_nme) = accuracy_split(&nme, labels, ctx.old());
         self.history
             .push(per_class_accuracy(&cnn, labels, self.data.order.len()));
+        // accuracy_split gives NaN for a group without samples (old classes in the base phase).
+        let finite = |v: f64| v.is_finite().then_some(v);
         Ok(PhaseEval {
             acc_cnn,
             acc_nme,
-            acc_old_cnn,
+            acc_old_cnn: finite(acc_old_cnn),
             acc_new_cnn,
-            acc_old_nme,
+            acc_old_nme: finite(acc_old_nme),
             acc_new_nme,
             forgetting_cnn: forgetting(&self.history),
         })

@@ -64,12 +64,12 @@ pub struct PhaseEval {
     pub acc_cnn: f64,
     /// NME accuracy (%) on all seen classes.
     pub acc_nme: f64,
-    /// CNN accuracy on the classes learned before this phase (NaN in the base phase).
-    pub acc_old_cnn: f64,
+    /// CNN accuracy on the classes learned before this phase (`None` in the base phase).
+    pub acc_old_cnn: Option<f64>,
     /// CNN accuracy on this phase's classes.
     pub acc_new_cnn: f64,
-    /// NME accuracy on old classes.
-    pub acc_old_nme: f64,
+    /// NME accuracy on old classes (`None` in the base phase).
+    pub acc_old_nme: Option<f64>,
     /// NME accuracy on new classes.
     pub acc_new_nme: f64,
     /// CNN forgetting (percentage points; see [`crate::eval::forgetting`]).
