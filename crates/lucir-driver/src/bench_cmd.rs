@@ -3,12 +3,15 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use lucir_autograd::{ParamGroup, Sgd, Tape};
-use lucir_method::{Arch, Network};
+use lucir_method::Network;
 use lucir_nn::{Mode, Module};
 use lucir_tensor::Tensor;
+
+use crate::usage;
+use lucir_driver::config::parse_arch;
 
 /// Options of `lucir-driver bench`.
 #[derive(Debug, Args)]
@@ -46,24 +49,21 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             .build_global()
             .context("setting the thread count")?;
     }
-    let arch = match args.model.as_str() {
-        "resnet20" => Arch::Resnet20,
-        "resnet32" => Arch::Resnet32,
-        "resnet56" => Arch::Resnet56,
-        "resnet18" => Arch::Resnet18,
-        o => bail!("unknown model {o:?}; expected resnet20, resnet32, resnet56 or resnet18"),
+    let arch = usage(parse_arch(&args.model).context("--model"))?;
+    let dims: Option<Vec<usize>> = args.input.split('x').map(|v| v.parse().ok()).collect();
+    let Some([c, h, w]) = dims.and_then(|d| <[usize; 3]>::try_from(d).ok()) else {
+        return usage(Err(format!(
+            "--input {:?} is not CxHxW (e.g. 1x28x28)",
+            args.input
+        )));
     };
-    let dims: Vec<usize> = args
-        .input
-        .split('x')
-        .map(str::parse)
-        .collect::<std::result::Result<_, _>>()
-        .with_context(|| format!("--input {:?} is not CxHxW", args.input))?;
-    let [c, h, w] = dims[..] else {
-        bail!("--input {:?} is not CxHxW", args.input);
-    };
-    if args.batch == 0 || args.steps == 0 || c * h * w == 0 {
-        bail!("batch, steps and input sizes must be positive");
+    for (name, v) in [("--batch", args.batch), ("--steps", args.steps)] {
+        if v == 0 {
+            return usage(Err(format!("{name} must be at least 1")));
+        }
+    }
+    if c * h * w == 0 {
+        return usage(Err(format!("--input {:?} has a zero size", args.input)));
     }
     let classes = 10;
     let mut net = Network::new(arch, c, classes, true, 1)?;

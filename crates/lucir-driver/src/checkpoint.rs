@@ -12,13 +12,26 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 const FORMAT: &str = "lucir-checkpoint";
-const VERSION: u32 = 1;
+/// 2: the wall time of the run so far is stored; training draws come from lucir-data's
+/// per-epoch ChaCha8 streams (a version-1 run would continue with other draws).
+const VERSION: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct File {
     format: String,
     version: u32,
     state: LearnerState,
+    /// Wall seconds of the run up to this checkpoint, over all its segments.
+    wall_seconds: f64,
+}
+
+/// A checkpoint's contents.
+#[derive(Debug)]
+pub struct Checkpoint {
+    /// The learner.
+    pub state: LearnerState,
+    /// Wall seconds of the run up to the checkpoint, over all its segments.
+    pub wall_seconds: f64,
 }
 
 /// Paths of the newest and the previous checkpoint of a run folder.
@@ -28,11 +41,12 @@ pub fn paths(run: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// Writes a checkpoint, keeping the former newest one as the previous.
-pub fn save(run: &Path, state: &LearnerState) -> Result<()> {
+pub fn save(run: &Path, state: &LearnerState, wall_seconds: f64) -> Result<()> {
     let mut bytes = postcard::to_stdvec(&File {
         format: FORMAT.into(),
         version: VERSION,
         state: state.clone(),
+        wall_seconds,
     })
     .context("encoding a checkpoint")?;
     let digest = Sha256::digest(&bytes);
@@ -52,7 +66,7 @@ pub fn save(run: &Path, state: &LearnerState) -> Result<()> {
 }
 
 /// Reads and verifies one checkpoint file.
-pub fn read(path: &Path) -> Result<LearnerState> {
+pub fn read(path: &Path) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     if bytes.len() < 32 {
         bail!(
@@ -68,22 +82,29 @@ pub fn read(path: &Path) -> Result<LearnerState> {
             path.display()
         );
     }
-    let file: File = postcard::from_bytes(payload)
+    // The format name and version come first, so an older file is recognised before its
+    // state fails to decode.
+    let (format, version): (String, u32) = postcard::take_from_bytes(payload)
+        .map(|(head, _)| head)
         .with_context(|| format!("{}: unreadable checkpoint", path.display()))?;
-    if file.format != FORMAT || file.version != VERSION {
+    if format != FORMAT || version != VERSION {
         bail!(
-            "{}: not a version-{VERSION} lucir checkpoint ({} v{})",
-            path.display(),
-            file.format,
-            file.version
+            "{}: not a version-{VERSION} lucir checkpoint ({format} v{version}); it was written \
+             by another build of lucir-rs, which must finish it",
+            path.display()
         );
     }
-    Ok(file.state)
+    let file: File = postcard::from_bytes(payload)
+        .with_context(|| format!("{}: unreadable checkpoint", path.display()))?;
+    Ok(Checkpoint {
+        state: file.state,
+        wall_seconds: file.wall_seconds,
+    })
 }
 
 /// The newest good checkpoint of a run folder; a damaged newest one is reported through
 /// `warn` and the previous one is used.
-pub fn load(run: &Path, warn: &mut dyn FnMut(String)) -> Result<(LearnerState, PathBuf)> {
+pub fn load(run: &Path, warn: &mut dyn FnMut(String)) -> Result<(Checkpoint, PathBuf)> {
     let (latest, previous) = paths(run);
     match read(&latest) {
         Ok(s) => Ok((s, latest)),

@@ -134,12 +134,16 @@ pub fn preset(name: &str) -> Result<RunConfig> {
 /// Command-line settings of a run; each given one overrides the preset and the config file.
 #[derive(Debug, Clone, Default, Args)]
 pub struct RunArgs {
-    /// Preset to start from.
-    #[arg(long, default_value = "fmnist-quick")]
-    pub preset: String,
-    /// TOML file with `preset`, `threads`, `[data]` and `[method]` settings.
+    /// Preset to start from [default: the config file's `preset`, else fmnist-quick].
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// TOML file: an optional `preset = "…"` and any of its settings (`threads`, `device`,
+    /// `[data]` and `[method]` keys) to change; command-line flags override the file.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Print the resolved configuration (TOML) and exit.
+    #[arg(long)]
+    pub print_config: bool,
     /// Continue the run in this folder where it stopped.
     #[arg(long)]
     pub resume: Option<PathBuf>,
@@ -197,6 +201,31 @@ pub struct RunArgs {
     /// Learning rate.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Epochs after which the learning rate drops ×0.1, e.g. 80,120 [default: 1/2 and 3/4 of
+    /// the epochs].
+    #[arg(long, value_delimiter = ',')]
+    pub milestones: Option<Vec<usize>>,
+    /// SGD momentum.
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Epochs of class-balanced fine-tuning.
+    #[arg(long)]
+    pub cbf_epochs: Option<usize>,
+    /// Learning rate of class-balanced fine-tuning.
+    #[arg(long)]
+    pub cbf_lr: Option<f64>,
+    /// Distillation temperature of the iCaRL-style baseline.
+    #[arg(long)]
+    pub kd_temperature: Option<f64>,
+    /// Image folders: side images are resized to before cropping.
+    #[arg(long)]
+    pub resize: Option<usize>,
+    /// Image folders: side of the crop the network sees.
+    #[arg(long)]
+    pub crop: Option<usize>,
     /// Batch size.
     #[arg(long)]
     pub batch: Option<usize>,
@@ -245,7 +274,8 @@ fn parse_method(s: &str) -> Result<Method> {
     })
 }
 
-fn parse_arch(s: &str) -> Result<Arch> {
+/// A model name: resnet20, resnet32, resnet56 or resnet18.
+pub fn parse_arch(s: &str) -> Result<Arch> {
     Ok(match s {
         "resnet20" => Arch::Resnet20,
         "resnet32" => Arch::Resnet32,
@@ -255,23 +285,77 @@ fn parse_arch(s: &str) -> Result<Arch> {
     })
 }
 
-/// Reads a TOML run configuration; unknown keys are errors naming the key.
-pub fn read_config_file(path: &Path) -> Result<RunConfig> {
+/// Reads a TOML run configuration (see [`parse_config`]).
+pub fn read_config_file(path: &Path, preset_name: Option<&str>) -> Result<RunConfig> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    parse_config(&text).with_context(|| format!("{}", path.display()))
+    parse_config(&text, preset_name).with_context(|| format!("{}", path.display()))
 }
 
-/// Parses a TOML run configuration.
-pub fn parse_config(text: &str) -> Result<RunConfig> {
-    toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim().replace('\n', " ")))
+/// Parses a TOML run configuration: the preset `preset_name` (else the file's `preset`, else
+/// fmnist-quick) with the file's settings over it — top-level keys replace the preset's, and
+/// keys inside `[data]` and `[method]` replace those of the preset's tables one by one. An
+/// unknown key is an error naming it and the nearest valid one. A complete configuration (a
+/// run folder's `config.toml`) reads back as itself.
+pub fn parse_config(text: &str, preset_name: Option<&str>) -> Result<RunConfig> {
+    let file: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", one_line(&e.to_string())))?;
+    let name = match (preset_name, file.get("preset")) {
+        (Some(n), _) => n.to_string(),
+        (None, Some(toml::Value::String(n))) => n.clone(),
+        (None, Some(v)) => bail!("preset must be a string naming a preset, got {v}"),
+        (None, None) => "fmnist-quick".to_string(),
+    };
+    let base = preset(&name)?;
+    let mut merged = toml::Table::try_from(&base).context("encoding the preset")?;
+    for (key, value) in file {
+        match (merged.get_mut(&key), value) {
+            (Some(toml::Value::Table(section)), toml::Value::Table(over))
+                if key == "data" || key == "method" =>
+            {
+                section.extend(over);
+            }
+            (_, value) => {
+                merged.insert(key, value);
+            }
+        }
+    }
+    merged.insert("preset".into(), toml::Value::String(name));
+    toml::Value::Table(merged)
+        .try_into()
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", suggest(&one_line(&e.to_string()))))
+}
+
+fn one_line(s: &str) -> String {
+    s.trim().replace('\n', " ")
+}
+
+/// Adds "did you mean …?" to serde's unknown-field message (which lists the valid fields).
+fn suggest(msg: &str) -> String {
+    let Some(rest) = msg.split("unknown field `").nth(1) else {
+        return msg.to_string();
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return msg.to_string();
+    };
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|f| (strsim::damerau_levenshtein(unknown, f), f))
+        .min();
+    match best {
+        Some((d, f)) if d <= 3.max(unknown.len() / 3) => format!("{msg}; did you mean `{f}`?"),
+        _ => msg.to_string(),
+    }
 }
 
 /// Preset (or config file), then the command-line overrides.
 pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     let mut c = match &args.config {
-        Some(path) => read_config_file(path)?,
-        None => preset(&args.preset)?,
+        Some(path) => read_config_file(path, args.preset.as_deref())?,
+        None => preset(args.preset.as_deref().unwrap_or("fmnist-quick"))?,
     };
     let m = &mut c.method;
     if let Some(s) = &args.method {
@@ -307,6 +391,24 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     if let Some(v) = args.lr {
         m.lr = v;
     }
+    if let Some(v) = &args.milestones {
+        m.milestones = Some(v.clone());
+    }
+    if let Some(v) = args.momentum {
+        m.momentum = v;
+    }
+    if let Some(v) = args.weight_decay {
+        m.weight_decay = v;
+    }
+    if let Some(v) = args.cbf_epochs {
+        m.cbf_epochs = v;
+    }
+    if let Some(v) = args.cbf_lr {
+        m.cbf_lr = v;
+    }
+    if let Some(v) = args.kd_temperature {
+        m.kd_temperature = v;
+    }
     if let Some(v) = args.batch {
         m.batch = v;
     }
@@ -332,6 +434,12 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     if let Some(v) = &args.dataset {
         d.dataset = v.clone();
     }
+    if let Some(v) = args.resize {
+        d.resize = v;
+    }
+    if let Some(v) = args.crop {
+        d.crop = v;
+    }
     if let Some(v) = args.threads {
         c.threads = v;
     }
@@ -349,8 +457,17 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
         bail!("device {:?} is neither cpu nor cuda", c.device);
     }
     c.method.validate()?;
+    // Written out, so the run folder's config.toml says when the rate dropped.
+    c.method.milestones = Some(c.method.lr_milestones());
     if c.data.train_per_class == Some(0) {
         bail!("train_per_class must be at least 1");
+    }
+    if c.data.crop == 0 || c.data.crop > c.data.resize {
+        bail!(
+            "crop must be in 1..={} (resize), got {}",
+            c.data.resize,
+            c.data.crop
+        );
     }
     Ok(c)
 }

@@ -31,7 +31,7 @@ pub struct DataArgs {
 
 /// Runs the sub-command.
 pub fn run(args: &DataArgs) -> Result<()> {
-    let kind = DatasetKind::parse(&args.dataset)?;
+    let kind = crate::usage(DatasetKind::parse(&args.dataset).context("--dataset"))?;
     let folder = FolderOptions {
         resize: args.resize,
         crop: args.crop,

@@ -2,8 +2,8 @@
 //!
 //! Without a sub-command it runs one class-incremental experiment (default preset
 //! `fmnist-quick`); `lucir-driver data` describes a dataset and `lucir-driver bench` measures
-//! training throughput. Usage errors exit with 2, runtime
-//! errors with 1, each reported on one line.
+//! training throughput. Usage errors exit with 2, runtime errors with 1, an interrupted run
+//! (Ctrl-C) with 130, each reported on one line.
 
 mod bench_cmd;
 mod checkpoint;
@@ -49,6 +49,9 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             if e.downcast_ref::<Usage>().is_some() {
                 ExitCode::from(2)
+            } else if progress::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+                // 128 + SIGINT, as shells report a program stopped by Ctrl-C.
+                ExitCode::from(130)
             } else {
                 ExitCode::FAILURE
             }

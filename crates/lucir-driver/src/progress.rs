@@ -51,15 +51,18 @@ pub struct Progress {
     pub results: RunResults,
     baselines: Vec<RunResults>,
     start: Instant,
+    /// Wall seconds of the run's earlier segments (before a resume).
+    earlier: f64,
 }
 
 impl Progress {
-    /// An observer writing into run folder `dir`.
+    /// An observer writing into run folder `dir`; `earlier` is the wall time of the run's
+    /// earlier segments (0 for a new run).
     pub fn new(
         display: Display,
         dir: PathBuf,
-        results: RunResults,
-        baselines: Vec<RunResults>,
+        (results, baselines): (RunResults, Vec<RunResults>),
+        earlier: f64,
     ) -> Self {
         Self {
             display,
@@ -68,6 +71,7 @@ impl Progress {
             results,
             baselines,
             start: Instant::now(),
+            earlier,
         }
     }
 
@@ -79,9 +83,9 @@ impl Progress {
         }
     }
 
-    /// Seconds since the run started.
+    /// Wall seconds of the run: earlier segments and this one.
     pub fn elapsed(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
+        self.earlier + self.start.elapsed().as_secs_f64()
     }
 }
 
@@ -179,7 +183,7 @@ impl Observer for Progress {
     }
 
     fn epoch_done(&mut self, learner: &IncrementalLearner) -> lucir_method::Result<()> {
-        checkpoint::save(&self.dir, &learner.snapshot()).map_err(to_method_err)
+        checkpoint::save(&self.dir, &learner.snapshot(), self.elapsed()).map_err(to_method_err)
     }
 
     fn phase_done(
@@ -187,7 +191,7 @@ impl Observer for Progress {
         r: &PhaseResult,
         learner: &IncrementalLearner,
     ) -> lucir_method::Result<()> {
-        checkpoint::save(&self.dir, &learner.snapshot()).map_err(to_method_err)?;
+        checkpoint::save(&self.dir, &learner.snapshot(), self.elapsed()).map_err(to_method_err)?;
         let ckpt = self.dir.join("checkpoints");
         save_state(&learner.net, &ckpt.join(format!("phase-{}.state", r.phase)))
             .map_err(to_method_err)?;

@@ -103,21 +103,78 @@ pub fn variant(cfg: &RunConfig) -> String {
     s
 }
 
+/// The flags given beside `--resume` that would change the run (all but `--quiet`,
+/// `--print-config` and `--baseline`).
+fn run_changing_flags(a: &RunArgs) -> Vec<&'static str> {
+    let given = [
+        (a.preset.is_some(), "--preset"),
+        (a.config.is_some(), "--config"),
+        (a.method.is_some(), "--method"),
+        (a.no_cosine, "--no-cosine"),
+        (a.no_less_forget, "--no-less-forget"),
+        (a.no_adaptive_lambda, "--no-adaptive-lambda"),
+        (a.no_margin, "--no-margin"),
+        (a.no_imprint, "--no-imprint"),
+        (a.cbf, "--cbf"),
+        (a.model.is_some(), "--model"),
+        (a.epochs.is_some(), "--epochs"),
+        (a.base.is_some(), "--base"),
+        (a.inc.is_some(), "--inc"),
+        (a.train_per_class.is_some(), "--train-per-class"),
+        (a.memory.is_some(), "--memory"),
+        (a.memory_total.is_some(), "--memory-total"),
+        (a.lambda_base.is_some(), "--lambda-base"),
+        (a.margin.is_some(), "--margin"),
+        (a.k.is_some(), "--k"),
+        (a.lr.is_some(), "--lr"),
+        (a.milestones.is_some(), "--milestones"),
+        (a.momentum.is_some(), "--momentum"),
+        (a.weight_decay.is_some(), "--weight-decay"),
+        (a.cbf_epochs.is_some(), "--cbf-epochs"),
+        (a.cbf_lr.is_some(), "--cbf-lr"),
+        (a.kd_temperature.is_some(), "--kd-temperature"),
+        (a.resize.is_some(), "--resize"),
+        (a.crop.is_some(), "--crop"),
+        (a.batch.is_some(), "--batch"),
+        (a.seed.is_some(), "--seed"),
+        (a.threads.is_some(), "--threads"),
+        (a.device.is_some(), "--device"),
+        (a.class_order.is_some(), "--class-order"),
+        (a.data_dir.is_some(), "--data-dir"),
+        (a.dataset.is_some(), "--dataset"),
+        (a.out.is_some(), "--out"),
+        (a.init_from.is_some(), "--init-from"),
+        (a.skip_base_training, "--skip-base-training"),
+    ];
+    given.iter().filter(|(g, _)| *g).map(|(_, f)| *f).collect()
+}
+
 /// Runs one experiment as configured by `args`, or continues the one in `--resume DIR`.
 pub fn run(args: &RunArgs) -> Result<()> {
-    if args.resume.is_some() && (args.init_from.is_some() || args.skip_base_training) {
-        return usage(Err(
-            "--init-from and --skip-base-training start a new run; a resumed run continues \
-             from its checkpoint",
-        ));
+    if args.resume.is_some() {
+        let changes = run_changing_flags(args);
+        if !changes.is_empty() {
+            return usage(Err(format!(
+                "--resume continues a run with the settings in its config.toml; {} would change \
+                 it (start a new run with --config RUN/config.toml and the changes instead)",
+                changes.join(", ")
+            )));
+        }
     }
     let cfg = match &args.resume {
         Some(dir) => usage(
-            read_config_file(&dir.join("config.toml"))
+            read_config_file(&dir.join("config.toml"), None)
                 .with_context(|| format!("resuming {}", dir.display())),
         )?,
         None => usage(resolve(args))?,
     };
+    if args.print_config {
+        print!(
+            "{}",
+            toml::to_string_pretty(&cfg).context("encoding the configuration")?
+        );
+        return Ok(());
+    }
     if cfg.threads > 0 {
         rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.threads)
@@ -214,9 +271,21 @@ pub fn run(args: &RunArgs) -> Result<()> {
         avg_inc_acc_nme: f64::NAN,
         wall_seconds: 0.0,
     };
+    let mut earlier = 0.0;
     let mut learner = match &args.resume {
         Some(d) => {
-            let (state, from) = checkpoint::load(d, &mut |w| eprintln!("warning: {w}"))?;
+            let (ckpt, from) = checkpoint::load(d, &mut |w| eprintln!("warning: {w}"))?;
+            let state = ckpt.state;
+            if state.training.is_none() && state.results.len() == data.phases.len() {
+                println!(
+                    "{} has finished all {} phases; nothing to do (results: {})",
+                    d.display(),
+                    data.phases.len(),
+                    d.join("results.json").display()
+                );
+                return Ok(());
+            }
+            earlier = ckpt.wall_seconds;
             if display != Display::Quiet {
                 let at = match state.training {
                     Some((p, e)) => format!("phase {p} after epoch {e}"),
@@ -241,7 +310,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     use_gpu(&mut learner, gpu, display);
     let mut results = results;
     results.set_phases(learner.results.clone());
-    let mut progress = Progress::new(display, dir.clone(), results, baselines.clone());
+    let mut progress = Progress::new(display, dir.clone(), (results, baselines.clone()), earlier);
     run_protocol(&mut learner, &mut progress)?;
     progress.results.wall_seconds = progress.elapsed();
     write_all(&dir, &progress.results, &baselines)?;

@@ -184,11 +184,41 @@ fn bad_input_gives_one_line_errors_and_exit_codes() {
 
     let dir = temp_dir("cfg");
     let cfg = dir.join("bad.toml");
-    std::fs::write(&cfg, "preset = \"x\"\nthreads = 0\nbogus_key = 1\n").unwrap();
+    std::fs::write(&cfg, "threads = 0\nbogus_key = 1\n").unwrap();
     let o = driver(&["--config", cfg.to_str().unwrap()]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2));
     assert!(e.contains("bad.toml") && e.contains("bogus_key"), "{e}");
+    std::fs::write(&cfg, "preset = \"x\"\n").unwrap();
+    let o = driver(&["--config", cfg.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        e.contains("bad.toml") && e.contains("unknown preset \"x\""),
+        "{e}"
+    );
+
+    // The sub-commands' usage errors exit 2 as a run's do, naming the setting.
+    for (args, what) in [
+        (&["data", "--dataset", "nope"][..], "--dataset"),
+        (&["bench", "--model", "resnet99"][..], "--model"),
+        (&["bench", "--input", "1x28"][..], "--input"),
+        (&["bench", "--steps", "0"][..], "--steps"),
+        (&["--k", "0"][..], "k must be at least 1"),
+        (&["--milestones", "9,6"][..], "milestones [9, 6]"),
+        (
+            &["--momentum", "1.5"][..],
+            "momentum must be in [0, 1), got 1.5",
+        ),
+    ] {
+        let o = driver(args);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {e}");
+        assert!(
+            e.starts_with("error: ") && e.contains(what),
+            "{args:?}: {e}"
+        );
+    }
 
     // Impossible phase split, too small a memory budget, training that diverges.
     let data = temp_dir("bad-data");
@@ -331,7 +361,9 @@ fn runs_are_deterministic_and_resume_exactly_after_sigkill() {
     if let Ok(bytes) = std::fs::read(&latest) {
         std::fs::write(&latest, &bytes[..bytes.len() / 2]).unwrap();
     }
+    let t0 = std::time::Instant::now();
     let o = driver(&["--resume", c.to_str().unwrap()]);
+    let resume_seconds = t0.elapsed().as_secs_f64();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(
@@ -349,10 +381,40 @@ fn runs_are_deterministic_and_resume_exactly_after_sigkill() {
         "resumed run differs from uninterrupted"
     );
 
-    // A finished run folder is not overwritten by a new run.
+    // The resumed run's wall time covers both segments, not only the last one.
+    let wall = |dir: &Path| -> f64 {
+        let text = std::fs::read_to_string(dir.join("results.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["wall_seconds"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(
+        wall(&c) > resume_seconds,
+        "wall {} s, resumed segment alone {resume_seconds} s",
+        wall(&c)
+    );
+
+    // A finished run folder is not overwritten by a new run; resuming it changes nothing.
     let o = driver(&small_run_args(&d, a.to_str().unwrap()));
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--resume"));
+    let before = std::fs::read(a.join("results.json")).unwrap();
+    let o = driver(&["--resume", a.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("nothing to do"));
+    assert_eq!(before, std::fs::read(a.join("results.json")).unwrap());
+    // Flags that would change a resumed run are refused, by name.
+    let o = driver(&[
+        "--resume",
+        a.to_str().unwrap(),
+        "--epochs",
+        "5",
+        "--seed",
+        "3",
+    ]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("--epochs, --seed would change it"), "{e}");
     for dir in [&data, &a, &b, &c] {
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -409,5 +471,98 @@ fn exported_models_start_new_runs() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("needs --init-from"));
     for dir in [data, first, second, out3] {
         let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+/// A config file is a preset plus the settings it changes; flags override the file, and
+/// `--print-config` shows the result. Unknown keys suggest the nearest valid one.
+#[test]
+fn partial_configs_resolve_over_their_preset() {
+    let dir = temp_dir("partial");
+    let cfg = dir.join("short.toml");
+    std::fs::write(
+        &cfg,
+        "[method]\nepochs = 4\nmilestones = [2]\n[data]\nbase = 6\n",
+    )
+    .unwrap();
+    let c = cfg.to_str().unwrap();
+    let print = |extra: &[&str]| -> String {
+        let mut args = vec!["--config", c, "--print-config"];
+        args.extend_from_slice(extra);
+        let o = driver(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let toml = print(&[]);
+    for want in [
+        "preset = \"fmnist-quick\"",
+        "epochs = 4",
+        "base = 6",
+        "train_per_class = 1000",
+        "lambda_base = 5.0",
+    ] {
+        assert!(toml.contains(want), "{want} missing from:\n{toml}");
+    }
+    let toml = print(&["--preset", "fmnist", "--epochs", "6", "--milestones", "3,5"]);
+    assert!(
+        toml.contains("preset = \"fmnist\"") && toml.contains("epochs = 6"),
+        "{toml}"
+    );
+    assert!(
+        !toml.contains("train_per_class"),
+        "fmnist uses every image:\n{toml}"
+    );
+    assert!(toml.contains("base = 6"), "{toml}");
+    // Without explicit milestones the resolved file states the default ones.
+    let o = driver(&["--epochs", "12", "--print-config"]);
+    let toml = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        toml.replace([' ', '\n'], "").contains("milestones=[6,9,]"),
+        "{toml}"
+    );
+
+    std::fs::write(&cfg, "[method]\nlamda_base = 2\n").unwrap();
+    let o = driver(&["--config", c]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("`lamda_base`") && e.contains("did you mean `lambda_base`?"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Ctrl-C stops a run at the next step with exit code 130; the run resumes from its checkpoint.
+#[test]
+fn interrupted_runs_exit_130_and_resume() {
+    use std::io::{BufRead, BufReader};
+    let data = temp_dir("sigint-data");
+    write_mnist_like(&data, 30);
+    let out = temp_dir("sigint-run");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lucir-driver"))
+        .args(small_run_args(d, o))
+        .env("RAYON_NUM_THREADS", "2")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("phase 0 train epoch 1/3") {
+            // SAFETY: sends SIGINT to our own child process, which is still running.
+            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            break;
+        }
+    }
+    let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{}", rest.join("\n"));
+    assert!(rest.iter().any(|l| l.contains("interrupted")), "{rest:?}");
+    let o = driver(&["--resume", o, "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for dir in [&data, &out] {
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -22,7 +22,7 @@ proptest! {
 
     #[test]
     fn config_parser_never_panics_on_arbitrary_text(text in ".{0,400}") {
-        let _ = parse_config(&text);
+        let _ = parse_config(&text, None);
     }
 
     /// Valid files with one line replaced, deleted or duplicated: deep paths of the parser and
@@ -39,7 +39,7 @@ proptest! {
             1 => { lines.remove(i); }
             _ => { let l = lines[i].clone(); lines.insert(i, l); }
         }
-        let _ = parse_config(&lines.join("\n"));
+        let _ = parse_config(&lines.join("\n"), None);
     }
 }
 
@@ -48,6 +48,6 @@ fn written_configurations_parse_back() {
     for name in PRESETS {
         let cfg = preset(name).unwrap();
         let text = toml::to_string_pretty(&cfg).unwrap();
-        assert_eq!(parse_config(&text).unwrap(), cfg, "{name}");
+        assert_eq!(parse_config(&text, None).unwrap(), cfg, "{name}");
     }
 }

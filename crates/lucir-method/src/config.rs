@@ -66,6 +66,10 @@ pub struct MethodConfig {
     pub weight_decay: f64,
     /// Epochs per phase.
     pub epochs: usize,
+    /// Epochs after which the learning rate is multiplied by 0.1; `None`: at 1/2 and 3/4 of
+    /// `epochs` (LUCIR's 80 and 120 of 160).
+    #[serde(default)]
+    pub milestones: Option<Vec<usize>>,
     /// Batch size.
     pub batch: usize,
     /// Exemplar budget.
@@ -99,12 +103,22 @@ impl MethodConfig {
             momentum: 0.9,
             weight_decay: 5e-4,
             epochs,
+            milestones: None,
             batch: 128,
             memory: MemoryBudget::PerClass(20),
             kd_temperature: 2.0,
             cbf_epochs: 20,
             cbf_lr: 0.01,
             seed: 1993,
+        }
+    }
+
+    /// The epochs after which the learning rate drops ×0.1: `milestones`, or 1/2 and 3/4 of
+    /// `epochs`.
+    pub fn lr_milestones(&self) -> Vec<usize> {
+        match &self.milestones {
+            Some(m) => m.clone(),
+            None => lucir_autograd::MultiStepLr::lucir(self.lr, self.epochs).milestones,
         }
     }
 
@@ -122,14 +136,47 @@ impl MethodConfig {
         if self.batch == 0 {
             return bad("batch must be at least 1".into());
         }
+        if let Some(ms) = &self.milestones {
+            // A repeated milestone decays twice there, as PyTorch's MultiStepLR does.
+            if ms.windows(2).any(|w| w[0] > w[1]) || ms.iter().any(|&m| m == 0 || m >= self.epochs)
+            {
+                return bad(format!(
+                    "milestones {ms:?} must not decrease and must lie in 1..{} (epochs = {})",
+                    self.epochs, self.epochs
+                ));
+            }
+        }
+        if self.k == 0 && self.margin_rank && self.method == Method::Lucir {
+            return bad("k must be at least 1 (or drop the margin loss with --no-margin)".into());
+        }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             return bad(format!("lr must be positive, got {}", self.lr));
         }
-        if !(0.0..1.0).contains(&self.momentum) || self.weight_decay < 0.0 {
-            return bad("momentum must be in [0, 1) and weight decay ≥ 0".into());
+        if !(0.0..1.0).contains(&self.momentum) {
+            return bad(format!("momentum must be in [0, 1), got {}", self.momentum));
         }
-        if self.lambda_base < 0.0 || self.margin < 0.0 || self.kd_temperature <= 0.0 {
-            return bad("lambda_base and margin must be ≥ 0, kd_temperature > 0".into());
+        let non_negative = [
+            ("weight_decay", self.weight_decay),
+            ("lambda_base", self.lambda_base),
+            ("margin", self.margin),
+        ];
+        if let Some((name, v)) = non_negative
+            .iter()
+            .find(|(_, v)| !(*v >= 0.0 && v.is_finite()))
+        {
+            return bad(format!("{name} must be ≥ 0, got {v}"));
+        }
+        if !(self.kd_temperature > 0.0 && self.kd_temperature.is_finite()) {
+            return bad(format!(
+                "kd_temperature must be positive, got {}",
+                self.kd_temperature
+            ));
+        }
+        if self.cbf && self.cbf_epochs == 0 {
+            return bad("cbf_epochs must be at least 1 with class-balanced fine-tuning".into());
+        }
+        if !(self.cbf_lr > 0.0 && self.cbf_lr.is_finite()) {
+            return bad(format!("cbf_lr must be positive, got {}", self.cbf_lr));
         }
         if let MemoryBudget::PerClass(0) | MemoryBudget::Total(0) = self.memory {
             return bad("the exemplar memory must hold at least one exemplar".into());

@@ -225,7 +225,11 @@ impl IncrementalLearner {
             self.loader_seed(ctx.phase, u64::from(cbf)),
         );
         let sched = match stage {
-            Stage::Train => MultiStepLr::lucir(lr, epochs),
+            Stage::Train => MultiStepLr {
+                base: lr,
+                milestones: self.cfg.lr_milestones(),
+                gamma: 0.1,
+            },
             Stage::Cbf => MultiStepLr::cbf(lr, epochs),
         };
         // The training stage continues a checkpointed phase: its optimizer state and the epochs
