@@ -232,6 +232,10 @@ pub struct RunArgs {
     /// Seed of initialisation, shuffling and augmentation.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// A seed sweep: one run per seed in OUT/seed-N/, then their mean ± s.d. report
+    /// (`1993..2000`, both ends included, or a list `1993,1995`).
+    #[arg(long, value_parser = parse_seeds, conflicts_with = "seed")]
+    pub seeds: Option<Seeds>,
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -263,6 +267,37 @@ pub struct RunArgs {
     /// With --init-from: evaluate the given model as the base phase, without training it.
     #[arg(long)]
     pub skip_base_training: bool,
+}
+
+/// The seeds of a sweep.
+pub type Seeds = Vec<u64>;
+
+/// `A..B` (both included) or `a,b,c`.
+pub fn parse_seeds(s: &str) -> std::result::Result<Seeds, String> {
+    let bad = || format!("{s:?} is neither A..B nor a comma-separated list of seeds");
+    let seeds: Seeds = match s.split_once("..") {
+        Some((a, b)) => {
+            let (a, b): (u64, u64) = (
+                a.trim().parse().map_err(|_| bad())?,
+                b.trim().parse().map_err(|_| bad())?,
+            );
+            if a > b {
+                return Err(format!("{s:?}: the range is empty"));
+            }
+            (a..=b).collect()
+        }
+        None => s
+            .split(',')
+            .map(|v| v.trim().parse().map_err(|_| bad()))
+            .collect::<std::result::Result<_, _>>()?,
+    };
+    let mut sorted = seeds.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != seeds.len() {
+        return Err(format!("{s:?} names a seed twice"));
+    }
+    Ok(seeds)
 }
 
 fn parse_method(s: &str) -> Result<Method> {

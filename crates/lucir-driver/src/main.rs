@@ -10,6 +10,7 @@ mod checkpoint;
 mod data_cmd;
 mod progress;
 mod report;
+mod report_cmd;
 mod run;
 
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ enum Command {
     Data(data_cmd::DataArgs),
     /// Measure training-step throughput on random data (one JSON line).
     Bench(bench_cmd::BenchArgs),
+    /// Mean ± s.d. over seeds of finished runs: a markdown table and an SVG chart.
+    Report(report_cmd::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Data(args)) => data_cmd::run(&args),
         Some(Command::Bench(args)) => bench_cmd::run(&args),
+        Some(Command::Report(args)) => report_cmd::run(&args),
         None => run::run(&cli.run),
     };
     match result {

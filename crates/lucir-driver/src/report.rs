@@ -216,7 +216,8 @@ pub fn svg(r: &RunResults, baselines: &[RunResults]) -> String {
     s
 }
 
-fn xml_escape(s: &str) -> String {
+/// `s` with `&`, `<` and `>` escaped for SVG text.
+pub fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -15,6 +15,7 @@ use crate::progress::{Display, Progress};
 use crate::report::{read_results, table, write_all, RunResults};
 use crate::usage;
 use lucir_driver::config::{read_config_file, resolve, RunArgs, RunConfig};
+use std::sync::atomic::Ordering;
 
 /// `YYYYMMDD-HHMMSS` in UTC.
 fn timestamp() -> String {
@@ -149,8 +150,65 @@ fn run_changing_flags(a: &RunArgs) -> Vec<&'static str> {
     given.iter().filter(|(g, _)| *g).map(|(_, f)| *f).collect()
 }
 
-/// Runs one experiment as configured by `args`, or continues the one in `--resume DIR`.
+/// Runs the experiment `args` describe: one run, or with `--seeds` one run per seed in
+/// `OUT/seed-N/` (each continued if it is there already) followed by their report.
 pub fn run(args: &RunArgs) -> Result<()> {
+    let Some(seeds) = &args.seeds else {
+        return run_one(args);
+    };
+    if args.resume.is_some() || args.seed.is_some() || args.print_config {
+        return usage(Err(
+            "--seeds runs a sweep into --out DIR (run it again to continue it); it takes \
+             neither --seed, --resume nor --print-config",
+        ));
+    }
+    let base = match &args.out {
+        Some(d) => d.clone(),
+        None => {
+            let preset = args.preset.as_deref().unwrap_or("fmnist-quick");
+            PathBuf::from("runs").join(format!("{}-{preset}-seeds", timestamp()))
+        }
+    };
+    let mut dirs = Vec::new();
+    for (i, &seed) in seeds.iter().enumerate() {
+        let dir = base.join(format!("seed-{seed}"));
+        if !args.quiet {
+            eprintln!(
+                "== seed {seed} ({}/{}): {}",
+                i + 1,
+                seeds.len(),
+                dir.display()
+            );
+        }
+        let one = if checkpoint::paths(&dir).0.is_file() || checkpoint::paths(&dir).1.is_file() {
+            RunArgs {
+                resume: Some(dir.clone()),
+                quiet: args.quiet,
+                baseline: args.baseline.clone(),
+                ..RunArgs::default()
+            }
+        } else {
+            RunArgs {
+                seed: Some(seed),
+                seeds: None,
+                out: Some(dir.clone()),
+                ..args.clone()
+            }
+        };
+        run_one(&one).with_context(|| format!("seed {seed} ({})", dir.display()))?;
+        dirs.push(dir);
+    }
+    let report = crate::report_cmd::ReportArgs {
+        runs: dirs,
+        label: Vec::new(),
+        per_seed: true,
+        svg: base.join("report.svg"),
+    };
+    crate::report_cmd::run(&report)
+}
+
+/// Runs one experiment as configured by `args`, or continues the one in `--resume DIR`.
+fn run_one(args: &RunArgs) -> Result<()> {
     if args.resume.is_some() {
         let changes = run_changing_flags(args);
         if !changes.is_empty() {
@@ -175,11 +233,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
         );
         return Ok(());
     }
-    if cfg.threads > 0 {
+    if cfg.threads > 0 && rayon::current_num_threads() != cfg.threads {
+        // The global pool can be set once per process: a seed sweep sets it for its first run.
         rayon::ThreadPoolBuilder::new()
             .num_threads(cfg.threads)
             .build_global()
-            .context("setting the thread count")?;
+            .context("setting the thread count (a sweep's runs must share one)")?;
     }
     // Fails before anything is written when there is no usable GPU.
     let gpu = (cfg.device == "cuda").then(open_gpu).transpose()?;
@@ -231,8 +290,12 @@ pub fn run(args: &RunArgs) -> Result<()> {
         write_atomic(&dir.join("config.toml"), toml_text.as_bytes())?;
     }
     // Ctrl-C: stop at the next step; the checkpoint of the last finished epoch stays valid.
-    ctrlc::set_handler(|| INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst))
-        .context("installing the Ctrl-C handler")?;
+    static HANDLER: std::sync::Once = std::sync::Once::new();
+    let mut installed = Ok(());
+    HANDLER.call_once(|| {
+        installed = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
+    });
+    installed.context("installing the Ctrl-C handler")?;
 
     let display = Display::pick(args.quiet);
     if display != Display::Quiet {

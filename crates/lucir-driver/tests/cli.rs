@@ -566,3 +566,99 @@ fn interrupted_runs_exit_130_and_resume() {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
+
+/// `--seeds` runs one sub-folder per seed and reports mean ± s.d.; run again, it finds the
+/// seeds finished and only reports. `report` aggregates runs by variant.
+#[test]
+fn seed_sweeps_and_reports() {
+    let data = temp_dir("sweep-data");
+    write_mnist_like(&data, 6);
+    let out = temp_dir("sweep");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let sweep = |extra: &[&str], out: &str| {
+        let mut args = vec![
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            d,
+            "--base",
+            "8",
+            "--inc",
+            "1",
+            "--epochs",
+            "1",
+            "--batch",
+            "16",
+            "--memory",
+            "2",
+            "--quiet",
+            "--out",
+            out,
+        ];
+        args.extend_from_slice(extra);
+        driver(&args)
+    };
+    let first = sweep(&["--seeds", "5..6"], o);
+    let text = String::from_utf8_lossy(&first.stdout).to_string();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    for want in ["| lucir | 2 |", "| 5 |", "| 6 |", "report.svg"] {
+        assert!(text.contains(want), "{want} missing from:\n{text}");
+    }
+    assert!(out.join("seed-5/results.json").is_file() && out.join("report.svg").is_file());
+    let again = sweep(&["--seeds", "5..6"], o);
+    let again_text = String::from_utf8_lossy(&again.stdout);
+    assert!(again_text.contains("nothing to do"), "{again_text}");
+    let table = |t: &str| {
+        t.lines()
+            .filter(|l| l.starts_with('|'))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(
+        table(&text),
+        table(&again_text),
+        "a finished sweep reports the same"
+    );
+
+    let ft = out.join("ft");
+    let o = sweep(
+        &["--method", "finetune", "--seed", "5"],
+        ft.to_str().unwrap(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let svg = out.join("both.svg");
+    let runs = [out.join("seed-5"), out.join("seed-6"), ft.clone()];
+    let mut args = vec![
+        "report",
+        "--label",
+        "LUCIR,fine-tuning",
+        "--svg",
+        svg.to_str().unwrap(),
+    ];
+    args.extend(runs.iter().map(|p| p.to_str().unwrap()));
+    let o = driver(&args);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        text.contains("| LUCIR | 2 |") && text.contains("| fine-tuning | 1 |"),
+        "{text}"
+    );
+    let chart = std::fs::read_to_string(&svg).unwrap();
+    assert!(
+        chart.contains("fill-opacity") && chart.contains("fine-tuning"),
+        "{chart}"
+    );
+    args[2] = "just-one";
+    let o = driver(&args);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("1 labels for 2 groups"));
+    let o = driver(&["--seeds", "9..3"]);
+    assert_eq!(o.status.code(), Some(2));
+    for dir in [&data, &out] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
