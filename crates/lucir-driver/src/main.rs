@@ -12,6 +12,7 @@ mod progress;
 mod report;
 mod report_cmd;
 mod run;
+mod run_info;
 
 use std::process::ExitCode;
 

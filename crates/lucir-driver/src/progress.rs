@@ -2,8 +2,8 @@
 //! otherwise, nothing with `--quiet`; after each phase a checkpoint and refreshed results files.
 
 use std::collections::HashMap;
-use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::io::{IsTerminal, Write as _};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -53,16 +53,43 @@ pub struct Progress {
     start: Instant,
     /// Wall seconds of the run's earlier segments (before a resume).
     earlier: f64,
+    /// The rows of `metrics.csv` so far (one per finished epoch).
+    metrics: Vec<String>,
+}
+
+/// Header of `metrics.csv`.
+const METRICS_HEADER: &str = "phase,stage,epoch,lr,loss,ce,lf,mr,kd,seconds";
+
+/// The rows of the `metrics.csv` in `dir` that a run resumed in phase `phase` after `done` of
+/// its training epochs keeps: every epoch before that point (none when there is no file).
+pub fn metrics_before(dir: &Path, phase: usize, done: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(dir.join("metrics.csv")).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter(|row| {
+            let mut f = row.split(',');
+            let (p, stage, e) = (f.next(), f.next(), f.next());
+            let p: Option<usize> = p.and_then(|v| v.parse().ok());
+            let e: Option<usize> = e.and_then(|v| v.parse().ok());
+            match (p, stage, e) {
+                (Some(p), _, Some(_)) if p < phase => true,
+                (Some(p), Some("train"), Some(e)) => p == phase && e < done,
+                _ => false,
+            }
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 impl Progress {
     /// An observer writing into run folder `dir`; `earlier` is the wall time of the run's
-    /// earlier segments (0 for a new run).
+    /// earlier segments (0 for a new run) and `metrics` the rows of `metrics.csv` they wrote
+    /// (see [`metrics_before`]).
     pub fn new(
         display: Display,
         dir: PathBuf,
         (results, baselines): (RunResults, Vec<RunResults>),
-        earlier: f64,
+        (earlier, metrics): (f64, Vec<String>),
     ) -> Self {
         Self {
             display,
@@ -72,14 +99,24 @@ impl Progress {
             baselines,
             start: Instant::now(),
             earlier,
+            metrics,
         }
     }
 
-    fn line(&self, text: &str) {
+    /// Shows a progress line and appends it to the run folder's `train.log`.
+    pub fn line(&self, text: &str) {
         match (&self.bar, self.display) {
             (_, Display::Quiet) => {}
             (Some(bar), _) => bar.println(text),
             (None, _) => eprintln!("{text}"),
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("train.log"));
+        // The log is a convenience: a failure to append must not stop training.
+        if let Ok(mut f) = log {
+            let _ = writeln!(f, "{}  {text}", crate::run_info::now());
         }
     }
 
@@ -177,6 +214,13 @@ impl Observer for Progress {
                     loss.mr,
                     loss.kd
                 ));
+                self.metrics.push(format!(
+                    "{phase},{stage},{epoch},{lr},{},{},{},{},{},{seconds:.3}",
+                    loss.total, loss.ce, loss.lf, loss.mr, loss.kd
+                ));
+                let text = format!("{METRICS_HEADER}\n{}\n", self.metrics.join("\n"));
+                write_atomic(&self.dir.join("metrics.csv"), text.as_bytes())
+                    .map_err(to_method_err)?;
             }
         }
         Ok(())

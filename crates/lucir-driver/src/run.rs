@@ -2,7 +2,6 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use lucir_data::{load, ClassOrder, DatasetKind, FolderOptions, Phases};
@@ -10,36 +9,21 @@ use lucir_method::{run_protocol, IncrementalLearner, Method, ProtocolData};
 use lucir_nn::write_atomic;
 
 use crate::checkpoint;
-use crate::progress::INTERRUPTED;
+use crate::progress::{metrics_before, INTERRUPTED};
 use crate::progress::{Display, Progress};
 use crate::report::{read_results, table, write_all, RunResults};
+use crate::run_info::RunInfo;
 use crate::usage;
 use lucir_driver::config::{read_config_file, resolve, RunArgs, RunConfig};
 use std::sync::atomic::Ordering;
 
 /// `YYYYMMDD-HHMMSS` in UTC.
+/// Now as `YYYYmmdd-HHMMSS` (UTC), for run folder names.
 fn timestamp() -> String {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    // RFC 3339 to the second: "2026-11-30T09:20:00Z".
+    let t = crate::run_info::now();
+    let (date, time) = t.trim_end_matches('Z').split_once('T').unwrap_or((&t, ""));
+    format!("{}-{}", date.replace('-', ""), time.replace(':', ""))
 }
 
 /// Opens device 0 for `--device cuda`, with a one-line error naming what is missing.
@@ -334,7 +318,7 @@ fn run_one(args: &RunArgs) -> Result<()> {
         avg_inc_acc_nme: f64::NAN,
         wall_seconds: 0.0,
     };
-    let mut earlier = 0.0;
+    let (mut earlier, mut metrics) = (0.0, Vec::new());
     let mut learner = match &args.resume {
         Some(d) => {
             let (ckpt, from) = checkpoint::load(d, &mut |w| eprintln!("warning: {w}"))?;
@@ -349,6 +333,8 @@ fn run_one(args: &RunArgs) -> Result<()> {
                 return Ok(());
             }
             earlier = ckpt.wall_seconds;
+            let (phase, done) = state.training.unwrap_or((state.results.len(), 0));
+            metrics = metrics_before(d, phase, done);
             if display != Display::Quiet {
                 let at = match state.training {
                     Some((p, e)) => format!("phase {p} after epoch {e}"),
@@ -373,8 +359,14 @@ fn run_one(args: &RunArgs) -> Result<()> {
     use_gpu(&mut learner, gpu, display);
     let mut results = results;
     results.set_phases(learner.results.clone());
-    let mut progress = Progress::new(display, dir.clone(), (results, baselines.clone()), earlier);
-    run_protocol(&mut learner, &mut progress)?;
+    let mut info = RunInfo::start(RunInfo::earlier(&dir), earlier);
+    info.write(&dir)?;
+    let timing = (earlier, metrics);
+    let mut progress = Progress::new(display, dir.clone(), (results, baselines.clone()), timing);
+    let outcome = run_protocol(&mut learner, &mut progress);
+    info.finish(progress.elapsed());
+    info.write(&dir)?;
+    outcome?;
     progress.results.wall_seconds = progress.elapsed();
     write_all(&dir, &progress.results, &baselines)?;
     print!("{}", table(&progress.results));

@@ -21,6 +21,7 @@ mod gemm;
 mod normalize;
 mod pool;
 mod simd;
+pub use simd::kernel_path;
 mod softmax;
 mod tensor;
 mod topk;

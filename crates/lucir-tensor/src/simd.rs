@@ -11,6 +11,21 @@ use multiversion::multiversion;
 
 use crate::Float;
 
+/// The version of the memory-bound loops this CPU runs: `avx512` (AVX-512F+VL), `avx2-fma`
+/// or `baseline` — the same test `multiversion` makes.
+pub fn kernel_path() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
+            return "avx512";
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return "avx2-fma";
+        }
+    }
+    "baseline"
+}
+
 /// `g` where `mask > 0`, else 0: the gradient through a ReLU whose output is `mask`.
 #[inline(always)]
 pub(crate) fn masked<T: Float>(g: T, mask: T) -> T {
