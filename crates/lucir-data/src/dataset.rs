@@ -221,14 +221,74 @@ fn fmnist_names() -> Vec<String> {
     .to_vec()
 }
 
+/// lucir-rs's own data folder: `$XDG_DATA_HOME/lucir`, else `~/.local/share/lucir` (`None`
+/// without a home folder).
+pub fn data_home() -> Option<PathBuf> {
+    let xdg = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty());
+    match xdg {
+        Some(d) => Some(PathBuf::from(d).join("lucir")),
+        None => std::env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .map(|h| PathBuf::from(h).join(".local/share/lucir")),
+    }
+}
+
+/// Where a dataset is looked for without `--data-dir`: Debian's Fashion-MNIST, and the CIFAR
+/// binary versions where `lucir-driver data fetch` puts them ([`data_home`]`/cifar-10-batches-bin`,
+/// `…/cifar-100-binary`).
+pub fn default_dir(kind: DatasetKind) -> Option<PathBuf> {
+    match kind {
+        DatasetKind::Fmnist => Some(PathBuf::from(FMNIST_DEFAULT_DIR)),
+        DatasetKind::Cifar10 => data_home().map(|d| d.join("cifar-10-batches-bin")),
+        DatasetKind::Cifar100 => data_home().map(|d| d.join("cifar-100-binary")),
+        DatasetKind::Mnist | DatasetKind::Folder => None,
+    }
+}
+
+/// Why a CIFAR folder lacks its binary files, when the layout says: the archive's parent
+/// folder, or the python version.
+fn cifar_layout_hint(kind: DatasetKind, dir: &Path) -> String {
+    let (sub, python, files) = match kind {
+        DatasetKind::Cifar10 => (
+            "cifar-10-batches-bin",
+            "cifar-10-batches-py",
+            "data_batch_1.bin … data_batch_5.bin and test_batch.bin",
+        ),
+        _ => (
+            "cifar-100-binary",
+            "cifar-100-python",
+            "train.bin and test.bin",
+        ),
+    };
+    if dir.join(sub).is_dir() {
+        return format!(
+            "; the files are one level down: --data-dir {}",
+            dir.join(sub).display()
+        );
+    }
+    let py_files = ["data_batch_1", "train", "meta"];
+    if dir.join(python).is_dir() || py_files.iter().any(|f| dir.join(f).is_file()) {
+        return format!(
+            "; this is the python version of {}, lucir-rs reads the binary version ({files}; \
+             `lucir-driver data fetch {}`)",
+            kind.name(),
+            kind.name()
+        );
+    }
+    format!(
+        "; expected {files} of the binary version (`lucir-driver data fetch {}`)",
+        kind.name()
+    )
+}
+
 fn require_dir(kind: DatasetKind, dir: Option<&Path>) -> Result<PathBuf> {
-    let dir = match (dir, kind) {
+    let dir = match (dir, default_dir(kind)) {
         (Some(d), _) => d.to_path_buf(),
-        (None, DatasetKind::Fmnist) => PathBuf::from(FMNIST_DEFAULT_DIR),
-        (None, k) => {
+        (None, Some(d)) => d,
+        (None, None) => {
             return Err(Error::Missing(format!(
                 "the {} dataset has no default location: pass --data-dir DIR",
-                k.name()
+                kind.name()
             )))
         }
     };
@@ -240,12 +300,13 @@ fn require_dir(kind: DatasetKind, dir: Option<&Path>) -> Result<PathBuf> {
             }
             DatasetKind::Mnist => " (pass --data-dir DIR holding the four MNIST IDX files)",
             DatasetKind::Cifar10 => {
-                " (pass --data-dir DIR holding data_batch_1.bin … data_batch_5.bin and \
-                 test_batch.bin of the CIFAR-10 binary version)"
+                " (download it with `lucir-driver data fetch cifar10`, or pass --data-dir DIR \
+                 holding data_batch_1.bin … data_batch_5.bin and test_batch.bin of the CIFAR-10 \
+                 binary version)"
             }
             DatasetKind::Cifar100 => {
-                " (pass --data-dir DIR holding train.bin and test.bin of the CIFAR-100 binary \
-                 version)"
+                " (download it with `lucir-driver data fetch cifar100`, or pass --data-dir DIR \
+                 holding train.bin and test.bin of the CIFAR-100 binary version)"
             }
             DatasetKind::Folder => " (pass --data-dir DIR with train/<class>/ and val/<class>/)",
         };
@@ -316,7 +377,11 @@ pub fn load(kind: DatasetKind, dir: Option<&Path>, folder: FolderOptions) -> Res
             };
             for f in train_files.iter().chain(&test_files) {
                 if !f.is_file() {
-                    return Err(Error::Missing(format!("{}: file not found", f.display())));
+                    return Err(Error::Missing(format!(
+                        "{}: file not found{}",
+                        f.display(),
+                        cifar_layout_hint(kind, &dir)
+                    )));
                 }
             }
             let classes = ck.classes();

@@ -18,7 +18,7 @@ mod order;
 
 pub use augment::{Augment, Crop, Normalization};
 pub use cifar::{parse_cifar, CifarKind};
-pub use dataset::{load, Dataset, DatasetKind, Split, FMNIST_DEFAULT_DIR};
+pub use dataset::{data_home, default_dir, load, Dataset, DatasetKind, Split, FMNIST_DEFAULT_DIR};
 pub use error::{Error, Result};
 pub use folder::{decode_image, FolderOptions};
 pub use idx::{gunzip_if_needed, parse_idx_images, parse_idx_labels};

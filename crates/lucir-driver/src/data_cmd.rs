@@ -1,14 +1,18 @@
-//! `lucir-driver data`: loads a dataset and prints its per-class counts and class order.
+//! `lucir-driver data`: loads a dataset and prints its per-class counts and class order;
+//! `lucir-driver data fetch` downloads one (see [`crate::fetch`]).
 
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use clap::Args;
+use clap::{Args, Subcommand};
 use lucir_data::{load, ClassOrder, DatasetKind, FolderOptions};
 
 /// Options of `lucir-driver data`.
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct DataArgs {
+    #[command(subcommand)]
+    pub action: Option<DataAction>,
     /// fmnist, mnist, cifar10, cifar100 or folder.
     #[arg(long, default_value = "fmnist")]
     pub dataset: String,
@@ -29,8 +33,18 @@ pub struct DataArgs {
     pub crop: usize,
 }
 
+/// What `lucir-driver data` does besides describing a dataset.
+#[derive(Debug, Subcommand)]
+pub enum DataAction {
+    /// Download CIFAR-10 or CIFAR-100 (binary version), check and unpack it.
+    Fetch(crate::fetch::FetchArgs),
+}
+
 /// Runs the sub-command.
 pub fn run(args: &DataArgs) -> Result<()> {
+    if let Some(DataAction::Fetch(f)) = &args.action {
+        return crate::fetch::run(f);
+    }
     let kind = crate::usage(DatasetKind::parse(&args.dataset).context("--dataset"))?;
     let folder = FolderOptions {
         resize: args.resize,

@@ -8,6 +8,7 @@
 mod bench_cmd;
 mod checkpoint;
 mod data_cmd;
+mod fetch;
 mod progress;
 mod report;
 mod report_cmd;
