@@ -8,6 +8,7 @@
 mod bench_cmd;
 mod checkpoint;
 mod data_cmd;
+mod eval_cmd;
 mod fetch;
 mod progress;
 mod report;
@@ -38,6 +39,8 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Mean ± s.d. over seeds of finished runs: a markdown table and an SVG chart.
     Report(report_cmd::ReportArgs),
+    /// Evaluate a run's model after a phase: accuracies, per class, confusion matrices.
+    Eval(eval_cmd::EvalArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Some(Command::Data(args)) => data_cmd::run(&args),
         Some(Command::Bench(args)) => bench_cmd::run(&args),
         Some(Command::Report(args)) => report_cmd::run(&args),
+        Some(Command::Eval(args)) => eval_cmd::run(&args),
         None => run::run(&cli.run),
     };
     match result {

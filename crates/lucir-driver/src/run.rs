@@ -191,6 +191,44 @@ pub fn run(args: &RunArgs) -> Result<()> {
     crate::report_cmd::run(&report)
 }
 
+/// The dataset of `cfg`, its class order and phases, checked against the method's settings.
+pub fn protocol_data(cfg: &RunConfig) -> Result<(Arc<ProtocolData>, DatasetKind)> {
+    let kind = usage(DatasetKind::parse(&cfg.data.dataset))?;
+    let folder = FolderOptions {
+        resize: cfg.data.resize,
+        crop: cfg.data.crop,
+    };
+    let ds = load(kind, cfg.data.data_dir.as_deref(), folder)?;
+    let train = match cfg.data.train_per_class {
+        Some(n) => ds.train.first_per_class(ds.classes, n),
+        None => ds.train.clone(),
+    };
+    let order = match &cfg.data.class_order {
+        Some(o) => usage(ClassOrder::explicit(ds.classes, o.clone()).context("class_order"))?,
+        None => ClassOrder::seeded(ds.classes, cfg.data.class_order_seed),
+    };
+    let phases = usage(
+        Phases::equal(ds.classes, cfg.data.base, cfg.data.inc).context("base/inc phase split"),
+    )?;
+    if let lucir_data::MemoryBudget::Total(t) = cfg.method.memory {
+        if t < ds.classes {
+            return usage(Err(format!(
+                "memory: a total budget of {t} exemplars cannot hold one per class for {} classes",
+                ds.classes
+            )));
+        }
+    }
+    let data = ProtocolData {
+        train: Arc::new(train),
+        test: Arc::new(ds.test),
+        order,
+        phases,
+        norm: ds.norm,
+        augment: ds.augment,
+    };
+    Ok((Arc::new(data), kind))
+}
+
 /// Runs one experiment as configured by `args`, or continues the one in `--resume DIR`.
 fn run_one(args: &RunArgs) -> Result<()> {
     if args.resume.is_some() {
@@ -226,31 +264,7 @@ fn run_one(args: &RunArgs) -> Result<()> {
     }
     // Fails before anything is written when there is no usable GPU.
     let gpu = (cfg.device == "cuda").then(open_gpu).transpose()?;
-    let kind = usage(DatasetKind::parse(&cfg.data.dataset))?;
-    let folder = FolderOptions {
-        resize: cfg.data.resize,
-        crop: cfg.data.crop,
-    };
-    let ds = load(kind, cfg.data.data_dir.as_deref(), folder)?;
-    let train = match cfg.data.train_per_class {
-        Some(n) => ds.train.first_per_class(ds.classes, n),
-        None => ds.train.clone(),
-    };
-    let order = match &cfg.data.class_order {
-        Some(o) => usage(ClassOrder::explicit(ds.classes, o.clone()).context("class_order"))?,
-        None => ClassOrder::seeded(ds.classes, cfg.data.class_order_seed),
-    };
-    let phases = usage(
-        Phases::equal(ds.classes, cfg.data.base, cfg.data.inc).context("base/inc phase split"),
-    )?;
-    if let lucir_data::MemoryBudget::Total(t) = cfg.method.memory {
-        if t < ds.classes {
-            return usage(Err(format!(
-                "memory: a total budget of {t} exemplars cannot hold one per class for {} classes",
-                ds.classes
-            )));
-        }
-    }
+    let (data, kind) = protocol_data(&cfg)?;
     let baselines = args
         .baseline
         .iter()
@@ -287,22 +301,14 @@ fn run_one(args: &RunArgs) -> Result<()> {
             "lucir-driver: {} on {} ({} train / {} test images, {} phases), run folder {}",
             variant(&cfg),
             kind.name(),
-            train.len(),
-            ds.test.len(),
-            phases.len(),
+            data.train.len(),
+            data.test.len(),
+            data.phases.len(),
             dir.display()
         );
-        let list: Vec<String> = order.order().iter().map(|c| c.to_string()).collect();
+        let list: Vec<String> = data.order.order().iter().map(|c| c.to_string()).collect();
         eprintln!("class order: {}", list.join(","));
     }
-    let data = Arc::new(ProtocolData {
-        train: Arc::new(train),
-        test: Arc::new(ds.test),
-        order: order.clone(),
-        phases,
-        norm: ds.norm,
-        augment: ds.augment,
-    });
     let results = RunResults {
         method: variant(&cfg)
             .split('-')
@@ -312,7 +318,7 @@ fn run_one(args: &RunArgs) -> Result<()> {
         variant: variant(&cfg),
         preset: cfg.preset.clone(),
         seed: cfg.method.seed,
-        class_order: order.order().to_vec(),
+        class_order: data.order.order().to_vec(),
         phases: Vec::new(),
         avg_inc_acc_cnn: f64::NAN,
         avg_inc_acc_nme: f64::NAN,

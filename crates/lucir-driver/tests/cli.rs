@@ -92,6 +92,36 @@ fn a_small_run_writes_the_whole_run_folder() {
     assert_eq!(metrics.lines().count(), 1 + 3, "{metrics}");
     let log = std::fs::read_to_string(out.join("train.log")).unwrap();
     assert!(log.contains("phase 2 train epoch 1/1"), "{log}");
+    // `eval` recomputes the last phase's CNN and NME accuracy exactly, and writes per-class
+    // accuracy and confusion matrices; a quick trial on 2 test images per class.
+    let results: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let last = &results["phases"][2];
+    let o = driver(&["eval", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval-phase-2/eval.json")).unwrap())
+            .unwrap();
+    assert_eq!(eval["acc_cnn"], last["acc_cnn"], "{eval}");
+    assert_eq!(eval["acc_nme"], last["acc_nme"], "{eval}");
+    let confusion = std::fs::read_to_string(out.join("eval-phase-2/confusion_cnn.csv")).unwrap();
+    assert_eq!(confusion.lines().count(), 1 + 10, "{confusion}");
+    let per_class = std::fs::read_to_string(out.join("eval-phase-2/per_class.csv")).unwrap();
+    assert_eq!(per_class.lines().count(), 1 + 10, "{per_class}");
+    let quick = out.join("quick");
+    let o = driver(&[
+        "eval",
+        out.to_str().unwrap(),
+        "--phase",
+        "1",
+        "--test-per-class",
+        "2",
+        "--out",
+        quick.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("9 classes, 18 test images"));
+    let o = driver(&["eval", out.to_str().unwrap(), "--phase", "7"]);
+    assert_eq!(o.status.code(), Some(2));
     let svg = std::fs::read_to_string(out.join("accuracy.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
     let cfg = std::fs::read_to_string(out.join("config.toml")).unwrap();

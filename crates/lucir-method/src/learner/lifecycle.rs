@@ -1,12 +1,10 @@
 //! The phase lifecycle of [`IncrementalLearner`]: grow and imprint the head, train, select
 //! exemplars (and fine-tune on them), evaluate.
 
-use crate::eval::{per_class_accuracy, predict_argmax};
-use crate::features::features_and_logits;
+use crate::eval::per_class_accuracy;
 use crate::{
-    accuracy_split, adaptive_lambda, forgetting, herding, imprint_weights, nme_class_means,
-    predict_nme, Error, Event, IncrementalLearner, Learner, Observer, PhaseContext, PhaseEval,
-    Result, Stage, TrainStats,
+    accuracy_split, adaptive_lambda, forgetting, herding, imprint_weights, Error, Event,
+    IncrementalLearner, Learner, Observer, PhaseContext, PhaseEval, Result, Stage, TrainStats,
 };
 use lucir_autograd::Sgd;
 use lucir_data::Sample;
@@ -107,23 +105,12 @@ impl Learner for IncrementalLearner {
             phase: ctx.phase,
             what: "computing NME class means",
         })?;
-        let (mut plain, mut flipped) = (Vec::new(), Vec::new());
-        for c in 0..ctx.seen() {
-            let ids = self.memory.class(c).to_vec();
-            plain.push(self.train_features(c, &ids, false)?);
-            flipped.push(self.train_features(c, &ids, true)?);
-        }
-        self.class_means = nme_class_means(&plain, &flipped);
-        Ok(())
+        self.compute_class_means(ctx.seen())
     }
 
     fn evaluate(&mut self, ctx: &PhaseContext) -> Result<PhaseEval> {
-        let samples = Self::samples(&self.test_ids, 0..ctx.seen());
-        let loader = self.eval_loader(&self.data.test.clone(), samples, false);
-        let (feats, logits) = features_and_logits(&mut self.net, &loader)?;
-        let cnn = predict_argmax(&logits);
-        let nme = predict_nme(&feats, &self.class_means);
-        let labels = &feats.labels;
+        let (labels, cnn, nme) = self.test_predictions(ctx.seen(), None)?;
+        let labels = &labels;
         let (acc_cnn, acc_old_cnn, acc_new_cnn) = accuracy_split(&cnn, labels, ctx.old());
         let (acc_nme, acc_old_nme, acc_new_nme) = accuracy_split(&nme, labels, ctx.old());
         self.history

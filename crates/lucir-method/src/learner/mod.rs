@@ -17,7 +17,8 @@ use lucir_data::{ExemplarMemory, Loader, Sample};
 use lucir_nn::Init;
 use lucir_tensor::Tensor;
 
-use crate::features::backbone_features;
+use crate::features::{backbone_features, features_and_logits};
+use crate::{predict_argmax, predict_nme};
 use crate::{
     Error, Event, Features, MethodConfig, Network, Observer, PhaseResult, ProtocolData, Result,
     Stage,
@@ -170,6 +171,39 @@ impl IncrementalLearner {
     /// The protocol data.
     pub fn data(&self) -> &ProtocolData {
         &self.data
+    }
+
+    /// The NME class means of the first `seen` classes from their exemplars in `memory`
+    /// (plain and mirrored features averaged, then normalised; docs/design.md §3).
+    pub fn compute_class_means(&mut self, seen: usize) -> Result<()> {
+        let (mut plain, mut flipped) = (Vec::new(), Vec::new());
+        for c in 0..seen {
+            let ids = self.memory.class(c).to_vec();
+            plain.push(self.train_features(c, &ids, false)?);
+            flipped.push(self.train_features(c, &ids, true)?);
+        }
+        self.class_means = crate::nme_class_means(&plain, &flipped);
+        Ok(())
+    }
+
+    /// CNN and NME predictions on the test images of the first `seen` classes (the first
+    /// `per_class` of each, in file order, when given): `(labels, cnn, nme)`, class positions.
+    pub fn test_predictions(
+        &mut self,
+        seen: usize,
+        per_class: Option<usize>,
+    ) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>)> {
+        let ids: Vec<Vec<usize>> = self
+            .test_ids
+            .iter()
+            .map(|v| v[..per_class.unwrap_or(v.len()).min(v.len())].to_vec())
+            .collect();
+        let samples = Self::samples(&ids, 0..seen);
+        let loader = self.eval_loader(&self.data.test.clone(), samples, false);
+        let (feats, logits) = features_and_logits(&mut self.net, &loader)?;
+        let cnn = predict_argmax(&logits);
+        let nme = predict_nme(&feats, &self.class_means);
+        Ok((feats.labels, cnn, nme))
     }
 
     fn samples(ids: &[Vec<usize>], classes: Range<usize>) -> Vec<Sample> {

@@ -1,0 +1,164 @@
+//! `lucir-driver eval RUN`: evaluates a run's model after a phase (by default the last one it
+//! finished) on the test images of the classes seen by then — CNN and NME accuracy, per-class
+//! accuracy and both confusion matrices as CSV files. `--model FILE` evaluates other weights of
+//! the same shape (another run's export, a PyTorch model) with this run's exemplars.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use lucir_data::ExemplarMemory;
+use lucir_method::{IncrementalLearner, Network};
+use lucir_nn::write_atomic;
+
+use crate::run::protocol_data;
+use crate::usage;
+use lucir_driver::config::read_config_file;
+
+/// Options of `lucir-driver eval`.
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    /// The run folder.
+    pub run: PathBuf,
+    /// Phase whose model to evaluate [default: the last with an exported model].
+    #[arg(long)]
+    pub phase: Option<usize>,
+    /// Weights to evaluate instead of the run's model-phase-P.safetensors.
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Only the first N test images of each class (quick trials).
+    #[arg(long)]
+    pub test_per_class: Option<usize>,
+    /// Output folder [default: RUN/eval-phase-P].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// A square confusion matrix as CSV: rows true class, columns predicted, by class position.
+fn confusion_csv(labels: &[usize], pred: &[usize], classes: &[usize]) -> String {
+    let n = classes.len();
+    let mut m = vec![0usize; n * n];
+    for (&y, &p) in labels.iter().zip(pred) {
+        if y < n && p < n {
+            m[y * n + p] += 1;
+        }
+    }
+    let mut s = String::from("true\\predicted");
+    for c in classes {
+        let _ = write!(s, ",{c}");
+    }
+    s.push('\n');
+    for (i, c) in classes.iter().enumerate() {
+        let _ = write!(s, "{c}");
+        for v in &m[i * n..(i + 1) * n] {
+            let _ = write!(s, ",{v}");
+        }
+        s.push('\n');
+    }
+    s
+}
+
+fn accuracy(labels: &[usize], pred: &[usize]) -> f64 {
+    let hits = labels.iter().zip(pred).filter(|(y, p)| y == p).count();
+    100.0 * hits as f64 / labels.len().max(1) as f64
+}
+
+/// Runs the command.
+pub fn run(args: &EvalArgs) -> Result<()> {
+    let cfg = usage(read_config_file(&args.run.join("config.toml"), None))?;
+    let (data, _) = protocol_data(&cfg)?;
+    let last = (0..data.phases.len()).rev().find(|p| {
+        args.run
+            .join(format!("model-phase-{p}.safetensors"))
+            .is_file()
+    });
+    let phase = match (args.phase, last) {
+        (Some(p), _) if p < data.phases.len() => p,
+        (Some(p), _) => {
+            return usage(Err(format!(
+                "--phase {p}: the run has phases 0..{}",
+                data.phases.len()
+            )))
+        }
+        (None, Some(p)) => p,
+        (None, None) => {
+            return usage(Err(format!(
+                "{} has no model-phase-P.safetensors yet",
+                args.run.display()
+            )))
+        }
+    };
+    let seen = data.phases.range(phase).end;
+    let model = args
+        .model
+        .clone()
+        .unwrap_or_else(|| args.run.join(format!("model-phase-{phase}.safetensors")));
+    let memory_file = args
+        .run
+        .join("checkpoints")
+        .join(format!("phase-{phase}.memory.json"));
+    let memory: ExemplarMemory = serde_json::from_slice(
+        &std::fs::read(&memory_file)
+            .with_context(|| format!("reading {}", memory_file.display()))?,
+    )
+    .with_context(|| format!("{}: not an exemplar memory", memory_file.display()))?;
+    let channels = data.train.shape[0];
+    let m = &cfg.method;
+    let mut net = Network::new(m.arch, channels, seen, m.cosine_head(), m.seed)?;
+    net.load_safetensors(&model)
+        .with_context(|| format!("loading {}", model.display()))?;
+    let order = data.order.order().to_vec();
+    let mut learner = IncrementalLearner::new(cfg.method.clone(), data)?;
+    learner.net = net;
+    learner.memory = memory;
+    eprintln!("phase {phase} ({seen} classes): NME class means from the exemplars…");
+    learner.compute_class_means(seen)?;
+    eprintln!("testing…");
+    let (labels, cnn, nme) = learner.test_predictions(seen, args.test_per_class)?;
+    let classes = &order[..seen];
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| args.run.join(format!("eval-phase-{phase}")));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut per_class = String::from("position,class,test_images,acc_cnn,acc_nme\n");
+    for (pos, class) in classes.iter().enumerate() {
+        let idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == pos).collect();
+        let pick = |v: &[usize]| idx.iter().map(|&i| v[i]).collect::<Vec<_>>();
+        let y = pick(&labels);
+        let _ = writeln!(
+            per_class,
+            "{pos},{class},{},{:.2},{:.2}",
+            idx.len(),
+            accuracy(&y, &pick(&cnn)),
+            accuracy(&y, &pick(&nme))
+        );
+    }
+    write_atomic(&out.join("per_class.csv"), per_class.as_bytes())?;
+    let cnn_csv = confusion_csv(&labels, &cnn, classes);
+    write_atomic(&out.join("confusion_cnn.csv"), cnn_csv.as_bytes())?;
+    let nme_csv = confusion_csv(&labels, &nme, classes);
+    write_atomic(&out.join("confusion_nme.csv"), nme_csv.as_bytes())?;
+    let summary = serde_json::json!({
+        "run": args.run,
+        "model": model,
+        "phase": phase,
+        "classes_seen": seen,
+        "test_images": labels.len(),
+        "acc_cnn": accuracy(&labels, &cnn),
+        "acc_nme": accuracy(&labels, &nme),
+    });
+    write_atomic(
+        &out.join("eval.json"),
+        serde_json::to_string_pretty(&summary)?.as_bytes(),
+    )?;
+    println!(
+        "phase {phase}, {seen} classes, {} test images: CNN {:.2}%  NME {:.2}%  ({})",
+        labels.len(),
+        accuracy(&labels, &cnn),
+        accuracy(&labels, &nme),
+        out.display()
+    );
+    Ok(())
+}
