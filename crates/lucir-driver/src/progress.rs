@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use lucir_method::{Event, IncrementalLearner, Observer, PhaseResult};
+use lucir_method::{Event, IncrementalLearner, Observer, PhaseResult, Stage};
 use lucir_nn::{save_state, write_atomic};
 
 use crate::checkpoint;
@@ -55,6 +55,11 @@ pub struct Progress {
     earlier: f64,
     /// The rows of `metrics.csv` so far (one per finished epoch).
     metrics: Vec<String>,
+    /// Phases of the run (known from the first phase start).
+    phases: usize,
+    /// Training epochs of the whole run finished when this segment's first epoch ended, and
+    /// the time then: the pace the estimate of the remaining time is taken from.
+    pace_from: Option<(usize, Instant)>,
 }
 
 /// Header of `metrics.csv`.
@@ -100,6 +105,27 @@ impl Progress {
             start: Instant::now(),
             earlier,
             metrics,
+            phases: 0,
+            pace_from: None,
+        }
+    }
+
+    /// "ETA …" for the run's remaining training epochs at this segment's pace (which includes
+    /// the herding and evaluation between phases), once two epochs have ended.
+    fn eta(&mut self, done: usize, total: usize) -> String {
+        let Some((from, t0)) = self.pace_from else {
+            self.pace_from = Some((done, Instant::now()));
+            return String::new();
+        };
+        if done <= from {
+            return String::new();
+        }
+        let per = t0.elapsed().as_secs_f64() / (done - from) as f64;
+        let left = per * total.saturating_sub(done) as f64;
+        match left {
+            l if l >= 3600.0 => format!(", ETA {:.1} h", l / 3600.0),
+            l if l >= 60.0 => format!(", ETA {:.0} min", l / 60.0),
+            l => format!(", ETA {l:.0} s"),
         }
     }
 
@@ -148,16 +174,19 @@ impl Observer for Progress {
                 new,
                 samples,
                 lambda,
-            } => self.line(&format!(
-                "phase {}/{}: classes {}..{} ({} new), {} training samples, λ = {:.3}",
-                phase,
-                phases - 1,
-                new.start,
-                new.end,
-                new.len(),
-                samples,
-                lambda
-            )),
+            } => {
+                self.phases = *phases;
+                self.line(&format!(
+                    "phase {}/{}: classes {}..{} ({} new), {} training samples, λ = {:.3}",
+                    phase,
+                    phases - 1,
+                    new.start,
+                    new.end,
+                    new.len(),
+                    samples,
+                    lambda
+                ))
+            }
             Event::Stage { phase, what } => self.line(&format!("phase {phase}: {what}")),
             Event::EpochStart {
                 phase,
@@ -204,9 +233,15 @@ impl Observer for Progress {
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
                 }
+                let eta = if *stage == Stage::Train {
+                    let done = phase * epochs + epoch + 1;
+                    self.eta(done, self.phases.max(phase + 1) * epochs)
+                } else {
+                    String::new()
+                };
                 self.line(&format!(
                     "phase {phase} {stage} epoch {}/{epochs}: lr {lr:.4} loss {:.4} (ce {:.4} \
-                     lf {:.4} mr {:.4} kd {:.4}) {seconds:.1} s",
+                     lf {:.4} mr {:.4} kd {:.4}) {seconds:.1} s{eta}",
                     epoch + 1,
                     loss.total,
                     loss.ce,

@@ -167,9 +167,23 @@ pub fn svg(r: &RunResults, baselines: &[RunResults]) -> String {
                 .collect(),
         ),
     ];
+    // Runs of the same variant are told apart by preset and seed.
+    let name = |x: &RunResults| {
+        let same = std::iter::once(r)
+            .chain(baselines)
+            .filter(|o| o.variant == x.variant)
+            .count();
+        if same > 1 {
+            format!("{} {} s{}", x.variant, x.preset, x.seed)
+        } else {
+            x.variant.clone()
+        }
+    };
+    series[0].0 = format!("{} CNN ({:.2})", name(r), r.avg_inc_acc_cnn);
+    series[1].0 = format!("{} NME ({:.2})", name(r), r.avg_inc_acc_nme);
     for (i, b) in baselines.iter().enumerate() {
         series.push((
-            format!("{} CNN ({:.2})", b.variant, b.avg_inc_acc_cnn),
+            format!("{} CNN ({:.2})", name(b), b.avg_inc_acc_cnn),
             colours[(i + 1) % colours.len()],
             false,
             b.phases
