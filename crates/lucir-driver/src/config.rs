@@ -236,6 +236,10 @@ pub struct RunArgs {
     /// (`1993..2000`, both ends included, or a list `1993,1995`).
     #[arg(long, value_parser = parse_seeds, conflicts_with = "seed")]
     pub seeds: Option<Seeds>,
+    /// With --seeds: write a Slurm job-array script to FILE (one task per seed, each running
+    /// this command for its seed into OUT/seed-N/) instead of running.
+    #[arg(long, value_name = "FILE", requires = "seeds")]
+    pub slurm: Option<PathBuf>,
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,

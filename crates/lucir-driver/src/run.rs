@@ -1,6 +1,6 @@
 //! `lucir-driver` without a sub-command: one class-incremental experiment.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -153,6 +153,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
             PathBuf::from("runs").join(format!("{}-{preset}-seeds", timestamp()))
         }
     };
+    if let Some(script) = &args.slurm {
+        return write_slurm(script, &base, seeds, args.threads);
+    }
     let mut dirs = Vec::new();
     for (i, &seed) in seeds.iter().enumerate() {
         let dir = base.join(format!("seed-{seed}"));
@@ -227,6 +230,72 @@ pub fn protocol_data(cfg: &RunConfig) -> Result<(Arc<ProtocolData>, DatasetKind)
         augment: ds.augment,
     };
     Ok((Arc::new(data), kind))
+}
+
+/// `s` quoted for bash.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// Writes a Slurm job-array script: task i runs this command line for `seeds[i]` into
+/// `base/seed-N/` (continuing it if a checkpoint is there), as `--seeds` would run it here.
+fn write_slurm(script: &Path, base: &Path, seeds: &[u64], threads: Option<usize>) -> Result<()> {
+    // This command line without the sweep's own flags.
+    let mut kept = Vec::new();
+    let mut skip_value = false;
+    for a in std::env::args().skip(1) {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        let flag = a.split('=').next().unwrap_or("");
+        if ["--seeds", "--slurm", "--out"].contains(&flag) {
+            skip_value = !a.contains('=');
+            continue;
+        }
+        if a == "--quiet" {
+            continue;
+        }
+        kept.push(sh_quote(&a));
+    }
+    let exe = std::env::current_exe().context("locating the lucir-driver binary")?;
+    let exe = sh_quote(&exe.display().to_string());
+    // Slurm writes the tasks' logs there before any task runs.
+    std::fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
+    let base_abs = std::path::absolute(base).context("resolving --out")?;
+    let base_q = sh_quote(&base_abs.display().to_string());
+    let list: Vec<String> = seeds.iter().map(u64::to_string).collect();
+    let cpus = threads.filter(|&t| t > 0).unwrap_or(2);
+    let text = format!(
+        "#!/usr/bin/env bash\n\
+         # A seed sweep of lucir-driver as a Slurm job array: submit with `sbatch {file}`;\n\
+         # when every task has finished: {exe} report {base_q}/seed-*\n\
+         #SBATCH --job-name=lucir-sweep\n\
+         #SBATCH --array=0-{last}\n\
+         #SBATCH --cpus-per-task={cpus}\n\
+         #SBATCH --output={base}/slurm-%A_%a.out\n\
+         set -euo pipefail\n\
+         SEEDS=({seeds})\n\
+         SEED=${{SEEDS[$SLURM_ARRAY_TASK_ID]}}\n\
+         DIR={base_q}/seed-$SEED\n\
+         mkdir -p {base_q}\n\
+         if [ -f \"$DIR/checkpoints/latest.ckpt\" ] || [ -f \"$DIR/checkpoints/previous.ckpt\" ]; then\n\
+         \x20 exec {exe} --resume \"$DIR\" --quiet\n\
+         fi\n\
+         exec {exe} {args} --seed \"$SEED\" --out \"$DIR\" --quiet\n",
+        file = script.display(),
+        last = seeds.len() - 1,
+        base = base_abs.display(),
+        seeds = list.join(" "),
+        args = kept.join(" "),
+    );
+    write_atomic(script, text.as_bytes())?;
+    println!(
+        "wrote {} ({} tasks); submit it with `sbatch {}`",
+        script.display(),
+        seeds.len(),
+        script.display()
+    );
+    Ok(())
 }
 
 /// Runs one experiment as configured by `args`, or continues the one in `--resume DIR`.

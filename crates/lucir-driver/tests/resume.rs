@@ -264,6 +264,30 @@ fn seed_sweeps_and_reports() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("1 labels for 2 groups"));
     let o = driver(&["--seeds", "9..3"]);
     assert_eq!(o.status.code(), Some(2));
+
+    // --slurm writes a job-array script instead of running; its task 1 runs seed 8 alone.
+    let script = out.join("sweep.sh");
+    let slurm_out = out.join("slurm");
+    let o = sweep(
+        &["--seeds", "7..8", "--slurm", script.to_str().unwrap()],
+        slurm_out.to_str().unwrap(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&script).unwrap();
+    assert!(
+        text.contains("#SBATCH --array=0-1") && text.contains("SEEDS=(7 8)"),
+        "{text}"
+    );
+    assert!(!slurm_out.join("seed-7").exists(), "--slurm runs nothing");
+    let o = Command::new("bash")
+        .arg(&script)
+        .env("SLURM_ARRAY_TASK_ID", "1")
+        .env("RAYON_NUM_THREADS", "2")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(slurm_out.join("seed-8/results.json").is_file());
+    assert!(!slurm_out.join("seed-7").exists());
     for dir in [&data, &out] {
         std::fs::remove_dir_all(dir).unwrap();
     }
