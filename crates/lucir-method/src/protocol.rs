@@ -213,6 +213,10 @@ pub fn run_protocol(
             learner.train(&ctx, obs)?
         };
         learner.after_phase(&ctx, obs)?;
+        obs.event(&Event::Stage {
+            phase,
+            what: "testing on the classes seen",
+        })?;
         let eval = learner.evaluate(&ctx)?;
         let result = PhaseResult {
             phase,
