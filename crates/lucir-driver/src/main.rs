@@ -44,6 +44,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Output piped into a program that stops reading (`| head`) ends this one quietly, as it
+    // does any Unix tool, instead of failing the next print.
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of SIGPIPE before any thread is started; no
+    // handler of ours is replaced.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     lucir_tensor::retain_freed_memory();
     let result = match cli.command {
