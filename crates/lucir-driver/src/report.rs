@@ -86,67 +86,123 @@ pub fn read_results(path: &Path) -> Result<RunResults> {
         .with_context(|| format!("{}: not a lucir results.json", path.display()))
 }
 
+/// The frame of an accuracy-per-phase chart (x: classes seen, y: 0–100 %): the plot area,
+/// coordinate maps, and the SVG of title, grid, ticks and axis titles.
+pub struct Chart {
+    w: f64,
+    h: f64,
+    left: f64,
+    top: f64,
+    pw: f64,
+    ph: f64,
+    xmin: f64,
+    span: f64,
+    ticks: Vec<usize>,
+}
+
+/// Line colours, in order.
+pub const COLOURS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
+
+impl Chart {
+    /// A `w`×`h` chart whose legend column is `legend` wide, for these classes-seen values.
+    pub fn new(w: f64, h: f64, legend: f64, classes: impl IntoIterator<Item = usize>) -> Self {
+        let (left, top, bottom) = (60.0, 30.0, 50.0);
+        let mut ticks: Vec<usize> = classes.into_iter().collect();
+        ticks.sort_unstable();
+        ticks.dedup();
+        let xmin = ticks.first().copied().unwrap_or(0) as f64;
+        let xmax = ticks.last().copied().unwrap_or(1) as f64;
+        Self {
+            w,
+            h,
+            left,
+            top,
+            pw: w - left - legend,
+            ph: h - top - bottom,
+            xmin,
+            span: (xmax - xmin).max(1.0),
+            ticks,
+        }
+    }
+
+    /// x of `classes` seen.
+    pub fn x(&self, classes: f64) -> f64 {
+        self.left + (classes - self.xmin) / self.span * self.pw
+    }
+
+    /// y of accuracy `a` (%).
+    pub fn y(&self, a: f64) -> f64 {
+        self.top + (1.0 - a.clamp(0.0, 100.0) / 100.0) * self.ph
+    }
+
+    /// Where legend entry `i` goes: the line's start (x, y).
+    pub fn legend(&self, i: usize) -> (f64, f64) {
+        (
+            self.left + self.pw + 12.0,
+            self.top + 10.0 + 18.0 * i as f64,
+        )
+    }
+
+    /// The opening `<svg>` with title, grid, ticks and axis titles (close with `</svg>`).
+    pub fn frame(&self, title: &str) -> String {
+        let (w, h, left, top, pw, ph) = (self.w, self.h, self.left, self.top, self.pw, self.ph);
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{}" y="18" text-anchor="middle" font-size="14">{}</text>"#,
+            left + pw / 2.0,
+            xml_escape(title)
+        );
+        for a in (0..=100).step_by(20) {
+            let yy = self.y(a as f64);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{left}" y1="{yy}" x2="{}" y2="{yy}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{a}</text>"##,
+                left + pw,
+                left - 6.0,
+                yy + 4.0
+            );
+        }
+        for &c in &self.ticks {
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}" text-anchor="middle">{c}</text>"#,
+                self.x(c as f64),
+                top + ph + 18.0
+            );
+        }
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">classes seen</text><text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">accuracy (%)</text>"#,
+            left + pw / 2.0,
+            h - 10.0,
+            top + ph / 2.0,
+            top + ph / 2.0
+        );
+        s
+    }
+}
+
 /// One curve of the chart: label, colour, dashed, (classes seen, accuracy) points.
 type Series<'a> = (String, &'a str, bool, Vec<(usize, f64)>);
 
 /// A line chart of accuracy per phase (x: classes seen; y: 0–100 %).
 pub fn svg(r: &RunResults, baselines: &[RunResults]) -> String {
-    let (w, h, left, right, top, bottom) = (720.0, 420.0, 60.0, 200.0, 30.0, 50.0);
-    let pw = w - left - right;
-    let ph = h - top - bottom;
     let all = std::iter::once(r).chain(baselines);
-    let xmax = all
-        .clone()
-        .flat_map(|r| r.phases.iter().map(|p| p.classes_seen))
-        .max()
-        .unwrap_or(1) as f64;
-    let xmin = all
-        .flat_map(|r| r.phases.iter().map(|p| p.classes_seen))
-        .min()
-        .unwrap_or(0) as f64;
-    let span = (xmax - xmin).max(1.0);
-    let x = |c: usize| left + (c as f64 - xmin) / span * pw;
-    let y = |a: f64| top + (1.0 - a.clamp(0.0, 100.0) / 100.0) * ph;
-    let mut s = String::new();
-    let _ = write!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="18" text-anchor="middle" font-size="14">{} — accuracy per phase</text>
-"#,
-        left + pw / 2.0,
-        r.preset
+    let chart = Chart::new(
+        720.0,
+        420.0,
+        200.0,
+        all.flat_map(|r| r.phases.iter().map(|p| p.classes_seen)),
     );
-    for a in (0..=100).step_by(20) {
-        let yy = y(a as f64);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" y1="{yy}" x2="{}" y2="{yy}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{a}</text>"##,
-            left + pw,
-            left - 6.0,
-            yy + 4.0
-        );
-    }
-    for p in &r.phases {
-        let xx = x(p.classes_seen);
-        let _ = writeln!(
-            s,
-            r#"<text x="{xx}" y="{}" text-anchor="middle">{}</text>"#,
-            top + ph + 18.0,
-            p.classes_seen
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">classes seen</text><text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">accuracy (%)</text>"#,
-        left + pw / 2.0,
-        h - 10.0,
-        top + ph / 2.0,
-        top + ph / 2.0
-    );
-    let colours = [
-        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
-    ];
+    let x = |c: usize| chart.x(c as f64);
+    let y = |a: f64| chart.y(a);
+    let mut s = chart.frame(&format!("{} — accuracy per phase", r.preset));
+    let colours = COLOURS;
     let mut series: Vec<Series> = vec![
         (
             format!("{} CNN ({:.2})", r.variant, r.avg_inc_acc_cnn),
@@ -215,8 +271,7 @@ pub fn svg(r: &RunResults, baselines: &[RunResults]) -> String {
                 y(*a)
             );
         }
-        let ly = top + 10.0 + 18.0 * i as f64;
-        let lx = left + pw + 12.0;
+        let (lx, ly) = chart.legend(i);
         let _ = writeln!(
             s,
             r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,

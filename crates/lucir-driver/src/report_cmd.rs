@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use lucir_nn::write_atomic;
 
-use crate::report::{read_results, xml_escape, RunResults};
+use crate::report::{read_results, xml_escape, Chart, RunResults, COLOURS};
 use crate::usage;
 
 /// Arguments of `lucir-driver report`.
@@ -162,52 +162,15 @@ fn markdown(groups: &[Group], per_seed: bool) -> String {
 
 /// CNN accuracy per phase: each group's mean as a line and mean ± s.d. as a band.
 fn band_svg(groups: &[Group]) -> String {
-    let (w, h, left, right, top, bottom) = (760.0, 420.0, 60.0, 240.0, 30.0, 50.0);
-    let (pw, ph) = (w - left - right, h - top - bottom);
-    let classes: Vec<usize> = groups
-        .iter()
-        .flat_map(|g| {
-            g.runs
-                .iter()
-                .flat_map(|r| r.phases.iter().map(|p| p.classes_seen))
-        })
-        .collect();
-    let (xmin, xmax) = (
-        classes.iter().copied().min().unwrap_or(0) as f64,
-        classes.iter().copied().max().unwrap_or(1) as f64,
-    );
-    let span = (xmax - xmin).max(1.0);
-    let x = |c: f64| left + (c - xmin) / span * pw;
-    let y = |a: f64| top + (1.0 - a.clamp(0.0, 100.0) / 100.0) * ph;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<text x="{}" y="18" text-anchor="middle" font-size="14">CNN accuracy per phase, mean ± s.d. over seeds</text>"#,
-        left + pw / 2.0
-    );
-    for a in (0..=100).step_by(20) {
-        let yy = y(a as f64);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{left}" y1="{yy}" x2="{}" y2="{yy}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{a}</text>"##,
-            left + pw,
-            left - 6.0,
-            yy + 4.0
-        );
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">classes seen</text><text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">accuracy (%)</text>"#,
-        left + pw / 2.0,
-        h - 10.0,
-        top + ph / 2.0,
-        top + ph / 2.0
-    );
-    let colours = [
-        "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
-    ];
+    let classes = groups.iter().flat_map(|g| {
+        g.runs
+            .iter()
+            .flat_map(|r| r.phases.iter().map(|p| p.classes_seen))
+    });
+    let chart = Chart::new(760.0, 420.0, 240.0, classes.collect::<Vec<_>>());
+    let (x, y) = (|c: f64| chart.x(c), |a: f64| chart.y(a));
+    let mut s = chart.frame("CNN accuracy per phase, mean ± s.d. over seeds");
+    let colours = COLOURS;
     for (i, g) in groups.iter().enumerate() {
         let colour = colours[i % colours.len()];
         let phases = g.runs.iter().map(|r| r.phases.len()).min().unwrap_or(0);
@@ -238,7 +201,7 @@ fn band_svg(groups: &[Group]) -> String {
             line.join(" ")
         );
         let avg: Vec<f64> = g.runs.iter().map(|r| r.avg_inc_acc_cnn).collect();
-        let (ly, lx) = (top + 10.0 + 18.0 * i as f64, left + pw + 12.0);
+        let (lx, ly) = chart.legend(i);
         let _ = writeln!(
             s,
             r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="2"/><text x="{}" y="{}">{} ({}, n={})</text>"#,
