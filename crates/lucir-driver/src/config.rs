@@ -21,6 +21,9 @@ pub const CIFAR100_ORDER: [usize; 100] = [
 /// The Fashion-MNIST presets' order (numpy's seed-1993 shuffle of 0..10).
 pub const FMNIST_ORDER: [usize; 10] = [4, 2, 7, 6, 0, 3, 5, 8, 9, 1];
 
+/// The preset used when neither `--preset` nor a config file names one.
+pub const DEFAULT_PRESET: &str = "fmnist-quick";
+
 /// Names of the presets.
 pub const PRESETS: [&str; 5] = [
     "fmnist-quick",
@@ -344,7 +347,7 @@ pub fn parse_config(text: &str, preset_name: Option<&str>) -> Result<RunConfig> 
         (Some(n), _) => n.to_string(),
         (None, Some(toml::Value::String(n))) => n.clone(),
         (None, Some(v)) => bail!("preset must be a string naming a preset, got {v}"),
-        (None, None) => "fmnist-quick".to_string(),
+        (None, None) => DEFAULT_PRESET.to_string(),
     };
     let base = preset(&name)?;
     let mut merged = toml::Table::try_from(&base).context("encoding the preset")?;
@@ -394,7 +397,7 @@ fn suggest(msg: &str) -> String {
 pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     let mut c = match &args.config {
         Some(path) => read_config_file(path, args.preset.as_deref())?,
-        None => preset(args.preset.as_deref().unwrap_or("fmnist-quick"))?,
+        None => preset(args.preset.as_deref().unwrap_or(DEFAULT_PRESET))?,
     };
     let m = &mut c.method;
     if let Some(s) = &args.method {

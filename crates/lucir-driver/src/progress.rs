@@ -53,8 +53,6 @@ pub struct Progress {
     start: Instant,
     /// Wall seconds of the run's earlier segments (before a resume).
     earlier: f64,
-    /// The rows of `metrics.csv` so far (one per finished epoch).
-    metrics: Vec<String>,
     /// Phases of the run (known from the first phase start).
     phases: usize,
     /// Training epochs of the whole run finished when this segment's first epoch ended, and
@@ -65,11 +63,19 @@ pub struct Progress {
 /// Header of `metrics.csv`.
 const METRICS_HEADER: &str = "phase,stage,epoch,lr,loss,ce,lf,mr,kd,seconds";
 
-/// The rows of the `metrics.csv` in `dir` that a run resumed in phase `phase` after `done` of
-/// its training epochs keeps: every epoch before that point (none when there is no file).
-pub fn metrics_before(dir: &Path, phase: usize, done: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(dir.join("metrics.csv")).unwrap_or_default();
-    text.lines()
+/// Starts the `metrics.csv` of the run in `dir`, which then grows by one appended row per
+/// epoch. A run resumed in phase `phase` after `done` of its training epochs keeps the rows
+/// of every epoch before that point (`None`: a new run, no rows); rows of epochs after its
+/// checkpoint, a half-written last row among them, are dropped, so the file stays exact.
+pub fn start_metrics(dir: &Path, resumed_at: Option<(usize, usize)>) -> anyhow::Result<()> {
+    let path = dir.join("metrics.csv");
+    let text = match resumed_at {
+        Some(_) => std::fs::read_to_string(&path).unwrap_or_default(),
+        None => String::new(),
+    };
+    let (phase, done) = resumed_at.unwrap_or((0, 0));
+    let kept: Vec<&str> = text
+        .lines()
         .skip(1)
         .filter(|row| {
             let mut f = row.split(',');
@@ -82,19 +88,23 @@ pub fn metrics_before(dir: &Path, phase: usize, done: usize) -> Vec<String> {
                 _ => false,
             }
         })
-        .map(str::to_string)
-        .collect()
+        .collect();
+    let mut out = format!("{METRICS_HEADER}\n");
+    for row in kept {
+        out.push_str(row);
+        out.push('\n');
+    }
+    Ok(write_atomic(&path, out.as_bytes())?)
 }
 
 impl Progress {
-    /// An observer writing into run folder `dir`; `earlier` is the wall time of the run's
-    /// earlier segments (0 for a new run) and `metrics` the rows of `metrics.csv` they wrote
-    /// (see [`metrics_before`]).
+    /// An observer writing into run folder `dir` (whose `metrics.csv` [`start_metrics`] has
+    /// begun); `earlier` is the wall time of the run's earlier segments (0 for a new run).
     pub fn new(
         display: Display,
         dir: PathBuf,
         (results, baselines): (RunResults, Vec<RunResults>),
-        (earlier, metrics): (f64, Vec<String>),
+        earlier: f64,
     ) -> Self {
         Self {
             display,
@@ -104,7 +114,6 @@ impl Progress {
             baselines,
             start: Instant::now(),
             earlier,
-            metrics,
             phases: 0,
             pace_from: None,
         }
@@ -249,12 +258,14 @@ impl Observer for Progress {
                     loss.mr,
                     loss.kd
                 ));
-                self.metrics.push(format!(
+                let row = format!(
                     "{phase},{stage},{epoch},{lr},{},{},{},{},{},{seconds:.3}",
                     loss.total, loss.ce, loss.lf, loss.mr, loss.kd
-                ));
-                let text = format!("{METRICS_HEADER}\n{}\n", self.metrics.join("\n"));
-                write_atomic(&self.dir.join("metrics.csv"), text.as_bytes())
+                );
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(self.dir.join("metrics.csv"))
+                    .and_then(|mut f| writeln!(f, "{row}"))
                     .map_err(to_method_err)?;
             }
         }

@@ -1,6 +1,7 @@
 //! `lucir-driver` without a sub-command: one class-incremental experiment.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -9,15 +10,13 @@ use lucir_method::{run_protocol, IncrementalLearner, Method, ProtocolData};
 use lucir_nn::write_atomic;
 
 use crate::checkpoint;
-use crate::progress::{metrics_before, INTERRUPTED};
+use crate::progress::{start_metrics, INTERRUPTED};
 use crate::progress::{Display, Progress};
 use crate::report::{read_results, table, write_all, RunResults};
 use crate::run_info::RunInfo;
 use crate::usage;
-use lucir_driver::config::{read_config_file, resolve, RunArgs, RunConfig};
-use std::sync::atomic::Ordering;
+use lucir_driver::config::{read_config_file, resolve, RunArgs, RunConfig, DEFAULT_PRESET};
 
-/// `YYYYMMDD-HHMMSS` in UTC.
 /// Now as `YYYYmmdd-HHMMSS` (UTC), for run folder names.
 fn timestamp() -> String {
     // RFC 3339 to the second: "2026-11-30T09:20:00Z".
@@ -149,7 +148,7 @@ pub fn run(args: &RunArgs) -> Result<()> {
     let base = match &args.out {
         Some(d) => d.clone(),
         None => {
-            let preset = args.preset.as_deref().unwrap_or("fmnist-quick");
+            let preset = args.preset.as_deref().unwrap_or(DEFAULT_PRESET);
             PathBuf::from("runs").join(format!("{}-{preset}-seeds", timestamp()))
         }
     };
@@ -167,7 +166,8 @@ pub fn run(args: &RunArgs) -> Result<()> {
                 dir.display()
             );
         }
-        let one = if checkpoint::paths(&dir).0.is_file() || checkpoint::paths(&dir).1.is_file() {
+        let (latest, previous) = checkpoint::paths(&dir);
+        let one = if latest.is_file() || previous.is_file() {
             RunArgs {
                 resume: Some(dir.clone()),
                 quiet: args.quiet,
@@ -393,7 +393,7 @@ fn run_one(args: &RunArgs) -> Result<()> {
         avg_inc_acc_nme: f64::NAN,
         wall_seconds: 0.0,
     };
-    let (mut earlier, mut metrics) = (0.0, Vec::new());
+    let (mut earlier, mut resumed_at) = (0.0, None);
     let mut learner = match &args.resume {
         Some(d) => {
             let (ckpt, from) = checkpoint::load(d, &mut |w| eprintln!("warning: {w}"))?;
@@ -408,8 +408,7 @@ fn run_one(args: &RunArgs) -> Result<()> {
                 return Ok(());
             }
             earlier = ckpt.wall_seconds;
-            let (phase, done) = state.training.unwrap_or((state.results.len(), 0));
-            metrics = metrics_before(d, phase, done);
+            resumed_at = Some(state.training.unwrap_or((state.results.len(), 0)));
             if display != Display::Quiet {
                 let at = match state.training {
                     Some((p, e)) => format!("phase {p} after epoch {e}"),
@@ -436,8 +435,8 @@ fn run_one(args: &RunArgs) -> Result<()> {
     results.set_phases(learner.results.clone());
     let mut info = RunInfo::start(RunInfo::earlier(&dir), earlier);
     info.write(&dir)?;
-    let timing = (earlier, metrics);
-    let mut progress = Progress::new(display, dir.clone(), (results, baselines.clone()), timing);
+    start_metrics(&dir, resumed_at)?;
+    let mut progress = Progress::new(display, dir.clone(), (results, baselines.clone()), earlier);
     let outcome = run_protocol(&mut learner, &mut progress);
     info.finish(progress.elapsed());
     info.write(&dir)?;
