@@ -137,11 +137,19 @@ impl Chart {
         self.top + (1.0 - a.clamp(0.0, 100.0) / 100.0) * self.ph
     }
 
-    /// Where legend entry `i` goes: the line's start (x, y).
-    pub fn legend(&self, i: usize) -> (f64, f64) {
-        (
+    /// Legend entry `i`: a line in `colour` (with SVG attributes `extra`, e.g. a dash
+    /// pattern) and `label`.
+    pub fn legend(&self, i: usize, colour: &str, extra: &str, label: &str) -> String {
+        let (lx, ly) = (
             self.left + self.pw + 12.0,
             self.top + 10.0 + 18.0 * i as f64,
+        );
+        format!(
+            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="2"{extra}/><text x="{}" y="{}">{}</text>"#,
+            lx + 22.0,
+            lx + 28.0,
+            ly + 4.0,
+            xml_escape(label)
         )
     }
 
@@ -271,22 +279,14 @@ pub fn svg(r: &RunResults, baselines: &[RunResults]) -> String {
                 y(*a)
             );
         }
-        let (lx, ly) = chart.legend(i);
-        let _ = writeln!(
-            s,
-            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
-            lx + 22.0,
-            lx + 28.0,
-            ly + 4.0,
-            xml_escape(label)
-        );
+        let _ = writeln!(s, "{}", chart.legend(i, colour, dash, label));
     }
     s.push_str("</svg>\n");
     s
 }
 
 /// `s` with `&`, `<` and `>` escaped for SVG text.
-pub fn xml_escape(s: &str) -> String {
+fn xml_escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

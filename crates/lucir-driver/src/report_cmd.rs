@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use lucir_nn::write_atomic;
 
-use crate::report::{read_results, xml_escape, Chart, RunResults, COLOURS};
+use crate::report::{read_results, Chart, RunResults, COLOURS};
 use crate::usage;
 
 /// Arguments of `lucir-driver report`.
@@ -201,17 +201,8 @@ fn band_svg(groups: &[Group]) -> String {
             line.join(" ")
         );
         let avg: Vec<f64> = g.runs.iter().map(|r| r.avg_inc_acc_cnn).collect();
-        let (lx, ly) = chart.legend(i);
-        let _ = writeln!(
-            s,
-            r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{colour}" stroke-width="2"/><text x="{}" y="{}">{} ({}, n={})</text>"#,
-            lx + 22.0,
-            lx + 28.0,
-            ly + 4.0,
-            xml_escape(&g.label),
-            pm(&avg),
-            g.runs.len()
-        );
+        let label = format!("{} ({}, n={})", g.label, pm(&avg), g.runs.len());
+        let _ = writeln!(s, "{}", chart.legend(i, colour, "", &label));
     }
     s.push_str("</svg>\n");
     s
