@@ -98,6 +98,11 @@ impl Gpu {
             .map_err(driver("alloc_zeros"))
     }
 
+    /// The sum, in f64, of the first `n` elements of a device buffer (per-row partial losses).
+    pub(crate) fn sum(&self, v: &CudaSlice<f32>, n: usize) -> Result<f64> {
+        Ok(self.down(v, n)?.iter().map(|x| f64::from(*x)).sum())
+    }
+
     /// The first `n` elements of a device buffer.
     pub(crate) fn down(&self, v: &CudaSlice<f32>, n: usize) -> Result<Vec<f32>> {
         let mut out = self.stream.clone_dtoh(v).map_err(driver("clone_dtoh"))?;

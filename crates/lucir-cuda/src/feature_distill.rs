@@ -90,7 +90,7 @@ impl Gpu {
         if b > 0 {
             let mut rows = self.output::<f32>(b)?;
             self.feature_distill_launch(&saved, None, &mut rows)?;
-            let total: f64 = self.down(&rows, b)?.iter().map(|v| f64::from(*v)).sum();
+            let total = self.sum(&rows, b)?;
             saved.loss = (f64::from(lambda) * total / b as f64) as f32;
         }
         Ok(saved)

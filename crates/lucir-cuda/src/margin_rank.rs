@@ -141,7 +141,7 @@ impl Gpu {
             let mut rows = self.output::<f32>(b)?;
             let inputs = (&saved.cos, &saved.labels);
             self.margin_rank_launch(inputs, [b, c], args, None, &mut rows)?;
-            let total: f64 = self.down(&rows, b)?.iter().map(|v| f64::from(*v)).sum();
+            let total = self.sum(&rows, b)?;
             saved.loss = (total / pairs as f64) as f32;
         }
         Ok(saved)
