@@ -44,10 +44,7 @@ fn peak_rss_mb() -> Option<f64> {
 /// Runs the benchmark.
 pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(n) = args.threads {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("setting the thread count")?;
+        crate::run::set_threads(n)?;
     }
     let arch = usage(parse_arch(&args.model).context("--model"))?;
     let dims: Option<Vec<usize>> = args.input.split('x').map(|v| v.parse().ok()).collect();

@@ -298,6 +298,23 @@ fn write_slurm(script: &Path, base: &Path, seeds: &[u64], threads: Option<usize>
     Ok(())
 }
 
+/// Sizes rayon's global pool to `n` threads. The pool can be built once per process: a seed
+/// sweep builds it for its first run and its later runs find it at that size. (Asking rayon
+/// for its thread count first would build the pool at one thread per core.)
+pub(crate) fn set_threads(n: usize) -> Result<()> {
+    match rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+    {
+        Ok(()) => Ok(()),
+        Err(_) if rayon::current_num_threads() == n => Ok(()),
+        Err(e) => Err(anyhow::anyhow!(
+            "setting {n} threads: {e} (at {} threads)",
+            rayon::current_num_threads()
+        )),
+    }
+}
+
 /// Runs one experiment as configured by `args`, or continues the one in `--resume DIR`.
 fn run_one(args: &RunArgs) -> Result<()> {
     if args.resume.is_some() {
@@ -324,12 +341,8 @@ fn run_one(args: &RunArgs) -> Result<()> {
         );
         return Ok(());
     }
-    if cfg.threads > 0 && rayon::current_num_threads() != cfg.threads {
-        // The global pool can be set once per process: a seed sweep sets it for its first run.
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(cfg.threads)
-            .build_global()
-            .context("setting the thread count (a sweep's runs must share one)")?;
+    if cfg.threads > 0 {
+        set_threads(cfg.threads)?;
     }
     // Fails before anything is written when there is no usable GPU.
     let gpu = (cfg.device == "cuda").then(open_gpu).transpose()?;

@@ -30,6 +30,9 @@ fn a_small_run_writes_the_whole_run_folder() {
         out.to_str().unwrap(),
         "--class-order",
         "0,1,2,3,4,5,6,7,8,9",
+        // Not the RAYON_NUM_THREADS the helper sets: the pool must be built at this size.
+        "--threads",
+        "3",
     ]);
     let stderr = String::from_utf8_lossy(&o.stderr);
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -84,7 +87,7 @@ fn a_small_run_writes_the_whole_run_folder() {
     ] {
         assert!(!info[key].is_null(), "run.json lacks {key}: {info}");
     }
-    assert_eq!(info["threads"], 2);
+    assert_eq!(info["threads"], 3);
     assert_eq!(info["segments"].as_array().unwrap().len(), 1);
     assert!(info["segments"][0]["end"].is_string(), "{info}");
     let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
