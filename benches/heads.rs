@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use criterion::{criterion_group, Criterion};
-use lucir::autograd::Tape;
+use lucir::autograd::{Tape, Var};
 use lucir::tensor::Tensor;
 
 const SHAPES: [(usize, usize, usize); 3] = [(128, 100, 64), (128, 1000, 512), (128, 10000, 512)];
@@ -26,15 +26,45 @@ fn cpu_step(f: &Tensor<f32>, theta: &Tensor<f32>, f_star: &Tensor<f32>, labels: 
     let mut t = Tape::new();
     let fv = t.leaf(f.clone());
     let tv = t.leaf(theta.clone());
-    let s = t.leaf(Tensor::scalar(4.0));
     let cos = t.cosine_logits(fv, tv).unwrap();
-    let z = t.scale(cos, s).unwrap();
-    let ce = t.cross_entropy(z, labels).unwrap();
     let mr = t.margin_rank(cos, labels, c / 2, 2, 0.5).unwrap();
     let lf = t.feature_distill(fv, f_star, 5.0).unwrap();
+    finish_step(t, cos, mr, lf, labels);
+}
+
+/// The rest of a head step on either device: z = σ·cos, cross-entropy, the sum, backward.
+fn finish_step(mut t: Tape<f32>, cos: Var, mr: Var, lf: Var, labels: &[usize]) {
+    let s = t.leaf(Tensor::scalar(4.0));
+    let z = t.scale(cos, s).unwrap();
+    let ce = t.cross_entropy(z, labels).unwrap();
     let a = t.add(ce, mr).unwrap();
     let loss = t.add(a, lf).unwrap();
     t.backward(loss).unwrap();
+}
+
+/// [`cpu_step`] with the head ops of `GpuHeads`, as training runs them under `--device cuda`
+/// (the tape's other ops stay on the CPU; inputs go up and gradients come down each step).
+#[cfg(feature = "cuda")]
+fn gpu_step(
+    h: &lucir::method::GpuHeads,
+    f: &Tensor<f32>,
+    theta: &Tensor<f32>,
+    f_star: &Tensor<f32>,
+    labels: &[usize],
+) {
+    let c = theta.shape()[0];
+    let mut t = Tape::new();
+    let fv = t.leaf(f.clone());
+    let tv = t.leaf(theta.clone());
+    let cos = h.cosine_logits(&mut t, fv, tv).unwrap();
+    let args = lucir::cuda::MarginRankArgs {
+        n_old: c / 2,
+        k: 2,
+        margin: 0.5,
+    };
+    let mr = h.margin_rank(&mut t, cos, labels, args).unwrap();
+    let lf = h.feature_distill(&mut t, fv, f_star, 5.0).unwrap();
+    finish_step(t, cos, mr, lf, labels);
 }
 
 fn inputs(b: usize, c: usize, d: usize) -> (Tensor<f32>, Tensor<f32>, Tensor<f32>, Vec<usize>) {
@@ -77,14 +107,45 @@ fn time_calls(
     Ok(t0.elapsed().as_secs_f64() / iters as f64)
 }
 
+/// Mean seconds of uploading buffers of `ups` floats and downloading buffers of `downs` floats,
+/// one copy each: the transfers a launcher makes, without its kernels.
+#[cfg(feature = "cuda")]
+fn transfers(
+    gpu: &lucir::cuda::Gpu,
+    ups: &[usize],
+    downs: &[usize],
+    iters: usize,
+) -> lucir::cuda::Result<f64> {
+    let host: Vec<Vec<f32>> = ups.iter().map(|&n| random(n, 5)).collect();
+    let dev = downs
+        .iter()
+        .map(|&n| gpu.upload(&random(n, 6)))
+        .collect::<lucir::cuda::Result<Vec<_>>>()?;
+    time_calls(gpu, iters, &mut || {
+        for h in &host {
+            gpu.upload(h)?;
+        }
+        for (d, &n) in dev.iter().zip(downs) {
+            gpu.download(d, n)?;
+        }
+        Ok(())
+    })
+}
+
+/// One launcher row: name, seconds per call, bytes crossing per call, seconds of those
+/// transfers alone.
+#[cfg(feature = "cuda")]
+type Row = (&'static str, f64, f64, f64);
+
 /// The head launchers as training calls them (uploads, kernels, downloads included): per call,
-/// the time and the rate of the bytes that cross between host and device.
+/// the time, the bytes that cross between host and device, and the time of those transfers
+/// alone.
 #[cfg(feature = "cuda")]
 fn gpu_rows(
     gpu: &lucir::cuda::Gpu,
     [b, c, d]: [usize; 3],
     iters: usize,
-) -> lucir::cuda::Result<Vec<(&'static str, f64, f64)>> {
+) -> lucir::cuda::Result<Vec<Row>> {
     use lucir::cuda::MarginRankArgs;
     let (f, theta, f_star) = (random(b * d, 1), random(c * d, 2), random(b * d, 3));
     let g = random(b * c, 4);
@@ -94,72 +155,103 @@ fn gpu_rows(
         k: 2,
         margin: 0.5,
     };
-    let (bc, bd, cd) = ((b * c) as f64, (b * d) as f64, (c * d) as f64);
     let fwd = gpu.cosine_logits_fwd(&f, &theta, 4.0, [b, c, d])?;
     let cos = fwd.cos(gpu)?;
     let mut rows = Vec::new();
-    let t = time_calls(gpu, iters, &mut || {
-        gpu.cosine_logits_fwd(&f, &theta, 4.0, [b, c, d])?
-            .cos(gpu)?;
-        Ok(())
-    })?;
-    rows.push(("cosine_logits_fwd", t, 4.0 * (bd + cd + bc)));
-    let t = time_calls(gpu, iters, &mut || {
-        gpu.cosine_logits_bwd(&fwd, &g, None, false)?;
-        Ok(())
-    })?;
-    rows.push(("cosine_logits_bwd", t, 4.0 * (bc + bd + cd)));
-    let t = time_calls(gpu, iters, &mut || {
-        let m = gpu.margin_rank_fwd(&cos, &labels, args, [b, c])?;
-        gpu.margin_rank_bwd(&m, 1.0)?;
-        Ok(())
-    })?;
-    rows.push(("margin_rank_fwd_bwd", t, 4.0 * (2.0 * bc + b as f64)));
-    let t = time_calls(gpu, iters, &mut || {
-        let l = gpu.feature_distill_fwd(&f, &f_star, 5.0, [b, d])?;
-        gpu.feature_distill_bwd(&l, 1.0)?;
-        Ok(())
-    })?;
-    rows.push(("feature_distill_fwd_bwd", t, 4.0 * 3.0 * bd));
+    let mut row =
+        |name, run: &mut dyn FnMut() -> lucir::cuda::Result<()>, ups: &[usize], downs: &[usize]| {
+            let t = time_calls(gpu, iters, run)?;
+            let bytes = 4.0 * ups.iter().chain(downs).sum::<usize>() as f64;
+            rows.push((name, t, bytes, transfers(gpu, ups, downs, iters)?));
+            lucir::cuda::Result::Ok(())
+        };
+    row(
+        "cosine_logits_fwd",
+        &mut || {
+            gpu.cosine_logits_fwd(&f, &theta, 4.0, [b, c, d])?
+                .cos(gpu)?;
+            Ok(())
+        },
+        &[b * d, c * d, 1],
+        &[b * c],
+    )?;
+    row(
+        "cosine_logits_bwd",
+        &mut || {
+            gpu.cosine_logits_bwd(&fwd, &g, None, false)?;
+            Ok(())
+        },
+        &[b * c],
+        &[b * d, c * d],
+    )?;
+    row(
+        "margin_rank_fwd_bwd",
+        &mut || {
+            let m = gpu.margin_rank_fwd(&cos, &labels, args, [b, c])?;
+            gpu.margin_rank_bwd(&m, 1.0)?;
+            Ok(())
+        },
+        &[b * c, b],
+        &[b, b * c],
+    )?;
+    row(
+        "feature_distill_fwd_bwd",
+        &mut || {
+            let l = gpu.feature_distill_fwd(&f, &f_star, 5.0, [b, d])?;
+            gpu.feature_distill_bwd(&l, 1.0)?;
+            Ok(())
+        },
+        &[b * d, b * d],
+        &[b, b * d],
+    )?;
     Ok(rows)
+}
+
+/// Mean seconds of `reps` calls of `run` after one warm-up call.
+#[cfg(feature = "cuda")]
+fn mean_secs(reps: usize, run: &mut dyn FnMut()) -> f64 {
+    run();
+    let t0 = Instant::now();
+    for _ in 0..reps {
+        run();
+    }
+    t0.elapsed().as_secs_f64() / reps as f64
 }
 
 #[cfg(feature = "cuda")]
 fn gpu_table() {
-    let gpu = match lucir::cuda::Gpu::new(0) {
-        Ok(g) => g,
-        Err(e) => {
+    let open = || lucir::cuda::Gpu::new(0);
+    let (gpu, heads) = match (open(), open()) {
+        (Ok(g), Ok(h)) => (g, lucir::method::GpuHeads::new(h)),
+        (Err(e), _) | (_, Err(e)) => {
             println!("skipped GPU head benchmark: {e}");
             return;
         }
     };
-    println!("HEAD|device|{}", gpu.name());
+    println!("HEAD|device|{}|", gpu.name());
     for (b, c, d) in SHAPES {
         let (f, theta, f_star, labels) = inputs(b, c, d);
-        let t0 = Instant::now();
-        let reps = 5;
-        for _ in 0..reps {
-            cpu_step(&f, &theta, &f_star, &labels);
-        }
-        let cpu = t0.elapsed().as_secs_f64() / reps as f64;
+        let cpu = mean_secs(5, &mut || cpu_step(&f, &theta, &f_star, &labels));
+        let on_gpu = mean_secs(50, &mut || gpu_step(&heads, &f, &theta, &f_star, &labels));
         match gpu_rows(&gpu, [b, c, d], 50) {
             Ok(rows) => {
-                let total: f64 = rows.iter().map(|r| r.1).sum();
-                for (name, secs, bytes) in rows {
+                for (name, secs, bytes, moved) in rows {
                     println!(
-                        "HEAD|{name}|B={b} C={c} D={d}|{:.1} µs|{:.1} GB/s host↔device|",
+                        "HEAD|{name}|B={b} C={c} D={d}|{:.1} µs|{:.1} MB moved in {:.1} µs ({:.0}%)|",
                         secs * 1e6,
-                        bytes / secs / 1e9
+                        bytes / 1e6,
+                        moved * 1e6,
+                        100.0 * moved / secs
                     );
                 }
                 println!(
-                    "HEAD|all heads (fwd+bwd)|B={b} C={c} D={d}|{:.1} µs GPU vs {:.1} µs CPU|CPU/GPU {:.1}×|",
-                    total * 1e6,
+                    "HEAD|LUCIR head step on a tape|B={b} C={c} D={d}|{:.1} µs GPU vs {:.1} µs CPU|CPU/GPU {:.1}×|",
+                    on_gpu * 1e6,
                     cpu * 1e6,
-                    cpu / total
+                    cpu / on_gpu
                 );
             }
-            Err(e) => println!("HEAD|error|{e}"),
+            Err(e) => println!("HEAD|error|{e}|"),
         }
     }
 }

@@ -63,9 +63,13 @@ pub fn run(extra: &[String]) -> Result<()> {
         return Ok(());
     }
     let mut table =
-        String::from("| kernel | shape | time | bandwidth / ratio |\n|---|---|---|---|\n");
+        String::from("| launcher | shape | time | transfers alone / ratio |\n|---|---|---|---|\n");
     for r in rows {
-        let cells: Vec<&str> = r.trim_start_matches("HEAD|").split('|').collect();
+        let cells: Vec<&str> = r
+            .trim_start_matches("HEAD|")
+            .trim_end_matches('|')
+            .split('|')
+            .collect();
         table.push_str(&format!("| {} |\n", cells.join(" | ")));
     }
     let path = crate::root().join("docs/perf.md");

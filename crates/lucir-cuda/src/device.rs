@@ -98,6 +98,18 @@ impl Gpu {
             .map_err(driver("alloc_zeros"))
     }
 
+    /// Copies `v` to a new device buffer: the transfer every launcher makes of its inputs
+    /// (public for benchmarks that separate transfers from kernels).
+    pub fn upload(&self, v: &[f32]) -> Result<CudaSlice<f32>> {
+        self.up(v)
+    }
+
+    /// The first `n` elements of a device buffer: the transfer every launcher makes of its
+    /// outputs (public for benchmarks).
+    pub fn download(&self, v: &CudaSlice<f32>, n: usize) -> Result<Vec<f32>> {
+        self.down(v, n)
+    }
+
     /// The sum, in f64, of the first `n` elements of a device buffer (per-row partial losses).
     pub(crate) fn sum(&self, v: &CudaSlice<f32>, n: usize) -> Result<f64> {
         Ok(self.down(v, n)?.iter().map(|x| f64::from(*x)).sum())
