@@ -1,7 +1,9 @@
 //! The LUCIR head computations at B = 128: cosine logits (forward + backward), margin ranking
 //! and feature distillation, on the CPU (criterion) and, in a `--features cuda` build on a
-//! machine with a GPU, the `lucir-cuda` launchers as training calls them (transfers included)
-//! — printed as `HEAD|…` table rows that `cargo xtask bench` copies into docs/perf.md.
+//! machine with a GPU, the `lucir-cuda` launchers as training calls them (transfers included,
+//! and timed alone beside) and the whole head step on a tape with `GpuHeads` against the CPU
+//! step — printed as `HEAD|…` table rows that `cargo xtask bench` copies into docs/perf.md.
+//! `benches/reference/pytorch_heads.py` times the same step in PyTorch.
 
 use std::time::Instant;
 

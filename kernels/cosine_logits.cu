@@ -7,15 +7,17 @@
 //         a row whose norm is clamped at ε has no projection term (x̄ = x/ε is linear there),
 //         as lucir_tensor::l2_normalize_rows_bwd.
 // Layout: F B×D, Θ C×D, cos/z/G/M B×C, all f32 row-major; σ and ∂σ one float in device memory.
-// Launch: cosine_logits_norms_f32      grid = rows,            block = 256
-//         cosine_logits_fwd_f32        grid = (⌈C/16⌉, ⌈B/16⌉), block = 16×16 (shared D-tiles)
-//         cosine_logits_bwd_feat_f32   grid = B,               block = 256, shared = D floats
-//         cosine_logits_bwd_weight_f32 grid = C,               block = 256, shared = D floats
-//         cosine_logits_bwd_sigma_f32  grid = ⌈B·C/256⌉,       block = 256 (atomicAdd into ∂σ)
+// Launch: cosine_logits_norms_f32        grid = rows,                block = 256
+//         cosine_logits_fwd_f32          grid = (⌈C/16⌉, ⌈B/16⌉),     block = 16×16 (shared tiles)
+//         cosine_logits_bwd_gemm_f32     grid = (⌈D/16⌉, ⌈rows/16⌉),  block = 16×16 (shared tiles);
+//                                        rows = B for ∂F (trans 0), C for ∂Θ (trans 1)
+//         cosine_logits_bwd_project_f32  grid = rows,                block = 256 (in place)
+//         cosine_logits_bwd_sigma_f32    grid = ⌈B·C/256⌉,           block = 256 (atomicAdd into ∂σ)
 // Rust:   lucir_cuda::Gpu::cosine_logits_fwd / cosine_logits_bwd (crates/lucir-cuda/src/cosine_logits.rs).
 // Napkin: forward reads F and Θ once per tile pass ((B·C·D/16)·2·4 bytes from L2, B·D + C·D
 //         from DRAM) and writes 2·B·C floats; 2·B·C·D FLOPs. Backward does two B×C×D
-//         contractions (4·B·C·D FLOPs) and reads H twice. At B=128, C=1000, D=512 that is
+//         contractions (4·B·C·D FLOPs) as tiled products over (rows, D) blocks — every SM
+//         busy even at B = 128 — then projects each row. At B=128, C=1000, D=512 that is
 //         0.13 GFLOP forward and 0.26 GFLOP backward: compute-light, so the benchmark reports
 //         achieved bandwidth on the B·C + (B+C)·D floats that must cross DRAM.
 #include "common.cuh"
@@ -61,56 +63,55 @@ __device__ __forceinline__ float head_grad(const float* g, const float* extra, f
     return s * g[i] + (extra ? extra[i] : 0.0f);
 }
 
-extern "C" __global__ void cosine_logits_bwd_feat_f32(const float* f, const float* theta,
-                                                      const float* fnorm, const float* tnorm,
+// acc[r,j] = Σ_k H(r,k)/n[k] · x[k,j]: the contraction of both backward directions as one tiled
+// product. trans = 0: rows r = b, k = c, x = Θ, n = ‖Θ‖ (g_b before projection);
+// trans = 1: rows r = c, k = b, x = F, n = ‖F‖ (e_c before projection).
+extern "C" __global__ void cosine_logits_bwd_gemm_f32(const float* x, const float* norm_k,
                                                       const float* sigma, const float* g,
                                                       const float* extra, int B, int C, int D,
-                                                      float* df) {
-    extern __shared__ float acc[];  // D floats: g_b
-    __shared__ float scratch[32];
-    const int b = blockIdx.x;
-    if (b >= B) return;
+                                                      int trans, float* acc) {
+    __shared__ float hs[TILE][TILE + 1];  // hs[r][k]
+    __shared__ float xs[TILE][TILE + 1];  // xs[k][j]
+    const int R = trans ? C : B, K = trans ? B : C;
+    const int r = blockIdx.y * TILE + threadIdx.y;
+    const int j = blockIdx.x * TILE + threadIdx.x;
     const float s = sigma[0];
-    for (int j = threadIdx.x; j < D; j += blockDim.x) acc[j] = 0.0f;
-    __syncthreads();
-    for (int c = 0; c < C; ++c) {
-        const float h = head_grad(g, extra, s, (size_t)b * C + c) / tnorm[c];
-        for (int j = threadIdx.x; j < D; j += blockDim.x) acc[j] += h * theta[(size_t)c * D + j];
+    float sum = 0.0f;
+    for (int k0 = 0; k0 < K; k0 += TILE) {
+        // H tile, read along its rows of C in both cases (coalesced in threadIdx.x).
+        if (trans) {  // hs[r][k] = H[b = k0+ty, c = r0+tx]
+            const int hr = blockIdx.y * TILE + threadIdx.x, hk = k0 + threadIdx.y;
+            hs[threadIdx.x][threadIdx.y] =
+                (hr < R && hk < K) ? head_grad(g, extra, s, (size_t)hk * C + hr) / norm_k[hk] : 0.0f;
+        } else {  // hs[r][k] = H[b = r0+ty, c = k0+tx]
+            const int hk = k0 + threadIdx.x;
+            hs[threadIdx.y][threadIdx.x] =
+                (r < R && hk < K) ? head_grad(g, extra, s, (size_t)r * C + hk) / norm_k[hk] : 0.0f;
+        }
+        const int xk = k0 + threadIdx.y;
+        xs[threadIdx.y][threadIdx.x] = (xk < K && j < D) ? x[(size_t)xk * D + j] : 0.0f;
+        __syncthreads();
+        for (int k = 0; k < TILE; ++k) sum += hs[threadIdx.y][k] * xs[k][threadIdx.x];
+        __syncthreads();
     }
-    const float fn = fnorm[b];
-    float dot = 0.0f;
-    for (int j = threadIdx.x; j < D; j += blockDim.x) dot += f[(size_t)b * D + j] / fn * acc[j];
-    dot = fn > LUCIR_NORM_EPS ? block_sum(dot, scratch) : 0.0f;
-    for (int j = threadIdx.x; j < D; j += blockDim.x) {
-        const float fb = f[(size_t)b * D + j] / fn;
-        df[(size_t)b * D + j] = (acc[j] - fb * dot) / fn;
-    }
+    if (r < R && j < D) acc[(size_t)r * D + j] = sum;
 }
 
-extern "C" __global__ void cosine_logits_bwd_weight_f32(const float* f, const float* theta,
-                                                        const float* fnorm, const float* tnorm,
-                                                        const float* sigma, const float* g,
-                                                        const float* extra, int B, int C, int D,
-                                                        float* dtheta) {
-    extern __shared__ float acc[];  // D floats: e_c
+// In place, one block per row of x (rows×D): acc_r ← (acc_r − x̄_r<x̄_r, acc_r>)/‖x_r‖, with no
+// projection term where the norm is clamped at ε.
+extern "C" __global__ void cosine_logits_bwd_project_f32(const float* x, const float* norm,
+                                                         int rows, int D, float* acc) {
     __shared__ float scratch[32];
-    const int c = blockIdx.x;
-    if (c >= C) return;
-    const float s = sigma[0];
-    for (int j = threadIdx.x; j < D; j += blockDim.x) acc[j] = 0.0f;
-    __syncthreads();
-    for (int b = 0; b < B; ++b) {
-        const float h = head_grad(g, extra, s, (size_t)b * C + c) / fnorm[b];
-        for (int j = threadIdx.x; j < D; j += blockDim.x) acc[j] += h * f[(size_t)b * D + j];
-    }
-    const float tn = tnorm[c];
+    const int r = blockIdx.x;
+    if (r >= rows) return;
+    const float n = norm[r];
+    const float* xr = x + (size_t)r * D;
+    float* ar = acc + (size_t)r * D;
     float dot = 0.0f;
-    for (int j = threadIdx.x; j < D; j += blockDim.x) dot += theta[(size_t)c * D + j] / tn * acc[j];
-    dot = tn > LUCIR_NORM_EPS ? block_sum(dot, scratch) : 0.0f;
-    for (int j = threadIdx.x; j < D; j += blockDim.x) {
-        const float tc = theta[(size_t)c * D + j] / tn;
-        dtheta[(size_t)c * D + j] = (acc[j] - tc * dot) / tn;
-    }
+    for (int j = threadIdx.x; j < D; j += blockDim.x) dot += xr[j] / n * ar[j];
+    dot = n > LUCIR_NORM_EPS ? block_sum(dot, scratch) : 0.0f;
+    // Each thread rewrites only the elements it read, after block_sum's barriers.
+    for (int j = threadIdx.x; j < D; j += blockDim.x) ar[j] = (ar[j] - xr[j] / n * dot) / n;
 }
 
 extern "C" __global__ void cosine_logits_bwd_sigma_f32(const float* g, const float* cos_in, int n,

@@ -166,18 +166,44 @@ mod parity {
         }
     }
 
-    /// (B, C, n_old, K, labels): old and new rows in every case; K = 2 over one new class and
-    /// K = 5 over three (both clamped, with pairs); a NaN among a row's new-class cosines.
-    fn margin_cases() -> Vec<(usize, usize, usize, usize, Vec<usize>)> {
+    /// How a margin case's random cosines are changed.
+    #[derive(Clone, Copy)]
+    enum Cosines {
+        Random,
+        /// B = 1, C = 2: one active pair, 0.5 − 0.2 + 0.1 > 0.
+        OnePair,
+        /// A NaN among row 0's new-class cosines.
+        OneNan,
+        /// Rounded to multiples of 0.25: ties within and across the warp lanes' shares.
+        Ties,
+        /// Row 0: two of four new-class cosines NaN; row 1: three (slots filled by column;
+        /// a NaN negative's hinge is 0).
+        ManyNans,
+    }
+
+    /// (B, C, n_old, K, labels, cosines): old and new rows in every case; K = 2 over one new
+    /// class and K = 5 over three (both clamped, with pairs); K = 16 (the most) over 200 new
+    /// classes; NaNs; ties.
+    fn margin_cases() -> Vec<(usize, usize, usize, usize, Vec<usize>, Cosines)> {
         let mut cases = vec![
-            (1, 2, 1, 2, vec![0]),
-            (3, 7, 4, 5, vec![0, 5, 3]),
-            (4, 5, 4, 2, vec![1, 4, 0, 2]),
+            (1, 2, 1, 2, vec![0], Cosines::OnePair),
+            (3, 7, 4, 5, vec![0, 5, 3], Cosines::OneNan),
+            (4, 5, 4, 2, vec![1, 4, 0, 2], Cosines::Random),
+            (
+                6,
+                80,
+                10,
+                4,
+                (0..6).map(|i| i * 3 % 12).collect(),
+                Cosines::Ties,
+            ),
+            (5, 300, 100, 16, vec![3, 150, 99, 0, 7], Cosines::Random),
+            (2, 40, 36, 4, vec![0, 1], Cosines::ManyNans),
         ];
         for (b, c, _) in SHAPES {
             if c >= 4 {
                 let labels = (0..b).map(|i| (i * 5 + 1) % c).collect();
-                cases.push((b, c, c / 2, 2, labels));
+                cases.push((b, c, c / 2, 2, labels, Cosines::Random));
             }
         }
         cases
@@ -186,16 +212,25 @@ mod parity {
     #[test]
     fn margin_rank_kernels_match_cpu() {
         let Some(gpu) = gpu() else { return };
-        for (case, (b, c, n_old, k, labels)) in margin_cases().into_iter().enumerate() {
+        for (case, (b, c, n_old, k, labels, how)) in margin_cases().into_iter().enumerate() {
             assert!(
                 labels.iter().any(|&l| l < n_old),
                 "the case has old-class rows"
             );
             let mut cos = random(b * c, 5 + case as u64);
-            match case {
-                0 => cos = vec![0.2, 0.1], // one active pair: 0.5 − 0.2 + 0.1 > 0
-                1 => cos[6] = f32::NAN,    // row 0, a new class
-                _ => {}
+            match how {
+                Cosines::Random => {}
+                Cosines::OnePair => cos = vec![0.2, 0.1],
+                Cosines::OneNan => cos[6] = f32::NAN,
+                Cosines::Ties => cos.iter_mut().for_each(|v| *v = (*v * 4.0).round() / 4.0),
+                Cosines::ManyNans => {
+                    for j in [37, 39, c + 36, c + 37, c + 38] {
+                        cos[j] = f32::NAN;
+                    }
+                    // Low positives (labels 0 and 1), so the remaining pairs are active.
+                    cos[0] = -0.9;
+                    cos[c + 1] = -0.9;
+                }
             }
             let args = MarginRankArgs {
                 n_old,

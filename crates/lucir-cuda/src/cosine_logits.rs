@@ -9,26 +9,26 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKer
 
 use crate::device::{driver, grid, i32_of, load, NULL};
 use crate::kernels::{BLOCK, COSINE_LOGITS, TILE};
-use crate::{check_len, Error, Gpu, Result};
+use crate::{check_len, Gpu, Result};
 
 /// The module's functions, resolved once when the device is opened.
 #[derive(Debug)]
 pub(crate) struct Kernels {
     norms: CudaFunction,
     fwd: CudaFunction,
-    bwd_feat: CudaFunction,
-    bwd_weight: CudaFunction,
+    bwd_gemm: CudaFunction,
+    bwd_project: CudaFunction,
     bwd_sigma: CudaFunction,
 }
 
 impl Kernels {
     pub(crate) fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
-        let [norms, fwd, bwd_feat, bwd_weight, bwd_sigma] = load(ctx, &COSINE_LOGITS)?;
+        let [norms, fwd, bwd_gemm, bwd_project, bwd_sigma] = load(ctx, &COSINE_LOGITS)?;
         Ok(Self {
             norms,
             fwd,
-            bwd_feat,
-            bwd_weight,
+            bwd_gemm,
+            bwd_project,
             bwd_sigma,
         })
     }
@@ -165,37 +165,59 @@ impl Gpu {
             check_len(op, "∂cos", e.len(), b, c)?;
         }
         let (bi, ci, di) = (i32_of(op, b)?, i32_of(op, c)?, i32_of(op, d)?);
-        let shared = u32::try_from(4 * d).map_err(|_| Error::Shape {
-            op,
-            detail: format!("D = {d} too large for shared memory"),
-        })?;
         let gd = self.up(g)?;
         let ed = extra.map(|e| self.up(e)).transpose()?;
         let (mut df, mut dt) = (self.output::<f32>(b * d)?, self.output::<f32>(c * d)?);
-        for (func, rows, out) in [
-            (&self.cosine_logits.bwd_feat, b, &mut df),
-            (&self.cosine_logits.bwd_weight, c, &mut dt),
+        // ∂F: rows b, summed over c against Θ, projected on F̄; ∂Θ: rows c, summed over b
+        // against F, projected on Θ̄.
+        for (trans, rows, rows_i, other, k_norm, x, x_norm, out) in [
+            (
+                0i32,
+                b,
+                bi,
+                &fwd.theta,
+                &fwd.t_norm,
+                &fwd.f,
+                &fwd.f_norm,
+                &mut df,
+            ),
+            (
+                1i32,
+                c,
+                ci,
+                &fwd.f,
+                &fwd.f_norm,
+                &fwd.theta,
+                &fwd.t_norm,
+                &mut dt,
+            ),
         ] {
             let cfg = LaunchConfig {
-                grid_dim: (rows.max(1) as u32, 1, 1),
-                block_dim: (BLOCK, 1, 1),
-                shared_mem_bytes: shared,
+                grid_dim: (grid(d, TILE), grid(rows, TILE), 1),
+                block_dim: (TILE, TILE, 1),
+                shared_mem_bytes: 0,
             };
-            let mut l = self.stream.launch_builder(func);
-            l.arg(&fwd.f)
-                .arg(&fwd.theta)
-                .arg(&fwd.f_norm)
-                .arg(&fwd.t_norm);
-            l.arg(&fwd.sigma).arg(&gd);
+            let mut l = self.stream.launch_builder(&self.cosine_logits.bwd_gemm);
+            l.arg(other).arg(k_norm).arg(&fwd.sigma).arg(&gd);
             match &ed {
                 Some(e) => l.arg(e),
                 None => l.arg(&NULL),
             };
-            l.arg(&bi).arg(&ci).arg(&di).arg(out);
-            // SAFETY: arguments match the kernel's signature; buffers are B×D, C×D, B, C, 1 and
-            // B×C floats as indexed, `extra` is B×C floats or null (the kernel tests for null);
-            // `shared` gives the D floats of dynamic shared memory; one block per output row
-            // writes all D of its elements.
+            l.arg(&bi).arg(&ci).arg(&di).arg(&trans).arg(&mut *out);
+            // SAFETY: arguments match `cosine_logits_bwd_gemm_f32`; `other` is the C×D (trans
+            // 0) or B×D (trans 1) operand and `k_norm` its norms, G (and `extra`, or null,
+            // which the kernel tests for) B×C floats, σ one float; the tiles cover every
+            // (row, j) of the rows×D output, bounds-checked inside, so `out` is written in full.
+            unsafe { l.launch(cfg) }.map_err(driver(op))?;
+            let cfg = LaunchConfig {
+                grid_dim: (rows.max(1) as u32, 1, 1),
+                block_dim: (BLOCK, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut l = self.stream.launch_builder(&self.cosine_logits.bwd_project);
+            l.arg(x).arg(x_norm).arg(&rows_i).arg(&di).arg(&mut *out);
+            // SAFETY: `x` and `out` hold rows×D floats, `x_norm` rows floats; one block per
+            // row rewrites that row of `out` in place.
             unsafe { l.launch(cfg) }.map_err(driver(op))?;
         }
         let dsigma = if sigma_grad {

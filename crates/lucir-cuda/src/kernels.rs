@@ -5,6 +5,9 @@
 pub const BLOCK: u32 = 256;
 /// Side of the shared-memory tiles of the cosine kernels (`TILE` in `kernels/cosine_logits.cu`).
 pub const TILE: u32 = 16;
+/// Rows per block of the margin-ranking kernels, one warp each (`MR_ROWS` in
+/// `kernels/margin_rank.cu`).
+pub const MR_ROWS: u32 = 4;
 /// Largest K the margin-ranking kernels take (`LUCIR_MAX_K` in `kernels/common.cuh`).
 pub const MAX_K: usize = 16;
 
@@ -23,8 +26,8 @@ pub const COSINE_LOGITS: Kernel = Kernel {
     functions: &[
         "cosine_logits_norms_f32",
         "cosine_logits_fwd_f32",
-        "cosine_logits_bwd_feat_f32",
-        "cosine_logits_bwd_weight_f32",
+        "cosine_logits_bwd_gemm_f32",
+        "cosine_logits_bwd_project_f32",
         "cosine_logits_bwd_sigma_f32",
     ],
 };
@@ -57,7 +60,7 @@ pub(crate) fn ptx(name: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
-    use super::{BLOCK, MAX_K, TILE};
+    use super::{BLOCK, MAX_K, MR_ROWS, TILE};
 
     /// The value of `#define NAME value` in a kernel source.
     fn define(src: &str, name: &str) -> Option<u64> {
@@ -74,8 +77,10 @@ mod tests {
     fn launch_constants_match_the_kernel_sources() {
         let common = include_str!("../../../kernels/common.cuh");
         let cosine = include_str!("../../../kernels/cosine_logits.cu");
+        let margin = include_str!("../../../kernels/margin_rank.cu");
         assert_eq!(define(common, "LUCIR_BLOCK"), Some(u64::from(BLOCK)));
         assert_eq!(define(common, "LUCIR_MAX_K"), Some(MAX_K as u64));
         assert_eq!(define(cosine, "TILE"), Some(u64::from(TILE)));
+        assert_eq!(define(margin, "MR_ROWS"), Some(u64::from(MR_ROWS)));
     }
 }

@@ -28,7 +28,7 @@ pub use device::Gpu;
 #[cfg(feature = "cuda")]
 pub use feature_distill::FeatureDistill;
 pub use kernels::{
-    Kernel, BLOCK, COSINE_LOGITS, FEATURE_DISTILL, KERNELS, MARGIN_RANK, MAX_K, TILE,
+    Kernel, BLOCK, COSINE_LOGITS, FEATURE_DISTILL, KERNELS, MARGIN_RANK, MAX_K, MR_ROWS, TILE,
 };
 #[cfg(feature = "cuda")]
 pub use margin_rank::{MarginRank, MarginRankArgs};

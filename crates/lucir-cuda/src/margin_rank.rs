@@ -8,11 +8,8 @@ use std::sync::Arc;
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
 use crate::device::{driver, grid, i32_of, load};
-use crate::kernels::{MARGIN_RANK, MAX_K};
+use crate::kernels::{MARGIN_RANK, MAX_K, MR_ROWS};
 use crate::{check_len, Error, Gpu, Result};
-
-/// Threads per block (one thread per row).
-const ROWS_PER_BLOCK: u32 = 128;
 
 /// The module's functions, resolved once when the device is opened.
 #[derive(Debug)]
@@ -70,8 +67,8 @@ impl Gpu {
         let (bi, ci) = (i32_of(op, b)?, i32_of(op, c)?);
         let (oi, ki) = (i32_of(op, args.n_old)?, i32_of(op, args.k)?);
         let cfg = LaunchConfig {
-            grid_dim: (grid(b, ROWS_PER_BLOCK), 1, 1),
-            block_dim: (ROWS_PER_BLOCK, 1, 1),
+            grid_dim: (grid(b, MR_ROWS), 1, 1),
+            block_dim: (32 * MR_ROWS, 1, 1),
             shared_mem_bytes: 0,
         };
         let mut l = self.stream.launch_builder(func);
@@ -82,8 +79,8 @@ impl Gpu {
         }
         l.arg(out);
         // SAFETY: cos is B×C floats, labels B ints (< C, checked), `out` B (forward) or B×C
-        // (backward) floats, each row's written in full by its thread; K ≤ MAX_K (checked) as
-        // the kernel's register array requires.
+        // (backward) floats, each row's written in full by its warp; K ≤ MAX_K (checked) as
+        // the kernel's K-slot arrays require.
         unsafe { l.launch(cfg) }.map_err(driver(op))?;
         Ok(())
     }
