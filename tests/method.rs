@@ -160,7 +160,7 @@ fn synthetic(per_class: usize, seed: u64) -> Split {
         labels.push(c);
     }
     Split {
-        images,
+        images: images.into(),
         labels,
         shape: [1, 8, 8],
     }
@@ -171,12 +171,16 @@ struct Record {
     epochs: usize,
     phases: Vec<PhaseResult>,
     memory_sizes: Vec<usize>,
+    /// (phase, done, total) of each test-progress event.
+    evals: Vec<(usize, usize, usize)>,
 }
 
 impl Observer for Record {
     fn event(&mut self, e: &Event) -> lucir::method::Result<()> {
-        if let Event::EpochEnd { .. } = e {
-            self.epochs += 1;
+        match *e {
+            Event::EpochEnd { .. } => self.epochs += 1,
+            Event::Eval { phase, done, total } => self.evals.push((phase, done, total)),
+            _ => {}
         }
         Ok(())
     }
@@ -233,6 +237,16 @@ fn end_to_end_smoke_run_of_all_methods() {
         assert_eq!(learner.net.head.classes(), 4);
         let seen: Vec<usize> = result.phases.iter().map(|p| p.classes_seen).collect();
         assert_eq!(seen, vec![2, 3, 4]);
+        // Testing reports its progress, batch by batch, up to every test image of the classes
+        // seen (10 per class).
+        for (phase, classes) in [(0, 2), (1, 3), (2, 4)] {
+            let ev: Vec<_> = rec.evals.iter().filter(|e| e.0 == phase).collect();
+            assert!(ev.windows(2).all(|w| w[0].1 < w[1].1), "{ev:?}");
+            assert_eq!(
+                ev.last().map(|e| (e.1, e.2)),
+                Some((10 * classes, 10 * classes))
+            );
+        }
         if method == Method::Lucir {
             assert!((result.phases[1].lambda - 5.0 * 2f64.sqrt()).abs() < 1e-9);
             assert!(result.phases.iter().all(|p| p.sigma.is_some()));

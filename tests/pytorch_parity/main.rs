@@ -306,7 +306,7 @@ fn sequence_matches(name: &str) {
     let images = |s: usize| -> Tensor<f64> {
         let data = ids[s * batch..(s + 1) * batch]
             .iter()
-            .flat_map(|&id| dataset.train.image(id).iter())
+            .flat_map(|&id| dataset.train.image(id).expect("Fashion-MNIST is in memory"))
             .map(|&v| normalise(v as f64))
             .collect();
         Tensor::from_vec(&[batch, 1, 28, 28], data).unwrap()

@@ -56,7 +56,9 @@ pub struct Augment {
 }
 
 /// One sample's training transform: where its window starts in the padded image and whether
-/// it is mirrored. The test transform is the central window.
+/// it is mirrored. The test transform is the central window. Images read from files take their
+/// window from `seed` instead, once the file's size is known (torchvision's random resized
+/// crop, `crate::folder`); `dy` and `dx` are then 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Crop {
     /// First row of the window in the padded image.
@@ -65,6 +67,8 @@ pub struct Crop {
     pub dx: usize,
     /// Mirrored left-right.
     pub flip: bool,
+    /// Files: seed of the random resized crop's draws; 0 for images in memory and in testing.
+    pub seed: u64,
 }
 
 impl Augment {
@@ -81,7 +85,7 @@ pub(crate) fn render(
     [c, h, w]: [usize; 3],
     pad: usize,
     crop: usize,
-    Crop { dy, dx, flip }: Crop,
+    Crop { dy, dx, flip, .. }: Crop,
     norm: &Normalization,
     out: &mut [f32],
 ) {

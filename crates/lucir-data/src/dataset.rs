@@ -1,6 +1,7 @@
 //! Datasets in memory and the loaders of each supported kind.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::cifar::{self, CifarKind};
 use crate::folder::{self, FolderOptions};
@@ -53,14 +54,31 @@ impl DatasetKind {
     }
 }
 
-/// One set of images (train or test): `u8` pixels C×H×W per image and a class id per image.
+/// Where a split's pixels are.
+#[derive(Clone, Debug)]
+pub enum Pixels {
+    /// Decoded `u8` C×H×W images, one after another.
+    Memory(Vec<u8>),
+    /// Image files, decoded batch by batch by the loader (image folders).
+    Files(Arc<[PathBuf]>),
+}
+
+impl From<Vec<u8>> for Pixels {
+    fn from(v: Vec<u8>) -> Self {
+        Pixels::Memory(v)
+    }
+}
+
+/// One set of images (train or test): the pixels, or the files holding them, and a class id
+/// per image.
 #[derive(Clone, Debug)]
 pub struct Split {
-    /// Pixels, image after image.
-    pub images: Vec<u8>,
+    /// Pixels, image after image, or one file per image.
+    pub images: Pixels,
     /// Class id (the dataset's own numbering) of each image.
     pub labels: Vec<usize>,
-    /// Channels, height, width of every image.
+    /// Channels, height, width of every image in memory; for files, of the test transform's
+    /// resized square (its central crop is what the network sees).
     pub shape: [usize; 3],
 }
 
@@ -73,14 +91,24 @@ impl Split {
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
-    /// Bytes per image.
+    /// Bytes per image in memory.
     pub fn image_len(&self) -> usize {
         self.shape.iter().product()
     }
-    /// The pixels of image `i`.
-    pub fn image(&self, i: usize) -> &[u8] {
+    /// The pixels of image `i`; `None` when the split reads its images from files.
+    pub fn image(&self, i: usize) -> Option<&[u8]> {
         let n = self.image_len();
-        &self.images[i * n..(i + 1) * n]
+        match &self.images {
+            Pixels::Memory(v) => Some(&v[i * n..(i + 1) * n]),
+            Pixels::Files(_) => None,
+        }
+    }
+    /// The file of image `i`, when the split reads its images from files.
+    pub fn file(&self, i: usize) -> Option<&Path> {
+        match &self.images {
+            Pixels::Memory(_) => None,
+            Pixels::Files(f) => Some(&f[i]),
+        }
     }
     /// Number of images of each class id `0..classes`.
     pub fn class_counts(&self, classes: usize) -> Vec<usize> {
@@ -106,10 +134,17 @@ impl Split {
     }
     /// The images at `ids`, in that order.
     pub fn subset(&self, ids: &[usize]) -> Split {
-        let mut images = Vec::with_capacity(ids.len() * self.image_len());
-        for &i in ids {
-            images.extend_from_slice(self.image(i));
-        }
+        let images = match &self.images {
+            Pixels::Memory(v) => {
+                let n = self.image_len();
+                let mut out = Vec::with_capacity(ids.len() * n);
+                for &i in ids {
+                    out.extend_from_slice(&v[i * n..(i + 1) * n]);
+                }
+                Pixels::Memory(out)
+            }
+            Pixels::Files(f) => Pixels::Files(ids.iter().map(|&i| f[i].clone()).collect()),
+        };
         Split {
             images,
             labels: ids.iter().map(|&i| self.labels[i]).collect(),
@@ -118,7 +153,8 @@ impl Split {
     }
 }
 
-/// A dataset in memory, with the transforms its protocol uses.
+/// A dataset (in memory, or for image folders its file lists), with the transforms its
+/// protocol uses.
 #[derive(Clone, Debug)]
 pub struct Dataset {
     /// Which kind it is.
@@ -196,7 +232,7 @@ fn idx_split(dir: &Path, prefix: &str, classes: usize) -> Result<Split> {
         ));
     }
     let split = Split {
-        images,
+        images: images.into(),
         labels: wrap_labels(&lp, labels, classes)?,
         shape: [1, h, w],
     };
@@ -388,7 +424,7 @@ pub fn load(kind: DatasetKind, dir: Option<&Path>, folder: FolderOptions) -> Res
             let mk = |files: &[PathBuf]| -> Result<Split> {
                 let (images, labels) = cifar::read_files(files, ck)?;
                 let split = Split {
-                    images,
+                    images: images.into(),
                     labels: labels.into_iter().map(usize::from).collect(),
                     shape: [3, 32, 32],
                 };
@@ -427,24 +463,42 @@ pub fn load(kind: DatasetKind, dir: Option<&Path>, folder: FolderOptions) -> Res
                     dir.display()
                 )));
             }
-            let names = folder::class_names(&train_dir)?;
+            let all = folder::class_names(&train_dir)?;
             let test_names = folder::class_names(&test_dir)?;
-            if test_names != names {
+            if test_names != all {
                 return Err(Error::format(
                     &test_dir,
                     format!(
                         "class folders differ from {}: {} vs {} classes",
                         train_dir.display(),
                         test_names.len(),
-                        names.len()
+                        all.len()
                     ),
                 ));
             }
+            let names = match folder.classes {
+                Some(n) if n > all.len() => {
+                    return Err(Error::Config(format!(
+                        "{}: {n} classes asked for, the folder has {}",
+                        train_dir.display(),
+                        all.len()
+                    )))
+                }
+                Some(0) => return Err(Error::Config("classes must be at least 1".into())),
+                Some(n) if n < all.len() => {
+                    // The first n of numpy's shuffle of all ids, kept in name order.
+                    let mut ids = crate::numpy_shuffle(all.len(), folder.class_seed);
+                    ids.truncate(n);
+                    ids.sort_unstable();
+                    ids.into_iter().map(|i| all[i].clone()).collect()
+                }
+                _ => all,
+            };
             let mk = |d: &Path| -> Result<Split> {
-                let (images, labels) = folder::read_split(d, &names, folder.resize)?;
+                let (files, labels) = folder::list_split(d, &names)?;
                 Ok(Split {
-                    images,
-                    labels: labels.into_iter().map(usize::from).collect(),
+                    images: Pixels::Files(files.into()),
+                    labels,
                     shape: [3, folder.resize, folder.resize],
                 })
             };

@@ -1,23 +1,31 @@
 //! Image folders in the ImageNet layout: `ROOT/train/<class>/<image>` and `ROOT/val/<class>/…`
-//! (or `test/`), PNG or JPEG. Classes are the sub-folder names in sorted order. Each image is
-//! decoded to RGB, its shorter side resized to `resize` and centre-cropped to `resize`×`resize`
-//! (the ImageNet test protocol's first step); training crops of `crop` are taken later by the
-//! augmentation.
+//! (or `test/`), PNG or JPEG. Classes are the sub-folder names in sorted order. The images stay
+//! on disk (ImageNet-Subset's 130 000 would not fit in memory): a split is the list of files,
+//! and each batch decodes its own on the loader's worker threads with torchvision's transforms
+//! — `RandomResizedCrop(crop)` + flip for training, shorter side resized to `resize` then the
+//! central `crop`×`crop` for testing (docs/design.md §4).
 
 use std::path::{Path, PathBuf};
 
 use image::imageops::FilterType;
-use rayon::prelude::*;
+use image::DynamicImage;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
 use crate::{Error, Result};
 
-/// How folder images are stored in memory.
+/// How folder images are brought to the network's size, and which classes are used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FolderOptions {
-    /// Side of the stored square image (shorter side resized to this, then centre-cropped).
+    /// Test transform: the shorter side is resized to this, then the central `crop` is taken.
     pub resize: usize,
-    /// Side of the crop the network sees (random in training, central in evaluation).
+    /// Side of the square the network sees.
     pub crop: usize,
+    /// Use only this many of the folder's classes: the first of numpy's shuffle of all class
+    /// ids with `class_seed` (ImageNet-Subset's 100 of 1000). `None`: every class.
+    pub classes: Option<usize>,
+    /// Seed of that choice.
+    pub class_seed: u32,
 }
 
 impl Default for FolderOptions {
@@ -25,6 +33,8 @@ impl Default for FolderOptions {
         Self {
             resize: 256,
             crop: 224,
+            classes: None,
+            class_seed: 1993,
         }
     }
 }
@@ -51,40 +61,13 @@ pub(crate) fn class_names(split_dir: &Path) -> Result<Vec<String>> {
     Ok(names)
 }
 
-/// Decodes one PNG/JPEG file's bytes and brings the image to `size`×`size` RGB, C×H×W.
-pub fn decode_image(path: &Path, bytes: &[u8], size: usize) -> Result<Vec<u8>> {
-    let img = image::load_from_memory(bytes)
-        .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?;
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    if w == 0 || h == 0 || size == 0 {
-        return Err(Error::format(path, "empty image"));
-    }
-    let s = size as f64 / w.min(h) as f64;
-    let (nw, nh) = (
-        ((w as f64 * s).round() as u32).max(size as u32),
-        ((h as f64 * s).round() as u32).max(size as u32),
-    );
-    let rgb = img.resize_exact(nw, nh, FilterType::Triangle).to_rgb8();
-    let (x0, y0) = ((nw as usize - size) / 2, (nh as usize - size) / 2);
-    let mut out = vec![0u8; 3 * size * size];
-    for y in 0..size {
-        for x in 0..size {
-            let p = rgb.get_pixel((x0 + x) as u32, (y0 + y) as u32);
-            for c in 0..3 {
-                out[(c * size + y) * size + x] = p[c];
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Reads every image of one split folder; `classes` fixes the label of each sub-folder.
-pub(crate) fn read_split(
+/// The image files of one split folder, with the label of each (`classes[label]` is its
+/// sub-folder), class after class in sorted file order. Nothing is decoded.
+pub(crate) fn list_split(
     split_dir: &Path,
     classes: &[String],
-    size: usize,
-) -> Result<(Vec<u8>, Vec<u8>)> {
-    let mut files = Vec::new();
+) -> Result<(Vec<PathBuf>, Vec<usize>)> {
+    let (mut files, mut labels) = (Vec::new(), Vec::new());
     for (label, name) in classes.iter().enumerate() {
         let dir = split_dir.join(name);
         let imgs: Vec<PathBuf> = list_dir(&dir)?
@@ -97,18 +80,134 @@ pub(crate) fn read_split(
                 "class folder holds no image (empty class)",
             ));
         }
-        files.extend(imgs.into_iter().map(|p| (p, label)));
+        labels.extend(std::iter::repeat_n(label, imgs.len()));
+        files.extend(imgs);
     }
-    if classes.len() > 256 {
-        return Err(Error::format(split_dir, "more than 256 classes"));
+    Ok((files, labels))
+}
+
+/// Decodes a PNG/JPEG file's bytes.
+fn decode(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
+    let img = image::load_from_memory(bytes)
+        .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(Error::format(path, "empty image"));
     }
-    let decoded: Vec<Vec<u8>> = files
-        .par_iter()
-        .map(|(p, _)| {
-            let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-            decode_image(p, &bytes, size)
-        })
-        .collect::<Result<_>>()?;
-    let labels = files.iter().map(|(_, l)| *l as u8).collect();
-    Ok((decoded.concat(), labels))
+    Ok(img)
+}
+
+/// `img` as RGB `u8`, C×H×W.
+fn chw(img: &DynamicImage) -> Vec<u8> {
+    let rgb = img.to_rgb8();
+    let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+    let mut out = vec![0u8; 3 * w * h];
+    for (i, p) in rgb.pixels().enumerate() {
+        for c in 0..3 {
+            out[c * w * h + i] = p[c];
+        }
+    }
+    out
+}
+
+/// Decodes one PNG/JPEG file's bytes, resizes its shorter side to `size` (bilinear) and takes
+/// the central `size`×`size` square: RGB, C×H×W. The test transform's first step.
+pub fn decode_image(path: &Path, bytes: &[u8], size: usize) -> Result<Vec<u8>> {
+    if size == 0 {
+        return Err(Error::format(path, "resize side is 0"));
+    }
+    let img = decode(path, bytes)?;
+    let (w, h) = (img.width() as f64, img.height() as f64);
+    let s = size as f64 / w.min(h);
+    let (nw, nh) = (
+        ((w * s).round() as u32).max(size as u32),
+        ((h * s).round() as u32).max(size as u32),
+    );
+    let resized = img.resize_exact(nw, nh, FilterType::Triangle);
+    let (x0, y0) = ((nw - size as u32) / 2, (nh - size as u32) / 2);
+    Ok(chw(&resized.crop_imm(x0, y0, size as u32, size as u32)))
+}
+
+/// A crop window: first row, first column, height, width.
+pub(crate) type Window = (usize, usize, usize, usize);
+
+/// torchvision's `RandomResizedCrop.get_params` (scale 0.08–1, aspect ratio 3/4–4/3) for an
+/// image of `h`×`w`: up to ten tries of a random area and log-uniform aspect ratio whose window
+/// fits, placed uniformly; else the central window of the nearest allowed aspect ratio.
+pub(crate) fn random_resized_window(h: usize, w: usize, rng: &mut impl Rng) -> Window {
+    let area = (h * w) as f64;
+    let (lo, hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    for _ in 0..10 {
+        let target = area * rng.random_range(0.08..1.0);
+        let ratio = rng.random_range(lo..hi).exp();
+        let cw = (target * ratio).sqrt().round() as usize;
+        let ch = (target / ratio).sqrt().round() as usize;
+        if 0 < cw && cw <= w && 0 < ch && ch <= h {
+            let i = rng.random_range(0..=h - ch);
+            let j = rng.random_range(0..=w - cw);
+            return (i, j, ch, cw);
+        }
+    }
+    let in_ratio = w as f64 / h as f64;
+    let (ch, cw) = if in_ratio < 3.0 / 4.0 {
+        (((w as f64) / (3.0 / 4.0)).round() as usize, w)
+    } else if in_ratio > 4.0 / 3.0 {
+        (h, ((h as f64) * (4.0 / 3.0)).round() as usize)
+    } else {
+        (h, w)
+    };
+    let (ch, cw) = (ch.clamp(1, h), cw.clamp(1, w));
+    ((h - ch) / 2, (w - cw) / 2, ch, cw)
+}
+
+/// The training transform's crop of one file: decoded, a random window (drawn from a ChaCha8
+/// generator seeded with `seed`, see [`random_resized_window`]) resized to `size`×`size`
+/// (bilinear): RGB, C×H×W. The flip is applied later, with the normalisation.
+pub fn random_resized_crop(path: &Path, bytes: &[u8], size: usize, seed: u64) -> Result<Vec<u8>> {
+    if size == 0 {
+        return Err(Error::format(path, "crop side is 0"));
+    }
+    let img = decode(path, bytes)?;
+    let (h, w) = (img.height() as usize, img.width() as usize);
+    let (i, j, ch, cw) = random_resized_window(h, w, &mut ChaCha8Rng::seed_from_u64(seed));
+    let window = img.crop_imm(j as u32, i as u32, cw as u32, ch as u32);
+    Ok(chw(&window.resize_exact(
+        size as u32,
+        size as u32,
+        FilterType::Triangle,
+    )))
+}
+
+/// Reads a file for [`decode_image`] or [`random_resized_crop`].
+pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every window fits the image; over many draws the areas span 8–100% of it and the
+    /// aspect ratios 3/4–4/3 (up to rounding), and an extreme image falls back to a central
+    /// window of the nearest allowed ratio.
+    #[test]
+    fn random_resized_windows_follow_torchvision() {
+        let mut rng = ChaCha8Rng::seed_from_u64(1);
+        let (h, w) = (375, 500);
+        let (mut min_a, mut max_a) = (f64::MAX, 0.0f64);
+        for _ in 0..5000 {
+            let (i, j, ch, cw) = random_resized_window(h, w, &mut rng);
+            assert!(ch >= 1 && cw >= 1 && i + ch <= h && j + cw <= w);
+            let a = (ch * cw) as f64 / (h * w) as f64;
+            min_a = min_a.min(a);
+            max_a = max_a.max(a);
+            let r = cw as f64 / ch as f64;
+            assert!((0.7..=1.43).contains(&r), "ratio {r}");
+        }
+        assert!(min_a < 0.1 && max_a > 0.9, "areas {min_a}..{max_a}");
+        // 1×100: no window of ratio ≥ 3/4 fits ten tries' worth; the central 1×1… is the
+        // fallback (ratio clamped to 4/3 → width round(1·4/3) = 1).
+        let (i, j, ch, cw) = random_resized_window(1, 100, &mut rng);
+        assert_eq!((ch, cw), (1, 1));
+        assert_eq!((i, j), (0, 49));
+    }
 }

@@ -1,7 +1,8 @@
 //! The batch loader: shuffles samples per epoch, renders each batch (augmentation +
 //! normalisation) in parallel with rayon, and prepares the next batch on a background thread
 //! while the caller trains on the current one. Each batch is a fresh N×C×H×W f32 tensor that is
-//! dropped after use, so memory stays flat across epochs.
+//! dropped after use, so memory stays flat across epochs. Image-folder splits are decoded here,
+//! file by file, in the same parallel pass (`crate::folder`).
 //!
 //! An epoch's random draws — the shuffle, then each position's crop offsets and flip, in visit
 //! order, as a PyTorch data loader draws them — come from one ChaCha8 generator keyed by the
@@ -20,7 +21,8 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
 use crate::augment::render;
-use crate::{Augment, Crop, Normalization, Split};
+use crate::folder::{self, decode_image, random_resized_crop};
+use crate::{Augment, Crop, Normalization, Pixels, Result, Split};
 
 /// One training or test sample: its index in the split and its class position.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,8 +157,20 @@ impl Loader {
                 let mut rng = ChaCha8Rng::from_seed(key);
                 order.shuffle(&mut rng);
                 let span = self.augment.span(h.min(w));
+                let files = matches!(self.split.images, Pixels::Files(_));
                 (0..n)
                     .map(|_| {
+                        if files {
+                            // The window is drawn from `seed` once the file's size is known.
+                            let seed = rng.random::<u64>();
+                            let flip = rng.random_bool(0.5);
+                            return Crop {
+                                dy: 0,
+                                dx: 0,
+                                flip: flip && self.augment.flip,
+                                seed,
+                            };
+                        }
                         let dy = rng.random_range(0..span);
                         let dx = rng.random_range(0..span);
                         let flip = rng.random_bool(0.5);
@@ -164,6 +178,7 @@ impl Loader {
                             dy,
                             dx,
                             flip: flip && self.augment.flip,
+                            seed: 0,
                         }
                     })
                     .collect()
@@ -174,6 +189,7 @@ impl Loader {
                     dy: (h - crop.min(h)) / 2,
                     dx: (w - crop.min(w)) / 2,
                     flip: mirrored,
+                    seed: 0,
                 };
                 vec![central; n]
             }
@@ -182,45 +198,59 @@ impl Loader {
     }
 
     /// Renders the samples at positions `which` (of this loader's list) with `crops[i]` for
-    /// `which[i]`.
+    /// `which[i]`. Images in files are read and decoded here, in parallel; a file that cannot
+    /// be read or decoded is an error naming it.
     ///
     /// # Panics
     /// If the two slices differ in length.
-    pub fn render(&self, which: &[usize], crops: &[Crop]) -> Batch {
+    pub fn render(&self, which: &[usize], crops: &[Crop]) -> Result<Batch> {
         assert_eq!(which.len(), crops.len(), "one crop per rendered sample");
         let [c, h, w] = self.split.shape;
         let crop = self.augment.crop;
         let per = c * crop * crop;
-        let pad = match self.transform {
-            Transform::Train => self.augment.pad,
-            Transform::Test { .. } => 0,
-        };
+        let per_image = self.split.image_len();
+        let train = self.transform == Transform::Train;
+        let pad = if train { self.augment.pad } else { 0 };
         let mut data = vec![0f32; which.len() * per];
         let samples: Vec<Sample> = which.iter().map(|&i| self.samples[i]).collect();
         if per > 0 {
             data.par_chunks_mut(per)
                 .zip(samples.par_iter().zip(crops))
-                .for_each(|(out, (s, &pick))| {
-                    render(
-                        self.split.image(s.id),
-                        [c, h, w],
-                        pad,
-                        crop,
-                        pick,
-                        &self.norm,
-                        out,
-                    );
-                });
+                .try_for_each(|(out, (s, &pick))| -> Result<()> {
+                    match &self.split.images {
+                        Pixels::Memory(v) => {
+                            let px = &v[s.id * per_image..(s.id + 1) * per_image];
+                            render(px, [c, h, w], pad, crop, pick, &self.norm, out);
+                        }
+                        Pixels::Files(files) => {
+                            let path = &files[s.id];
+                            let bytes = folder::read(path)?;
+                            if train {
+                                let px = random_resized_crop(path, &bytes, crop, pick.seed)?;
+                                let at = Crop {
+                                    dy: 0,
+                                    dx: 0,
+                                    ..pick
+                                };
+                                render(&px, [c, crop, crop], 0, crop, at, &self.norm, out);
+                            } else {
+                                let px = decode_image(path, &bytes, h)?;
+                                render(&px, [c, h, w], 0, crop, pick, &self.norm, out);
+                            }
+                        }
+                    }
+                    Ok(())
+                })?;
         }
-        Batch {
-            images: Tensor::from_vec(&[which.len(), c, crop, crop], data)
-                .expect("buffer sized from the batch shape"),
+        Ok(Batch {
+            images: Tensor::from_vec(&[which.len(), c, crop, crop], data)?,
             labels: samples.iter().map(|s| s.label).collect(),
             ids: samples.iter().map(|s| s.id).collect(),
-        }
+        })
     }
 
-    /// The batches of `epoch`, each prepared on a background thread one step ahead.
+    /// The batches of `epoch`, each prepared on a background thread one step ahead; the
+    /// iteration ends after the first error (an unreadable image file).
     pub fn epoch(&self, epoch: u64) -> EpochIter {
         let (tx, rx) = sync_channel(1);
         let me = self.clone();
@@ -228,7 +258,9 @@ impl Loader {
             let draws = me.draws(epoch);
             let batches = draws.order.chunks(me.batch);
             for (which, crops) in batches.zip(draws.crops.chunks(me.batch)) {
-                if tx.send(me.render(which, crops)).is_err() {
+                let batch = me.render(which, crops);
+                let failed = batch.is_err();
+                if tx.send(batch).is_err() || failed {
                     break;
                 }
             }
@@ -243,13 +275,13 @@ impl Loader {
 /// Iterator over one epoch's batches (see [`Loader::epoch`]).
 #[derive(Debug)]
 pub struct EpochIter {
-    rx: Option<Receiver<Batch>>,
+    rx: Option<Receiver<Result<Batch>>>,
     handle: Option<JoinHandle<()>>,
 }
 
 impl Iterator for EpochIter {
-    type Item = Batch;
-    fn next(&mut self) -> Option<Batch> {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Result<Batch>> {
         self.rx.as_ref().and_then(|rx| rx.recv().ok())
     }
 }

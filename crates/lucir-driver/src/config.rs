@@ -25,12 +25,13 @@ pub const FMNIST_ORDER: [usize; 10] = [4, 2, 7, 6, 0, 3, 5, 8, 9, 1];
 pub const DEFAULT_PRESET: &str = "fmnist-quick";
 
 /// Names of the presets.
-pub const PRESETS: [&str; 5] = [
+pub const PRESETS: [&str; 6] = [
     "fmnist-quick",
     "fmnist",
     "cifar100-b50-inc10",
     "cifar100-b50-inc5",
     "cifar100-b50-inc2",
+    "imagenet-subset-b50-inc10",
 ];
 
 /// What data a run uses and how it is split into phases.
@@ -51,10 +52,14 @@ pub struct DataConfig {
     pub base: usize,
     /// Classes per incremental phase.
     pub inc: usize,
-    /// Image folders: stored side.
+    /// Image folders: the test transform's resized side (then the central `crop`).
     pub resize: usize,
     /// Image folders: crop side.
     pub crop: usize,
+    /// Image folders: use this many of the folder's classes, the first of numpy's shuffle of
+    /// all class ids with `class_order_seed` (ImageNet-Subset: 100 of 1000); default all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classes: Option<usize>,
 }
 
 /// A whole run.
@@ -102,6 +107,7 @@ pub fn preset(name: &str) -> Result<RunConfig> {
             inc: 1,
             resize: 256,
             crop: 224,
+            classes: None,
         },
         method: MethodConfig::lucir(arch, epochs),
     };
@@ -121,8 +127,37 @@ pub fn preset(name: &str) -> Result<RunConfig> {
             inc,
             resize: 256,
             crop: 224,
+            classes: None,
         },
         method: MethodConfig::lucir(Arch::Resnet32, 160),
+    };
+    // docs/design.md §4: 100 classes of an ImageNet folder (the seed-1993 choice), ResNet-18,
+    // 90 epochs with the rate ×0.1 after 30 and 60, weight decay 1e-4, λ_base 10, CBF on.
+    let imagenet_subset = || RunConfig {
+        preset: name.to_string(),
+        threads: 0,
+        device: cpu(),
+        init_from: None,
+        skip_base_training: false,
+        data: DataConfig {
+            dataset: "folder".into(),
+            data_dir: None,
+            train_per_class: None,
+            class_order: None,
+            class_order_seed: 1993,
+            base: 50,
+            inc: 10,
+            resize: 256,
+            crop: 224,
+            classes: Some(100),
+        },
+        method: MethodConfig {
+            milestones: Some(vec![30, 60]),
+            weight_decay: 1e-4,
+            lambda_base: 10.0,
+            cbf: true,
+            ..MethodConfig::lucir(Arch::Resnet18, 90)
+        },
     };
     Ok(match name {
         "fmnist-quick" => fmnist(Some(1000), Arch::Resnet20, 12),
@@ -130,6 +165,7 @@ pub fn preset(name: &str) -> Result<RunConfig> {
         "cifar100-b50-inc10" => cifar(10),
         "cifar100-b50-inc5" => cifar(5),
         "cifar100-b50-inc2" => cifar(2),
+        "imagenet-subset-b50-inc10" => imagenet_subset(),
         other => bail!("unknown preset {other:?}; presets: {}", PRESETS.join(", ")),
     })
 }
@@ -174,7 +210,7 @@ pub struct RunArgs {
     /// resnet20, resnet32, resnet56 or resnet18.
     #[arg(long)]
     pub model: Option<String>,
-    /// Epochs per phase.
+    /// Epochs per phase (learning-rate milestones of the preset or config file scale with it)
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Classes of the base phase.
@@ -223,12 +259,15 @@ pub struct RunArgs {
     /// Distillation temperature of the iCaRL-style baseline.
     #[arg(long)]
     pub kd_temperature: Option<f64>,
-    /// Image folders: side images are resized to before cropping.
+    /// Image folders: side test images are resized to before the central crop
     #[arg(long)]
     pub resize: Option<usize>,
     /// Image folders: side of the crop the network sees.
     #[arg(long)]
     pub crop: Option<usize>,
+    /// Image folders: use N of the folder's classes (the class-order seed's choice)
+    #[arg(long, value_name = "N")]
+    pub classes: Option<usize>,
     /// Batch size.
     #[arg(long)]
     pub batch: Option<usize>,
@@ -413,6 +452,13 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     m.imprint &= !args.no_imprint;
     m.cbf |= args.cbf;
     if let Some(v) = args.epochs {
+        // Milestones from the preset or file keep their place in the schedule (90 epochs with
+        // drops after 30 and 60 → 9 epochs with drops after 3 and 6); --milestones overrides.
+        if let (Some(ms), None) = (&m.milestones, &args.milestones) {
+            let old = m.epochs.max(1);
+            let scaled = ms.iter().map(|&x| x * v / old).filter(|&x| x > 0 && x < v);
+            m.milestones = Some(scaled.collect());
+        }
         m.epochs = v;
     }
     if let Some(v) = args.memory {
@@ -482,6 +528,9 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     if let Some(v) = args.crop {
         d.crop = v;
     }
+    if let Some(v) = args.classes {
+        d.classes = Some(v);
+    }
     if let Some(v) = args.threads {
         c.threads = v;
     }
@@ -503,6 +552,9 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     c.method.milestones = Some(c.method.lr_milestones());
     if c.data.train_per_class == Some(0) {
         bail!("train_per_class must be at least 1");
+    }
+    if c.data.classes == Some(0) {
+        bail!("classes must be at least 1, got 0");
     }
     if c.data.crop == 0 || c.data.crop > c.data.resize {
         bail!(

@@ -25,12 +25,15 @@ pub struct DataArgs {
     /// Explicit class order, e.g. 4,2,7,6,0,3,5,8,9,1 (overrides --seed).
     #[arg(long, value_delimiter = ',')]
     pub class_order: Option<Vec<usize>>,
-    /// Image folders: stored image side.
+    /// Image folders: the test transform's resized side.
     #[arg(long, default_value_t = 256)]
     pub resize: usize,
     /// Image folders: crop side seen by the network.
     #[arg(long, default_value_t = 224)]
     pub crop: usize,
+    /// Image folders: use N of the folder's classes (chosen with --seed)
+    #[arg(long, value_name = "N")]
+    pub classes: Option<usize>,
 }
 
 /// What `lucir-driver data` does besides describing a dataset.
@@ -49,6 +52,8 @@ pub fn run(args: &DataArgs) -> Result<()> {
     let folder = FolderOptions {
         resize: args.resize,
         crop: args.crop,
+        classes: args.classes,
+        class_seed: args.seed,
     };
     let ds = load(kind, args.data_dir.as_deref(), folder)
         .with_context(|| format!("loading the {} dataset", kind.name()))?;

@@ -4,6 +4,7 @@
 //! the same shape (another run's export, a PyTorch model) with this run's exemplars.
 
 use std::fmt::Write as _;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -115,7 +116,21 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     eprintln!("phase {phase} ({seen} classes): NME class means from the exemplars…");
     learner.compute_class_means(seen)?;
     eprintln!("testing…");
-    let (labels, cnn, nme) = learner.test_predictions(seen, args.test_per_class)?;
+    let bar = std::io::stderr()
+        .is_terminal()
+        .then(|| crate::progress::count_bar(0, format!("phase {phase} testing")))
+        .transpose()?;
+    let mut progress = |done: usize, total: usize| {
+        if let Some(b) = &bar {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        }
+        Ok(())
+    };
+    let (labels, cnn, nme) = learner.test_predictions(seen, args.test_per_class, &mut progress)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
     let classes = &order[..seen];
     let out = args
         .out

@@ -161,6 +161,18 @@ impl Progress {
     }
 }
 
+/// A bar over `total` items (test images), labelled `prefix`.
+pub fn count_bar(total: usize, prefix: String) -> lucir_method::Result<ProgressBar> {
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} images (ETA {eta})")
+            .map_err(to_method_err)?
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
+    Ok(bar)
+}
+
 fn to_method_err(e: impl std::fmt::Display) -> lucir_method::Error {
     lucir_method::Error::Stopped(format!("{e:#}"))
 }
@@ -219,6 +231,21 @@ impl Observer for Progress {
                         epoch + 1
                     ));
                     self.bar = Some(bar);
+                }
+            }
+            Event::Eval { phase, done, total } => {
+                if self.display == Display::Bars {
+                    if self.bar.is_none() {
+                        self.bar = Some(count_bar(*total, format!("phase {phase} testing"))?);
+                    }
+                    if let Some(bar) = &self.bar {
+                        bar.set_position(*done as u64);
+                    }
+                    if done >= total {
+                        if let Some(bar) = self.bar.take() {
+                            bar.finish_and_clear();
+                        }
+                    }
                 }
             }
             Event::Batch { loss, .. } => {

@@ -119,6 +119,7 @@ fn run_changing_flags(a: &RunArgs) -> Vec<&'static str> {
         (a.kd_temperature.is_some(), "--kd-temperature"),
         (a.resize.is_some(), "--resize"),
         (a.crop.is_some(), "--crop"),
+        (a.classes.is_some(), "--classes"),
         (a.batch.is_some(), "--batch"),
         (a.seed.is_some(), "--seed"),
         (a.threads.is_some(), "--threads"),
@@ -200,6 +201,8 @@ pub fn protocol_data(cfg: &RunConfig) -> Result<(Arc<ProtocolData>, DatasetKind)
     let folder = FolderOptions {
         resize: cfg.data.resize,
         crop: cfg.data.crop,
+        classes: cfg.data.classes,
+        class_seed: cfg.data.class_order_seed,
     };
     let ds = load(kind, cfg.data.data_dir.as_deref(), folder)?;
     let train = match cfg.data.train_per_class {

@@ -48,6 +48,7 @@ pub fn backbone_features(backbone: &mut ResNet<f32>, loader: &Loader) -> Result<
         ..Features::default()
     };
     for batch in loader.epoch(0) {
+        let batch = batch?;
         let mut tape = Tape::no_grad();
         let x = tape.constant(batch.images);
         let f = backbone.forward(&mut tape, x, Mode::Eval)?;
@@ -57,8 +58,13 @@ pub fn backbone_features(backbone: &mut ResNet<f32>, loader: &Loader) -> Result<
     Ok(out)
 }
 
-/// Features and logits of every sample of `loader`, in evaluation mode.
-pub fn features_and_logits(net: &mut Network, loader: &Loader) -> Result<(Features, Features)> {
+/// Features and logits of every sample of `loader`, in evaluation mode; `progress(done, total)`
+/// is called after each batch with the images done so far.
+pub fn features_and_logits(
+    net: &mut Network,
+    loader: &Loader,
+    progress: &mut dyn FnMut(usize, usize) -> Result<()>,
+) -> Result<(Features, Features)> {
     let mut feats = Features {
         dim: net.backbone.feature_dim(),
         ..Features::default()
@@ -68,6 +74,7 @@ pub fn features_and_logits(net: &mut Network, loader: &Loader) -> Result<(Featur
         ..Features::default()
     };
     for batch in loader.epoch(0) {
+        let batch = batch?;
         let mut tape = Tape::no_grad();
         let x = tape.constant(batch.images);
         let (f, out) = net.forward(&mut tape, x, Mode::Eval)?;
@@ -77,6 +84,7 @@ pub fn features_and_logits(net: &mut Network, loader: &Loader) -> Result<(Featur
             .extend_from_slice(tape.value(out.logits).as_slice());
         feats.labels.extend(batch.labels.iter().copied());
         logits.labels.extend(batch.labels);
+        progress(feats.labels.len(), loader.len())?;
     }
     Ok((feats, logits))
 }

@@ -100,6 +100,15 @@ pub enum Event {
         /// The step's losses.
         loss: LossTerms,
     },
+    /// A batch of test images was evaluated.
+    Eval {
+        /// Phase index.
+        phase: usize,
+        /// Test images evaluated so far.
+        done: usize,
+        /// Test images to evaluate.
+        total: usize,
+    },
     /// An epoch finished.
     EpochEnd {
         /// Phase index.
@@ -217,7 +226,7 @@ pub fn run_protocol(
             phase,
             what: "testing on the classes seen",
         })?;
-        let eval = learner.evaluate(&ctx)?;
+        let eval = learner.evaluate(&ctx, obs)?;
         let result = PhaseResult {
             phase,
             classes_seen: ctx.seen(),

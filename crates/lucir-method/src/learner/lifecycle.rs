@@ -108,8 +108,10 @@ impl Learner for IncrementalLearner {
         self.compute_class_means(ctx.seen())
     }
 
-    fn evaluate(&mut self, ctx: &PhaseContext) -> Result<PhaseEval> {
-        let (labels, cnn, nme) = self.test_predictions(ctx.seen(), None)?;
+    fn evaluate(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<PhaseEval> {
+        let phase = ctx.phase;
+        let mut progress = |done, total| obs.event(&Event::Eval { phase, done, total });
+        let (labels, cnn, nme) = self.test_predictions(ctx.seen(), None, &mut progress)?;
         let labels = &labels;
         let (acc_cnn, acc_old_cnn, acc_new_cnn) = accuracy_split(&cnn, labels, ctx.old());
         let (acc_nme, acc_old_nme, acc_new_nme) = accuracy_split(&nme, labels, ctx.old());

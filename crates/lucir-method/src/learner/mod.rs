@@ -85,8 +85,8 @@ pub trait Learner {
     fn train(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<TrainStats>;
     /// Selects exemplars, fine-tunes on them if configured, and computes NME class means.
     fn after_phase(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<()>;
-    /// Evaluates on the test images of all classes seen.
-    fn evaluate(&mut self, ctx: &PhaseContext) -> Result<PhaseEval>;
+    /// Evaluates on the test images of all classes seen (reporting [`Event::Eval`] progress).
+    fn evaluate(&mut self, ctx: &PhaseContext, obs: &mut dyn Observer) -> Result<PhaseEval>;
 }
 
 /// LUCIR (and ablations) or a baseline, per its [`MethodConfig`].
@@ -188,10 +188,12 @@ impl IncrementalLearner {
 
     /// CNN and NME predictions on the test images of the first `seen` classes (the first
     /// `per_class` of each, in file order, when given): `(labels, cnn, nme)`, class positions.
+    /// `progress(done, total)` follows the images, batch by batch.
     pub fn test_predictions(
         &mut self,
         seen: usize,
         per_class: Option<usize>,
+        progress: &mut dyn FnMut(usize, usize) -> Result<()>,
     ) -> Result<(Vec<usize>, Vec<usize>, Vec<usize>)> {
         let ids: Vec<Vec<usize>> = self
             .test_ids
@@ -200,7 +202,7 @@ impl IncrementalLearner {
             .collect();
         let samples = Self::samples(&ids, 0..seen);
         let loader = self.eval_loader(&self.data.test.clone(), samples, false);
-        let (feats, logits) = features_and_logits(&mut self.net, &loader)?;
+        let (feats, logits) = features_and_logits(&mut self.net, &loader, progress)?;
         let cnn = predict_argmax(&logits);
         let nme = predict_nme(&feats, &self.class_means);
         Ok((feats.labels, cnn, nme))
@@ -289,6 +291,7 @@ impl IncrementalLearner {
             let mut sum = LossTerms::default();
             let mut seen = 0usize;
             for (step, batch) in loader.epoch(epoch as u64).enumerate() {
+                let batch = batch?;
                 let n = batch.labels.len();
                 let terms = self.step(ctx, batch.images, &batch.labels, lr, stage, &mut sgd)?;
                 if !terms.total.is_finite() || !self.net.all_finite() {
