@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use lucir_method::{Event, IncrementalLearner, Observer, PhaseResult, Stage};
 use lucir_nn::{save_state, write_atomic};
 
@@ -45,6 +45,11 @@ impl Display {
 #[derive(Debug)]
 pub struct Progress {
     display: Display,
+    /// Holds the run bar above the epoch (or testing) bar.
+    multi: MultiProgress,
+    /// The whole run's training epochs, with the estimated time left.
+    run_bar: Option<ProgressBar>,
+    /// The current epoch's batches, or the test images being evaluated.
     bar: Option<ProgressBar>,
     dir: PathBuf,
     /// Results so far (rewritten after every phase).
@@ -108,6 +113,8 @@ impl Progress {
     ) -> Self {
         Self {
             display,
+            multi: MultiProgress::new(),
+            run_bar: None,
             bar: None,
             dir,
             results,
@@ -140,10 +147,12 @@ impl Progress {
 
     /// Shows a progress line and appends it to the run folder's `train.log`.
     pub fn line(&self, text: &str) {
-        match (&self.bar, self.display) {
-            (_, Display::Quiet) => {}
-            (Some(bar), _) => bar.println(text),
-            (None, _) => eprintln!("{text}"),
+        match self.display {
+            Display::Quiet => {}
+            Display::Bars if self.run_bar.is_some() || self.bar.is_some() => {
+                let _ = self.multi.println(text);
+            }
+            _ => eprintln!("{text}"),
         }
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -180,7 +189,7 @@ fn to_method_err(e: impl std::fmt::Display) -> lucir_method::Error {
 impl Observer for Progress {
     fn event(&mut self, e: &Event) -> lucir_method::Result<()> {
         if INTERRUPTED.load(Ordering::SeqCst) {
-            if let Some(bar) = self.bar.take() {
+            for bar in [self.bar.take(), self.run_bar.take()].into_iter().flatten() {
                 bar.abandon();
             }
             return Err(lucir_method::Error::Stopped(format!(
@@ -230,13 +239,27 @@ impl Observer for Progress {
                         "phase {phase} {stage} epoch {}/{epochs}",
                         epoch + 1
                     ));
-                    self.bar = Some(bar);
+                    if self.run_bar.is_none() && *stage == Stage::Train {
+                        let total = self.phases.max(phase + 1) * epochs;
+                        let run = ProgressBar::new(total as u64);
+                        run.set_style(
+                            ProgressStyle::with_template(
+                                "run [{bar:30}] {pos}/{len} training epochs{msg}",
+                            )
+                            .map_err(to_method_err)?
+                            .progress_chars("=> "),
+                        );
+                        run.set_position((phase * epochs + epoch) as u64);
+                        self.run_bar = Some(self.multi.add(run));
+                    }
+                    self.bar = Some(self.multi.add(bar));
                 }
             }
             Event::Eval { phase, done, total } => {
                 if self.display == Display::Bars {
                     if self.bar.is_none() {
-                        self.bar = Some(count_bar(*total, format!("phase {phase} testing"))?);
+                        let bar = count_bar(*total, format!("phase {phase} testing"))?;
+                        self.bar = Some(self.multi.add(bar));
                     }
                     if let Some(bar) = &self.bar {
                         bar.set_position(*done as u64);
@@ -271,7 +294,12 @@ impl Observer for Progress {
                 }
                 let eta = if *stage == Stage::Train {
                     let done = phase * epochs + epoch + 1;
-                    self.eta(done, self.phases.max(phase + 1) * epochs)
+                    let eta = self.eta(done, self.phases.max(phase + 1) * epochs);
+                    if let Some(run) = &self.run_bar {
+                        run.set_position(done as u64);
+                        run.set_message(eta.clone());
+                    }
+                    eta
                 } else {
                     String::new()
                 };
@@ -339,6 +367,11 @@ impl Observer for Progress {
             r.acc_new_cnn,
             r.sigma.map_or("-".into(), |v| format!("{v:.3}"))
         ));
+        if r.phase + 1 >= self.phases {
+            if let Some(run) = self.run_bar.take() {
+                run.finish_and_clear();
+            }
+        }
         Ok(())
     }
 }
