@@ -5,9 +5,6 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
-const BEGIN: &str = "<!-- gpu-heads:begin -->";
-const END: &str = "<!-- gpu-heads:end -->";
-
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
@@ -55,31 +52,90 @@ pub fn run(extra: &[String]) -> Result<()> {
             bail!("lucir-driver bench --model {model} failed: {status}");
         }
     }
-    let rows: Vec<&str> = text.lines().filter(|l| l.starts_with("HEAD|")).collect();
-    if rows.is_empty() {
-        println!(
-            "no GPU head rows (no GPU, or not a --features cuda build): docs/perf.md unchanged"
-        );
-        return Ok(());
-    }
-    let mut table =
-        String::from("| launcher | shape | time | transfers alone / ratio |\n|---|---|---|---|\n");
-    for r in rows {
-        let cells: Vec<&str> = r
-            .trim_start_matches("HEAD|")
-            .trim_end_matches('|')
-            .split('|')
-            .collect();
-        table.push_str(&format!("| {} |\n", cells.join(" | ")));
-    }
     let path = crate::root().join("docs/perf.md");
-    let doc =
+    let mut doc =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let new = match (doc.find(BEGIN), doc.find(END)) {
-        (Some(a), Some(b)) if a < b => format!("{}{BEGIN}\n{table}{}", &doc[..a], &doc[b..]),
-        _ => format!("{doc}\n## GPU heads (cargo xtask bench)\n\n{BEGIN}\n{table}{END}\n"),
-    };
-    std::fs::write(&path, new).with_context(|| format!("writing {}", path.display()))?;
-    println!("GPU head table written to {}", path.display());
+    let peak: Vec<&str> = text.lines().filter(|l| l.starts_with("PEAK|")).collect();
+    let layers: Vec<&str> = text.lines().filter(|l| l.starts_with("LAYER|")).collect();
+    if !layers.is_empty() {
+        let header = "| input | convolution (count in ResNet-32) | forward GFLOP/s (% of peak) \
+                      | backward GFLOP/s (% of peak) | ms per step, all of them |";
+        doc = with_table(
+            &doc,
+            "layers",
+            "Convolutions against the peak",
+            header,
+            &peak,
+            &layers,
+        );
+    }
+    let heads: Vec<&str> = text.lines().filter(|l| l.starts_with("HEAD|")).collect();
+    if heads.is_empty() {
+        println!("no GPU head rows (no GPU, or not a --features cuda build)");
+    } else {
+        let header = "| launcher | shape | time | transfers alone / ratio |";
+        doc = with_table(&doc, "gpu-heads", "GPU heads", header, &[], &heads);
+    }
+    std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
+    println!("tables written to {}", path.display());
     Ok(())
+}
+
+/// `doc` with the table between `<!-- {key}:begin -->` and `<!-- {key}:end -->` replaced (or
+/// appended under a `## {title} (cargo xtask bench)` heading): `lead` rows as lines above it
+/// (`PEAK|…` → "Peak: …"), then `header` and one row per `KIND|a|b|…|` line.
+fn with_table(
+    doc: &str,
+    key: &str,
+    title: &str,
+    header: &str,
+    lead: &[&str],
+    rows: &[&str],
+) -> String {
+    let (begin, end) = (
+        format!("<!-- {key}:begin -->"),
+        format!("<!-- {key}:end -->"),
+    );
+    let cells = |r: &str| -> Vec<String> {
+        let body = r
+            .split_once('|')
+            .map_or("", |(_, b)| b)
+            .trim_end_matches('|');
+        body.split('|').map(str::to_string).collect()
+    };
+    let mut table = String::new();
+    for l in lead {
+        table.push_str(&format!("Peak: {}\n\n", cells(l).join(", ")));
+    }
+    let columns = header.matches('|').count() - 1;
+    table.push_str(header);
+    table.push('\n');
+    table.push_str(&"|---".repeat(columns));
+    table.push_str("|\n");
+    for r in rows {
+        table.push_str(&format!("| {} |\n", cells(r).join(" | ")));
+    }
+    match (doc.find(&begin), doc.find(&end)) {
+        (Some(a), Some(b)) if a < b => format!("{}{begin}\n{table}{}", &doc[..a], &doc[b..]),
+        _ => format!("{doc}\n## {title} (cargo xtask bench)\n\n{begin}\n{table}{end}\n"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_table;
+
+    #[test]
+    fn tables_replace_their_markers_or_are_appended() {
+        let rows = ["LAYER|a|b|", "LAYER|c|d|"];
+        let doc = with_table("# perf\n", "t", "T", "| x | y |", &["PEAK|cpu|9|"], &rows);
+        assert!(doc.contains("## T (cargo xtask bench)"), "{doc}");
+        assert!(doc.contains("Peak: cpu, 9\n\n| x | y |\n|---|---|\n| a | b |\n| c | d |\n"));
+        let again = with_table(&doc, "t", "T", "| x | y |", &[], &["LAYER|e|f|"]);
+        assert_eq!(again.matches("<!-- t:begin -->").count(), 1);
+        assert!(
+            again.contains("| e | f |") && !again.contains("| a | b |"),
+            "{again}"
+        );
+    }
 }

@@ -1,0 +1,191 @@
+//! Where the convolution time goes, against the machine's peak: an FMA loop on every rayon
+//! thread measures the peak f32 GFLOP/s (AVX-512, else AVX2+FMA, else scalar), then every
+//! convolution shape of ResNet-20/32 on 1×28×28 (Fashion-MNIST) and 3×32×32 (CIFAR) inputs,
+//! batch 128, is timed forward and backward (median of 5 after a warm-up). The backward pass
+//! computes the input and weight gradients together (they share the column matrices), so it is
+//! timed as one: 2× the forward FLOPs. Printed as `LAYER|…` rows (and one `PEAK|…` row) that
+//! `cargo xtask bench` copies into docs/perf.md.
+
+use std::time::Instant;
+
+use lucir::tensor::{conv2d, conv2d_bwd, Conv2dGeometry};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+
+mod common;
+use common::random;
+
+/// Independent accumulator chains: enough to cover FMA latency (4) × ports (2) with room.
+const CHAINS: usize = 12;
+/// FMA iterations per chain in one timed pass.
+const ITERS: usize = 4_000_000;
+
+/// FLOPs of one pass of [`fma_loop`] on one thread at `lanes` f32 per vector.
+fn loop_flops(lanes: usize) -> f64 {
+    (2 * lanes * CHAINS * ITERS) as f64
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn fma_loop_avx512(seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let a = _mm512_set1_ps(0.999_999);
+    let b = _mm512_set1_ps(1e-7);
+    let mut acc = [_mm512_set1_ps(seed); CHAINS];
+    for _ in 0..ITERS {
+        for v in acc.iter_mut() {
+            *v = _mm512_fmadd_ps(*v, a, b);
+        }
+    }
+    acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn fma_loop_avx2(seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let a = _mm256_set1_ps(0.999_999);
+    let b = _mm256_set1_ps(1e-7);
+    let mut acc = [_mm256_set1_ps(seed); CHAINS];
+    for _ in 0..ITERS {
+        for v in acc.iter_mut() {
+            *v = _mm256_fmadd_ps(*v, a, b);
+        }
+    }
+    let mut out = [0f32; 8];
+    let mut total = 0.0;
+    for v in acc {
+        // SAFETY: `out` holds the 8 floats an unaligned 256-bit store writes.
+        unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+        total += out.iter().sum::<f32>();
+    }
+    total
+}
+
+fn fma_loop_scalar(seed: f32) -> f32 {
+    let mut acc = [seed; CHAINS];
+    for _ in 0..ITERS {
+        for v in acc.iter_mut() {
+            *v = v.mul_add(0.999_999, 1e-7);
+        }
+    }
+    acc.iter().sum()
+}
+
+/// One pass of the widest FMA loop this CPU runs, and its f32 lanes.
+fn fma_loop(seed: f32) -> (f32, usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if is_x86_feature_detected!("avx512f") {
+            // SAFETY: the CPU has AVX-512F (checked just above).
+            return (unsafe { fma_loop_avx512(seed) }, 16);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU has AVX2 and FMA (checked just above).
+            return (unsafe { fma_loop_avx2(seed) }, 8);
+        }
+    }
+    (fma_loop_scalar(seed), 1)
+}
+
+/// Peak f32 GFLOP/s of all rayon threads running the FMA loop at once (best of 3), and the
+/// instruction set used.
+fn peak() -> (f64, &'static str) {
+    let threads = rayon::current_num_threads();
+    let mut best = 0.0f64;
+    let mut lanes = 1;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let out: Vec<(f32, usize)> = (0..threads)
+            .into_par_iter()
+            .map(|i| fma_loop(i as f32 * 1e-3))
+            .collect();
+        let secs = t0.elapsed().as_secs_f64();
+        lanes = out[0].1;
+        std::hint::black_box(out);
+        best = best.max(threads as f64 * loop_flops(lanes) / secs / 1e9);
+    }
+    let isa = match lanes {
+        16 => "AVX-512",
+        8 => "AVX2+FMA",
+        _ => "scalar",
+    };
+    (best, isa)
+}
+
+/// Median seconds of 5 calls of `run` after one warm-up call.
+fn median_secs(run: &mut dyn FnMut()) -> f64 {
+    run();
+    let mut t: Vec<f64> = (0..5)
+        .map(|_| {
+            let t0 = Instant::now();
+            run();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[2]
+}
+
+/// A convolution of the CIFAR ResNets: (input channels, output channels, input side, kernel,
+/// stride, how many of it ResNet-32 has).
+type Layer = (usize, usize, usize, usize, usize, usize);
+
+/// ResNet-32's convolutions on a `c`×`s`×`s` input (5 blocks per stage).
+fn resnet32_layers(c: usize, s: usize) -> Vec<Layer> {
+    vec![
+        (c, 16, s, 3, 1, 1),
+        (16, 16, s, 3, 1, 10),
+        (16, 32, s, 3, 2, 1),
+        (16, 32, s, 1, 2, 1),
+        (32, 32, s / 2, 3, 1, 9),
+        (32, 64, s / 2, 3, 2, 1),
+        (32, 64, s / 2, 1, 2, 1),
+        (64, 64, s / 4, 3, 1, 9),
+    ]
+}
+
+fn main() {
+    let (peak, isa) = peak();
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let threads = rayon::current_num_threads();
+    println!("PEAK|{cpu}, {threads} threads|{isa} FMA loop|{peak:.0} GFLOP/s|");
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let n = 128;
+    for (c, s) in [(1, 28), (3, 32)] {
+        for (ci, co, h, k, stride, count) in resnet32_layers(c, s) {
+            let g = Conv2dGeometry { stride, pad: k / 2 };
+            let x = random(&[n, ci, h, h], &mut rng);
+            let w = random(&[co, ci, k, k], &mut rng);
+            let y = conv2d(&x, &w, g).expect("valid shapes");
+            let ho = y.shape()[2];
+            let dy = random(y.shape(), &mut rng);
+            let flops = (2 * n * co * ho * ho * ci * k * k) as f64;
+            let fwd = median_secs(&mut || {
+                std::hint::black_box(conv2d(&x, &w, g).expect("valid shapes"));
+            });
+            let bwd = median_secs(&mut || {
+                std::hint::black_box(conv2d_bwd(&x, &w, &dy, g).expect("valid shapes"));
+            });
+            let rate = |flops: f64, secs: f64| {
+                let gf = flops / secs / 1e9;
+                format!("{gf:.0} ({:.0}%)", 100.0 * gf / peak)
+            };
+            println!(
+                "LAYER|{c}×{s}×{s}|{ci}→{co} {k}×{k}/{stride} at {h}×{h} (×{count})|{}|{}|{:.1}|",
+                rate(flops, fwd),
+                rate(2.0 * flops, bwd),
+                count as f64 * (fwd + bwd) * 1e3
+            );
+        }
+    }
+}
