@@ -160,7 +160,7 @@ pub(crate) fn random_resized_window(h: usize, w: usize, rng: &mut impl Rng) -> W
 }
 
 /// The training transform's crop of one file: decoded, a random window (drawn from a ChaCha8
-/// generator seeded with `seed`, see [`random_resized_window`]) resized to `size`×`size`
+/// generator seeded with `seed`, as torchvision draws it) resized to `size`×`size`
 /// (bilinear): RGB, C×H×W. The flip is applied later, with the normalisation.
 pub fn random_resized_crop(path: &Path, bytes: &[u8], size: usize, seed: u64) -> Result<Vec<u8>> {
     if size == 0 {

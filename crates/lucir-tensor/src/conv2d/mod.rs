@@ -8,6 +8,7 @@
 
 use rayon::prelude::*;
 
+mod direct;
 mod im2col;
 mod reference;
 
@@ -131,6 +132,15 @@ impl Dims {
     fn same_shape(&self) -> bool {
         self.stride == 1 && self.ho == self.h && self.wo == self.w
     }
+
+    /// Whether the f32 direct kernel (`direct`) takes this convolution on this CPU: 3×3
+    /// "same", rows of 12 to 32 pixels (narrower rows fill too few of its 16 lanes; the gemm
+    /// path is faster there).
+    fn direct(&self) -> bool {
+        self.w >= 12
+            && direct::fits(self.kh, self.kw, self.stride, self.pad, self.w)
+            && direct::available()
+    }
 }
 
 /// How many images share one gemm: the fewest whose pixels add up to a multiple of 16.
@@ -185,7 +195,16 @@ fn gemm_images<T: Float>(
 /// buffer per worker.
 pub fn conv2d<T: Float>(x: &Tensor<T>, w: &Tensor<T>, g: Conv2dGeometry) -> Result<Tensor<T>> {
     let d = Dims::new("conv2d", x, w, g)?;
-    let mut y = Tensor::zeros(&[d.n, d.co, d.ho, d.wo]);
+    let shape = [d.n, d.co, d.ho, d.wo];
+    if d.direct() && !d.empty() {
+        if let (Some(xs), Some(ws)) = (T::f32_slice(x.as_slice()), T::f32_slice(w.as_slice())) {
+            let y = direct::conv3x3(xs, ws, [d.n, d.ci, d.co, d.h, d.w]);
+            if let Some(y) = T::from_f32_vec(y) {
+                return Tensor::from_vec(&shape, y);
+            }
+        }
+    }
+    let mut y = Tensor::zeros(&shape);
     if d.empty() {
         return Ok(y);
     }
@@ -446,6 +465,8 @@ fn flipped_chunk<T: Float>(
             im2col(&dt, dyi, &mut dcol[i * hw..], nb * hw);
             FlippedDw::accumulate(d, xi, &dcol[i * hw..], nb * hw, dw_part);
         }
+        // The direct kernel computing this from `dy` measured slower than this gemm, which
+        // reads the column matrices built for `dw` anyway (docs/perf.md §20).
         gemm_images([d.ci, hw, dt.ckk()], wf, &dcol, nb, &mut tmp, dxg);
     }
 }
