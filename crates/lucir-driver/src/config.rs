@@ -91,13 +91,17 @@ fn cpu() -> String {
 
 /// The settings of a named preset.
 pub fn preset(name: &str) -> Result<RunConfig> {
-    let fmnist = |per_class: Option<usize>, arch, epochs| RunConfig {
+    let run = |data, method| RunConfig {
         preset: name.to_string(),
         threads: 0,
         device: cpu(),
         init_from: None,
         skip_base_training: false,
-        data: DataConfig {
+        data,
+        method,
+    };
+    let fmnist = |per_class: Option<usize>, arch, epochs| {
+        let data = DataConfig {
             dataset: "fmnist".into(),
             data_dir: None,
             train_per_class: per_class,
@@ -108,56 +112,39 @@ pub fn preset(name: &str) -> Result<RunConfig> {
             resize: 256,
             crop: 224,
             classes: None,
-        },
-        method: MethodConfig::lucir(arch, epochs),
+        };
+        run(data, MethodConfig::lucir(arch, epochs))
     };
-    let cifar = |inc| RunConfig {
-        preset: name.to_string(),
-        threads: 0,
-        device: cpu(),
-        init_from: None,
-        skip_base_training: false,
-        data: DataConfig {
+    let cifar = |inc| {
+        let data = DataConfig {
             dataset: "cifar100".into(),
-            data_dir: None,
-            train_per_class: None,
             class_order: Some(CIFAR100_ORDER.to_vec()),
-            class_order_seed: 1993,
             base: 50,
             inc,
-            resize: 256,
-            crop: 224,
-            classes: None,
-        },
-        method: MethodConfig::lucir(Arch::Resnet32, 160),
+            train_per_class: None,
+            ..fmnist(None, Arch::Resnet32, 1).data
+        };
+        run(data, MethodConfig::lucir(Arch::Resnet32, 160))
     };
     // docs/design.md §4: 100 classes of an ImageNet folder (the seed-1993 choice), ResNet-18,
     // 90 epochs with the rate ×0.1 after 30 and 60, weight decay 1e-4, λ_base 10, CBF on.
-    let imagenet_subset = || RunConfig {
-        preset: name.to_string(),
-        threads: 0,
-        device: cpu(),
-        init_from: None,
-        skip_base_training: false,
-        data: DataConfig {
+    let imagenet_subset = || {
+        let data = DataConfig {
             dataset: "folder".into(),
-            data_dir: None,
-            train_per_class: None,
             class_order: None,
-            class_order_seed: 1993,
             base: 50,
             inc: 10,
-            resize: 256,
-            crop: 224,
             classes: Some(100),
-        },
-        method: MethodConfig {
+            ..cifar(10).data
+        };
+        let method = MethodConfig {
             milestones: Some(vec![30, 60]),
             weight_decay: 1e-4,
             lambda_base: 10.0,
             cbf: true,
             ..MethodConfig::lucir(Arch::Resnet18, 90)
-        },
+        };
+        run(data, method)
     };
     Ok(match name {
         "fmnist-quick" => fmnist(Some(1000), Arch::Resnet20, 12),
