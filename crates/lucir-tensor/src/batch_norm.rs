@@ -4,6 +4,7 @@
 //! biased variance; evaluation mode uses running statistics. Running-statistics updates are the
 //! caller's (the layer's) business: [`BatchNormStats`] hands back what they need.
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use rayon::prelude::*;
@@ -64,12 +65,12 @@ impl Planes {
     /// Runs `f(ch, planes)` for every channel in parallel, `planes` being the N planes of
     /// channel `ch` in `out`, and collects the results in channel order. One parallel region
     /// per op, and each channel's inputs are read again while they are still in cache.
-    fn per_channel<T: Float, R: Send>(
+    fn per_channel<E: Send, R: Send>(
         self,
-        out: &mut [T],
-        f: impl Fn(usize, &mut [&mut [T]]) -> R + Sync,
+        out: &mut [E],
+        f: impl Fn(usize, &mut [&mut [E]]) -> R + Sync,
     ) -> Vec<R> {
-        let mut by_channel: Vec<Vec<&mut [T]>> = (0..self.c).map(|_| Vec::new()).collect();
+        let mut by_channel: Vec<Vec<&mut [E]>> = (0..self.c).map(|_| Vec::new()).collect();
         if self.hw > 0 {
             for (p, plane) in out.chunks_mut(self.hw).enumerate() {
                 by_channel[p % self.c].push(plane);
@@ -137,17 +138,20 @@ pub fn batch_norm_train<T: Float>(
     }
     let xv = x.as_slice();
     let cnt = T::of_usize(count);
-    let mut y = Tensor::zeros(x.shape());
-    let moments = pl.per_channel(y.as_slice_mut(), |ch, ys| {
-        let mean = sum(xv, pl.ranges(ch)) / cnt;
-        let var = sum_sq_dev(xv, pl.ranges(ch), mean) / cnt;
-        let inv_std = T::one() / (var + eps).sqrt();
-        let (scale, shift) = train_affine(gamma[ch], beta[ch], mean, inv_std);
-        for (img, yp) in ys.iter_mut().enumerate() {
-            affine(pl.get(xv, img, ch), yp, scale, shift, relu);
-        }
-        (mean, var, inv_std)
-    });
+    let fill = |out: &mut [MaybeUninit<T>]| {
+        pl.per_channel(out, |ch, ys| {
+            let mean = sum(xv, pl.ranges(ch)) / cnt;
+            let var = sum_sq_dev(xv, pl.ranges(ch), mean) / cnt;
+            let inv_std = T::one() / (var + eps).sqrt();
+            let (scale, shift) = train_affine(gamma[ch], beta[ch], mean, inv_std);
+            for (img, yp) in ys.iter_mut().enumerate() {
+                affine(pl.get(xv, img, ch), yp, scale, shift, relu);
+            }
+            (mean, var, inv_std)
+        })
+    };
+    // SAFETY: every plane of every channel is written by `affine` (N·C planes of H·W cover y).
+    let (y, moments) = unsafe { Tensor::filled(x.shape(), fill) };
     Ok((
         y,
         BatchNormStats {
@@ -181,22 +185,25 @@ pub fn batch_norm_train_bwd<T: Float>(
     let pl = Planes::of(d);
     let (xv, dyv) = (x.as_slice(), dy.as_slice());
     let m = T::of_usize(stats.count);
-    let mut dx = Tensor::zeros(x.shape());
-    let grads = pl.per_channel(dx.as_slice_mut(), |ch, dxs| {
-        let (mu, r) = (stats.mean[ch], stats.inv_std[ch]);
-        let gate = relu.then(|| train_affine(gamma[ch], beta[ch], mu, r));
-        let (sg, sgx) = pl.grad_sums(dyv, xv, gate, ch);
-        // Σ g·x̂ = r·(Σ g·x − μ·Σ g).
-        let (dgamma, dbeta) = (r * (sgx - mu * sg), sg);
-        // dx = k·(M·g − Σg − (x − μ)·r·Σ(g·x̂)) = A·g + B·x + C, k = γ·r/M.
-        let k = gamma[ch] * r / m;
-        let b = -k * r * dgamma;
-        let coef = [k * m, b, -k * dbeta - b * mu];
-        for (img, dxp) in dxs.iter_mut().enumerate() {
-            axpbypc(dxp, pl.get(dyv, img, ch), pl.get(xv, img, ch), gate, coef);
-        }
-        (dgamma, dbeta)
-    });
+    let fill = |out: &mut [MaybeUninit<T>]| {
+        pl.per_channel(out, |ch, dxs| {
+            let (mu, r) = (stats.mean[ch], stats.inv_std[ch]);
+            let gate = relu.then(|| train_affine(gamma[ch], beta[ch], mu, r));
+            let (sg, sgx) = pl.grad_sums(dyv, xv, gate, ch);
+            // Σ g·x̂ = r·(Σ g·x − μ·Σ g).
+            let (dgamma, dbeta) = (r * (sgx - mu * sg), sg);
+            // dx = k·(M·g − Σg − (x − μ)·r·Σ(g·x̂)) = A·g + B·x + C, k = γ·r/M.
+            let k = gamma[ch] * r / m;
+            let b = -k * r * dgamma;
+            let coef = [k * m, b, -k * dbeta - b * mu];
+            for (img, dxp) in dxs.iter_mut().enumerate() {
+                axpbypc(dxp, pl.get(dyv, img, ch), pl.get(xv, img, ch), gate, coef);
+            }
+            (dgamma, dbeta)
+        })
+    };
+    // SAFETY: every plane of every channel is written by `axpbypc`.
+    let (dx, grads) = unsafe { Tensor::filled(x.shape(), fill) };
     Ok((
         dx,
         grads.iter().map(|g| g.0).collect(),
@@ -221,14 +228,17 @@ pub fn batch_norm_eval<T: Float>(
     )?;
     let pl = Planes::of(d);
     let xv = x.as_slice();
-    let mut y = Tensor::zeros(x.shape());
-    pl.per_channel(y.as_slice_mut(), |ch, ys| {
-        let (scale, shift) =
-            eval_affine(gamma[ch], beta[ch], running_mean[ch], running_var[ch], eps);
-        for (img, yp) in ys.iter_mut().enumerate() {
-            affine(pl.get(xv, img, ch), yp, scale, shift, relu);
-        }
-    });
+    let fill = |out: &mut [MaybeUninit<T>]| {
+        pl.per_channel(out, |ch, ys| {
+            let (scale, shift) =
+                eval_affine(gamma[ch], beta[ch], running_mean[ch], running_var[ch], eps);
+            for (img, yp) in ys.iter_mut().enumerate() {
+                affine(pl.get(xv, img, ch), yp, scale, shift, relu);
+            }
+        })
+    };
+    // SAFETY: every plane of every channel is written by `affine`.
+    let (y, _) = unsafe { Tensor::filled(x.shape(), fill) };
     Ok(y)
 }
 
@@ -253,18 +263,21 @@ pub fn batch_norm_eval_bwd<T: Float>(
     dy.expect_shape("batch_norm_eval_bwd", x.shape())?;
     let pl = Planes::of(d);
     let (xv, dyv) = (x.as_slice(), dy.as_slice());
-    let mut dx = Tensor::zeros(x.shape());
-    let grads = pl.per_channel(dx.as_slice_mut(), |ch, dxs| {
-        let (mean, var) = (running_mean[ch], running_var[ch]);
-        let gate = relu.then(|| eval_affine(gamma[ch], beta[ch], mean, var, eps));
-        let inv = T::one() / (var + eps).sqrt();
-        let (sg, sgx) = pl.grad_sums(dyv, xv, gate, ch);
-        let k = gamma[ch] * inv;
-        for (img, dxp) in dxs.iter_mut().enumerate() {
-            scale_gated(dxp, pl.get(dyv, img, ch), pl.get(xv, img, ch), gate, k);
-        }
-        (inv * (sgx - mean * sg), sg)
-    });
+    let fill = |out: &mut [MaybeUninit<T>]| {
+        pl.per_channel(out, |ch, dxs| {
+            let (mean, var) = (running_mean[ch], running_var[ch]);
+            let gate = relu.then(|| eval_affine(gamma[ch], beta[ch], mean, var, eps));
+            let inv = T::one() / (var + eps).sqrt();
+            let (sg, sgx) = pl.grad_sums(dyv, xv, gate, ch);
+            let k = gamma[ch] * inv;
+            for (img, dxp) in dxs.iter_mut().enumerate() {
+                scale_gated(dxp, pl.get(dyv, img, ch), pl.get(xv, img, ch), gate, k);
+            }
+            (inv * (sgx - mean * sg), sg)
+        })
+    };
+    // SAFETY: every plane of every channel is written by `scale_gated`.
+    let (dx, grads) = unsafe { Tensor::filled(x.shape(), fill) };
     Ok((
         dx,
         grads.iter().map(|g| g.0).collect(),

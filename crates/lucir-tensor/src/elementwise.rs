@@ -1,5 +1,7 @@
 //! Elementwise ops: ReLU and addition (any shape).
 
+use std::mem::MaybeUninit;
+
 use rayon::prelude::*;
 
 use crate::{simd, Float, Result, Tensor};
@@ -7,22 +9,32 @@ use crate::{simd, Float, Result, Tensor};
 /// Below this many elements elementwise ops stay on the calling thread.
 const PAR_MIN: usize = 1 << 15;
 
-fn zip_map<T: Float>(a: &[T], b: &[T], out: &mut [T], f: impl Fn(T, T) -> T + Sync + Copy) {
-    if out.len() < PAR_MIN {
-        simd::zip_map(a, b, out, f);
-    } else {
-        out.par_chunks_mut(PAR_MIN)
-            .zip(a.par_chunks(PAR_MIN).zip(b.par_chunks(PAR_MIN)))
-            .for_each(|(o, (x, y))| simd::zip_map(x, y, o, f));
-    }
+/// `f(a, b)` elementwise into a new tensor of `shape` (allocated without zeroing: every
+/// element is written), in parallel above [`PAR_MIN`] elements.
+fn zip_map<T: Float>(
+    shape: &[usize],
+    a: &[T],
+    b: &[T],
+    f: impl Fn(T, T) -> T + Sync + Copy,
+) -> Tensor<T> {
+    let fill = |out: &mut [MaybeUninit<T>]| {
+        if out.len() < PAR_MIN {
+            simd::zip_map(a, b, out, f);
+        } else {
+            out.par_chunks_mut(PAR_MIN)
+                .zip(a.par_chunks(PAR_MIN).zip(b.par_chunks(PAR_MIN)))
+                .for_each(|(o, (x, y))| simd::zip_map(x, y, o, f));
+        }
+    };
+    // SAFETY: `simd::zip_map` writes every element of each chunk, and the chunks cover the
+    // buffer (`a` and `b` are at least as long: the callers check the shapes).
+    unsafe { Tensor::filled(shape, fill) }.0
 }
 
 /// `y = max(x, 0)`.
 pub fn relu<T: Float>(x: &Tensor<T>) -> Tensor<T> {
-    let mut y = Tensor::zeros(x.shape());
     let xv = x.as_slice();
-    zip_map(xv, xv, y.as_slice_mut(), |v, _| v.max(T::zero()));
-    y
+    zip_map(x.shape(), xv, xv, |v, _| v.max(T::zero()))
 }
 
 /// `dx = dy · [y > 0]`, from the forward output `y`; `dy` is consumed and masked in place.
@@ -44,22 +56,18 @@ pub fn relu_bwd<T: Float>(y: &Tensor<T>, mut dy: Tensor<T>) -> Result<Tensor<T>>
 /// Its backward is [`relu_bwd`] on `y`, shared by both inputs.
 pub fn add_relu<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
     b.expect_shape("add_relu", a.shape())?;
-    let mut y = Tensor::zeros(a.shape());
-    zip_map(a.as_slice(), b.as_slice(), y.as_slice_mut(), |x, y| {
+    Ok(zip_map(a.shape(), a.as_slice(), b.as_slice(), |x, y| {
         let s = x + y;
         if s > T::zero() {
             s
         } else {
             T::zero()
         }
-    });
-    Ok(y)
+    }))
 }
 
 /// `a + b`, shapes equal.
 pub fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
     b.expect_shape("add", a.shape())?;
-    let mut y = Tensor::zeros(a.shape());
-    zip_map(a.as_slice(), b.as_slice(), y.as_slice_mut(), |x, y| x + y);
-    Ok(y)
+    Ok(zip_map(a.shape(), a.as_slice(), b.as_slice(), |x, y| x + y))
 }

@@ -5,6 +5,7 @@
 //! Every version computes the same bits: Rust never fuses `a·b + c` into an FMA on its own, and
 //! each reduction fixes its order (`LANES` lanes, then the lanes in order, then the tail).
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use multiversion::multiversion;
@@ -171,16 +172,16 @@ pub(crate) fn sum_sq_dev<T: Float, R: Iterator<Item = Range<usize>>>(
 
 /// `y = x·scale + shift`, then `max(y, 0)` when `relu`; equal lengths.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn affine<T: Float>(x: &[T], y: &mut [T], scale: T, shift: T, relu: bool) {
+pub(crate) fn affine<T: Float>(x: &[T], y: &mut [MaybeUninit<T>], scale: T, shift: T, relu: bool) {
     let x = &x[..y.len()];
     if relu {
         for (o, i) in y.iter_mut().zip(x) {
             let v = *i * scale + shift;
-            *o = if v > T::zero() { v } else { T::zero() };
+            o.write(if v > T::zero() { v } else { T::zero() });
         }
     } else {
         for (o, i) in y.iter_mut().zip(x) {
-            *o = *i * scale + shift;
+            o.write(*i * scale + shift);
         }
     }
 }
@@ -188,7 +189,7 @@ pub(crate) fn affine<T: Float>(x: &[T], y: &mut [T], scale: T, shift: T, relu: b
 /// `out = a·g + b·x + c`, `g` gated by `x` (see [`gated`]) when a gate is given; equal lengths.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
 pub(crate) fn axpbypc<T: Float>(
-    out: &mut [T],
+    out: &mut [MaybeUninit<T>],
     g: &[T],
     x: &[T],
     gate: Option<(T, T)>,
@@ -198,12 +199,12 @@ pub(crate) fn axpbypc<T: Float>(
     match gate {
         Some(gate) => {
             for j in 0..out.len() {
-                out[j] = a * gated(g[j], x[j], gate) + b * x[j] + c;
+                out[j].write(a * gated(g[j], x[j], gate) + b * x[j] + c);
             }
         }
         None => {
             for j in 0..out.len() {
-                out[j] = a * g[j] + b * x[j] + c;
+                out[j].write(a * g[j] + b * x[j] + c);
             }
         }
     }
@@ -211,18 +212,24 @@ pub(crate) fn axpbypc<T: Float>(
 
 /// `out = k·g`, `g` gated by `x` (see [`gated`]) when a gate is given; equal lengths.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn scale_gated<T: Float>(out: &mut [T], g: &[T], x: &[T], gate: Option<(T, T)>, k: T) {
+pub(crate) fn scale_gated<T: Float>(
+    out: &mut [MaybeUninit<T>],
+    g: &[T],
+    x: &[T],
+    gate: Option<(T, T)>,
+    k: T,
+) {
     let g = &g[..out.len()];
     match gate {
         Some(gate) => {
             let x = &x[..out.len()];
             for j in 0..out.len() {
-                out[j] = k * gated(g[j], x[j], gate);
+                out[j].write(k * gated(g[j], x[j], gate));
             }
         }
         None => {
             for j in 0..out.len() {
-                out[j] = k * g[j];
+                out[j].write(k * g[j]);
             }
         }
     }
@@ -230,10 +237,15 @@ pub(crate) fn scale_gated<T: Float>(out: &mut [T], g: &[T], x: &[T], gate: Optio
 
 /// `out = f(a, b)` elementwise; equal lengths.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn zip_map<T: Float, F: Fn(T, T) -> T>(a: &[T], b: &[T], out: &mut [T], f: F) {
+pub(crate) fn zip_map<T: Float, F: Fn(T, T) -> T>(
+    a: &[T],
+    b: &[T],
+    out: &mut [MaybeUninit<T>],
+    f: F,
+) {
     let (a, b) = (&a[..out.len()], &b[..out.len()]);
     for j in 0..out.len() {
-        out[j] = f(a[j], b[j]);
+        out[j].write(f(a[j], b[j]));
     }
 }
 
@@ -274,6 +286,12 @@ mod tests {
         s + rest
     }
 
+    /// `v` as the output type of the kernels (which only write finished values into it).
+    fn uninit(v: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+        // SAFETY: same layout; the kernels store only initialised f32 values.
+        unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), v.len()) }
+    }
+
     fn vecs(n: usize, seed: u64) -> [Vec<f32>; 3] {
         use rand::{Rng, SeedableRng};
         let mut r = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -305,13 +323,13 @@ mod tests {
             prop_assert_eq!(sum_sq_dev(&a, rs(), 0.25), lanes_ref(&dev, &ranges));
 
             let mut out = vec![0f32; n];
-            affine(&a, &mut out, 1.5, -0.5, true);
+            affine(&a, uninit(&mut out), 1.5, -0.5, true);
             prop_assert!(out.iter().zip(&a).all(|(o, x)| *o == (x * 1.5 - 0.5).max(0.0)));
-            axpbypc(&mut out, &a, &b, Some(gate), [2.0, 3.0, 0.5]);
+            axpbypc(uninit(&mut out), &a, &b, Some(gate), [2.0, 3.0, 0.5]);
             prop_assert!((0..n).all(|j| out[j] == 2.0 * g[j] + 3.0 * b[j] + 0.5));
-            scale_gated(&mut out, &a, &b, Some(gate), 3.0);
+            scale_gated(uninit(&mut out), &a, &b, Some(gate), 3.0);
             prop_assert!((0..n).all(|j| out[j] == 3.0 * g[j]));
-            zip_map(&a, &b, &mut out, |x, y| x - y);
+            zip_map(&a, &b, uninit(&mut out), |x, y| x - y);
             prop_assert!((0..n).all(|j| out[j] == a[j] - b[j]));
             zip_apply(&mut out, &m, masked);
             prop_assert!((0..n).all(|j| out[j] == masked(a[j] - b[j], m[j])));

@@ -19,6 +19,25 @@ impl<T: Float> Tensor<T> {
         }
     }
 
+    /// A tensor of `shape` whose elements `fill` writes, allocated without zeroing (for outputs
+    /// every element of which an op computes); returns what `fill` returns too.
+    ///
+    /// # Safety
+    /// `fill` must write every element of the slice it is given (if it panics instead, nothing
+    /// uninitialised is read: the buffer is dropped empty).
+    pub(crate) unsafe fn filled<R>(
+        shape: &[usize],
+        fill: impl FnOnce(&mut [std::mem::MaybeUninit<T>]) -> R,
+    ) -> (Self, R) {
+        let n: usize = shape.iter().product();
+        let mut v: Vec<T> = Vec::with_capacity(n);
+        let r = fill(&mut v.spare_capacity_mut()[..n]);
+        // SAFETY: `fill` wrote all n elements (the caller's contract).
+        unsafe { v.set_len(n) };
+        let data = ArrayD::from_shape_vec(IxDyn(shape), v).expect("n is the shape's element count");
+        (Self { data }, r)
+    }
+
     /// A tensor filled with `value`.
     pub fn full(shape: &[usize], value: T) -> Self {
         Self {
