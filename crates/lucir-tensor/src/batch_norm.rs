@@ -62,25 +62,35 @@ impl Planes {
         &a[(img * self.c + ch) * self.hw..][..self.hw]
     }
 
-    /// Runs `f(ch, planes)` for every channel in parallel, `planes` being the N planes of
-    /// channel `ch` in `out`, and collects the results in channel order. One parallel region
-    /// per op, and each channel's inputs are read again while they are still in cache.
-    fn per_channel<E: Send, R: Send>(
+    /// A new N×C×H×W tensor of `shape` filled channel by channel, in parallel:
+    /// `f(ch, planes)` gets the N planes of channel `ch` to write, and its results are collected
+    /// in channel order. One parallel region per op, and each channel's inputs are read again
+    /// while they are still in cache. The tensor is allocated without zeroing.
+    ///
+    /// # Safety
+    /// `f` must write every element of every plane it is given.
+    unsafe fn fill_per_channel<T: Float, R: Send>(
         self,
-        out: &mut [E],
-        f: impl Fn(usize, &mut [&mut [E]]) -> R + Sync,
-    ) -> Vec<R> {
-        let mut by_channel: Vec<Vec<&mut [E]>> = (0..self.c).map(|_| Vec::new()).collect();
-        if self.hw > 0 {
-            for (p, plane) in out.chunks_mut(self.hw).enumerate() {
-                by_channel[p % self.c].push(plane);
+        shape: &[usize],
+        f: impl Fn(usize, &mut [&mut [MaybeUninit<T>]]) -> R + Sync,
+    ) -> (Tensor<T>, Vec<R>) {
+        let fill = |out: &mut [MaybeUninit<T>]| {
+            let mut by_channel: Vec<Vec<&mut [MaybeUninit<T>]>> =
+                (0..self.c).map(|_| Vec::new()).collect();
+            if self.hw > 0 {
+                for (p, plane) in out.chunks_mut(self.hw).enumerate() {
+                    by_channel[p % self.c].push(plane);
+                }
             }
-        }
-        by_channel
-            .into_par_iter()
-            .enumerate()
-            .map(|(ch, mut planes)| f(ch, &mut planes))
-            .collect()
+            by_channel
+                .into_par_iter()
+                .enumerate()
+                .map(|(ch, mut planes)| f(ch, &mut planes))
+                .collect()
+        };
+        // SAFETY: the N·C planes of H·W elements cover the tensor, every plane goes to `f`,
+        // and `f` writes all of each (this function's contract).
+        unsafe { Tensor::filled(shape, fill) }
     }
 
     /// The ranges of channel `ch`'s N planes in an N×C×H×W slice.
@@ -138,8 +148,9 @@ pub fn batch_norm_train<T: Float>(
     }
     let xv = x.as_slice();
     let cnt = T::of_usize(count);
-    let fill = |out: &mut [MaybeUninit<T>]| {
-        pl.per_channel(out, |ch, ys| {
+    // SAFETY: `affine` writes every element of each plane it is given.
+    let (y, moments) = unsafe {
+        pl.fill_per_channel(x.shape(), |ch, ys| {
             let mean = sum(xv, pl.ranges(ch)) / cnt;
             let var = sum_sq_dev(xv, pl.ranges(ch), mean) / cnt;
             let inv_std = T::one() / (var + eps).sqrt();
@@ -150,8 +161,6 @@ pub fn batch_norm_train<T: Float>(
             (mean, var, inv_std)
         })
     };
-    // SAFETY: every plane of every channel is written by `affine` (N·C planes of H·W cover y).
-    let (y, moments) = unsafe { Tensor::filled(x.shape(), fill) };
     Ok((
         y,
         BatchNormStats {
@@ -185,8 +194,9 @@ pub fn batch_norm_train_bwd<T: Float>(
     let pl = Planes::of(d);
     let (xv, dyv) = (x.as_slice(), dy.as_slice());
     let m = T::of_usize(stats.count);
-    let fill = |out: &mut [MaybeUninit<T>]| {
-        pl.per_channel(out, |ch, dxs| {
+    // SAFETY: `axpbypc` writes every element of each plane it is given.
+    let (dx, grads) = unsafe {
+        pl.fill_per_channel(x.shape(), |ch, dxs| {
             let (mu, r) = (stats.mean[ch], stats.inv_std[ch]);
             let gate = relu.then(|| train_affine(gamma[ch], beta[ch], mu, r));
             let (sg, sgx) = pl.grad_sums(dyv, xv, gate, ch);
@@ -202,8 +212,6 @@ pub fn batch_norm_train_bwd<T: Float>(
             (dgamma, dbeta)
         })
     };
-    // SAFETY: every plane of every channel is written by `axpbypc`.
-    let (dx, grads) = unsafe { Tensor::filled(x.shape(), fill) };
     Ok((
         dx,
         grads.iter().map(|g| g.0).collect(),
@@ -228,8 +236,9 @@ pub fn batch_norm_eval<T: Float>(
     )?;
     let pl = Planes::of(d);
     let xv = x.as_slice();
-    let fill = |out: &mut [MaybeUninit<T>]| {
-        pl.per_channel(out, |ch, ys| {
+    // SAFETY: `affine` writes every element of each plane it is given.
+    let (y, _) = unsafe {
+        pl.fill_per_channel(x.shape(), |ch, ys| {
             let (scale, shift) =
                 eval_affine(gamma[ch], beta[ch], running_mean[ch], running_var[ch], eps);
             for (img, yp) in ys.iter_mut().enumerate() {
@@ -237,8 +246,6 @@ pub fn batch_norm_eval<T: Float>(
             }
         })
     };
-    // SAFETY: every plane of every channel is written by `affine`.
-    let (y, _) = unsafe { Tensor::filled(x.shape(), fill) };
     Ok(y)
 }
 
@@ -263,8 +270,9 @@ pub fn batch_norm_eval_bwd<T: Float>(
     dy.expect_shape("batch_norm_eval_bwd", x.shape())?;
     let pl = Planes::of(d);
     let (xv, dyv) = (x.as_slice(), dy.as_slice());
-    let fill = |out: &mut [MaybeUninit<T>]| {
-        pl.per_channel(out, |ch, dxs| {
+    // SAFETY: `scale_gated` writes every element of each plane it is given.
+    let (dx, grads) = unsafe {
+        pl.fill_per_channel(x.shape(), |ch, dxs| {
             let (mean, var) = (running_mean[ch], running_var[ch]);
             let gate = relu.then(|| eval_affine(gamma[ch], beta[ch], mean, var, eps));
             let inv = T::one() / (var + eps).sqrt();
@@ -276,8 +284,6 @@ pub fn batch_norm_eval_bwd<T: Float>(
             (inv * (sgx - mean * sg), sg)
         })
     };
-    // SAFETY: every plane of every channel is written by `scale_gated`.
-    let (dx, grads) = unsafe { Tensor::filled(x.shape(), fill) };
     Ok((
         dx,
         grads.iter().map(|g| g.0).collect(),
