@@ -10,19 +10,6 @@ use lucir_tensor::{
 };
 use proptest::prelude::*;
 
-/// Largest difference relative to the larger of 1 and the reference's largest magnitude: the
-/// inputs are O(1), so an output that happens to be tiny (batch norm over one element per
-/// channel gives β) is compared absolutely.
-fn max_rel(a: &Tensor<f64>, b: &Tensor<f64>) -> f64 {
-    assert_eq!(a.shape(), b.shape());
-    let scale = b.as_slice().iter().fold(1.0f64, |m, v| m.max(v.abs()));
-    a.as_slice()
-        .iter()
-        .zip(b.as_slice())
-        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
-        / scale
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, failure_persistence: None, ..ProptestConfig::default() })]
 

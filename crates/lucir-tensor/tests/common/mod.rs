@@ -1,6 +1,7 @@
 //! Seeded random tensors for the tests of every crate: uniform values, values kept away from
-//! ReLU's kink, and distinct values (no ties). The one place these helpers live; the
-//! autograd tests and the workspace's cross-crate tests include this file too.
+//! ReLU's kink, and distinct values (no ties); and the relative error the comparisons use. The
+//! one place these helpers live; the autograd tests and the workspace's cross-crate tests
+//! include this file too.
 #![allow(dead_code)]
 
 use lucir_tensor::Tensor;
@@ -44,4 +45,17 @@ pub fn distinct(rng: &mut ChaCha8Rng, shape: &[usize]) -> Tensor<f64> {
         data.swap(i, j);
     }
     Tensor::from_vec(shape, data).unwrap()
+}
+
+/// Largest difference relative to the larger of 1 and the reference's largest magnitude: the
+/// inputs are O(1), so an output that happens to be tiny (batch norm over one element per
+/// channel gives β) is compared absolutely.
+pub fn max_rel(a: &Tensor<f64>, b: &Tensor<f64>) -> f64 {
+    assert_eq!(a.shape(), b.shape());
+    let scale = b.as_slice().iter().fold(1.0f64, |m, v| m.max(v.abs()));
+    a.as_slice()
+        .iter()
+        .zip(b.as_slice())
+        .fold(0.0f64, |m, (x, y)| m.max((x - y).abs()))
+        / scale
 }
