@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use lucir_data::ExemplarMemory;
-use lucir_method::{IncrementalLearner, Network};
+use lucir_method::{accuracy_split, per_class_accuracy, IncrementalLearner, Network};
 use lucir_nn::write_atomic;
 
 use crate::run::protocol_data;
@@ -60,9 +60,14 @@ fn confusion_csv(labels: &[usize], pred: &[usize], classes: &[usize]) -> String 
     s
 }
 
-fn accuracy(labels: &[usize], pred: &[usize]) -> f64 {
-    let hits = labels.iter().zip(pred).filter(|(y, p)| y == p).count();
-    100.0 * hits as f64 / labels.len().max(1) as f64
+/// Accuracy (%) as the protocol computes it (`lucir_method::accuracy_split`), 0 where there
+/// is no test image (`--test-per-class 0`).
+fn or_zero(accuracy: f64) -> f64 {
+    if accuracy.is_nan() {
+        0.0
+    } else {
+        accuracy
+    }
 }
 
 /// Runs the command.
@@ -137,19 +142,26 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         .clone()
         .unwrap_or_else(|| args.run.join(format!("eval-phase-{phase}")));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut images = vec![0usize; seen];
+    for &y in &labels {
+        images[y] += 1;
+    }
+    let (class_cnn, class_nme) = (
+        per_class_accuracy(&cnn, &labels, seen),
+        per_class_accuracy(&nme, &labels, seen),
+    );
     let mut per_class = String::from("position,class,test_images,acc_cnn,acc_nme\n");
     for (pos, class) in classes.iter().enumerate() {
-        let idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == pos).collect();
-        let pick = |v: &[usize]| idx.iter().map(|&i| v[i]).collect::<Vec<_>>();
-        let y = pick(&labels);
         let _ = writeln!(
             per_class,
             "{pos},{class},{},{:.2},{:.2}",
-            idx.len(),
-            accuracy(&y, &pick(&cnn)),
-            accuracy(&y, &pick(&nme))
+            images[pos],
+            or_zero(class_cnn[pos]),
+            or_zero(class_nme[pos])
         );
     }
+    let acc_cnn = or_zero(accuracy_split(&cnn, &labels, 0).0);
+    let acc_nme = or_zero(accuracy_split(&nme, &labels, 0).0);
     write_atomic(&out.join("per_class.csv"), per_class.as_bytes())?;
     let cnn_csv = confusion_csv(&labels, &cnn, classes);
     write_atomic(&out.join("confusion_cnn.csv"), cnn_csv.as_bytes())?;
@@ -161,8 +173,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         "phase": phase,
         "classes_seen": seen,
         "test_images": labels.len(),
-        "acc_cnn": accuracy(&labels, &cnn),
-        "acc_nme": accuracy(&labels, &nme),
+        "acc_cnn": acc_cnn,
+        "acc_nme": acc_nme,
     });
     write_atomic(
         &out.join("eval.json"),
@@ -171,8 +183,8 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     println!(
         "phase {phase}, {seen} classes, {} test images: CNN {:.2}%  NME {:.2}%  ({})",
         labels.len(),
-        accuracy(&labels, &cnn),
-        accuracy(&labels, &nme),
+        acc_cnn,
+        acc_nme,
         out.display()
     );
     Ok(())
