@@ -153,16 +153,17 @@ fn fetch_checks_unpacks_atomically_and_explains_failures() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("already"));
 
     // Wrong layouts: the parent of the binary folder, and the python version.
-    let o = driver(
-        &home,
-        &[
+    let describe = |dir: &Path| {
+        let args = [
             "data",
             "--dataset",
             "cifar100",
             "--data-dir",
-            lucir.to_str().unwrap(),
-        ],
-    );
+            dir.to_str().unwrap(),
+        ];
+        driver(&home, &args)
+    };
+    let o = describe(&lucir);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
         e.contains("train.bin") && e.contains("one level down"),
@@ -171,16 +172,7 @@ fn fetch_checks_unpacks_atomically_and_explains_failures() {
     let py = home.join("cifar-100-python");
     std::fs::create_dir_all(&py).unwrap();
     std::fs::write(py.join("train"), b"pickle").unwrap();
-    let o = driver(
-        &home,
-        &[
-            "data",
-            "--dataset",
-            "cifar100",
-            "--data-dir",
-            py.to_str().unwrap(),
-        ],
-    );
+    let o = describe(&py);
     let e = String::from_utf8_lossy(&o.stderr);
     assert!(
         e.contains("python version") && e.contains("data fetch cifar100"),
