@@ -44,6 +44,17 @@ fn finish_step(mut t: Tape<f32>, cos: Var, mr: Var, lf: Var, labels: &[usize]) {
     t.backward(loss).unwrap();
 }
 
+/// The margin-ranking settings of every step here, as [`cpu_step`] passes them: the upper half
+/// of the `c` classes new, K = 2, margin 0.5.
+#[cfg(feature = "cuda")]
+fn margin_args(c: usize) -> lucir::cuda::MarginRankArgs {
+    lucir::cuda::MarginRankArgs {
+        n_old: c / 2,
+        k: 2,
+        margin: 0.5,
+    }
+}
+
 /// [`cpu_step`] with the head ops of `GpuHeads`, as training runs them under `--device cuda`
 /// (the tape's other ops stay on the CPU; inputs go up and gradients come down each step).
 #[cfg(feature = "cuda")]
@@ -59,12 +70,7 @@ fn gpu_step(
     let fv = t.leaf(f.clone());
     let tv = t.leaf(theta.clone());
     let cos = h.cosine_logits(&mut t, fv, tv).unwrap();
-    let args = lucir::cuda::MarginRankArgs {
-        n_old: c / 2,
-        k: 2,
-        margin: 0.5,
-    };
-    let mr = h.margin_rank(&mut t, cos, labels, args).unwrap();
+    let mr = h.margin_rank(&mut t, cos, labels, margin_args(c)).unwrap();
     let lf = h.feature_distill(&mut t, fv, f_star, 5.0).unwrap();
     finish_step(t, cos, mr, lf, labels);
 }
@@ -148,15 +154,10 @@ fn gpu_rows(
     [b, c, d]: [usize; 3],
     iters: usize,
 ) -> lucir::cuda::Result<Vec<Row>> {
-    use lucir::cuda::MarginRankArgs;
     let (f, theta, f_star) = (random(b * d, 1), random(c * d, 2), random(b * d, 3));
     let g = random(b * c, 4);
     let labels: Vec<usize> = (0..b).map(|i| (i * 7) % c).collect();
-    let args = MarginRankArgs {
-        n_old: c / 2,
-        k: 2,
-        margin: 0.5,
-    };
+    let args = margin_args(c);
     let fwd = gpu.cosine_logits_fwd(&f, &theta, 4.0, [b, c, d])?;
     let cos = fwd.cos(gpu)?;
     let mut rows = Vec::new();
