@@ -69,19 +69,22 @@ impl CosineLogits {
     /// The unscaled cosines, B×C.
     pub fn cos(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         let [b, c, _] = self.dims;
-        gpu.down(&self.cos, b * c)
+        gpu.download(&self.cos, b * c)
     }
 
     /// The logits σ·cos, B×C.
     pub fn z(&self, gpu: &Gpu) -> Result<Vec<f32>> {
         let [b, c, _] = self.dims;
-        gpu.down(&self.z, b * c)
+        gpu.download(&self.z, b * c)
     }
 
     /// max(‖F_b‖, ε) (B) and max(‖Θ_c‖, ε) (C).
     pub fn norms(&self, gpu: &Gpu) -> Result<(Vec<f32>, Vec<f32>)> {
         let [b, c, _] = self.dims;
-        Ok((gpu.down(&self.f_norm, b)?, gpu.down(&self.t_norm, c)?))
+        Ok((
+            gpu.download(&self.f_norm, b)?,
+            gpu.download(&self.t_norm, c)?,
+        ))
     }
 }
 
@@ -120,9 +123,9 @@ impl Gpu {
         let (bi, ci, di) = (i32_of(op, b)?, i32_of(op, c)?, i32_of(op, d)?);
         let mut out = CosineLogits {
             dims: [b, c, d],
-            f: self.up(f)?,
-            theta: self.up(theta)?,
-            sigma: self.up(&[sigma])?,
+            f: self.upload(f)?,
+            theta: self.upload(theta)?,
+            sigma: self.upload(&[sigma])?,
             f_norm: self.output(b)?,
             t_norm: self.output(c)?,
             cos: self.output(b * c)?,
@@ -165,8 +168,8 @@ impl Gpu {
             check_len(op, "∂cos", e.len(), b, c)?;
         }
         let (bi, ci, di) = (i32_of(op, b)?, i32_of(op, c)?, i32_of(op, d)?);
-        let gd = self.up(g)?;
-        let ed = extra.map(|e| self.up(e)).transpose()?;
+        let gd = self.upload(g)?;
+        let ed = extra.map(|e| self.upload(e)).transpose()?;
         let (mut df, mut dt) = (self.output::<f32>(b * d)?, self.output::<f32>(c * d)?);
         // ∂F: rows b, summed over c against Θ, projected on F̄; ∂Θ: rows c, summed over b
         // against F, projected on Θ̄.
@@ -233,13 +236,13 @@ impl Gpu {
             // SAFETY: `gd` and `cos` hold n = B·C floats; `ds` one zeroed float the blocks add
             // into.
             unsafe { l.launch(cfg) }.map_err(driver(op))?;
-            Some(self.down(&ds, 1)?[0])
+            Some(self.download(&ds, 1)?[0])
         } else {
             None
         };
         Ok(CosineLogitsGrads {
-            df: self.down(&df, b * d)?,
-            dtheta: self.down(&dt, c * d)?,
+            df: self.download(&df, b * d)?,
+            dtheta: self.download(&dt, c * d)?,
             dsigma,
         })
     }

@@ -77,8 +77,9 @@ impl Gpu {
         self.stream.synchronize().map_err(driver("synchronize"))
     }
 
-    /// Copies `v` to a new device buffer.
-    pub(crate) fn up<T: DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
+    /// Copies `v` to a new device buffer: the transfer every launcher makes of its inputs
+    /// (public for benchmarks that separate transfers from kernels).
+    pub fn upload<T: DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
         self.stream.clone_htod(v).map_err(driver("clone_htod"))
     }
 
@@ -98,25 +99,14 @@ impl Gpu {
             .map_err(driver("alloc_zeros"))
     }
 
-    /// Copies `v` to a new device buffer: the transfer every launcher makes of its inputs
-    /// (public for benchmarks that separate transfers from kernels).
-    pub fn upload(&self, v: &[f32]) -> Result<CudaSlice<f32>> {
-        self.up(v)
+    /// The sum, in f64, of the first `n` elements of a device buffer (per-row partial losses).
+    pub(crate) fn sum(&self, v: &CudaSlice<f32>, n: usize) -> Result<f64> {
+        Ok(self.download(v, n)?.iter().map(|x| f64::from(*x)).sum())
     }
 
     /// The first `n` elements of a device buffer: the transfer every launcher makes of its
     /// outputs (public for benchmarks).
     pub fn download(&self, v: &CudaSlice<f32>, n: usize) -> Result<Vec<f32>> {
-        self.down(v, n)
-    }
-
-    /// The sum, in f64, of the first `n` elements of a device buffer (per-row partial losses).
-    pub(crate) fn sum(&self, v: &CudaSlice<f32>, n: usize) -> Result<f64> {
-        Ok(self.down(v, n)?.iter().map(|x| f64::from(*x)).sum())
-    }
-
-    /// The first `n` elements of a device buffer.
-    pub(crate) fn down(&self, v: &CudaSlice<f32>, n: usize) -> Result<Vec<f32>> {
         let mut out = self.stream.clone_dtoh(v).map_err(driver("clone_dtoh"))?;
         out.truncate(n);
         Ok(out)

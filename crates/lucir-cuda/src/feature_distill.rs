@@ -83,8 +83,8 @@ impl Gpu {
         let mut saved = FeatureDistill {
             dims: [b, d],
             lambda,
-            f: self.up(f)?,
-            f_star: self.up(f_star)?,
+            f: self.upload(f)?,
+            f_star: self.upload(f_star)?,
             loss: 0.0,
         };
         if b > 0 {
@@ -102,6 +102,6 @@ impl Gpu {
         let mut df = self.output::<f32>(b * d)?;
         let scale = -fwd.lambda * g / b.max(1) as f32;
         self.feature_distill_launch(fwd, Some(scale), &mut df)?;
-        self.down(&df, b * d)
+        self.download(&df, b * d)
     }
 }

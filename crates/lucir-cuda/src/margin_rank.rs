@@ -130,8 +130,8 @@ impl Gpu {
             dims: [b, c],
             args,
             pairs,
-            cos: self.up(cos)?,
-            labels: self.up(&labels_i32)?,
+            cos: self.upload(cos)?,
+            labels: self.upload(&labels_i32)?,
             loss: 0.0,
         };
         if pairs > 0 {
@@ -154,6 +154,6 @@ impl Gpu {
         let scale = g / fwd.pairs as f32;
         let inputs = (&fwd.cos, &fwd.labels);
         self.margin_rank_launch(inputs, [b, c], fwd.args, Some(scale), &mut dcos)?;
-        self.down(&dcos, b * c)
+        self.download(&dcos, b * c)
     }
 }
