@@ -1,13 +1,17 @@
 //! The f32 convolution paths against the f64 reference: every 3×3 "same" layer shape of the
-//! CIFAR ResNets and their stems (1 and 3 input channels), odd batch sizes, row widths on both
-//! sides of the direct kernel's 16- and 32-pixel vectors, channel counts that leave partial
-//! register blocks; forward and backward, relative error ≤ 1e-4 of the largest value. On a CPU
-//! with AVX-512 the 12- to 32-pixel-wide shapes run the direct kernel, elsewhere the gemm path.
+//! CIFAR ResNets, ResNet-18's 3×3 stride-1 layers, the stems (1 and 3 input channels), odd batch
+//! sizes, plane sizes that end a 16-position vector anywhere (and rows on both sides of the
+//! 12-pixel limit of the direct backward pass), channel counts that leave partial 8-channel
+//! blocks; forward, backward and the weight-only backward of a first layer, relative error
+//! ≤ 1e-4 of the largest value. On a CPU with AVX-512 these run the direct kernels (the
+//! backward of rows under 12 pixels the gemm path), elsewhere the gemm path.
 
 mod common;
 
 use common::{max_rel, rng, uniform};
-use lucir_tensor::{conv2d, conv2d_bwd, conv2d_bwd_ref, conv2d_ref, Conv2dGeometry, Tensor};
+use lucir_tensor::{
+    conv2d, conv2d_bwd, conv2d_bwd_ref, conv2d_bwd_weight, conv2d_ref, Conv2dGeometry, Tensor,
+};
 
 fn to_f32(t: &Tensor<f64>) -> Tensor<f32> {
     Tensor::from_vec(t.shape(), t.as_slice().iter().map(|&v| v as f32).collect()).unwrap()
@@ -37,6 +41,12 @@ fn f32_same_convolutions_match_the_reference() {
         (1, 4, 9, 3, 31),
         (2, 7, 3, 12, 12),
         (1, 2, 13, 1, 13),
+        (1, 64, 64, 56, 56),
+        (1, 128, 128, 28, 28),
+        (1, 256, 256, 14, 14),
+        (1, 24, 20, 11, 11),
+        (2, 9, 17, 12, 13),
+        (2, 3, 8, 40, 37),
     ];
     let mut r = rng(11);
     for (n, ci, co, h, w) in shapes {
@@ -56,5 +66,8 @@ fn f32_same_convolutions_match_the_reference() {
             ex <= 1e-4 && ew <= 1e-4,
             "backward {n}×{ci}×{h}×{w} → {co}: {ex:e} {ew:e}"
         );
+        let dw_only = conv2d_bwd_weight(&to_f32(&x), &to_f32(&k), &to_f32(&dy), g).unwrap();
+        let e = max_rel(&to_f64(&dw_only), &dw_ref);
+        assert!(e <= 1e-4, "weight gradient {n}×{ci}×{h}×{w} → {co}: {e:e}");
     }
 }

@@ -1,24 +1,38 @@
-//! Direct 3×3 "same" convolution (stride 1, padding 1) of f32 NCHW images up to 32 pixels wide,
-//! with AVX-512: no im2col, no column buffer, no zeroing.
+//! Direct 3×3 "same" convolution (stride 1, padding 1) of f32 NCHW images with AVX-512:
+//! forward, input gradient and weight gradient, with no im2col, no column buffer and no zeroing
+//! of outputs.
 //!
-//! One output row of a block of output channels lives in registers — 16 accumulators of 16
-//! lanes: 8 channels × 2 vectors for rows of 17–32 pixels, 16 channels × 1 vector up to 16 —
-//! and the loop runs over input channels and the nine taps: each tap loads the (shifted,
-//! edge-masked) input row once and adds it, times one broadcast weight, into every channel's
-//! accumulators. Rows above and below the image are skipped and columns outside it masked off,
-//! so the zero padding costs nothing. The sum over (input channel, tap) has one fixed order,
-//! whatever the thread count.
+//! Each image is first copied into *bordered planes*: every channel an (H+2)×(W+2) plane whose
+//! one-pixel border (and a little slack after it) is zero. On such a plane the nine taps of a
+//! 3×3 kernel are plain offsets: output position `q = r·(W+2) + col` reads input `q + ky·(W+2) +
+//! kx` for every tap, so a run of 16 consecutive positions is one unaligned load per tap, with no
+//! masks and no edge branches. The positions with `col ∈ {W, W+1}` are computed and thrown away
+//! (2 of every W+2); the kept lanes are packed together (`vcompressps`) and stored into the NCHW
+//! output. A 7×7 image is 63 positions — four vectors, where one vector per row would take seven.
 //!
-//! Used for the forward pass; the input gradient (the same operation with the flipped,
-//! transposed kernel) stays a gemm over the column matrices the weight gradient builds anyway,
-//! which measured faster. The reference is [`super::conv2d_ref`]; the gemm path stays for every
-//! other shape and CPU.
+//! - **Forward** ([`conv3x3`]): a tile of 8 output channels × 3 vectors (48 positions) lives in
+//!   24 zmm accumulators; per input channel and tap, 3 input loads and 8 broadcast weights feed
+//!   24 FMAs. Each output sums its terms in the order (input channel, ky, kx), the order of the
+//!   gemm path's column matrix, so both paths give the same bits.
+//! - **Input gradient**: the same kernel on the bordered `dy` with the flipped, transposed kernel
+//!   (`dx = wf ⋆ dy`, `wf[c, o, a, b] = w[o, c, 2−a, 2−b]`).
+//! - **Weight gradient** ([`conv3x3_bwd`]): `dw[o, c, ky, kx] = Σ_q dy[o, q] · x[c, q + ky·(W+2) +
+//!   kx]` over the positions of every image, read straight from the two bordered copies (the
+//!   thrown-away positions of `dy` are border zeros, so they add nothing). A tile of 8 output
+//!   channels × the 3 `kx` of one (c, ky) keeps 24 lane-wise partial sums: per 16 positions, 8
+//!   `dy` loads and 3 `x` loads feed 24 FMAs. The lanes are summed once per group of images
+//!   whose `dy` planes stay in L1. Each rayon chunk of images (one per thread, as
+//!   [`crate::reduction_chunks`] decides) keeps its own sum; the chunks are added in order, so
+//!   the result depends on the thread count only.
+//!
+//! The reference is [`super::conv2d_ref`] / [`super::conv2d_bwd_ref`]; the gemm path stays for
+//! every other shape, for f64 and for CPUs without AVX-512.
 
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-/// Whether this CPU runs the direct kernel.
+/// Whether this CPU runs the direct kernels.
 pub(super) fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -30,57 +44,312 @@ pub(super) fn available() -> bool {
     }
 }
 
-/// Whether a 3×3, stride-1, padding-1 convolution of `w`-pixel-wide rows fits the kernel.
-pub(super) fn fits(kh: usize, kw: usize, stride: usize, pad: usize, w: usize) -> bool {
-    kh == 3 && kw == 3 && stride == 1 && pad == 1 && (1..=32).contains(&w)
+/// Whether a convolution is one the kernels take: 3×3, stride 1, padding 1.
+pub(super) fn fits(kh: usize, kw: usize, stride: usize, pad: usize) -> bool {
+    kh == 3 && kw == 3 && stride == 1 && pad == 1
+}
+
+/// Output channels per register tile.
+const NB: usize = 8;
+
+/// Vectors of 16 positions per forward tile.
+const V: usize = 3;
+
+/// Floats of zeros after each bordered plane: the last vector of positions may run up to 17
+/// floats past the bottom border row (see [`Grid`]).
+const SLACK: usize = 32;
+
+/// Floats of `dy` planes the weight gradient keeps in L1 while it loops over input channels.
+const L1_FLOATS: usize = 12 * 1024;
+
+/// The bordered planes of an H×W image and the vectors of output positions over them.
+#[derive(Clone, Debug)]
+struct Grid {
+    h: usize,
+    w: usize,
+    /// Row length of a bordered plane, W + 2.
+    wp: usize,
+    /// Floats from the start of a plane's stride to its bordered plane: output position 0's own
+    /// input (`lead + wp + 1`) then sits on a 64-byte boundary, so the centre tap's loads and
+    /// every `dy` load of the weight gradient are aligned.
+    lead: usize,
+    /// Floats from one plane to the next: `lead` + (H+2)·(W+2) + [`SLACK`], a multiple of 16.
+    plane: usize,
+    /// Vectors of 16 output positions covering the H·(W+2) positions.
+    nvec: usize,
+    /// Per vector: the lanes that are real outputs, the same number of low lanes, and where the
+    /// first of them goes in an NCHW output plane.
+    stores: Vec<(u16, u16, usize)>,
+}
+
+impl Grid {
+    fn new(h: usize, w: usize) -> Self {
+        let wp = w + 2;
+        let outs = h * wp;
+        let nvec = outs.div_ceil(16);
+        let stores = (0..nvec)
+            .map(|v| {
+                let mut keep = 0u16;
+                for l in 0..16 {
+                    let q = 16 * v + l;
+                    if q < outs && q % wp < w {
+                        keep |= 1 << l;
+                    }
+                }
+                let low = ((1u32 << keep.count_ones()) - 1) as u16;
+                let q0 = 16 * v;
+                (keep, low, q0 / wp * w + (q0 % wp).min(w))
+            })
+            .collect();
+        let lead = (16 - (wp + 1) % 16) % 16;
+        Self {
+            h,
+            w,
+            wp,
+            lead,
+            plane: (lead + (h + 2) * wp + SLACK).next_multiple_of(16),
+            nvec,
+            stores,
+        }
+    }
+
+    /// A zeroed buffer for `planes` bordered planes.
+    fn buffer(&self, planes: usize) -> Planes {
+        Planes::zeroed(planes * self.plane)
+    }
+
+    /// Copies H×W planes from `src` into the interiors of the bordered planes of `dst`; the
+    /// borders keep their zeros. Rows are a few dozen floats: they are copied with vector
+    /// loads and stores in line, not a `memcpy` call each.
+    fn fill(&self, src: &[f32], dst: &mut Planes) {
+        let hw = self.h * self.w;
+        let planes = src.len() / hw.max(1);
+        let dst = dst.get_mut();
+        assert!(src.len() == planes * hw && dst.len() >= planes * self.plane);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available` was checked by the public entry points; the lengths were just
+        // checked.
+        unsafe {
+            avx512::fill(self, src, dst, planes)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = dst;
+            unreachable!("`available` is false off x86-64");
+        }
+    }
+}
+
+/// Zeroed floats starting on a 64-byte boundary (a `Vec<f32>` is only 4-byte aligned: the
+/// buffer holds 15 floats more and starts at the first aligned one).
+struct Planes {
+    buf: Vec<f32>,
+    start: usize,
+    len: usize,
+}
+
+impl Planes {
+    fn zeroed(len: usize) -> Self {
+        let buf = vec![0.0f32; len + 15];
+        let start = buf.as_ptr().align_offset(64).min(15);
+        Self { buf, start, len }
+    }
+    fn get(&self) -> &[f32] {
+        &self.buf[self.start..][..self.len]
+    }
+    fn get_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[self.start..][..self.len]
+    }
+}
+
+/// A kernel's weights for the forward tiles: for each block of [`NB`] output channels, entry
+/// `(c·9 + tap)·NB + b` holds `w[o + b, c, tap]`, so a tap's NB weights sit together. Channels
+/// past the last full block keep their own layout (`w[o]` is already (c, tap) ordered).
+fn pack(w: &[f32], ci: usize, co: usize) -> Vec<f32> {
+    let full = co / NB * NB;
+    let mut packed = Vec::with_capacity(full * ci * 9);
+    for o in (0..full).step_by(NB) {
+        for t in 0..ci * 9 {
+            packed.extend((0..NB).map(|b| w[(o + b) * ci * 9 + t]));
+        }
+    }
+    packed
+}
+
+/// The forward kernel's view of one convolution: `ci` bordered input planes → `co` NCHW
+/// output planes.
+struct Forward<'a> {
+    grid: &'a Grid,
+    packed: &'a [f32],
+    w: &'a [f32],
+    ci: usize,
+    co: usize,
+}
+
+impl Forward<'_> {
+    /// One image: `src` its `ci` bordered planes, `y` its `co·H·W` outputs, every one written.
+    fn image(&self, src: &[f32], y: &mut [MaybeUninit<f32>]) {
+        assert!(
+            src.len() >= self.ci * self.grid.plane
+                && y.len() >= self.co * self.grid.h * self.grid.w
+        );
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available` was checked by the public entry points; the lengths were just
+        // checked, and `Grid` sizes the planes so that every tile's loads stay in them.
+        unsafe {
+            avx512::forward_image(self, src, y)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (src, y);
+            unreachable!("`available` is false off x86-64");
+        }
+    }
 }
 
 /// `y = w ⋆ x` for a batch: `x` N×Ci×H×W, `w` Co×Ci×3×3, `y` N×Co×H×W, rayon over the
 /// images. The output is allocated without zeroing: the kernel writes every element.
 ///
 /// # Panics
-/// If the slices do not have those lengths, the shape does not [`fits`], or the CPU lacks
-/// AVX-512 ([`available`]); callers check both first.
+/// If the slices do not have those lengths or the CPU lacks AVX-512 ([`available`]); callers
+/// check first.
 pub(super) fn conv3x3(x: &[f32], w: &[f32], [n, ci, co, h, wd]: [usize; 5]) -> Vec<f32> {
-    assert!(
-        fits(3, 3, 1, 1, wd) && available(),
-        "direct kernel: unsupported shape or CPU"
-    );
+    assert!(available(), "direct kernel: no AVX-512");
     assert_eq!(x.len(), n * ci * h * wd, "direct kernel: input length");
     assert_eq!(w.len(), co * ci * 9, "direct kernel: weight length");
-    let out_len = co * h * wd;
+    let grid = Grid::new(h, wd);
+    let packed = pack(w, ci, co);
+    let fwd = Forward {
+        grid: &grid,
+        packed: &packed,
+        w,
+        ci,
+        co,
+    };
+    let (in_len, out_len) = (ci * h * wd, co * h * wd);
     let mut y: Vec<f32> = Vec::with_capacity(n * out_len);
-    if out_len > 0 && ci * h * wd > 0 {
+    if out_len > 0 && in_len > 0 {
         y.spare_capacity_mut()[..n * out_len]
             .par_chunks_mut(out_len)
-            .zip(x.par_chunks(ci * h * wd))
-            .for_each(|(yi, xi)| image(xi, w, [ci, co, h, wd], yi));
+            .zip(x.par_chunks(in_len))
+            .for_each_init(
+                || grid.buffer(ci),
+                |buf, (yi, xi)| {
+                    grid.fill(xi, buf);
+                    fwd.image(buf.get(), yi);
+                },
+            );
     } else {
         y.resize(n * out_len, 0.0);
     }
-    // SAFETY: when the images were computed, `image` wrote each of the n·Co·H·W elements
-    // (every row of every output channel, all W columns); otherwise `resize` filled them.
+    // SAFETY: when the images were computed, `Forward::image` wrote each of the n·Co·H·W
+    // elements; otherwise `resize` filled them.
     unsafe { y.set_len(n * out_len) };
     y
 }
 
-/// One image into `y` (Co·H·W floats, every one written).
-fn image(x: &[f32], w: &[f32], dims: [usize; 4], y: &mut [MaybeUninit<f32>]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        // SAFETY: AVX-512F is present and the lengths hold (checked by `conv3x3`), which is
-        // what the kernel's masked loads and stores rely on.
-        unsafe {
-            if dims[3] <= 16 {
-                avx512::image::<1, 16>(x, w, dims, y)
-            } else {
-                avx512::image::<2, 8>(x, w, dims, y)
+/// The backward pass: from `dy` (N×Co×H×W) the weight gradient (Co×Ci×3×3) and, if `want_dx`,
+/// the input gradient (N×Ci×H×W). Rayon over chunks of images, one per thread.
+///
+/// # Panics
+/// As [`conv3x3`], and if `dy` does not hold N×Co×H×W floats.
+pub(super) fn conv3x3_bwd(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    [n, ci, co, h, wd]: [usize; 5],
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>) {
+    assert!(available(), "direct kernel: no AVX-512");
+    let (in_len, out_len) = (ci * h * wd, co * h * wd);
+    assert_eq!(x.len(), n * in_len, "direct kernel: input length");
+    assert_eq!(w.len(), co * ci * 9, "direct kernel: weight length");
+    assert_eq!(dy.len(), n * out_len, "direct kernel: gradient length");
+    let mut dw = vec![0.0f32; co * ci * 9];
+    if n == 0 || in_len == 0 || out_len == 0 {
+        return (want_dx.then(|| vec![0.0; n * in_len]), dw);
+    }
+    let grid = Grid::new(h, wd);
+    let wf = super::flip_kernel(w, [ci, co, 9]);
+    let packed = pack(&wf, co, ci);
+    let bwd = Forward {
+        grid: &grid,
+        packed: &packed,
+        w: &wf,
+        ci: co,
+        co: ci,
+    };
+    // Images per group: as many as keep a tile's 8 `dy` planes in L1.
+    let group = (L1_FLOATS / (NB * grid.plane)).clamp(1, 16);
+    let chunks = crate::reduction_chunks(n);
+    let per = n.div_ceil(chunks);
+    let mut dx: Vec<f32> = Vec::with_capacity(if want_dx { n * in_len } else { 0 });
+    let dx_chunks: Vec<&mut [MaybeUninit<f32>]> = if want_dx {
+        dx.spare_capacity_mut()[..n * in_len]
+            .chunks_mut(per * in_len)
+            .collect()
+    } else {
+        std::iter::repeat_with(Default::default)
+            .take(n.div_ceil(per))
+            .collect()
+    };
+    let partials: Vec<Vec<f32>> = dx_chunks
+        .into_par_iter()
+        .zip(x.par_chunks(per * in_len))
+        .zip(dy.par_chunks(per * out_len))
+        .map(|((dxc, xc), dyc)| {
+            let mut part = vec![0.0f32; co * ci * 9];
+            let mut xb = grid.buffer(group * ci);
+            let mut db = grid.buffer(group * co);
+            for (g, (xg, dyg)) in xc
+                .chunks(group * in_len)
+                .zip(dyc.chunks(group * out_len))
+                .enumerate()
+            {
+                let nb = xg.len() / in_len;
+                grid.fill(xg, &mut xb);
+                grid.fill(dyg, &mut db);
+                if want_dx {
+                    let dxg = &mut dxc[g * group * in_len..][..nb * in_len];
+                    for (i, dxi) in dxg.chunks_mut(in_len).enumerate() {
+                        bwd.image(&db.get()[i * co * grid.plane..], dxi);
+                    }
+                }
+                weight_grad(&grid, (xb.get(), db.get()), [nb, ci, co], &mut part);
             }
+            part
+        })
+        .collect();
+    for part in &partials {
+        for (a, b) in dw.iter_mut().zip(part) {
+            *a += *b;
         }
+    }
+    if want_dx {
+        // SAFETY: the chunks cover all n images and `Forward::image` wrote every element of
+        // each image's input gradient.
+        unsafe { dx.set_len(n * in_len) };
+    }
+    (want_dx.then_some(dx), dw)
+}
+
+/// `dw += Σ_images Σ_q dy[o, q] · x[c, q + tap offset]` for the `nb` images whose bordered
+/// planes are in `xb` (`ci` planes each) and `db` (`co` planes each).
+fn weight_grad(grid: &Grid, (xb, db): (&[f32], &[f32]), [nb, ci, co]: [usize; 3], dw: &mut [f32]) {
+    assert!(
+        xb.len() >= nb * ci * grid.plane
+            && db.len() >= nb * co * grid.plane
+            && dw.len() == co * ci * 9
+    );
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `available` was checked by `conv3x3_bwd`; the lengths were just checked, and
+    // `Grid` sizes the planes so that every load stays in them.
+    unsafe {
+        avx512::weight_grad(grid, (xb, db), [nb, ci, co], dw)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        let _ = (x, w, dims, y);
+        let _ = (grid, xb, db, nb, ci, co, dw);
         unreachable!("`available` is false off x86-64");
     }
 }
@@ -90,133 +359,202 @@ mod avx512 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    /// Lanes `l` of vector `v` whose input column `16v + l + kx − 1` lies in `0..w`, for output
-    /// columns inside `0..w`.
-    fn tap_mask(v: usize, kx: usize, w: usize) -> __mmask16 {
-        let mut m = 0u16;
-        for l in 0..16 {
-            let out = 16 * v + l;
-            let col = (out + kx).checked_sub(1);
-            if out < w && col.is_some_and(|c| c < w) {
-                m |= 1 << l;
-            }
-        }
-        m
-    }
+    use super::{Forward, Grid, NB, V};
 
-    /// Lanes of vector `v` inside a row of `w` pixels.
-    fn row_mask(v: usize, w: usize) -> __mmask16 {
-        let n = w.saturating_sub(16 * v).min(16);
-        ((1u32 << n) - 1) as __mmask16
-    }
-
-    /// The whole image, `V` vectors per row (W ≤ 16·V): blocks of `CB` output channels (16
-    /// accumulators: enough independent chains to cover the FMA latency), then the remaining
-    /// channels one at a time.
+    /// See [`Grid::fill`].
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `x`, `w`, `y` hold Ci·H·W, Co·Ci·9 and Co·H·W floats and
-    /// W ≤ 16·V. Every element of `y` is written.
+    /// The CPU has AVX-512F; `src` holds `planes` H×W planes and `dst` `planes` bordered planes.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn image<const V: usize, const CB: usize>(
-        x: &[f32],
-        w: &[f32],
-        [ci, co, h, wd]: [usize; 4],
-        y: &mut [MaybeUninit<f32>],
-    ) {
-        let masks = Masks::<V>::new(wd);
-        let dims = [ci, h, wd];
-        let full = co / CB * CB;
-        for o in (0..full).step_by(CB) {
-            let packed = pack::<CB>(w, ci, o);
-            for r in 0..h {
-                // SAFETY: as this function's own contract; o + CB ≤ Co.
-                unsafe { row::<V, CB>(x, &packed, dims, &masks, (o, r), y) };
-            }
-        }
-        for o in full..co {
-            let packed = pack::<1>(w, ci, o);
-            for r in 0..h {
-                // SAFETY: as above; o < Co.
-                unsafe { row::<V, 1>(x, &packed, dims, &masks, (o, r), y) };
+    pub(super) unsafe fn fill(g: &Grid, src: &[f32], dst: &mut [f32], planes: usize) {
+        let (hw, w) = (g.h * g.w, g.w);
+        for p in 0..planes {
+            for r in 0..g.h {
+                let from = src.as_ptr().wrapping_add(p * hw + r * w);
+                let to = dst
+                    .as_mut_ptr()
+                    .wrapping_add(p * g.plane + g.lead + (r + 1) * g.wp + 1);
+                for k in (0..w).step_by(16) {
+                    let m = ((1u32 << (w - k).min(16)) - 1) as __mmask16;
+                    // SAFETY: the mask keeps the lanes inside row r of plane p in both `src`
+                    // and the interior of bordered plane p in `dst`.
+                    unsafe {
+                        let v = _mm512_maskz_loadu_ps(m, from.wrapping_add(k));
+                        _mm512_mask_storeu_ps(to.wrapping_add(k), m, v);
+                    }
+                }
             }
         }
     }
 
-    /// The weights of output channels `o..o + NB` tap by tap: entry `c·9 + ky·3 + kx` holds
-    /// `w[o + b, c, ky, kx]` for each `b`, so a tap's NB weights sit together.
-    fn pack<const NB: usize>(w: &[f32], ci: usize, o: usize) -> Vec<[f32; NB]> {
-        (0..ci * 9)
-            .map(|t| std::array::from_fn(|b| w[(o + b) * ci * 9 + t]))
-            .collect()
-    }
-
-    /// The load masks of each tap column and the store masks of a row.
-    struct Masks<const V: usize> {
-        taps: [[__mmask16; 3]; V],
-        rows: [__mmask16; V],
-    }
-
-    impl<const V: usize> Masks<V> {
-        fn new(wd: usize) -> Self {
-            Self {
-                taps: std::array::from_fn(|v| [0, 1, 2].map(|kx| tap_mask(v, kx, wd))),
-                rows: std::array::from_fn(|v| row_mask(v, wd)),
-            }
-        }
-    }
-
-    /// Output row `r` of channels `o..o + NB`, its `NB × V` accumulators in registers.
+    /// One image through the forward kernel: blocks of [`NB`] output channels (then the rest
+    /// one at a time), each over the position vectors in tiles of [`V`] (then the rest).
     ///
     /// # Safety
-    /// As [`image`] (with `w` packed by [`pack`] for channel `o`), and `o + NB ≤ Co`, `r < H`.
+    /// The CPU has AVX-512F; `src` holds `f.ci` bordered planes of `f.grid`, `y` at least
+    /// `f.co·H·W` floats. Every one of those `y` elements is written.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn forward_image(f: &Forward<'_>, src: &[f32], y: &mut [MaybeUninit<f32>]) {
+        let full = f.co / NB * NB;
+        let nvec = f.grid.nvec;
+        let tiled = nvec / V * V;
+        let per = f.ci * 9;
+        for o in (0..full).step_by(NB) {
+            let wts = &f.packed[o * per..(o + NB) * per];
+            for v in (0..tiled).step_by(V) {
+                // SAFETY: this function's contract; o + NB ≤ Co, v + V ≤ nvec.
+                unsafe { tile::<NB, V>(f, src, wts, (o, v), y) };
+            }
+            for v in tiled..nvec {
+                // SAFETY: as above, v < nvec.
+                unsafe { tile::<NB, 1>(f, src, wts, (o, v), y) };
+            }
+        }
+        for o in full..f.co {
+            let wts = &f.w[o * per..(o + 1) * per];
+            for v in (0..tiled).step_by(V) {
+                // SAFETY: as above, o < Co.
+                unsafe { tile::<1, V>(f, src, wts, (o, v), y) };
+            }
+            for v in tiled..nvec {
+                // SAFETY: as above.
+                unsafe { tile::<1, 1>(f, src, wts, (o, v), y) };
+            }
+        }
+    }
+
+    /// Output channels `o..o + B` at position vectors `v..v + K`: `B × K` accumulators summed
+    /// over (input channel, ky, kx), then the real lanes packed and stored.
+    ///
+    /// # Safety
+    /// As [`forward_image`], with `wts` the `ci·9·B` weights of the block (tap-major, `B` per
+    /// tap), `o + B ≤ Co` and `v + K ≤ nvec`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn row<const V: usize, const NB: usize>(
-        x: &[f32],
-        w: &[[f32; NB]],
-        [ci, h, wd]: [usize; 3],
-        m: &Masks<V>,
-        (o, r): (usize, usize),
+    unsafe fn tile<const B: usize, const K: usize>(
+        f: &Forward<'_>,
+        src: &[f32],
+        wts: &[f32],
+        (o, v): (usize, usize),
         y: &mut [MaybeUninit<f32>],
     ) {
-        let plane = h * wd;
-        let mut acc = [[_mm512_setzero_ps(); V]; NB];
-        for c in 0..ci {
+        let g = f.grid;
+        let mut acc = [[_mm512_setzero_ps(); K]; B];
+        let base = src.as_ptr().wrapping_add(g.lead + 16 * v);
+        let wp = wts.as_ptr();
+        for c in 0..f.ci {
+            let plane = base.wrapping_add(c * g.plane);
             for ky in 0..3 {
-                let Some(ir) = (r + ky).checked_sub(1).filter(|&ir| ir < h) else {
-                    continue;
-                };
-                let row = x.as_ptr().wrapping_add(c * plane + ir * wd);
                 for kx in 0..3 {
-                    let mut input = [_mm512_setzero_ps(); V];
-                    for (v, inp) in input.iter_mut().enumerate() {
-                        // The pointer may sit one float before the row (kx = 0): only lanes
-                        // inside the row are read, as the mask allows.
-                        let p = row.wrapping_add(16 * v + kx).wrapping_sub(1);
-                        // SAFETY: the mask keeps every read lane inside row `ir` of channel
-                        // `c`, within `x`.
-                        *inp = unsafe { _mm512_maskz_loadu_ps(m.taps[v][kx], p) };
-                    }
-                    let wt = &w[c * 9 + ky * 3 + kx];
+                    let at = plane.wrapping_add(ky * g.wp + kx);
+                    // SAFETY: position vector v + j < nvec reads at most 16·nvec − 1 + 2·wp + 2
+                    // < plane floats into bordered plane c (see `Grid`), within `src`.
+                    let input: [__m512; K] = std::array::from_fn(|j| unsafe {
+                        _mm512_loadu_ps(at.wrapping_add(16 * j))
+                    });
+                    let t = (c * 9 + ky * 3 + kx) * B;
                     for (b, accb) in acc.iter_mut().enumerate() {
-                        let wb = _mm512_set1_ps(wt[b]);
-                        for v in 0..V {
-                            accb[v] = _mm512_fmadd_ps(wb, input[v], accb[v]);
+                        // SAFETY: t + b < ci·9·B = wts.len().
+                        let wb = _mm512_set1_ps(unsafe { *wp.add(t + b) });
+                        for j in 0..K {
+                            accb[j] = _mm512_fmadd_ps(wb, input[j], accb[j]);
                         }
                     }
                 }
             }
         }
+        let hw = g.h * g.w;
         for (b, accb) in acc.iter().enumerate() {
-            let out = y
-                .as_mut_ptr()
-                .cast::<f32>()
-                .wrapping_add((o + b) * plane + r * wd);
-            for v in 0..V {
-                // SAFETY: the row mask keeps the written lanes inside row `r` of output channel
-                // `o + b`, within `y`.
-                unsafe { _mm512_mask_storeu_ps(out.wrapping_add(16 * v), m.rows[v], accb[v]) };
+            let out = y.as_mut_ptr().cast::<f32>().wrapping_add((o + b) * hw);
+            for (j, a) in accb.iter().enumerate() {
+                let (keep, low, at) = g.stores[v + j];
+                // SAFETY: the `low` lanes are the `keep` lanes' count, the real outputs of this
+                // vector, whose NCHW positions start at `at` within plane o + b of `y`.
+                unsafe {
+                    _mm512_mask_storeu_ps(
+                        out.wrapping_add(at),
+                        low,
+                        _mm512_maskz_compress_ps(keep, *a),
+                    )
+                };
+            }
+        }
+    }
+
+    /// See [`super::weight_grad`]: tiles of [`NB`] output channels × one input channel × one
+    /// `ky` × the three `kx`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `xb` and `db` hold `nb·ci` and `nb·co` bordered planes of `grid`;
+    /// `dw` holds Co·Ci·9 floats.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn weight_grad(
+        grid: &Grid,
+        (xb, db): (&[f32], &[f32]),
+        [nb, ci, co]: [usize; 3],
+        dw: &mut [f32],
+    ) {
+        let full = co / NB * NB;
+        for o in (0..full).step_by(NB) {
+            for c in 0..ci {
+                for ky in 0..3 {
+                    // SAFETY: this function's contract; o + NB ≤ Co, c < Ci.
+                    unsafe { wg_tile::<NB>(grid, (xb, db), [nb, ci, co], (o, c, ky), dw) };
+                }
+            }
+        }
+        for o in full..co {
+            for c in 0..ci {
+                for ky in 0..3 {
+                    // SAFETY: as above, o < Co.
+                    unsafe { wg_tile::<1>(grid, (xb, db), [nb, ci, co], (o, c, ky), dw) };
+                }
+            }
+        }
+    }
+
+    /// `dw[o + b, c, ky, kx] += Σ_images Σ_q dy[o + b, q] · x[c, q + ky·wp + kx]` for b < B and
+    /// the three kx.
+    ///
+    /// # Safety
+    /// As [`weight_grad`], with `o + B ≤ Co`, `c < Ci`, `ky < 3`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn wg_tile<const B: usize>(
+        g: &Grid,
+        (xb, db): (&[f32], &[f32]),
+        [nb, ci, co]: [usize; 3],
+        (o, c, ky): (usize, usize, usize),
+        dw: &mut [f32],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 3]; B];
+        for i in 0..nb {
+            // Output position q of channel o + b is bordered-plane entry q + wp + 1.
+            let d = db
+                .as_ptr()
+                .wrapping_add((i * co + o) * g.plane + g.lead + g.wp + 1);
+            let x = xb
+                .as_ptr()
+                .wrapping_add((i * ci + c) * g.plane + g.lead + ky * g.wp);
+            for v in 0..g.nvec {
+                // SAFETY: both reads end before 16·nvec + 2·wp + 17 ≤ plane floats into their
+                // bordered planes (see `Grid`), within `xb` and `db`.
+                let input: [__m512; 3] = std::array::from_fn(|kx| unsafe {
+                    _mm512_loadu_ps(x.wrapping_add(16 * v + kx))
+                });
+                for (b, accb) in acc.iter_mut().enumerate() {
+                    // SAFETY: as above, plane o + b < Co of image i.
+                    let dv = unsafe { _mm512_loadu_ps(d.wrapping_add(b * g.plane + 16 * v)) };
+                    for kx in 0..3 {
+                        accb[kx] = _mm512_fmadd_ps(dv, input[kx], accb[kx]);
+                    }
+                }
+            }
+        }
+        for (b, accb) in acc.iter().enumerate() {
+            let at = ((o + b) * ci + c) * 9 + ky * 3;
+            for (kx, a) in accb.iter().enumerate() {
+                dw[at + kx] += _mm512_reduce_add_ps(*a);
             }
         }
     }

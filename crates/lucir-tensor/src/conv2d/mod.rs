@@ -5,6 +5,10 @@
 //! `(Ci·KH·KW) × (Ho·Wo)` and `y_n = W (Co × Ci·KH·KW) · col_n`; small outputs put the column
 //! matrices of a few images side by side in one gemm (see `images_per_gemm`). A 1×1 convolution
 //! with stride 1 and no padding uses the image itself as its column matrix.
+//!
+//! In f32 on a CPU with AVX-512, 3×3 stride-1 "same" convolutions go to the direct kernels of
+//! `direct` instead (forward always; backward for rows of 12 pixels or more, see
+//! `Dims::direct_bwd`): no column matrices at all.
 
 use rayon::prelude::*;
 
@@ -133,13 +137,18 @@ impl Dims {
         self.stride == 1 && self.ho == self.h && self.wo == self.w
     }
 
-    /// Whether the f32 direct kernel (`direct`) takes this convolution on this CPU: 3×3
-    /// "same", rows of 12 to 32 pixels (narrower rows fill too few of its 16 lanes; the gemm
-    /// path is faster there).
+    /// Whether the f32 direct kernels (`direct`) take this convolution on this CPU: 3×3,
+    /// stride 1, padding 1, AVX-512.
     fn direct(&self) -> bool {
-        self.w >= 12
-            && direct::fits(self.kh, self.kw, self.stride, self.pad, self.w)
-            && direct::available()
+        direct::fits(self.kh, self.kw, self.stride, self.pad) && direct::available()
+    }
+
+    /// Whether the direct kernels also take the backward pass: as [`Dims::direct`], with rows
+    /// of at least 12 pixels. On 7×7 and 8×8 planes the gemm path's weight gradient (one
+    /// product per image over all 576 kernel rows) measured faster than the direct one, whose
+    /// lane sums then come every 4 vectors of positions (docs/perf.md §23).
+    fn direct_bwd(&self) -> bool {
+        self.direct() && self.w >= 12
     }
 }
 
@@ -291,14 +300,13 @@ impl Dims {
     }
 }
 
-/// The kernel of the transposed convolution, `Ci × (Co·KH·KW)`:
+/// The kernel of the transposed convolution, `Ci × (Co·KH·KW)` (`kk` = KH·KW):
 /// `wf[i, (o, a, b)] = w[o, i, KH−1−a, KW−1−b]`.
-fn flip_kernel<T: Float>(d: &Dims, w: &[T]) -> Vec<T> {
-    let kk = d.kh * d.kw;
-    let mut wf = Vec::with_capacity(d.ci * d.co * kk);
-    for i in 0..d.ci {
-        for o in 0..d.co {
-            let src = &w[(o * d.ci + i) * kk..(o * d.ci + i + 1) * kk];
+fn flip_kernel<T: Copy>(w: &[T], [ci, co, kk]: [usize; 3]) -> Vec<T> {
+    let mut wf = Vec::with_capacity(ci * co * kk);
+    for i in 0..ci {
+        for o in 0..co {
+            let src = &w[(o * ci + i) * kk..(o * ci + i + 1) * kk];
             wf.extend(src.iter().rev());
         }
     }
@@ -321,6 +329,22 @@ fn conv2d_bwd_impl<T: Float>(
         _ if d.same_shape() => Some(DxPath::Flipped),
         _ => Some(DxPath::Col2im),
     };
+    if d.direct_bwd() && !d.empty() {
+        if let (Some(xs), Some(ws), Some(dys)) = (
+            T::f32_slice(x.as_slice()),
+            T::f32_slice(w.as_slice()),
+            T::f32_slice(dy.as_slice()),
+        ) {
+            let dims = [d.n, d.ci, d.co, d.h, d.w];
+            let (dx, dw) = direct::conv3x3_bwd(xs, ws, dys, dims, want_dx);
+            // T is f32 (its slices were), so both vectors convert.
+            let dx = dx.and_then(T::from_f32_vec);
+            if let Some(dw) = T::from_f32_vec(dw) {
+                let dx = dx.map(|dx| Tensor::from_vec(x.shape(), dx)).transpose()?;
+                return Ok((dx, Tensor::from_vec(w.shape(), dw)?));
+            }
+        }
+    }
     let mut dx = Tensor::zeros(if want_dx { x.shape() } else { &[0] });
     let mut dw = Tensor::zeros(w.shape());
     if d.empty() {
@@ -338,7 +362,7 @@ fn conv2d_bwd_impl<T: Float>(
     let mut partials = vec![vec![T::zero(); w.len()]; chunks];
     let wv = w.as_slice();
     let wf = if path == Some(DxPath::Flipped) {
-        flip_kernel(&d, wv)
+        flip_kernel(wv, [d.ci, d.co, d.kh * d.kw])
     } else {
         Vec::new()
     };
@@ -465,8 +489,8 @@ fn flipped_chunk<T: Float>(
             im2col(&dt, dyi, &mut dcol[i * hw..], nb * hw);
             FlippedDw::accumulate(d, xi, &dcol[i * hw..], nb * hw, dw_part);
         }
-        // The direct kernel computing this from `dy` measured slower than this gemm, which
-        // reads the column matrices built for `dw` anyway (docs/perf.md §20).
+        // Here (f64, no AVX-512, or planes narrower than `Dims::direct_bwd` takes) the column
+        // matrices built for `dw` are at hand, so `dx` is one gemm over them (docs/perf.md §20).
         gemm_images([d.ci, hw, dt.ckk()], wf, &dcol, nb, &mut tmp, dxg);
     }
 }
