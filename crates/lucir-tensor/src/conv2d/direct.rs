@@ -13,7 +13,7 @@
 //! - **Forward** ([`conv3x3`]): a tile of 8 output channels × 3 vectors (48 positions) lives in
 //!   24 zmm accumulators; per input channel and tap, 3 input loads and 8 broadcast weights feed
 //!   24 FMAs. Each output sums its terms in the order (input channel, ky, kx), the order of the
-//!   gemm path's column matrix, so both paths give the same bits.
+//!   gemm path's column matrix.
 //! - **Input gradient**: the same kernel on the bordered `dy` with the flipped, transposed kernel
 //!   (`dx = wf ⋆ dy`, `wf[c, o, a, b] = w[o, c, 2−a, 2−b]`).
 //! - **Weight gradient** ([`conv3x3_bwd`]): `dw[o, c, ky, kx] = Σ_q dy[o, q] · x[c, q + ky·(W+2) +
