@@ -1,10 +1,10 @@
 //! The f32 convolution paths against the f64 reference: every 3×3 "same" layer shape of the
 //! CIFAR ResNets, ResNet-18's 3×3 stride-1 layers, the stems (1 and 3 input channels), odd batch
-//! sizes, plane sizes that end a 16-position vector anywhere (and rows on both sides of the
-//! 12-pixel limit of the direct backward pass), channel counts that leave partial 8-channel
-//! blocks; forward, backward and the weight-only backward of a first layer, relative error
-//! ≤ 1e-4 of the largest value. On a CPU with AVX-512 these run the direct kernels (the
-//! backward of rows under 12 pixels the gemm path), elsewhere the gemm path.
+//! sizes, plane sizes that end a 16-position vector (and a 16×16 transpose block) anywhere,
+//! channel counts that leave partial 8-channel blocks, odd input-channel counts and output
+//! channels that are not a multiple of 16; forward, backward and the weight-only backward of a
+//! first layer, relative error ≤ 1e-4 of the largest value. On a CPU with AVX-512 these run the
+//! direct kernels, elsewhere the gemm path.
 
 mod common;
 

@@ -7,8 +7,7 @@
 //! with stride 1 and no padding uses the image itself as its column matrix.
 //!
 //! In f32 on a CPU with AVX-512, 3×3 stride-1 "same" convolutions go to the direct kernels of
-//! `direct` instead (forward always; backward for rows of 12 pixels or more, see
-//! `Dims::direct_bwd`): no column matrices at all.
+//! `direct` instead, forward and backward: no column matrices at all.
 
 use rayon::prelude::*;
 
@@ -141,14 +140,6 @@ impl Dims {
     /// stride 1, padding 1, AVX-512.
     fn direct(&self) -> bool {
         direct::fits(self.kh, self.kw, self.stride, self.pad) && direct::available()
-    }
-
-    /// Whether the direct kernels also take the backward pass: as [`Dims::direct`], with rows
-    /// of at least 12 pixels. On 7×7 and 8×8 planes the gemm path's weight gradient (one
-    /// product per image over all 576 kernel rows) measured faster than the direct one, whose
-    /// lane sums then come every 4 vectors of positions (docs/perf.md §23).
-    fn direct_bwd(&self) -> bool {
-        self.direct() && self.w >= 12
     }
 }
 
@@ -329,7 +320,7 @@ fn conv2d_bwd_impl<T: Float>(
         _ if d.same_shape() => Some(DxPath::Flipped),
         _ => Some(DxPath::Col2im),
     };
-    if d.direct_bwd() && !d.empty() {
+    if d.direct() && !d.empty() {
         if let (Some(xs), Some(ws), Some(dys)) = (
             T::f32_slice(x.as_slice()),
             T::f32_slice(w.as_slice()),
@@ -489,8 +480,8 @@ fn flipped_chunk<T: Float>(
             im2col(&dt, dyi, &mut dcol[i * hw..], nb * hw);
             FlippedDw::accumulate(d, xi, &dcol[i * hw..], nb * hw, dw_part);
         }
-        // Here (f64, no AVX-512, or planes narrower than `Dims::direct_bwd` takes) the column
-        // matrices built for `dw` are at hand, so `dx` is one gemm over them (docs/perf.md §20).
+        // Here (f64 or no AVX-512) the column matrices built for `dw` are at hand, so `dx` is
+        // one gemm over them (docs/perf.md §20).
         gemm_images([d.ci, hw, dt.ckk()], wf, &dcol, nb, &mut tmp, dxg);
     }
 }

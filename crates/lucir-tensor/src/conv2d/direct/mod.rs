@@ -16,14 +16,15 @@
 //!   gemm path's column matrix.
 //! - **Input gradient**: the same kernel on the bordered `dy` with the flipped, transposed kernel
 //!   (`dx = wf ⋆ dy`, `wf[c, o, a, b] = w[o, c, 2−a, 2−b]`).
-//! - **Weight gradient** ([`conv3x3_bwd`]): `dw[o, c, ky, kx] = Σ_q dy[o, q] · x[c, q + ky·(W+2) +
-//!   kx]` over the positions of every image, read straight from the two bordered copies (the
-//!   thrown-away positions of `dy` are border zeros, so they add nothing). A tile of 8 output
-//!   channels × the 3 `kx` of one (c, ky) keeps 24 lane-wise partial sums: per 16 positions, 8
-//!   `dy` loads and 3 `x` loads feed 24 FMAs. The lanes are summed once per group of images
-//!   whose `dy` planes stay in L1. Each rayon chunk of images (one per thread, as
-//!   [`crate::reduction_chunks`] decides) keeps its own sum; the chunks are added in order, so
-//!   the result depends on the thread count only.
+//! - **Weight gradient** ([`conv3x3_bwd`], [`WeightGrad`]): `dw[o, c, ky, kx] = Σ_p dy[o, p] ·
+//!   x[c, p + ky·(W+2) + kx]` with the output channels in the lanes: each image's `dy` is
+//!   transposed (16×16 blocks in registers) to rows of Co floats per position, and per position
+//!   one aligned `dy` row meets the nine tap values of `x`, broadcast from the bordered planes
+//!   (scalar loads: nothing splits a cache line). A tile is 16 output channels × 2 input
+//!   channels × 9 taps, or 32 × 1 × 9: 18 accumulators. Each `dw` entry is one running sum over
+//!   the positions of the images in order, kept between images; each rayon chunk of images (one
+//!   per thread, as [`crate::reduction_chunks`] decides) has its own, and the chunks are added
+//!   in order, so the result depends on the thread count only.
 //!
 //! The reference is [`super::conv2d_ref`] / [`super::conv2d_bwd_ref`]; the gemm path stays for
 //! every other shape, for f64 and for CPUs without AVX-512.
@@ -31,6 +32,10 @@
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
+
+mod weight_grad;
+
+use weight_grad::WeightGrad;
 
 /// Whether this CPU runs the direct kernels.
 pub(super) fn available() -> bool {
@@ -58,9 +63,6 @@ const V: usize = 3;
 /// Floats of zeros after each bordered plane: the last vector of positions may run up to 17
 /// floats past the bottom border row (see [`Grid`]).
 const SLACK: usize = 32;
-
-/// Floats of `dy` planes the weight gradient keeps in L1 while it loops over input channels.
-const L1_FLOATS: usize = 12 * 1024;
 
 /// The bordered planes of an H×W image and the vectors of output positions over them.
 #[derive(Clone, Debug)]
@@ -279,8 +281,6 @@ pub(super) fn conv3x3_bwd(
         ci: co,
         co: ci,
     };
-    // Images per group: as many as keep a tile's 8 `dy` planes in L1.
-    let group = (L1_FLOATS / (NB * grid.plane)).clamp(1, 16);
     let chunks = crate::reduction_chunks(n);
     let per = n.div_ceil(chunks);
     let mut dx: Vec<f32> = Vec::with_capacity(if want_dx { n * in_len } else { 0 });
@@ -298,26 +298,18 @@ pub(super) fn conv3x3_bwd(
         .zip(x.par_chunks(per * in_len))
         .zip(dy.par_chunks(per * out_len))
         .map(|((dxc, xc), dyc)| {
-            let mut part = vec![0.0f32; co * ci * 9];
-            let mut xb = grid.buffer(group * ci);
-            let mut db = grid.buffer(group * co);
-            for (g, (xg, dyg)) in xc
-                .chunks(group * in_len)
-                .zip(dyc.chunks(group * out_len))
-                .enumerate()
-            {
-                let nb = xg.len() / in_len;
-                grid.fill(xg, &mut xb);
-                grid.fill(dyg, &mut db);
+            let mut wg = WeightGrad::new(&grid, ci, co);
+            let mut xb = grid.buffer(ci);
+            let mut db = grid.buffer(if want_dx { co } else { 0 });
+            for (i, (xi, dyi)) in xc.chunks(in_len).zip(dyc.chunks(out_len)).enumerate() {
+                grid.fill(xi, &mut xb);
                 if want_dx {
-                    let dxg = &mut dxc[g * group * in_len..][..nb * in_len];
-                    for (i, dxi) in dxg.chunks_mut(in_len).enumerate() {
-                        bwd.image(&db.get()[i * co * grid.plane..], dxi);
-                    }
+                    grid.fill(dyi, &mut db);
+                    bwd.image(db.get(), &mut dxc[i * in_len..][..in_len]);
                 }
-                weight_grad(&grid, (xb.get(), db.get()), [nb, ci, co], &mut part);
+                wg.add_image(xb.get(), dyi);
             }
-            part
+            wg.into_dw()
         })
         .collect();
     for part in &partials {
@@ -331,27 +323,6 @@ pub(super) fn conv3x3_bwd(
         unsafe { dx.set_len(n * in_len) };
     }
     (want_dx.then_some(dx), dw)
-}
-
-/// `dw += Σ_images Σ_q dy[o, q] · x[c, q + tap offset]` for the `nb` images whose bordered
-/// planes are in `xb` (`ci` planes each) and `db` (`co` planes each).
-fn weight_grad(grid: &Grid, (xb, db): (&[f32], &[f32]), [nb, ci, co]: [usize; 3], dw: &mut [f32]) {
-    assert!(
-        xb.len() >= nb * ci * grid.plane
-            && db.len() >= nb * co * grid.plane
-            && dw.len() == co * ci * 9
-    );
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: `available` was checked by `conv3x3_bwd`; the lengths were just checked, and
-    // `Grid` sizes the planes so that every load stays in them.
-    unsafe {
-        avx512::weight_grad(grid, (xb, db), [nb, ci, co], dw)
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (grid, xb, db, nb, ci, co, dw);
-        unreachable!("`available` is false off x86-64");
-    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -477,84 +448,6 @@ mod avx512 {
                         _mm512_maskz_compress_ps(keep, *a),
                     )
                 };
-            }
-        }
-    }
-
-    /// See [`super::weight_grad`]: tiles of [`NB`] output channels × one input channel × one
-    /// `ky` × the three `kx`.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `xb` and `db` hold `nb·ci` and `nb·co` bordered planes of `grid`;
-    /// `dw` holds Co·Ci·9 floats.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn weight_grad(
-        grid: &Grid,
-        (xb, db): (&[f32], &[f32]),
-        [nb, ci, co]: [usize; 3],
-        dw: &mut [f32],
-    ) {
-        let full = co / NB * NB;
-        for o in (0..full).step_by(NB) {
-            for c in 0..ci {
-                for ky in 0..3 {
-                    // SAFETY: this function's contract; o + NB ≤ Co, c < Ci.
-                    unsafe { wg_tile::<NB>(grid, (xb, db), [nb, ci, co], (o, c, ky), dw) };
-                }
-            }
-        }
-        for o in full..co {
-            for c in 0..ci {
-                for ky in 0..3 {
-                    // SAFETY: as above, o < Co.
-                    unsafe { wg_tile::<1>(grid, (xb, db), [nb, ci, co], (o, c, ky), dw) };
-                }
-            }
-        }
-    }
-
-    /// `dw[o + b, c, ky, kx] += Σ_images Σ_q dy[o + b, q] · x[c, q + ky·wp + kx]` for b < B and
-    /// the three kx.
-    ///
-    /// # Safety
-    /// As [`weight_grad`], with `o + B ≤ Co`, `c < Ci`, `ky < 3`.
-    #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn wg_tile<const B: usize>(
-        g: &Grid,
-        (xb, db): (&[f32], &[f32]),
-        [nb, ci, co]: [usize; 3],
-        (o, c, ky): (usize, usize, usize),
-        dw: &mut [f32],
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); 3]; B];
-        for i in 0..nb {
-            // Output position q of channel o + b is bordered-plane entry q + wp + 1.
-            let d = db
-                .as_ptr()
-                .wrapping_add((i * co + o) * g.plane + g.lead + g.wp + 1);
-            let x = xb
-                .as_ptr()
-                .wrapping_add((i * ci + c) * g.plane + g.lead + ky * g.wp);
-            for v in 0..g.nvec {
-                // SAFETY: both reads end before 16·nvec + 2·wp + 17 ≤ plane floats into their
-                // bordered planes (see `Grid`), within `xb` and `db`.
-                let input: [__m512; 3] = std::array::from_fn(|kx| unsafe {
-                    _mm512_loadu_ps(x.wrapping_add(16 * v + kx))
-                });
-                for (b, accb) in acc.iter_mut().enumerate() {
-                    // SAFETY: as above, plane o + b < Co of image i.
-                    let dv = unsafe { _mm512_loadu_ps(d.wrapping_add(b * g.plane + 16 * v)) };
-                    for kx in 0..3 {
-                        accb[kx] = _mm512_fmadd_ps(dv, input[kx], accb[kx]);
-                    }
-                }
-            }
-        }
-        for (b, accb) in acc.iter().enumerate() {
-            let at = ((o + b) * ci + c) * 9 + ky * 3;
-            for (kx, a) in accb.iter().enumerate() {
-                dw[at + kx] += _mm512_reduce_add_ps(*a);
             }
         }
     }
