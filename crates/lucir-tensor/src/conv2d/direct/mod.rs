@@ -72,8 +72,8 @@ struct Grid {
     /// Row length of a bordered plane, W + 2.
     wp: usize,
     /// Floats from the start of a plane's stride to its bordered plane: output position 0's own
-    /// input (`lead + wp + 1`) then sits on a 64-byte boundary, so the centre tap's loads and
-    /// every `dy` load of the weight gradient are aligned.
+    /// input (`lead + wp + 1`) then sits on a 64-byte boundary, so the centre tap's loads are
+    /// aligned.
     lead: usize,
     /// Floats from one plane to the next: `lead` + (H+2)·(W+2) + [`SLACK`], a multiple of 16.
     plane: usize,
