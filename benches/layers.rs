@@ -2,8 +2,8 @@
 //! thread measures the peak f32 GFLOP/s (AVX-512, else AVX2+FMA, else scalar), then every
 //! convolution shape of ResNet-20/32 on 1×28×28 (Fashion-MNIST) and 3×32×32 (CIFAR) inputs,
 //! batch 128, is timed forward and backward (median of 5 after a warm-up). The backward pass
-//! computes the input and weight gradients together (they share the column matrices), so it is
-//! timed as one: 2× the forward FLOPs. Printed as `LAYER|…` rows (and one `PEAK|…` row) that
+//! computes the input and weight gradients together (they share the column matrices, or the
+//! bordered copies of the direct kernels), so it is timed as one: 2× the forward FLOPs. Printed as `LAYER|…` rows (and one `PEAK|…` row) that
 //! `cargo xtask bench` copies into docs/perf.md.
 
 use std::time::Instant;

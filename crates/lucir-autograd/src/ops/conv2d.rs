@@ -1,5 +1,5 @@
-//! 2-D convolution without bias (lucir-tensor's im2col + gemm), input N×Ci×H×W, weight
-//! Co×Ci×KH×KW.
+//! 2-D convolution without bias (lucir-tensor's direct kernels or im2col + gemm), input
+//! N×Ci×H×W, weight Co×Ci×KH×KW.
 
 use lucir_tensor::{Conv2dGeometry, Float};
 
