@@ -59,7 +59,8 @@ pub fn run(extra: &[String]) -> Result<()> {
     let layers: Vec<&str> = text.lines().filter(|l| l.starts_with("LAYER|")).collect();
     if !layers.is_empty() {
         let header = "| input | convolution (count in ResNet-32) | forward GFLOP/s (% of peak) \
-                      | backward GFLOP/s (% of peak) | ms per step, all of them |";
+                      | backward GFLOP/s (% of peak) | backward-data (whole − weight) \
+                      | backward-weights | ms per step, all of them |";
         doc = with_table(
             &doc,
             "layers",
