@@ -10,20 +10,8 @@ mod common;
 
 use common::{max_rel, rng, uniform};
 use lucir_tensor::{
-    conv2d, conv2d_bwd, conv2d_bwd_ref, conv2d_bwd_weight, conv2d_ref, Conv2dGeometry, Tensor,
+    conv2d, conv2d_bwd, conv2d_bwd_ref, conv2d_bwd_weight, conv2d_ref, Conv2dGeometry,
 };
-
-fn to_f32(t: &Tensor<f64>) -> Tensor<f32> {
-    Tensor::from_vec(t.shape(), t.as_slice().iter().map(|&v| v as f32).collect()).unwrap()
-}
-
-fn to_f64(t: &Tensor<f32>) -> Tensor<f64> {
-    Tensor::from_vec(
-        t.shape(),
-        t.as_slice().iter().map(|&v| f64::from(v)).collect(),
-    )
-    .unwrap()
-}
 
 #[test]
 fn f32_same_convolutions_match_the_reference() {
@@ -53,21 +41,19 @@ fn f32_same_convolutions_match_the_reference() {
         let x = uniform(&mut r, &[n, ci, h, w], -1.0, 1.0);
         let k = uniform(&mut r, &[co, ci, 3, 3], -1.0, 1.0);
         let dy = uniform(&mut r, &[n, co, h, w], -1.0, 1.0);
-        let y = conv2d(&to_f32(&x), &to_f32(&k), g).unwrap();
-        let e = max_rel(&to_f64(&y), &conv2d_ref(&x, &k, g).unwrap());
+        let (xf, kf, dyf) = (x.cast::<f32>(), k.cast::<f32>(), dy.cast::<f32>());
+        let y = conv2d(&xf, &kf, g).unwrap();
+        let e = max_rel(&y.cast(), &conv2d_ref(&x, &k, g).unwrap());
         assert!(e <= 1e-4, "forward {n}×{ci}×{h}×{w} → {co}: {e:e}");
-        let (dx, dw) = conv2d_bwd(&to_f32(&x), &to_f32(&k), &to_f32(&dy), g).unwrap();
+        let (dx, dw) = conv2d_bwd(&xf, &kf, &dyf, g).unwrap();
         let (dx_ref, dw_ref) = conv2d_bwd_ref(&x, &k, &dy, g).unwrap();
-        let (ex, ew) = (
-            max_rel(&to_f64(&dx), &dx_ref),
-            max_rel(&to_f64(&dw), &dw_ref),
-        );
+        let (ex, ew) = (max_rel(&dx.cast(), &dx_ref), max_rel(&dw.cast(), &dw_ref));
         assert!(
             ex <= 1e-4 && ew <= 1e-4,
             "backward {n}×{ci}×{h}×{w} → {co}: {ex:e} {ew:e}"
         );
-        let dw_only = conv2d_bwd_weight(&to_f32(&x), &to_f32(&k), &to_f32(&dy), g).unwrap();
-        let e = max_rel(&to_f64(&dw_only), &dw_ref);
+        let dw_only = conv2d_bwd_weight(&xf, &kf, &dyf, g).unwrap();
+        let e = max_rel(&dw_only.cast(), &dw_ref);
         assert!(e <= 1e-4, "weight gradient {n}×{ci}×{h}×{w} → {co}: {e:e}");
     }
 }
