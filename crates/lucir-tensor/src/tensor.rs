@@ -29,11 +29,8 @@ impl<T: Float> Tensor<T> {
         shape: &[usize],
         fill: impl FnOnce(&mut [std::mem::MaybeUninit<T>]) -> R,
     ) -> (Self, R) {
-        let n: usize = shape.iter().product();
-        let mut v: Vec<T> = Vec::with_capacity(n);
-        let r = fill(&mut v.spare_capacity_mut()[..n]);
-        // SAFETY: `fill` wrote all n elements (the caller's contract).
-        unsafe { v.set_len(n) };
+        // SAFETY: `fill` writes every element (this function's contract).
+        let (v, r) = unsafe { filled_vec(shape.iter().product(), fill) };
         let data = ArrayD::from_shape_vec(IxDyn(shape), v).expect("n is the shape's element count");
         (Self { data }, r)
     }
@@ -211,4 +208,21 @@ impl<T: Float> Tensor<T> {
         let s = self.expect_ndim(op, 4)?;
         Ok([s[0], s[1], s[2], s[3]])
     }
+}
+
+/// A vector of `n` elements that `fill` writes, allocated without zeroing; returns what `fill`
+/// returns too. [`Tensor::filled`] and the f32-only direct convolution kernels use it.
+///
+/// # Safety
+/// `fill` must write every element of the slice it is given (if it panics instead, nothing
+/// uninitialised is read: the buffer is dropped empty).
+pub(crate) unsafe fn filled_vec<T, R>(
+    n: usize,
+    fill: impl FnOnce(&mut [std::mem::MaybeUninit<T>]) -> R,
+) -> (Vec<T>, R) {
+    let mut v: Vec<T> = Vec::with_capacity(n);
+    let r = fill(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: `fill` wrote all n elements (the caller's contract).
+    unsafe { v.set_len(n) };
+    (v, r)
 }

@@ -368,15 +368,7 @@ fn conv2d_bwd_impl<T: Float>(
     } else {
         0
     };
-    // Without an input gradient each chunk gets an empty slice of `dx`.
-    let dx_chunks: Vec<&mut [T]> = if want_dx {
-        dx.as_slice_mut().chunks_mut(per * d.in_len()).collect()
-    } else {
-        std::iter::repeat_with(Default::default)
-            .take(chunks)
-            .collect()
-    };
-    dx_chunks
+    chunk_slices(dx.as_slice_mut(), per * d.in_len(), chunks)
         .into_par_iter()
         .zip(x.as_slice().par_chunks(per * d.in_len()))
         .zip(dy.as_slice().par_chunks(per * d.out_len()))
@@ -437,18 +429,38 @@ fn conv2d_bwd_impl<T: Float>(
                 }
             }
         });
-    let mut sum = partials.swap_remove(0);
-    for part in &partials {
-        for (a, b) in sum.iter_mut().zip(part) {
-            *a += *b;
-        }
-    }
+    let sum = sum_in_order(partials);
     if path == Some(DxPath::Flipped) {
         FlippedDw::unflip(&d, &sum, dw.as_slice_mut());
     } else {
         dw.as_slice_mut().copy_from_slice(&sum);
     }
     Ok((want_dx.then_some(dx), dw))
+}
+
+/// The input gradient's buffer cut into `chunks` slices of `len` elements (the last may be
+/// shorter), one per chunk of images; without an input gradient (`dx` empty) each chunk gets
+/// an empty slice.
+fn chunk_slices<E>(dx: &mut [E], len: usize, chunks: usize) -> Vec<&mut [E]> {
+    if dx.is_empty() {
+        std::iter::repeat_with(Default::default)
+            .take(chunks)
+            .collect()
+    } else {
+        dx.chunks_mut(len).collect()
+    }
+}
+
+/// The per-chunk partial sums of a weight gradient added in chunk order (so the result
+/// depends on the thread count only, see [`crate::reduction_chunks`]); at least one partial.
+fn sum_in_order<T: Float>(mut partials: Vec<Vec<T>>) -> Vec<T> {
+    let mut sum = partials.swap_remove(0);
+    for part in &partials {
+        for (a, b) in sum.iter_mut().zip(part) {
+            *a += *b;
+        }
+    }
+    sum
 }
 
 /// The flipped path over one chunk of images (`dx`, `x`, `dy` of those images), a group at a

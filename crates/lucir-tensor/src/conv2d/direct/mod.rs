@@ -33,6 +33,9 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::{chunk_slices, sum_in_order};
+use crate::tensor::filled_vec;
+
 mod weight_grad;
 
 use weight_grad::WeightGrad;
@@ -229,10 +232,11 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], [n, ci, co, h, wd]: [usize; 5]) -> V
         co,
     };
     let (in_len, out_len) = (ci * h * wd, co * h * wd);
-    let mut y: Vec<f32> = Vec::with_capacity(n * out_len);
-    if out_len > 0 && in_len > 0 {
-        y.spare_capacity_mut()[..n * out_len]
-            .par_chunks_mut(out_len)
+    if in_len == 0 || out_len == 0 {
+        return vec![0.0; n * out_len];
+    }
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(out_len)
             .zip(x.par_chunks(in_len))
             .for_each_init(
                 || grid.buffer(ci),
@@ -241,13 +245,10 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], [n, ci, co, h, wd]: [usize; 5]) -> V
                     fwd.image(buf.get(), yi);
                 },
             );
-    } else {
-        y.resize(n * out_len, 0.0);
-    }
-    // SAFETY: when the images were computed, `Forward::image` wrote each of the n·Co·H·W
-    // elements; otherwise `resize` filled them.
-    unsafe { y.set_len(n * out_len) };
-    y
+    };
+    // SAFETY: the n images' outputs cover the buffer and `Forward::image` writes every element
+    // of each.
+    unsafe { filled_vec(n * out_len, fill) }.0
 }
 
 /// The backward pass: from `dy` (N×Co×H×W) the weight gradient (Co×Ci×3×3) and, if `want_dx`,
@@ -267,9 +268,11 @@ pub(super) fn conv3x3_bwd(
     assert_eq!(x.len(), n * in_len, "direct kernel: input length");
     assert_eq!(w.len(), co * ci * 9, "direct kernel: weight length");
     assert_eq!(dy.len(), n * out_len, "direct kernel: gradient length");
-    let mut dw = vec![0.0f32; co * ci * 9];
     if n == 0 || in_len == 0 || out_len == 0 {
-        return (want_dx.then(|| vec![0.0; n * in_len]), dw);
+        return (
+            want_dx.then(|| vec![0.0; n * in_len]),
+            vec![0.0; co * ci * 9],
+        );
     }
     let grid = Grid::new(h, wd);
     let wf = super::flip_kernel(w, [ci, co, 9]);
@@ -281,47 +284,32 @@ pub(super) fn conv3x3_bwd(
         ci: co,
         co: ci,
     };
-    let chunks = crate::reduction_chunks(n);
-    let per = n.div_ceil(chunks);
-    let mut dx: Vec<f32> = Vec::with_capacity(if want_dx { n * in_len } else { 0 });
-    let dx_chunks: Vec<&mut [MaybeUninit<f32>]> = if want_dx {
-        dx.spare_capacity_mut()[..n * in_len]
-            .chunks_mut(per * in_len)
-            .collect()
-    } else {
-        std::iter::repeat_with(Default::default)
-            .take(n.div_ceil(per))
-            .collect()
-    };
-    let partials: Vec<Vec<f32>> = dx_chunks
-        .into_par_iter()
-        .zip(x.par_chunks(per * in_len))
-        .zip(dy.par_chunks(per * out_len))
-        .map(|((dxc, xc), dyc)| {
-            let mut wg = WeightGrad::new(&grid, ci, co);
-            let mut xb = grid.buffer(ci);
-            let mut db = grid.buffer(if want_dx { co } else { 0 });
-            for (i, (xi, dyi)) in xc.chunks(in_len).zip(dyc.chunks(out_len)).enumerate() {
-                grid.fill(xi, &mut xb);
-                if want_dx {
-                    grid.fill(dyi, &mut db);
-                    bwd.image(db.get(), &mut dxc[i * in_len..][..in_len]);
+    let per = n.div_ceil(crate::reduction_chunks(n));
+    let fill = |dx: &mut [MaybeUninit<f32>]| {
+        let partials: Vec<Vec<f32>> = chunk_slices(dx, per * in_len, n.div_ceil(per))
+            .into_par_iter()
+            .zip(x.par_chunks(per * in_len))
+            .zip(dy.par_chunks(per * out_len))
+            .map(|((dxc, xc), dyc)| {
+                let mut wg = WeightGrad::new(&grid, ci, co);
+                let mut xb = grid.buffer(ci);
+                let mut db = grid.buffer(if want_dx { co } else { 0 });
+                for (i, (xi, dyi)) in xc.chunks(in_len).zip(dyc.chunks(out_len)).enumerate() {
+                    grid.fill(xi, &mut xb);
+                    if want_dx {
+                        grid.fill(dyi, &mut db);
+                        bwd.image(db.get(), &mut dxc[i * in_len..][..in_len]);
+                    }
+                    wg.add_image(xb.get(), dyi);
                 }
-                wg.add_image(xb.get(), dyi);
-            }
-            wg.into_dw()
-        })
-        .collect();
-    for part in &partials {
-        for (a, b) in dw.iter_mut().zip(part) {
-            *a += *b;
-        }
-    }
-    if want_dx {
-        // SAFETY: the chunks cover all n images and `Forward::image` wrote every element of
-        // each image's input gradient.
-        unsafe { dx.set_len(n * in_len) };
-    }
+                wg.into_dw()
+            })
+            .collect();
+        sum_in_order(partials)
+    };
+    // SAFETY: with an input gradient the chunks cover all n images and `Forward::image` writes
+    // every element of each image's; without one the buffer is empty.
+    let (dx, dw) = unsafe { filled_vec(if want_dx { n * in_len } else { 0 }, fill) };
     (want_dx.then_some(dx), dw)
 }
 
