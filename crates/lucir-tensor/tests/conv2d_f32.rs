@@ -1,5 +1,5 @@
 //! The f32 convolution paths against the f64 reference: every 3×3 "same" layer shape of the
-//! CIFAR ResNets, ResNet-18's 3×3 stride-1 layers, the stems (1 and 3 input channels), odd batch
+//! CIFAR ResNets, ResNet-18's 3×3 stride-1 layers, the stride-2 3×3 and 1×1 layers of both, the stems (1 and 3 input channels), odd batch
 //! sizes, plane sizes that end a 16-position vector (and a 16×16 transpose block) anywhere,
 //! channel counts that leave partial 8-channel blocks, odd input-channel counts and output
 //! channels that are not a multiple of 16; forward, backward and the weight-only backward of a
@@ -12,6 +12,32 @@ use common::{max_rel, rng, uniform};
 use lucir_tensor::{
     conv2d, conv2d_bwd, conv2d_bwd_ref, conv2d_bwd_weight, conv2d_ref, Conv2dGeometry,
 };
+
+/// Checks forward, backward and weight-only backward of one convolution against the f64
+/// reference.
+fn check(
+    r: &mut rand_chacha::ChaCha8Rng,
+    (n, ci, co, h, w): (usize, usize, usize, usize, usize),
+    k: usize,
+    g: Conv2dGeometry,
+) {
+    let x = uniform(r, &[n, ci, h, w], -1.0, 1.0);
+    let kernel = uniform(r, &[co, ci, k, k], -1.0, 1.0);
+    let y_ref = conv2d_ref(&x, &kernel, g).unwrap();
+    let dy = uniform(r, y_ref.shape(), -1.0, 1.0);
+    let (xf, kf, dyf) = (x.cast::<f32>(), kernel.cast::<f32>(), dy.cast::<f32>());
+    let what = format!("{n}×{ci}×{h}×{w} → {co}, {k}×{k}/{}", g.stride);
+    let y = conv2d(&xf, &kf, g).unwrap();
+    let e = max_rel(&y.cast(), &y_ref);
+    assert!(e <= 1e-4, "forward {what}: {e:e}");
+    let (dx, dw) = conv2d_bwd(&xf, &kf, &dyf, g).unwrap();
+    let (dx_ref, dw_ref) = conv2d_bwd_ref(&x, &kernel, &dy, g).unwrap();
+    let (ex, ew) = (max_rel(&dx.cast(), &dx_ref), max_rel(&dw.cast(), &dw_ref));
+    assert!(ex <= 1e-4 && ew <= 1e-4, "backward {what}: {ex:e} {ew:e}");
+    let dw_only = conv2d_bwd_weight(&xf, &kf, &dyf, g).unwrap();
+    let e = max_rel(&dw_only.cast(), &dw_ref);
+    assert!(e <= 1e-4, "weight gradient {what}: {e:e}");
+}
 
 #[test]
 fn f32_same_convolutions_match_the_reference() {
@@ -37,23 +63,35 @@ fn f32_same_convolutions_match_the_reference() {
         (2, 3, 8, 40, 37),
     ];
     let mut r = rng(11);
-    for (n, ci, co, h, w) in shapes {
-        let x = uniform(&mut r, &[n, ci, h, w], -1.0, 1.0);
-        let k = uniform(&mut r, &[co, ci, 3, 3], -1.0, 1.0);
-        let dy = uniform(&mut r, &[n, co, h, w], -1.0, 1.0);
-        let (xf, kf, dyf) = (x.cast::<f32>(), k.cast::<f32>(), dy.cast::<f32>());
-        let y = conv2d(&xf, &kf, g).unwrap();
-        let e = max_rel(&y.cast(), &conv2d_ref(&x, &k, g).unwrap());
-        assert!(e <= 1e-4, "forward {n}×{ci}×{h}×{w} → {co}: {e:e}");
-        let (dx, dw) = conv2d_bwd(&xf, &kf, &dyf, g).unwrap();
-        let (dx_ref, dw_ref) = conv2d_bwd_ref(&x, &k, &dy, g).unwrap();
-        let (ex, ew) = (max_rel(&dx.cast(), &dx_ref), max_rel(&dw.cast(), &dw_ref));
-        assert!(
-            ex <= 1e-4 && ew <= 1e-4,
-            "backward {n}×{ci}×{h}×{w} → {co}: {ex:e} {ew:e}"
-        );
-        let dw_only = conv2d_bwd_weight(&xf, &kf, &dyf, g).unwrap();
-        let e = max_rel(&dw_only.cast(), &dw_ref);
-        assert!(e <= 1e-4, "weight gradient {n}×{ci}×{h}×{w} → {co}: {e:e}");
+    for shape in shapes {
+        check(&mut r, shape, 3, g);
+    }
+}
+
+/// The stride-2 layers: the downsampling 3×3 (padding 1) and projection 1×1 (no padding) of
+/// the CIFAR ResNets on 28×28 and 32×32 inputs and of ResNet-18, odd batches, odd sides (the
+/// odd phases one row or column short), sides of 1 and 2, channel counts off the 8/16 blocks.
+#[test]
+fn f32_stride_2_convolutions_match_the_reference() {
+    // (N, Ci, Co, H, W)
+    let shapes = [
+        (3, 16, 32, 28, 28),
+        (1, 32, 64, 14, 14),
+        (2, 16, 32, 32, 32),
+        (3, 32, 64, 16, 16),
+        (1, 64, 128, 56, 56),
+        (1, 128, 256, 28, 28),
+        (1, 256, 512, 14, 14),
+        (21, 3, 16, 7, 7),
+        (1, 5, 11, 9, 17),
+        (2, 7, 3, 13, 12),
+        (1, 2, 13, 1, 1),
+        (3, 4, 9, 2, 2),
+        (1, 24, 40, 31, 33),
+    ];
+    let mut r = rng(12);
+    for shape in shapes {
+        check(&mut r, shape, 3, Conv2dGeometry { stride: 2, pad: 1 });
+        check(&mut r, shape, 1, Conv2dGeometry { stride: 2, pad: 0 });
     }
 }

@@ -6,8 +6,9 @@
 //! matrices of a few images side by side in one gemm (see `images_per_gemm`). A 1×1 convolution
 //! with stride 1 and no padding uses the image itself as its column matrix.
 //!
-//! In f32 on a CPU with AVX-512, 3×3 stride-1 "same" convolutions go to the direct kernels of
-//! `direct` instead, forward and backward: no column matrices at all.
+//! In f32 on a CPU with AVX-512, 3×3 stride-1 "same" convolutions and the stride-2 3×3
+//! (padding 1) and 1×1 (no padding) ones go to the direct kernels of `direct` instead, forward
+//! and backward: no column matrices at all.
 
 use rayon::prelude::*;
 
@@ -136,10 +137,23 @@ impl Dims {
         self.stride == 1 && self.ho == self.h && self.wo == self.w
     }
 
-    /// Whether the f32 direct kernels (`direct`) take this convolution on this CPU: 3×3,
-    /// stride 1, padding 1, AVX-512.
+    /// Whether the f32 direct kernels (`direct`) take this convolution on this CPU: 3×3 with
+    /// stride 1 and padding 1, or 3×3 / 1×1 with stride 2 (padding 1 / 0), AVX-512.
     fn direct(&self) -> bool {
         direct::fits(self.kh, self.kw, self.stride, self.pad) && direct::available()
+    }
+
+    /// The sizes the direct kernels take.
+    fn direct_shape(&self) -> direct::Shape {
+        [
+            self.n,
+            self.ci,
+            self.co,
+            self.h,
+            self.w,
+            self.kh,
+            self.stride,
+        ]
     }
 }
 
@@ -198,7 +212,7 @@ pub fn conv2d<T: Float>(x: &Tensor<T>, w: &Tensor<T>, g: Conv2dGeometry) -> Resu
     let shape = [d.n, d.co, d.ho, d.wo];
     if d.direct() && !d.empty() {
         if let (Some(xs), Some(ws)) = (T::f32_slice(x.as_slice()), T::f32_slice(w.as_slice())) {
-            let y = direct::conv3x3(xs, ws, [d.n, d.ci, d.co, d.h, d.w]);
+            let y = direct::forward(xs, ws, d.direct_shape());
             if let Some(y) = T::from_f32_vec(y) {
                 return Tensor::from_vec(&shape, y);
             }
@@ -326,8 +340,7 @@ fn conv2d_bwd_impl<T: Float>(
             T::f32_slice(w.as_slice()),
             T::f32_slice(dy.as_slice()),
         ) {
-            let dims = [d.n, d.ci, d.co, d.h, d.w];
-            let (dx, dw) = direct::conv3x3_bwd(xs, ws, dys, dims, want_dx);
+            let (dx, dw) = direct::backward(xs, ws, dys, d.direct_shape(), want_dx);
             // T is f32 (its slices were), so both vectors convert.
             let dx = dx.and_then(T::from_f32_vec);
             if let Some(dw) = T::from_f32_vec(dw) {

@@ -1,4 +1,5 @@
-//! Direct 3×3 "same" convolution (stride 1, padding 1) of f32 NCHW images with AVX-512:
+//! Direct 3×3 "same" convolution (stride 1, padding 1) of f32 NCHW images with AVX-512 (and,
+//! through the same kernels, the stride-2 layers of [`strided`]):
 //! forward, input gradient and weight gradient, with no im2col, no column buffer and no zeroing
 //! of outputs.
 //!
@@ -26,6 +27,9 @@
 //!   per thread, as [`crate::reduction_chunks`] decides) has its own, and the chunks are added
 //!   in order, so the result depends on the thread count only.
 //!
+//! The kernels take a list of taps (offsets from the output position, [`Taps`]), so the same
+//! tiles also run the stride-2 3×3 and 1×1 layers on phase planes ([`strided`]).
+//!
 //! The reference is [`super::conv2d_ref`] / [`super::conv2d_bwd_ref`]; the gemm path stays for
 //! every other shape, for f64 and for CPUs without AVX-512.
 
@@ -36,6 +40,7 @@ use rayon::prelude::*;
 use super::{chunk_slices, sum_in_order};
 use crate::tensor::filled_vec;
 
+mod strided;
 mod weight_grad;
 
 use weight_grad::WeightGrad;
@@ -52,9 +57,60 @@ pub(super) fn available() -> bool {
     }
 }
 
-/// Whether a convolution is one the kernels take: 3×3, stride 1, padding 1.
+/// Whether a convolution is one the kernels take: 3×3 with stride 1 and padding 1, or one of
+/// the stride-2 kernels of [`strided`].
 pub(super) fn fits(kh: usize, kw: usize, stride: usize, pad: usize) -> bool {
-    kh == 3 && kw == 3 && stride == 1 && pad == 1
+    (kh == 3 && kw == 3 && stride == 1 && pad == 1) || strided::fits(kh, kw, stride, pad)
+}
+
+/// Sizes of a convolution that [`fits`]: N, Ci, Co, H, W (input), k (kernel side), stride.
+pub(super) type Shape = [usize; 7];
+
+/// The forward pass of a convolution that [`fits`]: `x` N×Ci×H×W, `w` Co×Ci×k×k.
+///
+/// # Panics
+/// If the slices do not have those lengths or the CPU lacks AVX-512 ([`available`]); callers
+/// check first.
+pub(super) fn forward(x: &[f32], w: &[f32], [n, ci, co, h, wd, k, stride]: Shape) -> Vec<f32> {
+    if stride == 1 {
+        assert_eq!(k, 3, "direct kernel: stride 1 takes 3×3 kernels");
+        return conv3x3(x, w, [n, ci, co, h, wd]);
+    }
+    let s = strided::Strided {
+        n,
+        ci,
+        co,
+        h,
+        w: wd,
+        k,
+    };
+    strided::forward(x, w, s)
+}
+
+/// The backward pass of [`forward`]: the input gradient (if `want_dx`) and the weight gradient.
+///
+/// # Panics
+/// As [`forward`], and if `dy` does not hold N×Co×Ho×Wo floats.
+pub(super) fn backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    [n, ci, co, h, wd, k, stride]: Shape,
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>) {
+    if stride == 1 {
+        assert_eq!(k, 3, "direct kernel: stride 1 takes 3×3 kernels");
+        return conv3x3_bwd(x, w, dy, [n, ci, co, h, wd], want_dx);
+    }
+    let s = strided::Strided {
+        n,
+        ci,
+        co,
+        h,
+        w: wd,
+        k,
+    };
+    strided::backward(x, w, dy, s, want_dx)
 }
 
 /// Output channels per register tile.
@@ -67,20 +123,26 @@ const V: usize = 3;
 /// floats past the bottom border row (see [`Grid`]).
 const SLACK: usize = 32;
 
-/// The bordered planes of an H×W image and the vectors of output positions over them.
+/// The planes an image is copied into and the vectors of output positions over them.
+///
+/// Output position `q = r·wp + col` (`r < h`, `col < wp`) is a real output when `col < w`; the
+/// positions are taken 16 at a time. A kernel tap reads its input at `q` plus a fixed offset
+/// ([`Taps`]), so every tap of a run of 16 positions is one unaligned load.
 #[derive(Clone, Debug)]
 struct Grid {
+    /// Output rows.
     h: usize,
+    /// Output columns.
     w: usize,
-    /// Row length of a bordered plane, W + 2.
+    /// Row length of a plane: W + 2 for bordered planes, Wo + 1 for phase planes.
     wp: usize,
-    /// Floats from the start of a plane's stride to its bordered plane: output position 0's own
-    /// input (`lead + wp + 1`) then sits on a 64-byte boundary, so the centre tap's loads are
-    /// aligned.
+    /// Floats from the start of a plane's stride to the plane: position `wp + 1` of the plane
+    /// (the centre tap of output 0 on a bordered plane) then sits on a 64-byte boundary.
     lead: usize,
-    /// Floats from one plane to the next: `lead` + (H+2)·(W+2) + [`SLACK`], a multiple of 16.
+    /// Floats from one plane to the next: `lead` + the plane's rows·`wp` + [`SLACK`], a
+    /// multiple of 16.
     plane: usize,
-    /// Vectors of 16 output positions covering the H·(W+2) positions.
+    /// Vectors of 16 output positions covering the h·wp positions.
     nvec: usize,
     /// Per vector: the lanes that are real outputs, the same number of low lanes, and where the
     /// first of them goes in an NCHW output plane.
@@ -88,8 +150,20 @@ struct Grid {
 }
 
 impl Grid {
-    fn new(h: usize, w: usize) -> Self {
-        let wp = w + 2;
+    /// Bordered planes of an H×W image for a 3×3 "same" convolution: (H+2)×(W+2) with the
+    /// image in the interior; the outputs are H×W.
+    fn same(h: usize, w: usize) -> Self {
+        Self::new(h, w, w + 2, h + 2)
+    }
+
+    /// Phase planes for a stride-2 convolution with Ho×Wo outputs: each input plane is split
+    /// into four (even/odd rows × even/odd columns), each (Ho+1)×(Wo+1) with its elements
+    /// shifted one row and one column in (a zero top row and left column); see [`Taps::phases`].
+    fn phases(ho: usize, wo: usize) -> Self {
+        Self::new(ho, wo, wo + 1, ho + 1)
+    }
+
+    fn new(h: usize, w: usize, wp: usize, rows: usize) -> Self {
         let outs = h * wp;
         let nvec = outs.div_ceil(16);
         let stores = (0..nvec)
@@ -112,9 +186,19 @@ impl Grid {
             w,
             wp,
             lead,
-            plane: (lead + (h + 2) * wp + SLACK).next_multiple_of(16),
+            plane: (lead + rows * wp + SLACK).next_multiple_of(16),
             nvec,
             stores,
+        }
+    }
+
+    /// The nine taps of a 3×3 kernel on these planes as bordered planes, one per channel.
+    fn taps3x3(&self) -> Taps {
+        Taps {
+            stride: self.plane,
+            offs: (0..9)
+                .map(|t| self.lead + t / 3 * self.wp + t % 3)
+                .collect(),
         }
     }
 
@@ -167,42 +251,81 @@ impl Planes {
     }
 }
 
+/// Where a kernel's taps read: input channel `c`'s planes start `c·stride` floats into an
+/// image's buffer, and tap `t` of output position `q` reads the float `q + offs[t]` from there.
+#[derive(Clone, Debug)]
+struct Taps {
+    stride: usize,
+    offs: Vec<usize>,
+}
+
 /// A kernel's weights for the forward tiles: for each block of [`NB`] output channels, entry
-/// `(c·9 + tap)·NB + b` holds `w[o + b, c, tap]`, so a tap's NB weights sit together. Channels
-/// past the last full block keep their own layout (`w[o]` is already (c, tap) ordered).
-fn pack(w: &[f32], ci: usize, co: usize) -> Vec<f32> {
+/// `(c·T + tap)·NB + b` holds `w[o + b, c, tap]` (`T` taps), so a tap's NB weights sit
+/// together. Channels past the last full block keep their own layout (`w[o]` is already
+/// (c, tap) ordered).
+fn pack(w: &[f32], ci: usize, co: usize, taps: usize) -> Vec<f32> {
     let full = co / NB * NB;
-    let mut packed = Vec::with_capacity(full * ci * 9);
+    let per = ci * taps;
+    let mut packed = Vec::with_capacity(full * per);
     for o in (0..full).step_by(NB) {
-        for t in 0..ci * 9 {
-            packed.extend((0..NB).map(|b| w[(o + b) * ci * 9 + t]));
+        for t in 0..per {
+            packed.extend((0..NB).map(|b| w[(o + b) * per + t]));
         }
     }
     packed
 }
 
-/// The forward kernel's view of one convolution: `ci` bordered input planes → `co` NCHW
-/// output planes.
+/// The forward kernel's view of one convolution: `ci` input channels' planes → `co` NCHW
+/// output planes of the grid's H×W outputs, `w` Co × Ci × taps.
 struct Forward<'a> {
     grid: &'a Grid,
-    packed: &'a [f32],
-    w: &'a [f32],
+    taps: Taps,
+    packed: Vec<f32>,
+    w: Vec<f32>,
     ci: usize,
     co: usize,
 }
 
-impl Forward<'_> {
-    /// One image: `src` its `ci` bordered planes, `y` its `co·H·W` outputs, every one written.
+impl<'a> Forward<'a> {
+    fn new(grid: &'a Grid, taps: Taps, w: Vec<f32>, ci: usize, co: usize) -> Self {
+        assert_eq!(
+            w.len(),
+            co * ci * taps.offs.len(),
+            "direct kernel: weight length"
+        );
+        let packed = pack(&w, ci, co, taps.offs.len());
+        Self {
+            grid,
+            taps,
+            packed,
+            w,
+            ci,
+            co,
+        }
+    }
+
+    /// One image: `src` its input planes, `y` its `co·H·W` outputs, every one written.
     fn image(&self, src: &[f32], y: &mut [MaybeUninit<f32>]) {
+        let g = self.grid;
+        // The furthest float a tile reads: its last position plus the largest offset.
+        let reach = 16 * g.nvec + self.taps.offs.iter().max().unwrap_or(&0);
         assert!(
-            src.len() >= self.ci * self.grid.plane
-                && y.len() >= self.co * self.grid.h * self.grid.w
+            (self.ci == 0 || src.len() >= (self.ci - 1) * self.taps.stride + reach)
+                && y.len() >= self.co * g.h * g.w
         );
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `available` was checked by the public entry points; the lengths were just
-        // checked, and `Grid` sizes the planes so that every tile's loads stay in them.
+        // checked.
         unsafe {
-            avx512::forward_image(self, src, y)
+            let offs = &self.taps.offs;
+            match offs.len() {
+                9 => avx512::forward_image::<9>(self, offs.as_slice().try_into().unwrap(), src, y),
+                4 => avx512::forward_image::<4>(self, offs.as_slice().try_into().unwrap(), src, y),
+                2 => avx512::forward_image::<2>(self, offs.as_slice().try_into().unwrap(), src, y),
+                1 => avx512::forward_image::<1>(self, offs.as_slice().try_into().unwrap(), src, y),
+                0 => avx512::forward_image::<0>(self, &[], src, y),
+                n => unreachable!("no kernel has {n} taps"),
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -218,19 +341,11 @@ impl Forward<'_> {
 /// # Panics
 /// If the slices do not have those lengths or the CPU lacks AVX-512 ([`available`]); callers
 /// check first.
-pub(super) fn conv3x3(x: &[f32], w: &[f32], [n, ci, co, h, wd]: [usize; 5]) -> Vec<f32> {
+fn conv3x3(x: &[f32], w: &[f32], [n, ci, co, h, wd]: [usize; 5]) -> Vec<f32> {
     assert!(available(), "direct kernel: no AVX-512");
     assert_eq!(x.len(), n * ci * h * wd, "direct kernel: input length");
-    assert_eq!(w.len(), co * ci * 9, "direct kernel: weight length");
-    let grid = Grid::new(h, wd);
-    let packed = pack(w, ci, co);
-    let fwd = Forward {
-        grid: &grid,
-        packed: &packed,
-        w,
-        ci,
-        co,
-    };
+    let grid = Grid::same(h, wd);
+    let fwd = Forward::new(&grid, grid.taps3x3(), w.to_vec(), ci, co);
     let (in_len, out_len) = (ci * h * wd, co * h * wd);
     if in_len == 0 || out_len == 0 {
         return vec![0.0; n * out_len];
@@ -256,7 +371,7 @@ pub(super) fn conv3x3(x: &[f32], w: &[f32], [n, ci, co, h, wd]: [usize; 5]) -> V
 ///
 /// # Panics
 /// As [`conv3x3`], and if `dy` does not hold N×Co×H×W floats.
-pub(super) fn conv3x3_bwd(
+fn conv3x3_bwd(
     x: &[f32],
     w: &[f32],
     dy: &[f32],
@@ -274,16 +389,15 @@ pub(super) fn conv3x3_bwd(
             vec![0.0; co * ci * 9],
         );
     }
-    let grid = Grid::new(h, wd);
-    let wf = super::flip_kernel(w, [ci, co, 9]);
-    let packed = pack(&wf, co, ci);
-    let bwd = Forward {
-        grid: &grid,
-        packed: &packed,
-        w: &wf,
-        ci: co,
-        co: ci,
-    };
+    let grid = Grid::same(h, wd);
+    let taps = grid.taps3x3();
+    let bwd = Forward::new(
+        &grid,
+        taps.clone(),
+        super::flip_kernel(w, [ci, co, 9]),
+        co,
+        ci,
+    );
     let per = n.div_ceil(crate::reduction_chunks(n));
     let fill = |dx: &mut [MaybeUninit<f32>]| {
         let partials: Vec<Vec<f32>> = chunk_slices(dx, per * in_len, n.div_ceil(per))
@@ -291,7 +405,7 @@ pub(super) fn conv3x3_bwd(
             .zip(x.par_chunks(per * in_len))
             .zip(dy.par_chunks(per * out_len))
             .map(|((dxc, xc), dyc)| {
-                let mut wg = WeightGrad::new(&grid, ci, co);
+                let mut wg = WeightGrad::new(&grid, &taps, ci, co);
                 let mut xb = grid.buffer(ci);
                 let mut db = grid.buffer(if want_dx { co } else { 0 });
                 for (i, (xi, dyi)) in xc.chunks(in_len).zip(dyc.chunks(out_len)).enumerate() {
@@ -347,51 +461,59 @@ mod avx512 {
     }
 
     /// One image through the forward kernel: blocks of [`NB`] output channels (then the rest
-    /// one at a time), each over the position vectors in tiles of [`V`] (then the rest).
+    /// one at a time), each over the position vectors in tiles of [`V`] (then the rest). `T`
+    /// taps at `offs`.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `src` holds `f.ci` bordered planes of `f.grid`, `y` at least
-    /// `f.co·H·W` floats. Every one of those `y` elements is written.
+    /// The CPU has AVX-512F; `src` holds `f.ci` channels' planes, so that every tap of every
+    /// position vector reads inside it (as `Forward::image` checks), and `y` at least `f.co·H·W`
+    /// floats. Every one of those `y` elements is written.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn forward_image(f: &Forward<'_>, src: &[f32], y: &mut [MaybeUninit<f32>]) {
+    pub(super) unsafe fn forward_image<const T: usize>(
+        f: &Forward<'_>,
+        offs: &[usize; T],
+        src: &[f32],
+        y: &mut [MaybeUninit<f32>],
+    ) {
         let full = f.co / NB * NB;
         let nvec = f.grid.nvec;
         let tiled = nvec / V * V;
-        let per = f.ci * 9;
+        let per = f.ci * T;
         for o in (0..full).step_by(NB) {
             let wts = &f.packed[o * per..(o + NB) * per];
             for v in (0..tiled).step_by(V) {
                 // SAFETY: this function's contract; o + NB ≤ Co, v + V ≤ nvec.
-                unsafe { tile::<NB, V>(f, src, wts, (o, v), y) };
+                unsafe { tile::<NB, V, T>(f, offs, src, wts, (o, v), y) };
             }
             for v in tiled..nvec {
                 // SAFETY: as above, v < nvec.
-                unsafe { tile::<NB, 1>(f, src, wts, (o, v), y) };
+                unsafe { tile::<NB, 1, T>(f, offs, src, wts, (o, v), y) };
             }
         }
         for o in full..f.co {
             let wts = &f.w[o * per..(o + 1) * per];
             for v in (0..tiled).step_by(V) {
                 // SAFETY: as above, o < Co.
-                unsafe { tile::<1, V>(f, src, wts, (o, v), y) };
+                unsafe { tile::<1, V, T>(f, offs, src, wts, (o, v), y) };
             }
             for v in tiled..nvec {
                 // SAFETY: as above.
-                unsafe { tile::<1, 1>(f, src, wts, (o, v), y) };
+                unsafe { tile::<1, 1, T>(f, offs, src, wts, (o, v), y) };
             }
         }
     }
 
     /// Output channels `o..o + B` at position vectors `v..v + K`: `B × K` accumulators summed
-    /// over (input channel, ky, kx), then the real lanes packed and stored.
+    /// over (input channel, tap), then the real lanes packed and stored.
     ///
     /// # Safety
-    /// As [`forward_image`], with `wts` the `ci·9·B` weights of the block (tap-major, `B` per
+    /// As [`forward_image`], with `wts` the `ci·T·B` weights of the block (tap-major, `B` per
     /// tap), `o + B ≤ Co` and `v + K ≤ nvec`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile<const B: usize, const K: usize>(
+    unsafe fn tile<const B: usize, const K: usize, const T: usize>(
         f: &Forward<'_>,
+        offs: &[usize; T],
         src: &[f32],
         wts: &[f32],
         (o, v): (usize, usize),
@@ -399,25 +521,22 @@ mod avx512 {
     ) {
         let g = f.grid;
         let mut acc = [[_mm512_setzero_ps(); K]; B];
-        let base = src.as_ptr().wrapping_add(g.lead + 16 * v);
+        let base = src.as_ptr().wrapping_add(16 * v);
         let wp = wts.as_ptr();
         for c in 0..f.ci {
-            let plane = base.wrapping_add(c * g.plane);
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    let at = plane.wrapping_add(ky * g.wp + kx);
-                    // SAFETY: position vector v + j < nvec reads at most 16·nvec − 1 + 2·wp + 2
-                    // < plane floats into bordered plane c (see `Grid`), within `src`.
-                    let input: [__m512; K] = std::array::from_fn(|j| unsafe {
-                        _mm512_loadu_ps(at.wrapping_add(16 * j))
-                    });
-                    let t = (c * 9 + ky * 3 + kx) * B;
-                    for (b, accb) in acc.iter_mut().enumerate() {
-                        // SAFETY: t + b < ci·9·B = wts.len().
-                        let wb = _mm512_set1_ps(unsafe { *wp.add(t + b) });
-                        for j in 0..K {
-                            accb[j] = _mm512_fmadd_ps(wb, input[j], accb[j]);
-                        }
+            let chan = base.wrapping_add(c * f.taps.stride);
+            for (t, &off) in offs.iter().enumerate() {
+                let at = chan.wrapping_add(off);
+                let input: [__m512; K] = std::array::from_fn(|j| {
+                    // SAFETY: position vector v + j < nvec reads inside `src` (the contract).
+                    unsafe { _mm512_loadu_ps(at.wrapping_add(16 * j)) }
+                });
+                let k = (c * T + t) * B;
+                for (b, accb) in acc.iter_mut().enumerate() {
+                    // SAFETY: k + b < ci·T·B = wts.len().
+                    let wb = _mm512_set1_ps(unsafe { *wp.add(k + b) });
+                    for j in 0..K {
+                        accb[j] = _mm512_fmadd_ps(wb, input[j], accb[j]);
                     }
                 }
             }

@@ -1,51 +1,64 @@
-//! The weight gradient of the direct 3×3 kernels (see the parent module): output channels in
-//! the vector lanes, `x` values broadcast from the bordered planes, one running sum per entry.
+//! The weight gradient of the direct kernels (see the parent module): output channels in the
+//! vector lanes, `x` values broadcast from the input planes, one running sum per entry.
 
-use super::{Grid, Planes};
+use super::{Grid, Planes, Taps};
 
 /// The weight gradient of one chunk of images, summed image by image.
 ///
 /// `dw[o, c, tap] = Σ_p dy[o, p] · x[c, p + tap offset]` is computed with the output channels
 /// in the vector lanes: each image's `dy` is transposed to `dyt` (positions × Co rounded up to
-/// 16, the extra channels zero), and for each position one aligned load of `dyt` meets the nine
-/// tap values of `x`, broadcast from the bordered planes (scalar loads, which never split a
-/// cache line). Each `dw` entry is then one running sum over the positions of every image in
+/// 16, the extra channels zero), and for each position one aligned load of `dyt` meets the
+/// tap values of `x`, broadcast from the input planes (scalar loads, which never split a cache
+/// line). Each `dw` entry is then one running sum over the positions of every image in
 /// order, kept in `acc` between images: no lane sums at the end.
 pub(super) struct WeightGrad<'a> {
     grid: &'a Grid,
+    taps: &'a Taps,
     ci: usize,
     co: usize,
     /// Co rounded up to a multiple of 16.
     co16: usize,
     /// The current image's `dy`, H·W rows of `co16` floats.
     dyt: Planes,
-    /// `acc[(c·9 + tap)·co16 + o]`, the running sums.
+    /// `acc[(c·T + tap)·co16 + o]` (`T` taps), the running sums.
     acc: Planes,
 }
 
 impl<'a> WeightGrad<'a> {
-    pub(super) fn new(grid: &'a Grid, ci: usize, co: usize) -> Self {
+    pub(super) fn new(grid: &'a Grid, taps: &'a Taps, ci: usize, co: usize) -> Self {
         let co16 = co.next_multiple_of(16);
         Self {
             grid,
+            taps,
             ci,
             co,
             co16,
             dyt: Planes::zeroed(grid.h * grid.w * co16),
-            acc: Planes::zeroed(ci * 9 * co16),
+            acc: Planes::zeroed(ci * taps.offs.len() * co16),
         }
     }
 
-    /// Adds one image: `xb` its `ci` bordered planes, `dy` its Co×H×W gradient.
+    /// Adds one image: `xb` its `ci` channels' input planes, `dy` its Co×H×W gradient.
     pub(super) fn add_image(&mut self, xb: &[f32], dy: &[f32]) {
         let g = self.grid;
-        assert!(xb.len() >= self.ci * g.plane && dy.len() == self.co * g.h * g.w);
+        // The furthest float read: the last real position plus the largest offset.
+        let reach = (g.h.max(1) - 1) * g.wp + g.w + self.taps.offs.iter().max().unwrap_or(&0);
+        assert!(
+            (self.ci == 0 || xb.len() >= (self.ci - 1) * self.taps.stride + reach)
+                && dy.len() == self.co * g.h * g.w
+        );
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `available` was checked by `conv3x3_bwd`; the lengths were just checked and
-        // `dyt`, `acc` were sized by `new` for this grid and these channel counts.
+        // SAFETY: `available` was checked by the public entry points; the lengths were just
+        // checked and `dyt`, `acc` were sized by `new` for this grid, these taps and channel
+        // counts.
         unsafe {
             avx512::transpose_dy(dy, self.co, g.h * g.w, self.co16, self.dyt.get_mut());
-            avx512::weight_grad(self, xb);
+            let offs = &self.taps.offs;
+            match offs.len() {
+                9 => avx512::weight_grad::<9>(self, offs.as_slice().try_into().unwrap(), xb),
+                1 => avx512::weight_grad::<1>(self, offs.as_slice().try_into().unwrap(), xb),
+                n => unreachable!("no kernel has {n} taps"),
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
@@ -54,11 +67,12 @@ impl<'a> WeightGrad<'a> {
         }
     }
 
-    /// The sums as a Co×Ci×3×3 weight gradient.
+    /// The sums as a Co×Ci×taps weight gradient.
     pub(super) fn into_dw(self) -> Vec<f32> {
         let acc = self.acc.get();
-        let mut dw = vec![0.0f32; self.co * self.ci * 9];
-        for (o, dwo) in dw.chunks_exact_mut(self.ci * 9).enumerate() {
+        let per = self.ci * self.taps.offs.len();
+        let mut dw = vec![0.0f32; self.co * per];
+        for (o, dwo) in dw.chunks_exact_mut(per.max(1)).enumerate() {
             for (t, d) in dwo.iter_mut().enumerate() {
                 *d = acc[t * self.co16 + o];
             }
@@ -158,59 +172,86 @@ mod avx512 {
     }
 
     /// One image into the running sums: tiles of `M` vectors of output channels × `C` input
-    /// channels × 9 taps (18 accumulators), over every position of the image.
+    /// channels × `T` taps, over every position of the image.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `xb` holds `wg.ci` bordered planes of `wg.grid`; `wg.dyt` holds
-    /// this image's transposed `dy`.
+    /// The CPU has AVX-512F; `xb` holds `wg.ci` channels' planes, so that every tap of every
+    /// real position reads inside it (as `WeightGrad::add_image` checks); `wg.dyt` holds this
+    /// image's transposed `dy`.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn weight_grad(wg: &mut WeightGrad<'_>, xb: &[f32]) {
+    pub(super) unsafe fn weight_grad<const T: usize>(
+        wg: &mut WeightGrad<'_>,
+        offs: &[usize; T],
+        xb: &[f32],
+    ) {
+        // 18 accumulators with nine taps, 16 with one.
+        let tiles = match (T, wg.co16 == 16) {
+            (9, true) => tiles::<1, 2, T>,
+            (9, false) => tiles::<2, 1, T>,
+            (_, true) => tiles::<1, 16, T>,
+            (_, false) => tiles::<2, 8, T>,
+        };
+        // SAFETY: this function's contract, passed on.
+        unsafe { tiles(wg, offs, xb) }
+    }
+
+    /// Every (output-channel vector, input channel) of the image in tiles of `M × C`, then the
+    /// rest in tiles of 1 in the short direction.
+    ///
+    /// # Safety
+    /// As [`weight_grad`].
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn tiles<const M: usize, const C: usize, const T: usize>(
+        wg: &mut WeightGrad<'_>,
+        offs: &[usize; T],
+        xb: &[f32],
+    ) {
         let ov = wg.co16 / 16;
-        if ov == 1 {
-            let pairs = wg.ci / 2 * 2;
-            for c in (0..pairs).step_by(2) {
-                // SAFETY: this function's contract; c + 2 ≤ Ci, one vector of channels.
-                unsafe { wg_tile::<1, 2>(wg, xb, (0, c)) };
+        let (vfull, cfull) = (ov / M * M, wg.ci / C * C);
+        for c in (0..cfull).step_by(C) {
+            for v in (0..vfull).step_by(M) {
+                // SAFETY: this function's contract; v + M ≤ co16/16, c + C ≤ Ci.
+                unsafe { wg_tile::<M, C, T>(wg, offs, xb, (v, c)) };
             }
-            for c in pairs..wg.ci {
+            for v in vfull..ov {
                 // SAFETY: as above.
-                unsafe { wg_tile::<1, 1>(wg, xb, (0, c)) };
+                unsafe { wg_tile::<1, C, T>(wg, offs, xb, (v, c)) };
             }
-        } else {
-            let pairs = ov / 2 * 2;
-            for c in 0..wg.ci {
-                for v in (0..pairs).step_by(2) {
-                    // SAFETY: as above; v + 2 ≤ co16/16.
-                    unsafe { wg_tile::<2, 1>(wg, xb, (v, c)) };
-                }
-                for v in pairs..ov {
-                    // SAFETY: as above.
-                    unsafe { wg_tile::<1, 1>(wg, xb, (v, c)) };
-                }
+        }
+        for c in cfull..wg.ci {
+            for v in (0..vfull).step_by(M) {
+                // SAFETY: as above.
+                unsafe { wg_tile::<M, 1, T>(wg, offs, xb, (v, c)) };
+            }
+            for v in vfull..ov {
+                // SAFETY: as above.
+                unsafe { wg_tile::<1, 1, T>(wg, offs, xb, (v, c)) };
             }
         }
     }
 
-    /// Output-channel vectors `v..v + M`, input channels `c..c + C`, all nine taps: the running
+    /// Output-channel vectors `v..v + M`, input channels `c..c + C`, all `T` taps: the running
     /// sums loaded, every position of the image added in order, the sums stored back.
     ///
     /// # Safety
     /// As [`weight_grad`], with `16·(v + M) ≤ co16` and `c + C ≤ Ci`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn wg_tile<const M: usize, const C: usize>(
+    unsafe fn wg_tile<const M: usize, const C: usize, const T: usize>(
         wg: &mut WeightGrad<'_>,
+        offs: &[usize; T],
         xb: &[f32],
         (v, c): (usize, usize),
     ) {
         let g = wg.grid;
         let co16 = wg.co16;
         let acc_ptr = wg.acc.get_mut().as_mut_ptr();
-        let at = |cc: usize, t: usize, m: usize| ((c + cc) * 9 + t) * co16 + 16 * (v + m);
-        let mut acc: [[[__m512; M]; 9]; C] = std::array::from_fn(|cc| {
+        let at = |cc: usize, t: usize, m: usize| ((c + cc) * T + t) * co16 + 16 * (v + m);
+        let mut acc: [[[__m512; M]; T]; C] = std::array::from_fn(|cc| {
             std::array::from_fn(|t| {
-                // SAFETY: entries (c + cc, t) < (Ci, 9) and channels 16·(v + m) + 16 ≤ co16:
-                // inside `acc` (Ci·9·co16 floats).
+                // SAFETY: entries (c + cc, t) < (Ci, T) and channels 16·(v + m) + 16 ≤ co16:
+                // inside `acc` (Ci·T·co16 floats).
                 std::array::from_fn(|m| unsafe {
                     _mm512_loadu_ps(acc_ptr.wrapping_add(at(cc, t, m)))
                 })
@@ -227,16 +268,12 @@ mod avx512 {
                 for (cc, accc) in acc.iter_mut().enumerate() {
                     let x = xb
                         .as_ptr()
-                        .wrapping_add((c + cc) * g.plane + g.lead + r * g.wp + col);
-                    for ky in 0..3 {
-                        for kx in 0..3 {
-                            // SAFETY: bordered row r + ky ≤ H + 1, column col + kx ≤ W + 1 of
-                            // plane c + cc: inside `xb`.
-                            let xv = _mm512_set1_ps(unsafe { *x.wrapping_add(ky * g.wp + kx) });
-                            for m in 0..M {
-                                accc[ky * 3 + kx][m] =
-                                    _mm512_fmadd_ps(d[m], xv, accc[ky * 3 + kx][m]);
-                            }
+                        .wrapping_add((c + cc) * wg.taps.stride + r * g.wp + col);
+                    for (acct, &off) in accc.iter_mut().zip(offs) {
+                        // SAFETY: a real position's taps read inside `xb` (the contract).
+                        let xv = _mm512_set1_ps(unsafe { *x.wrapping_add(off) });
+                        for m in 0..M {
+                            acct[m] = _mm512_fmadd_ps(d[m], xv, acct[m]);
                         }
                     }
                 }

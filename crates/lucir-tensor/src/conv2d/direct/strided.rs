@@ -1,0 +1,356 @@
+//! Stride-2 convolutions on phase planes: 3×3 with padding 1 (a ResNet's downsampling layer)
+//! and 1×1 without padding (its projection shortcut), forward, input gradient and weight
+//! gradient, with the kernels of the parent module.
+//!
+//! Each input plane is split into four *phase planes*, its even/odd rows × even/odd columns
+//! ([`Grid::phases`]). Input row `2i + ky − pad` of output row `i` is row `i + fy` of phase
+//! `a`, with `ky − pad = 2·fy + a` (`fy` ∈ {−1, 0}), so on the phase planes every tap is again
+//! a plain offset from the output position ([`Taps::phases`]): the forward pass and the weight
+//! gradient are the stride-1 kernels over Ci × 4 planes.
+//!
+//! The input gradient splits the other way: `dx` at phase (a, b) gathers the taps of that
+//! phase only, each from `dy` shifted by (−fy, −fx) — a stride-1 convolution of the bordered
+//! `dy` with 1, 2 or 4 taps (3×3) or with one tap or none (1×1). The four phase results are
+//! interleaved into `dx`.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::{available, Forward, Grid, Taps, WeightGrad};
+use crate::conv2d::{chunk_slices, sum_in_order};
+use crate::tensor::filled_vec;
+
+/// Whether the stride-2 kernels take a convolution: 3×3 with padding 1, or 1×1 without.
+pub(super) fn fits(kh: usize, kw: usize, stride: usize, pad: usize) -> bool {
+    stride == 2 && kh == kw && ((kh == 3 && pad == 1) || (kh == 1 && pad == 0))
+}
+
+/// Phase and shift of kernel offset `k` (padding `pad`): `k − pad = 2·shift + phase`.
+fn phase_of(k: usize, pad: usize) -> (usize, isize) {
+    let r = k as isize - pad as isize;
+    (r.rem_euclid(2) as usize, r.div_euclid(2))
+}
+
+impl Taps {
+    /// The k×k taps (k = 1 or 3, padding (k − 1)/2) of a stride-2 convolution on the phase
+    /// planes of `g`: four planes per input channel, phase (a, b) the `2a + b`-th.
+    fn phases(g: &Grid, k: usize) -> Self {
+        let pad = (k - 1) / 2;
+        let offs = (0..k * k)
+            .map(|t| {
+                let ((a, fy), (b, fx)) = (phase_of(t / k, pad), phase_of(t % k, pad));
+                // Phase element (i + fy, j + fx) sits at row i + fy + 1, column j + fx + 1.
+                let (ry, rx) = ((fy + 1) as usize, (fx + 1) as usize);
+                g.lead + (2 * a + b) * g.plane + ry * g.wp + rx
+            })
+            .collect();
+        Self {
+            stride: 4 * g.plane,
+            offs,
+        }
+    }
+}
+
+/// The input gradient of phase (a, b) as a forward convolution of the bordered `dy` (grid
+/// `g`, Co channels) into Ci channels: its taps and weights (Ci × Co × taps, from `w`
+/// Co × Ci × k × k).
+fn dx_phase<'a>(
+    g: &'a Grid,
+    w: &[f32],
+    [ci, co, k]: [usize; 3],
+    (a, b): (usize, usize),
+) -> Forward<'a> {
+    let pad = (k - 1) / 2;
+    let mut offs = Vec::new();
+    let mut kernel_taps = Vec::new();
+    for t in 0..k * k {
+        let ((ta, fy), (tb, fx)) = (phase_of(t / k, pad), phase_of(t % k, pad));
+        if (ta, tb) == (a, b) {
+            // dx phase element (r, c) takes dy element (r − fy, c − fx), which the bordered
+            // plane holds at row r − fy + 1, column c − fx + 1.
+            offs.push(g.lead + (1 - fy) as usize * g.wp + (1 - fx) as usize);
+            kernel_taps.push(t);
+        }
+    }
+    let mut wab = Vec::with_capacity(ci * co * offs.len());
+    for c in 0..ci {
+        for o in 0..co {
+            wab.extend(kernel_taps.iter().map(|t| w[(o * ci + c) * k * k + t]));
+        }
+    }
+    let taps = Taps {
+        stride: g.plane,
+        offs,
+    };
+    Forward::new(g, taps, wab, co, ci)
+}
+
+/// Sizes of a stride-2 convolution: N images, Ci → Co channels, H×W inputs, k×k kernel.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Strided {
+    pub(super) n: usize,
+    pub(super) ci: usize,
+    pub(super) co: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) k: usize,
+}
+
+impl Strided {
+    /// Output rows and columns, ⌈H/2⌉ × ⌈W/2⌉ for both kernels.
+    fn out(&self) -> (usize, usize) {
+        (self.h.div_ceil(2), self.w.div_ceil(2))
+    }
+    fn in_len(&self) -> usize {
+        self.ci * self.h * self.w
+    }
+    fn out_len(&self) -> usize {
+        let (ho, wo) = self.out();
+        self.co * ho * wo
+    }
+    fn check(&self, x: &[f32], w: &[f32]) {
+        assert!(available(), "direct kernel: no AVX-512");
+        assert_eq!(
+            x.len(),
+            self.n * self.in_len(),
+            "direct kernel: input length"
+        );
+        assert_eq!(
+            w.len(),
+            self.co * self.ci * self.k * self.k,
+            "direct kernel: weight length"
+        );
+    }
+
+    /// Splits `planes` H×W planes of `src` into the phase planes of `dst` (grid `g`).
+    fn fill_phases(&self, g: &Grid, src: &[f32], dst: &mut super::Planes, planes: usize) {
+        let dst = dst.get_mut();
+        assert!(src.len() == planes * self.h * self.w && dst.len() >= 4 * planes * g.plane);
+        assert!(g.h == self.h.div_ceil(2) && g.w == self.w.div_ceil(2));
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available` was checked by the entry points; the lengths and the grid were
+        // just checked.
+        unsafe {
+            avx512::fill_phases(g, src, dst, planes, (self.h, self.w))
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("`available` is false off x86-64");
+    }
+}
+
+/// `y = w ⋆ x` with stride 2: `x` N×Ci×H×W, `w` Co×Ci×k×k, `y` N×Co×⌈H/2⌉×⌈W/2⌉, rayon over
+/// the images; every output written by the kernel (no zeroing).
+///
+/// # Panics
+/// If the slices do not have those lengths or the CPU lacks AVX-512.
+pub(super) fn forward(x: &[f32], w: &[f32], s: Strided) -> Vec<f32> {
+    s.check(x, w);
+    let (in_len, out_len) = (s.in_len(), s.out_len());
+    if in_len == 0 || out_len == 0 {
+        return vec![0.0; s.n * out_len];
+    }
+    let (ho, wo) = s.out();
+    let grid = Grid::phases(ho, wo);
+    let fwd = Forward::new(&grid, Taps::phases(&grid, s.k), w.to_vec(), s.ci, s.co);
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(out_len)
+            .zip(x.par_chunks(in_len))
+            .for_each_init(
+                || grid.buffer(4 * s.ci),
+                |buf, (yi, xi)| {
+                    s.fill_phases(&grid, xi, buf, s.ci);
+                    fwd.image(buf.get(), yi);
+                },
+            );
+    };
+    // SAFETY: the n images' outputs cover the buffer and `Forward::image` writes every element
+    // of each.
+    unsafe { filled_vec(s.n * out_len, fill) }.0
+}
+
+/// The backward pass of [`forward`]: from `dy` the weight gradient (Co×Ci×k×k) and, if
+/// `want_dx`, the input gradient; rayon over chunks of images, one per thread, the weight
+/// gradient's partial sums added in chunk order.
+///
+/// # Panics
+/// As [`forward`], and if `dy` does not hold N×Co×⌈H/2⌉×⌈W/2⌉ floats.
+pub(super) fn backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    s: Strided,
+    want_dx: bool,
+) -> (Option<Vec<f32>>, Vec<f32>) {
+    s.check(x, w);
+    let (in_len, out_len) = (s.in_len(), s.out_len());
+    assert_eq!(dy.len(), s.n * out_len, "direct kernel: gradient length");
+    if s.n == 0 || in_len == 0 || out_len == 0 {
+        return (want_dx.then(|| vec![0.0; s.n * in_len]), vec![0.0; w.len()]);
+    }
+    let (ho, wo) = s.out();
+    let (xg, dg) = (Grid::phases(ho, wo), Grid::same(ho, wo));
+    let xtaps = Taps::phases(&xg, s.k);
+    let phases: Vec<Forward> = [(0, 0), (0, 1), (1, 0), (1, 1)]
+        .into_iter()
+        .map(|ab| dx_phase(&dg, w, [s.ci, s.co, s.k], ab))
+        .collect();
+    let phase_len = s.ci * ho * wo;
+    let per = s.n.div_ceil(crate::reduction_chunks(s.n));
+    let fill = |dx: &mut [MaybeUninit<f32>]| {
+        let partials: Vec<Vec<f32>> = chunk_slices(dx, per * in_len, s.n.div_ceil(per))
+            .into_par_iter()
+            .zip(x.par_chunks(per * in_len))
+            .zip(dy.par_chunks(per * out_len))
+            .map(|((dxc, xc), dyc)| {
+                let mut wg = WeightGrad::new(&xg, &xtaps, s.ci, s.co);
+                let mut xb = xg.buffer(4 * s.ci);
+                let mut db = dg.buffer(if want_dx { s.co } else { 0 });
+                let mut tmp =
+                    vec![MaybeUninit::<f32>::uninit(); if want_dx { 4 * phase_len } else { 0 }];
+                for (i, (xi, dyi)) in xc.chunks(in_len).zip(dyc.chunks(out_len)).enumerate() {
+                    s.fill_phases(&xg, xi, &mut xb, s.ci);
+                    wg.add_image(xb.get(), dyi);
+                    if want_dx {
+                        dg.fill(dyi, &mut db);
+                        for (f, t) in phases.iter().zip(tmp.chunks_mut(phase_len)) {
+                            f.image(db.get(), t);
+                        }
+                        // SAFETY: `Forward::image` wrote every element of the four phases.
+                        let tmp = unsafe {
+                            &*(tmp.as_slice() as *const [MaybeUninit<f32>] as *const [f32])
+                        };
+                        interleave(tmp, &mut dxc[i * in_len..][..in_len], s);
+                    }
+                }
+                wg.into_dw()
+            })
+            .collect();
+        sum_in_order(partials)
+    };
+    // SAFETY: with an input gradient the chunks cover all n images and `interleave` writes
+    // every element of each image's; without one the buffer is empty.
+    let (dx, dw) = unsafe { filled_vec(if want_dx { s.n * in_len } else { 0 }, fill) };
+    (want_dx.then_some(dx), dw)
+}
+
+/// One image's input gradient from its four phases (`tmp`: phase (a, b) the `2a + b`-th run
+/// of Ci planes of ⌈H/2⌉×⌈W/2⌉): `dx[c, 2r + a, 2q + b] = phase(a, b)[c, r, q]`. Writes every
+/// element of `dx` (Ci×H×W).
+fn interleave(tmp: &[f32], dx: &mut [MaybeUninit<f32>], s: Strided) {
+    let (ho, wo) = s.out();
+    assert!(tmp.len() == 4 * s.ci * ho * wo && dx.len() == s.in_len());
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `available` was checked by the entry points; the lengths were just checked.
+    unsafe {
+        avx512::interleave(tmp, dx, s.ci, (s.h, s.w))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("`available` is false off x86-64");
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    use super::Grid;
+
+    /// The low `n` lanes (n ≤ 16).
+    fn low(n: usize) -> __mmask16 {
+        ((1u32 << n.min(16)) - 1) as __mmask16
+    }
+
+    /// See `Strided::fill_phases`: row y of plane p goes to phase planes 4p + 2(y mod 2) + b,
+    /// row y/2 + 1, its even (b = 0) and odd (b = 1) columns from column 1 on.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `src` holds `planes` H×W planes, `dst` 4·`planes` phase planes of
+    /// `g`, with `g.h = ⌈H/2⌉`, `g.w = ⌈W/2⌉`.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fill_phases(
+        g: &Grid,
+        src: &[f32],
+        dst: &mut [f32],
+        planes: usize,
+        (h, w): (usize, usize),
+    ) {
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        for p in 0..planes {
+            for y in 0..h {
+                let from = src.as_ptr().wrapping_add((p * h + y) * w);
+                let row = g.lead + (y / 2 + 1) * g.wp + 1;
+                let to0 = dst
+                    .as_mut_ptr()
+                    .wrapping_add((4 * p + 2 * (y % 2)) * g.plane + row);
+                let to1 = to0.wrapping_add(g.plane);
+                for k in (0..w).step_by(32) {
+                    let n = (w - k).min(32);
+                    // SAFETY: the masks keep the lanes inside row y of plane p in `src`, and
+                    // the n.div_ceil(2) even / n/2 odd columns inside the phase rows, which
+                    // hold ⌈W/2⌉ elements from column 1.
+                    unsafe {
+                        let lo = _mm512_maskz_loadu_ps(low(n), from.wrapping_add(k));
+                        let hi = _mm512_maskz_loadu_ps(
+                            low(n.saturating_sub(16)),
+                            from.wrapping_add(k + 16),
+                        );
+                        let (e, o) = (
+                            _mm512_permutex2var_ps(lo, even, hi),
+                            _mm512_permutex2var_ps(lo, odd, hi),
+                        );
+                        _mm512_mask_storeu_ps(to0.wrapping_add(k / 2), low(n.div_ceil(2)), e);
+                        _mm512_mask_storeu_ps(to1.wrapping_add(k / 2), low(n / 2), o);
+                    }
+                }
+            }
+        }
+    }
+
+    /// See `interleave`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `tmp` holds 4·`ci` planes of ⌈H/2⌉×⌈W/2⌉, `dx` `ci` H×W planes.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn interleave(
+        tmp: &[f32],
+        dx: &mut [MaybeUninit<f32>],
+        ci: usize,
+        (h, w): (usize, usize),
+    ) {
+        let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+        let phase = ci * ho * wo;
+        let lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+        let hi_idx =
+            _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+        for c in 0..ci {
+            for y in 0..h {
+                let row = (c * ho + y / 2) * wo;
+                let from0 = tmp.as_ptr().wrapping_add(2 * (y % 2) * phase + row);
+                let from1 = from0.wrapping_add(phase);
+                let to = dx.as_mut_ptr().cast::<f32>().wrapping_add((c * h + y) * w);
+                for k in (0..w).step_by(32) {
+                    let n = (w - k).min(32);
+                    // SAFETY: the masks keep the n.div_ceil(2) even / n/2 odd columns inside
+                    // the phase rows (⌈W/2⌉ elements) and the n outputs inside row y of plane c.
+                    unsafe {
+                        let e =
+                            _mm512_maskz_loadu_ps(low(n.div_ceil(2)), from0.wrapping_add(k / 2));
+                        let o = _mm512_maskz_loadu_ps(low(n / 2), from1.wrapping_add(k / 2));
+                        let (lo, hi) = (
+                            _mm512_permutex2var_ps(e, lo_idx, o),
+                            _mm512_permutex2var_ps(e, hi_idx, o),
+                        );
+                        _mm512_mask_storeu_ps(to.wrapping_add(k), low(n), lo);
+                        _mm512_mask_storeu_ps(
+                            to.wrapping_add(k + 16),
+                            low(n.saturating_sub(16)),
+                            hi,
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
