@@ -102,6 +102,50 @@ proptest! {
         }
     }
 
+    /// Batch norm (training mode, ReLU or not) and the convolution after it as one node
+    /// (draws with a ReLU input within 1e-4 of the kink skipped).
+    #[test]
+    fn batch_norm_train_conv2d_grad_matches_finite_difference(
+        n in 1usize..3, ci in 1usize..4, co in 1usize..4, h in 2usize..5, w in 3usize..5,
+        k in prop::sample::select(vec![1usize, 3]), stride in 1usize..3, relu in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let mut r = rng(seed);
+        let x = uniform(&mut r, &[n, ci, h, w], -2.0, 2.0);
+        let gamma = uniform(&mut r, &[ci], 0.5, 1.5);
+        let beta = uniform(&mut r, &[ci], -0.5, 0.5);
+        let wt = uniform(&mut r, &[co, ci, k, k], -1.0, 1.0);
+        let g = Conv2dGeometry { stride, pad: k / 2 };
+        let (y, _) = lucir_tensor::batch_norm_train(&x, gamma.as_slice(), beta.as_slice(), 1e-5, false).unwrap();
+        prop_assume!(!relu || y.as_slice().iter().all(|v| v.abs() > 1e-4));
+        assert_grads("batch_norm_train_conv2d", &[x, gamma, beta, wt], |t, v| {
+            let y = t.batch_norm_train_conv2d(v[0], v[1], v[2], 1e-5, relu, v[3], g)?.y;
+            weighted(t, y, seed)
+        });
+    }
+
+    /// The same with running statistics.
+    #[test]
+    fn batch_norm_eval_conv2d_grad_matches_finite_difference(
+        n in 1usize..3, ci in 1usize..4, co in 1usize..4, h in 2usize..5, w in 3usize..5,
+        relu in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let mut r = rng(seed);
+        let x = uniform(&mut r, &[n, ci, h, w], -2.0, 2.0);
+        let gamma = uniform(&mut r, &[ci], 0.5, 1.5);
+        let beta = uniform(&mut r, &[ci], -0.5, 0.5);
+        let wt = uniform(&mut r, &[co, ci, 3, 3], -1.0, 1.0);
+        let mean = uniform(&mut r, &[ci], -0.5, 0.5).into_vec();
+        let var = uniform(&mut r, &[ci], 0.5, 2.0).into_vec();
+        let g = Conv2dGeometry { stride: 1, pad: 1 };
+        let y = lucir_tensor::batch_norm_eval(&x, gamma.as_slice(), beta.as_slice(), &mean, &var, 1e-5, false).unwrap();
+        prop_assume!(!relu || y.as_slice().iter().all(|v| v.abs() > 1e-4));
+        assert_grads("batch_norm_eval_conv2d", &[x, gamma, beta, wt], |t, v| {
+            let y = t.batch_norm_eval_conv2d(v[0], v[1], v[2], (&mean, &var), 1e-5, relu, v[3], g)?;
+            weighted(t, y, seed)
+        });
+    }
+
     #[test]
     fn relu_grad_matches_finite_difference(
         n in 1usize..4, c in 1usize..4, hw in 1usize..5, seed in any::<u64>(),

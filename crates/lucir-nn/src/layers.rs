@@ -1,7 +1,7 @@
 //! Convolution and batch-normalisation layers.
 
 use lucir_autograd::{Param, Tape, Var};
-use lucir_tensor::{Conv2dGeometry, Float, Tensor};
+use lucir_tensor::{BatchNormStats, Conv2dGeometry, Float, Tensor};
 
 use crate::{Init, Module, Result};
 
@@ -98,29 +98,7 @@ impl<T: Float> BatchNorm2d<T> {
         match mode {
             Mode::Train => {
                 let out = tape.batch_norm_train(x, gamma, beta, eps, relu)?;
-                let m = T::of(self.momentum);
-                let n = out.stats.count;
-                let unbias = if n > 1 {
-                    T::of_usize(n) / T::of_usize(n - 1)
-                } else {
-                    T::one()
-                };
-                for (r, v) in self
-                    .running_mean
-                    .as_slice_mut()
-                    .iter_mut()
-                    .zip(&out.stats.mean)
-                {
-                    *r = (T::one() - m) * *r + m * *v;
-                }
-                for (r, v) in self
-                    .running_var
-                    .as_slice_mut()
-                    .iter_mut()
-                    .zip(&out.stats.var)
-                {
-                    *r = (T::one() - m) * *r + m * *v * unbias;
-                }
+                self.update_running(&out.stats);
                 Ok(out.y)
             }
             Mode::Eval => Ok(tape.batch_norm_eval(
@@ -131,6 +109,57 @@ impl<T: Float> BatchNorm2d<T> {
                 eps,
                 relu,
             )?),
+        }
+    }
+
+    /// [`BatchNorm2d::forward`] followed by `conv`, as one node that never stores the
+    /// normalised tensor (the convolution reads `x` through the batch norm); the same values.
+    pub fn forward_conv(
+        &mut self,
+        tape: &mut Tape<T>,
+        x: Var,
+        mode: Mode,
+        relu: bool,
+        conv: &Conv2d<T>,
+    ) -> Result<Var> {
+        let gamma = tape.param(&self.gamma);
+        let beta = tape.param(&self.beta);
+        let w = tape.param(&conv.weight);
+        let eps = T::of(self.eps);
+        match mode {
+            Mode::Train => {
+                let out =
+                    tape.batch_norm_train_conv2d(x, gamma, beta, eps, relu, w, conv.geometry)?;
+                self.update_running(&out.stats);
+                Ok(out.y)
+            }
+            Mode::Eval => Ok(tape.batch_norm_eval_conv2d(
+                x,
+                gamma,
+                beta,
+                (self.running_mean.as_slice(), self.running_var.as_slice()),
+                eps,
+                relu,
+                w,
+                conv.geometry,
+            )?),
+        }
+    }
+
+    /// Moves the running statistics towards a training batch's.
+    fn update_running(&mut self, stats: &BatchNormStats<T>) {
+        let m = T::of(self.momentum);
+        let n = stats.count;
+        let unbias = if n > 1 {
+            T::of_usize(n) / T::of_usize(n - 1)
+        } else {
+            T::one()
+        };
+        for (r, v) in self.running_mean.as_slice_mut().iter_mut().zip(&stats.mean) {
+            *r = (T::one() - m) * *r + m * *v;
+        }
+        for (r, v) in self.running_var.as_slice_mut().iter_mut().zip(&stats.var) {
+            *r = (T::one() - m) * *r + m * *v * unbias;
         }
     }
 }

@@ -40,8 +40,8 @@ impl<T: Float> BasicBlock<T> {
 
     fn forward(&mut self, tape: &mut Tape<T>, x: Var, mode: Mode) -> Result<Var> {
         let h = self.conv1.forward(tape, x)?;
-        let h = self.bn1.forward(tape, h, mode, true)?;
-        let h = self.conv2.forward(tape, h)?;
+        // bn1's output feeds conv2 only: one node, which never stores it.
+        let h = self.bn1.forward_conv(tape, h, mode, true, &self.conv2)?;
         let h = self.bn2.forward(tape, h, mode, false)?;
         let s = match &mut self.shortcut {
             Some((conv, bn)) => {

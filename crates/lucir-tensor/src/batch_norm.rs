@@ -111,6 +111,43 @@ impl Planes {
     }
 }
 
+/// A per-channel affine map followed by a ReLU or not, `y = x·scale + shift` (then
+/// `max(y, 0)`): a batch norm once its statistics are known, which a convolution can apply to
+/// its input as it reads it (`conv2d_mapped`) instead of a pass of its own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChannelMap<T> {
+    /// Per-channel factor.
+    pub scale: Vec<T>,
+    /// Per-channel offset.
+    pub shift: Vec<T>,
+    /// Whether `max(·, 0)` follows.
+    pub relu: bool,
+}
+
+impl<T: Float> ChannelMap<T> {
+    /// Training mode's map: batch statistics `stats`, then γ and β.
+    pub fn train(gamma: &[T], beta: &[T], stats: &BatchNormStats<T>, relu: bool) -> Self {
+        let (scale, shift) = (0..gamma.len())
+            .map(|c| train_affine(gamma[c], beta[c], stats.mean[c], stats.inv_std[c]))
+            .unzip();
+        Self { scale, shift, relu }
+    }
+
+    /// Evaluation mode's map: running statistics, then γ and β.
+    pub fn eval(
+        gamma: &[T],
+        beta: &[T],
+        (running_mean, running_var): (&[T], &[T]),
+        eps: T,
+        relu: bool,
+    ) -> Self {
+        let (scale, shift) = (0..gamma.len())
+            .map(|c| eval_affine(gamma[c], beta[c], running_mean[c], running_var[c], eps))
+            .unzip();
+        Self { scale, shift, relu }
+    }
+}
+
 /// The per-channel `(scale, shift)` of training mode: `y = x·scale + shift` with
 /// `scale = γ·r`, `shift = β − μ·scale`. The backward pass of a fused BN+ReLU recomputes its
 /// mask `x·scale + shift > 0` with these same values, so it matches the forward bit for bit.
@@ -126,6 +163,38 @@ fn eval_affine<T: Float>(gamma: T, beta: T, mean: T, var: T, eps: T) -> (T, T) {
     (scale, beta - mean * scale)
 }
 
+impl Planes {
+    /// Elements per channel, an error if there are none.
+    fn count(self, op: &'static str, shape: &[usize]) -> Result<usize> {
+        match self.n * self.hw {
+            0 => Err(Error::shape(
+                op,
+                format!("no elements per channel in {shape:?}"),
+            )),
+            count => Ok(count),
+        }
+    }
+
+    /// Channel `ch`'s mean, biased variance and `1/√(var + ε)`: the mean, then `Σ(x − μ)²`.
+    fn moments<T: Float>(self, xv: &[T], ch: usize, eps: T) -> (T, T, T) {
+        let cnt = T::of_usize(self.n * self.hw);
+        let mean = sum(xv, self.ranges(ch)) / cnt;
+        let var = sum_sq_dev(xv, self.ranges(ch), mean) / cnt;
+        (mean, var, T::one() / (var + eps).sqrt())
+    }
+}
+
+impl<T: Float> BatchNormStats<T> {
+    fn of(moments: Vec<(T, T, T)>, count: usize) -> Self {
+        Self {
+            mean: moments.iter().map(|m| m.0).collect(),
+            var: moments.iter().map(|m| m.1).collect(),
+            inv_std: moments.iter().map(|m| m.2).collect(),
+            count,
+        }
+    }
+}
+
 /// Training-mode forward: normalises with batch statistics and returns them. With `relu` the
 /// output is `max(BN(x), 0)` (the fused BN+ReLU of a residual block).
 ///
@@ -139,21 +208,12 @@ pub fn batch_norm_train<T: Float>(
 ) -> Result<(Tensor<T>, BatchNormStats<T>)> {
     let d = check("batch_norm_train", x, &[gamma, beta])?;
     let pl = Planes::of(d);
-    let count = pl.n * pl.hw;
-    if count == 0 {
-        return Err(Error::shape(
-            "batch_norm_train",
-            format!("no elements per channel in {:?}", x.shape()),
-        ));
-    }
+    let count = pl.count("batch_norm_train", x.shape())?;
     let xv = x.as_slice();
-    let cnt = T::of_usize(count);
     // SAFETY: `affine` writes every element of each plane it is given.
     let (y, moments) = unsafe {
         pl.fill_per_channel(x.shape(), |ch, ys| {
-            let mean = sum(xv, pl.ranges(ch)) / cnt;
-            let var = sum_sq_dev(xv, pl.ranges(ch), mean) / cnt;
-            let inv_std = T::one() / (var + eps).sqrt();
+            let (mean, var, inv_std) = pl.moments(xv, ch, eps);
             let (scale, shift) = train_affine(gamma[ch], beta[ch], mean, inv_std);
             for (img, yp) in ys.iter_mut().enumerate() {
                 affine(pl.get(xv, img, ch), yp, scale, shift, relu);
@@ -161,15 +221,42 @@ pub fn batch_norm_train<T: Float>(
             (mean, var, inv_std)
         })
     };
-    Ok((
-        y,
-        BatchNormStats {
-            mean: moments.iter().map(|m| m.0).collect(),
-            var: moments.iter().map(|m| m.1).collect(),
-            inv_std: moments.iter().map(|m| m.2).collect(),
-            count,
-        },
-    ))
+    Ok((y, BatchNormStats::of(moments, count)))
+}
+
+/// The batch statistics of [`batch_norm_train`] without its output (the same values: for a
+/// batch norm whose map the next convolution applies, see [`ChannelMap`]).
+pub fn batch_norm_stats<T: Float>(x: &Tensor<T>, eps: T) -> Result<BatchNormStats<T>> {
+    let pl = Planes::of(x.dims4("batch_norm_stats")?);
+    let count = pl.count("batch_norm_stats", x.shape())?;
+    let xv = x.as_slice();
+    let moments = (0..pl.c)
+        .into_par_iter()
+        .map(|ch| pl.moments(xv, ch, eps))
+        .collect();
+    Ok(BatchNormStats::of(moments, count))
+}
+
+/// `map` applied to `x` (N×C×H×W): `x·scale + shift` per channel, then `max(·, 0)` if
+/// `map.relu` — the values a convolution with that input map reads.
+pub fn channel_map<T: Float>(x: &Tensor<T>, map: &ChannelMap<T>) -> Result<Tensor<T>> {
+    let pl = Planes::of(check("channel_map", x, &[&map.scale, &map.shift])?);
+    let xv = x.as_slice();
+    // SAFETY: `affine` writes every element of each plane it is given.
+    let (y, _) = unsafe {
+        pl.fill_per_channel(x.shape(), |ch, ys| {
+            for (img, yp) in ys.iter_mut().enumerate() {
+                affine(
+                    pl.get(xv, img, ch),
+                    yp,
+                    map.scale[ch],
+                    map.shift[ch],
+                    map.relu,
+                );
+            }
+        })
+    };
+    Ok(y)
 }
 
 /// Training-mode backward: returns `(dx, dγ, dβ)`. For a fused BN+ReLU (`relu`) `dy` is first
@@ -229,24 +316,13 @@ pub fn batch_norm_eval<T: Float>(
     eps: T,
     relu: bool,
 ) -> Result<Tensor<T>> {
-    let d = check(
+    check(
         "batch_norm_eval",
         x,
         &[gamma, beta, running_mean, running_var],
     )?;
-    let pl = Planes::of(d);
-    let xv = x.as_slice();
-    // SAFETY: `affine` writes every element of each plane it is given.
-    let (y, _) = unsafe {
-        pl.fill_per_channel(x.shape(), |ch, ys| {
-            let (scale, shift) =
-                eval_affine(gamma[ch], beta[ch], running_mean[ch], running_var[ch], eps);
-            for (img, yp) in ys.iter_mut().enumerate() {
-                affine(pl.get(xv, img, ch), yp, scale, shift, relu);
-            }
-        })
-    };
-    Ok(y)
+    let map = ChannelMap::eval(gamma, beta, (running_mean, running_var), eps, relu);
+    channel_map(x, &map)
 }
 
 /// Evaluation-mode backward: returns `(dx, dγ, dβ)` with `dx = dy·γ/√(v + ε)` (`dy` masked

@@ -10,7 +10,8 @@ mod common;
 
 use common::{max_rel, rng, uniform};
 use lucir_tensor::{
-    conv2d, conv2d_bwd, conv2d_bwd_ref, conv2d_bwd_weight, conv2d_ref, Conv2dGeometry,
+    channel_map, conv2d, conv2d_bwd, conv2d_bwd_ref, conv2d_bwd_weight, conv2d_mapped,
+    conv2d_mapped_bwd, conv2d_ref, ChannelMap, Conv2dGeometry,
 };
 
 /// Checks forward, backward and weight-only backward of one convolution against the f64
@@ -93,5 +94,46 @@ fn f32_stride_2_convolutions_match_the_reference() {
     for shape in shapes {
         check(&mut r, shape, 3, Conv2dGeometry { stride: 2, pad: 1 });
         check(&mut r, shape, 1, Conv2dGeometry { stride: 2, pad: 0 });
+    }
+}
+
+/// A convolution reading its input through a per-channel map (batch norm, ReLU or not) gives
+/// the bits of the map applied first and the plain convolution after, forward and backward:
+/// the direct kernels apply the map while copying into their planes, the other shapes (stride
+/// 2 here) materialise it.
+#[test]
+fn f32_mapped_convolutions_equal_map_then_convolve() {
+    // (N, Ci, Co, H, W, stride)
+    let shapes = [
+        (3, 16, 16, 28, 28, 1),
+        (2, 32, 32, 14, 14, 1),
+        (3, 64, 64, 7, 7, 1),
+        (1, 5, 11, 9, 17, 1),
+        (2, 16, 32, 28, 28, 2),
+    ];
+    let mut r = rng(13);
+    for (n, ci, co, h, w, stride) in shapes {
+        let g = Conv2dGeometry { stride, pad: 1 };
+        let x = uniform(&mut r, &[n, ci, h, w], -2.0, 2.0).cast::<f32>();
+        let k = uniform(&mut r, &[co, ci, 3, 3], -1.0, 1.0).cast::<f32>();
+        let scale = uniform(&mut r, &[ci], 0.5, 1.5).into_vec();
+        let shift = uniform(&mut r, &[ci], -0.5, 0.5).into_vec();
+        for relu in [false, true] {
+            let map = ChannelMap {
+                scale: scale.iter().map(|v| *v as f32).collect(),
+                shift: shift.iter().map(|v| *v as f32).collect(),
+                relu,
+            };
+            let what = format!("{n}×{ci}×{h}×{w} → {co}, stride {stride}, relu {relu}");
+            let mapped = channel_map(&x, &map).unwrap();
+            let y = conv2d_mapped(&x, &map, &k, g).unwrap();
+            let y_ref = conv2d(&mapped, &k, g).unwrap();
+            assert_eq!(y.as_slice(), y_ref.as_slice(), "forward {what}");
+            let dy = uniform(&mut r, y.shape(), -1.0, 1.0).cast::<f32>();
+            let (dm, dw) = conv2d_mapped_bwd(&x, &map, &k, &dy, g).unwrap();
+            let (dm_ref, dw_ref) = conv2d_bwd(&mapped, &k, &dy, g).unwrap();
+            assert_eq!(dm.as_slice(), dm_ref.as_slice(), "input gradient {what}");
+            assert_eq!(dw.as_slice(), dw_ref.as_slice(), "weight gradient {what}");
+        }
     }
 }

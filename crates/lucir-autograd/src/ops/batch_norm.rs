@@ -96,7 +96,8 @@ impl<T: Float> Tape<T> {
     }
 }
 
-fn vector<T: Float>(v: Vec<T>) -> Result<Tensor<T>> {
+/// A per-channel gradient as a tensor.
+pub(crate) fn vector<T: Float>(v: Vec<T>) -> Result<Tensor<T>> {
     Ok(Tensor::from_vec(&[v.len()], v)?)
 }
 

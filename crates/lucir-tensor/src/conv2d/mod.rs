@@ -14,9 +14,11 @@ use rayon::prelude::*;
 
 mod direct;
 mod im2col;
+mod mapped;
 mod reference;
 
 use im2col::{col2im, im2col};
+pub use mapped::{conv2d_mapped, conv2d_mapped_bwd};
 pub use reference::{conv2d_bwd_ref, conv2d_ref};
 
 use crate::gemm::{gemm_strided, gemm_unchecked, Strided, StridedMut};
@@ -212,7 +214,7 @@ pub fn conv2d<T: Float>(x: &Tensor<T>, w: &Tensor<T>, g: Conv2dGeometry) -> Resu
     let shape = [d.n, d.co, d.ho, d.wo];
     if d.direct() && !d.empty() {
         if let (Some(xs), Some(ws)) = (T::f32_slice(x.as_slice()), T::f32_slice(w.as_slice())) {
-            let y = direct::forward(xs, ws, d.direct_shape());
+            let y = direct::forward(xs, ws, d.direct_shape(), None);
             if let Some(y) = T::from_f32_vec(y) {
                 return Tensor::from_vec(&shape, y);
             }
@@ -340,7 +342,7 @@ fn conv2d_bwd_impl<T: Float>(
             T::f32_slice(w.as_slice()),
             T::f32_slice(dy.as_slice()),
         ) {
-            let (dx, dw) = direct::backward(xs, ws, dys, d.direct_shape(), want_dx);
+            let (dx, dw) = direct::backward(xs, ws, dys, d.direct_shape(), None, want_dx);
             // T is f32 (its slices were), so both vectors convert.
             let dx = dx.and_then(T::from_f32_vec);
             if let Some(dw) = T::from_f32_vec(dw) {

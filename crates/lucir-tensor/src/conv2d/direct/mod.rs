@@ -40,9 +40,12 @@ use rayon::prelude::*;
 use super::{chunk_slices, sum_in_order};
 use crate::tensor::filled_vec;
 
+mod grid;
 mod strided;
 mod weight_grad;
 
+pub(super) use grid::Map;
+use grid::{Grid, Planes, Taps};
 use weight_grad::WeightGrad;
 
 /// Whether this CPU runs the direct kernels.
@@ -66,16 +69,23 @@ pub(super) fn fits(kh: usize, kw: usize, stride: usize, pad: usize) -> bool {
 /// Sizes of a convolution that [`fits`]: N, Ci, Co, H, W (input), k (kernel side), stride.
 pub(super) type Shape = [usize; 7];
 
-/// The forward pass of a convolution that [`fits`]: `x` N×Ci×H×W, `w` Co×Ci×k×k.
+/// The forward pass of a convolution that [`fits`]: `x` N×Ci×H×W, `w` Co×Ci×k×k; the input
+/// read through `map` if one is given (stride 1 only).
 ///
 /// # Panics
-/// If the slices do not have those lengths or the CPU lacks AVX-512 ([`available`]); callers
-/// check first.
-pub(super) fn forward(x: &[f32], w: &[f32], [n, ci, co, h, wd, k, stride]: Shape) -> Vec<f32> {
+/// If the slices do not have those lengths, the CPU lacks AVX-512 ([`available`]) or a map
+/// comes with stride 2; callers check first.
+pub(super) fn forward(
+    x: &[f32],
+    w: &[f32],
+    [n, ci, co, h, wd, k, stride]: Shape,
+    map: Option<Map<'_>>,
+) -> Vec<f32> {
     if stride == 1 {
         assert_eq!(k, 3, "direct kernel: stride 1 takes 3×3 kernels");
-        return conv3x3(x, w, [n, ci, co, h, wd]);
+        return conv3x3(x, w, [n, ci, co, h, wd], map);
     }
+    assert!(map.is_none(), "direct kernel: no input map with stride 2");
     let s = strided::Strided {
         n,
         ci,
@@ -87,7 +97,8 @@ pub(super) fn forward(x: &[f32], w: &[f32], [n, ci, co, h, wd, k, stride]: Shape
     strided::forward(x, w, s)
 }
 
-/// The backward pass of [`forward`]: the input gradient (if `want_dx`) and the weight gradient.
+/// The backward pass of [`forward`]: the input gradient (if `want_dx`; with a map, the
+/// gradient with respect to the mapped input) and the weight gradient.
 ///
 /// # Panics
 /// As [`forward`], and if `dy` does not hold N×Co×Ho×Wo floats.
@@ -96,12 +107,14 @@ pub(super) fn backward(
     w: &[f32],
     dy: &[f32],
     [n, ci, co, h, wd, k, stride]: Shape,
+    map: Option<Map<'_>>,
     want_dx: bool,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     if stride == 1 {
         assert_eq!(k, 3, "direct kernel: stride 1 takes 3×3 kernels");
-        return conv3x3_bwd(x, w, dy, [n, ci, co, h, wd], want_dx);
+        return conv3x3_bwd(x, w, dy, [n, ci, co, h, wd], map, want_dx);
     }
+    assert!(map.is_none(), "direct kernel: no input map with stride 2");
     let s = strided::Strided {
         n,
         ci,
@@ -118,146 +131,6 @@ const NB: usize = 8;
 
 /// Vectors of 16 positions per forward tile.
 const V: usize = 3;
-
-/// Floats of zeros after each bordered plane: the last vector of positions may run up to 17
-/// floats past the bottom border row (see [`Grid`]).
-const SLACK: usize = 32;
-
-/// The planes an image is copied into and the vectors of output positions over them.
-///
-/// Output position `q = r·wp + col` (`r < h`, `col < wp`) is a real output when `col < w`; the
-/// positions are taken 16 at a time. A kernel tap reads its input at `q` plus a fixed offset
-/// ([`Taps`]), so every tap of a run of 16 positions is one unaligned load.
-#[derive(Clone, Debug)]
-struct Grid {
-    /// Output rows.
-    h: usize,
-    /// Output columns.
-    w: usize,
-    /// Row length of a plane: W + 2 for bordered planes, Wo + 1 for phase planes.
-    wp: usize,
-    /// Floats from the start of a plane's stride to the plane: position `wp + 1` of the plane
-    /// (the centre tap of output 0 on a bordered plane) then sits on a 64-byte boundary.
-    lead: usize,
-    /// Floats from one plane to the next: `lead` + the plane's rows·`wp` + [`SLACK`], a
-    /// multiple of 16.
-    plane: usize,
-    /// Vectors of 16 output positions covering the h·wp positions.
-    nvec: usize,
-    /// Per vector: the lanes that are real outputs, the same number of low lanes, and where the
-    /// first of them goes in an NCHW output plane.
-    stores: Vec<(u16, u16, usize)>,
-}
-
-impl Grid {
-    /// Bordered planes of an H×W image for a 3×3 "same" convolution: (H+2)×(W+2) with the
-    /// image in the interior; the outputs are H×W.
-    fn same(h: usize, w: usize) -> Self {
-        Self::new(h, w, w + 2, h + 2)
-    }
-
-    /// Phase planes for a stride-2 convolution with Ho×Wo outputs: each input plane is split
-    /// into four (even/odd rows × even/odd columns), each (Ho+1)×(Wo+1) with its elements
-    /// shifted one row and one column in (a zero top row and left column); see [`Taps::phases`].
-    fn phases(ho: usize, wo: usize) -> Self {
-        Self::new(ho, wo, wo + 1, ho + 1)
-    }
-
-    fn new(h: usize, w: usize, wp: usize, rows: usize) -> Self {
-        let outs = h * wp;
-        let nvec = outs.div_ceil(16);
-        let stores = (0..nvec)
-            .map(|v| {
-                let mut keep = 0u16;
-                for l in 0..16 {
-                    let q = 16 * v + l;
-                    if q < outs && q % wp < w {
-                        keep |= 1 << l;
-                    }
-                }
-                let low = ((1u32 << keep.count_ones()) - 1) as u16;
-                let q0 = 16 * v;
-                (keep, low, q0 / wp * w + (q0 % wp).min(w))
-            })
-            .collect();
-        let lead = (16 - (wp + 1) % 16) % 16;
-        Self {
-            h,
-            w,
-            wp,
-            lead,
-            plane: (lead + rows * wp + SLACK).next_multiple_of(16),
-            nvec,
-            stores,
-        }
-    }
-
-    /// The nine taps of a 3×3 kernel on these planes as bordered planes, one per channel.
-    fn taps3x3(&self) -> Taps {
-        Taps {
-            stride: self.plane,
-            offs: (0..9)
-                .map(|t| self.lead + t / 3 * self.wp + t % 3)
-                .collect(),
-        }
-    }
-
-    /// A zeroed buffer for `planes` bordered planes.
-    fn buffer(&self, planes: usize) -> Planes {
-        Planes::zeroed(planes * self.plane)
-    }
-
-    /// Copies H×W planes from `src` into the interiors of the bordered planes of `dst`; the
-    /// borders keep their zeros. Rows are a few dozen floats: they are copied with vector
-    /// loads and stores in line, not a `memcpy` call each.
-    fn fill(&self, src: &[f32], dst: &mut Planes) {
-        let hw = self.h * self.w;
-        let planes = src.len() / hw.max(1);
-        let dst = dst.get_mut();
-        assert!(src.len() == planes * hw && dst.len() >= planes * self.plane);
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `available` was checked by the public entry points; the lengths were just
-        // checked.
-        unsafe {
-            avx512::fill(self, src, dst, planes)
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = dst;
-            unreachable!("`available` is false off x86-64");
-        }
-    }
-}
-
-/// Zeroed floats starting on a 64-byte boundary (a `Vec<f32>` is only 4-byte aligned: the
-/// buffer holds 15 floats more and starts at the first aligned one).
-struct Planes {
-    buf: Vec<f32>,
-    start: usize,
-    len: usize,
-}
-
-impl Planes {
-    fn zeroed(len: usize) -> Self {
-        let buf = vec![0.0f32; len + 15];
-        let start = buf.as_ptr().align_offset(64).min(15);
-        Self { buf, start, len }
-    }
-    fn get(&self) -> &[f32] {
-        &self.buf[self.start..][..self.len]
-    }
-    fn get_mut(&mut self) -> &mut [f32] {
-        &mut self.buf[self.start..][..self.len]
-    }
-}
-
-/// Where a kernel's taps read: input channel `c`'s planes start `c·stride` floats into an
-/// image's buffer, and tap `t` of output position `q` reads the float `q + offs[t]` from there.
-#[derive(Clone, Debug)]
-struct Taps {
-    stride: usize,
-    offs: Vec<usize>,
-}
 
 /// A kernel's weights for the forward tiles: for each block of [`NB`] output channels, entry
 /// `(c·T + tap)·NB + b` holds `w[o + b, c, tap]` (`T` taps), so a tap's NB weights sit
@@ -341,7 +214,7 @@ impl<'a> Forward<'a> {
 /// # Panics
 /// If the slices do not have those lengths or the CPU lacks AVX-512 ([`available`]); callers
 /// check first.
-fn conv3x3(x: &[f32], w: &[f32], [n, ci, co, h, wd]: [usize; 5]) -> Vec<f32> {
+fn conv3x3(x: &[f32], w: &[f32], [n, ci, co, h, wd]: [usize; 5], map: Option<Map>) -> Vec<f32> {
     assert!(available(), "direct kernel: no AVX-512");
     assert_eq!(x.len(), n * ci * h * wd, "direct kernel: input length");
     let grid = Grid::same(h, wd);
@@ -356,7 +229,7 @@ fn conv3x3(x: &[f32], w: &[f32], [n, ci, co, h, wd]: [usize; 5]) -> Vec<f32> {
             .for_each_init(
                 || grid.buffer(ci),
                 |buf, (yi, xi)| {
-                    grid.fill(xi, buf);
+                    grid.fill(xi, buf, map);
                     fwd.image(buf.get(), yi);
                 },
             );
@@ -376,6 +249,7 @@ fn conv3x3_bwd(
     w: &[f32],
     dy: &[f32],
     [n, ci, co, h, wd]: [usize; 5],
+    map: Option<Map>,
     want_dx: bool,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     assert!(available(), "direct kernel: no AVX-512");
@@ -409,9 +283,9 @@ fn conv3x3_bwd(
                 let mut xb = grid.buffer(ci);
                 let mut db = grid.buffer(if want_dx { co } else { 0 });
                 for (i, (xi, dyi)) in xc.chunks(in_len).zip(dyc.chunks(out_len)).enumerate() {
-                    grid.fill(xi, &mut xb);
+                    grid.fill(xi, &mut xb, map);
                     if want_dx {
-                        grid.fill(dyi, &mut db);
+                        grid.fill(dyi, &mut db, None);
                         bwd.image(db.get(), &mut dxc[i * in_len..][..in_len]);
                     }
                     wg.add_image(xb.get(), dyi);
@@ -432,33 +306,7 @@ mod avx512 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    use super::{Forward, Grid, NB, V};
-
-    /// See [`Grid::fill`].
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F; `src` holds `planes` H×W planes and `dst` `planes` bordered planes.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn fill(g: &Grid, src: &[f32], dst: &mut [f32], planes: usize) {
-        let (hw, w) = (g.h * g.w, g.w);
-        for p in 0..planes {
-            for r in 0..g.h {
-                let from = src.as_ptr().wrapping_add(p * hw + r * w);
-                let to = dst
-                    .as_mut_ptr()
-                    .wrapping_add(p * g.plane + g.lead + (r + 1) * g.wp + 1);
-                for k in (0..w).step_by(16) {
-                    let m = ((1u32 << (w - k).min(16)) - 1) as __mmask16;
-                    // SAFETY: the mask keeps the lanes inside row r of plane p in both `src`
-                    // and the interior of bordered plane p in `dst`.
-                    unsafe {
-                        let v = _mm512_maskz_loadu_ps(m, from.wrapping_add(k));
-                        _mm512_mask_storeu_ps(to.wrapping_add(k), m, v);
-                    }
-                }
-            }
-        }
-    }
+    use super::{Forward, NB, V};
 
     /// One image through the forward kernel: blocks of [`NB`] output channels (then the rest
     /// one at a time), each over the position vectors in tiles of [`V`] (then the rest). `T`

@@ -212,7 +212,7 @@ pub(super) fn backward(
                     s.fill_phases(&xg, xi, &mut xb, s.ci);
                     wg.add_image(xb.get(), dyi);
                     if want_dx {
-                        dg.fill(dyi, &mut db);
+                        dg.fill(dyi, &mut db, None);
                         for (f, t) in phases.iter().zip(tmp.chunks_mut(phase_len)) {
                             f.image(db.get(), t);
                         }

@@ -1,0 +1,209 @@
+//! The planes the direct kernels read: an image's channels copied into zero-bordered planes
+//! (or, for stride 2, phase planes, see `super::strided`), the vectors of output positions over
+//! them, and the taps' offsets.
+
+/// Floats of zeros after each plane: the last vector of positions may run up to 17 floats past
+/// the bottom border row of a bordered plane (see [`Grid`]), less on phase planes.
+const SLACK: usize = 32;
+
+/// The planes an image is copied into and the vectors of output positions over them.
+///
+/// Output position `q = r·wp + col` (`r < h`, `col < wp`) is a real output when `col < w`; the
+/// positions are taken 16 at a time. A kernel tap reads its input at `q` plus a fixed offset
+/// ([`Taps`]), so every tap of a run of 16 positions is one unaligned load.
+#[derive(Clone, Debug)]
+pub(super) struct Grid {
+    /// Output rows.
+    pub(super) h: usize,
+    /// Output columns.
+    pub(super) w: usize,
+    /// Row length of a plane: W + 2 for bordered planes, Wo + 1 for phase planes.
+    pub(super) wp: usize,
+    /// Floats from the start of a plane's stride to the plane: position `wp + 1` of the plane
+    /// (the centre tap of output 0 on a bordered plane) then sits on a 64-byte boundary.
+    pub(super) lead: usize,
+    /// Floats from one plane to the next: `lead` + the plane's rows·`wp` + [`SLACK`], a
+    /// multiple of 16.
+    pub(super) plane: usize,
+    /// Vectors of 16 output positions covering the h·wp positions.
+    pub(super) nvec: usize,
+    /// Per vector: the lanes that are real outputs, the same number of low lanes, and where the
+    /// first of them goes in an NCHW output plane.
+    pub(super) stores: Vec<(u16, u16, usize)>,
+}
+
+impl Grid {
+    /// Bordered planes of an H×W image for a 3×3 "same" convolution: (H+2)×(W+2) with the
+    /// image in the interior; the outputs are H×W.
+    pub(super) fn same(h: usize, w: usize) -> Self {
+        Self::new(h, w, w + 2, h + 2)
+    }
+
+    /// Phase planes for a stride-2 convolution with Ho×Wo outputs: each input plane is split
+    /// into four (even/odd rows × even/odd columns), each (Ho+1)×(Wo+1) with its elements
+    /// shifted one row and one column in (a zero top row and left column); see [`Taps::phases`].
+    pub(super) fn phases(ho: usize, wo: usize) -> Self {
+        Self::new(ho, wo, wo + 1, ho + 1)
+    }
+
+    fn new(h: usize, w: usize, wp: usize, rows: usize) -> Self {
+        let outs = h * wp;
+        let nvec = outs.div_ceil(16);
+        let stores = (0..nvec)
+            .map(|v| {
+                let mut keep = 0u16;
+                for l in 0..16 {
+                    let q = 16 * v + l;
+                    if q < outs && q % wp < w {
+                        keep |= 1 << l;
+                    }
+                }
+                let low = ((1u32 << keep.count_ones()) - 1) as u16;
+                let q0 = 16 * v;
+                (keep, low, q0 / wp * w + (q0 % wp).min(w))
+            })
+            .collect();
+        let lead = (16 - (wp + 1) % 16) % 16;
+        Self {
+            h,
+            w,
+            wp,
+            lead,
+            plane: (lead + rows * wp + SLACK).next_multiple_of(16),
+            nvec,
+            stores,
+        }
+    }
+
+    /// The nine taps of a 3×3 kernel on these planes as bordered planes, one per channel.
+    pub(super) fn taps3x3(&self) -> Taps {
+        Taps {
+            stride: self.plane,
+            offs: (0..9)
+                .map(|t| self.lead + t / 3 * self.wp + t % 3)
+                .collect(),
+        }
+    }
+
+    /// A zeroed buffer for `planes` bordered planes.
+    pub(super) fn buffer(&self, planes: usize) -> Planes {
+        Planes::zeroed(planes * self.plane)
+    }
+
+    /// Copies H×W planes from `src` into the interiors of the bordered planes of `dst`, each
+    /// through `map` (plane p is channel p) when one is given; the borders keep their zeros.
+    /// Rows are a few dozen floats: they are copied with vector loads and stores in line, not a
+    /// `memcpy` call each.
+    pub(super) fn fill(&self, src: &[f32], dst: &mut Planes, map: Option<Map<'_>>) {
+        let hw = self.h * self.w;
+        let planes = src.len() / hw.max(1);
+        let dst = dst.get_mut();
+        assert!(src.len() == planes * hw && dst.len() >= planes * self.plane);
+        assert!(map.is_none_or(|m| m.scale.len() >= planes && m.shift.len() >= planes));
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `available` was checked by the public entry points; the lengths were just
+        // checked.
+        unsafe {
+            avx512::fill(self, src, dst, planes, map)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = dst;
+            unreachable!("`available` is false off x86-64");
+        }
+    }
+}
+
+/// A per-channel map applied to a convolution's input as it is copied into the planes:
+/// `x·scale + shift`, then `max(·, 0)` if `relu` (see `crate::ChannelMap`).
+#[derive(Clone, Copy, Debug)]
+pub(in crate::conv2d) struct Map<'a> {
+    pub(in crate::conv2d) scale: &'a [f32],
+    pub(in crate::conv2d) shift: &'a [f32],
+    pub(in crate::conv2d) relu: bool,
+}
+
+/// Zeroed floats starting on a 64-byte boundary (a `Vec<f32>` is only 4-byte aligned: the
+/// buffer holds 15 floats more and starts at the first aligned one).
+pub(super) struct Planes {
+    pub(super) buf: Vec<f32>,
+    pub(super) start: usize,
+    pub(super) len: usize,
+}
+
+impl Planes {
+    pub(super) fn zeroed(len: usize) -> Self {
+        let buf = vec![0.0f32; len + 15];
+        let start = buf.as_ptr().align_offset(64).min(15);
+        Self { buf, start, len }
+    }
+    pub(super) fn get(&self) -> &[f32] {
+        &self.buf[self.start..][..self.len]
+    }
+    pub(super) fn get_mut(&mut self) -> &mut [f32] {
+        &mut self.buf[self.start..][..self.len]
+    }
+}
+
+/// Where a kernel's taps read: input channel `c`'s planes start `c·stride` floats into an
+/// image's buffer, and tap `t` of output position `q` reads the float `q + offs[t]` from there.
+#[derive(Clone, Debug)]
+pub(super) struct Taps {
+    pub(super) stride: usize,
+    pub(super) offs: Vec<usize>,
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    use super::{Grid, Map};
+
+    /// See [`Grid::fill`].
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `src` holds `planes` H×W planes and `dst` `planes` bordered planes.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fill(
+        g: &Grid,
+        src: &[f32],
+        dst: &mut [f32],
+        planes: usize,
+        map: Option<Map<'_>>,
+    ) {
+        let (hw, w) = (g.h * g.w, g.w);
+        for p in 0..planes {
+            // `x·scale + shift` as two roundings and `max(v, 0)` (0 for NaN and −0): the bits
+            // of `crate::channel_map`.
+            let affine = map.map(|m| {
+                let (s, t) = (_mm512_set1_ps(m.scale[p]), _mm512_set1_ps(m.shift[p]));
+                move |v: __m512| {
+                    let v = _mm512_add_ps(_mm512_mul_ps(v, s), t);
+                    if m.relu {
+                        _mm512_max_ps(v, _mm512_setzero_ps())
+                    } else {
+                        v
+                    }
+                }
+            });
+            for r in 0..g.h {
+                let from = src.as_ptr().wrapping_add(p * hw + r * w);
+                let to = dst
+                    .as_mut_ptr()
+                    .wrapping_add(p * g.plane + g.lead + (r + 1) * g.wp + 1);
+                for k in (0..w).step_by(16) {
+                    let m = ((1u32 << (w - k).min(16)) - 1) as __mmask16;
+                    // SAFETY: the mask keeps the lanes inside row r of plane p in both `src`
+                    // and the interior of bordered plane p in `dst`.
+                    unsafe {
+                        let mut v = _mm512_maskz_loadu_ps(m, from.wrapping_add(k));
+                        if let Some(f) = affine {
+                            v = f(v);
+                        }
+                        _mm512_mask_storeu_ps(to.wrapping_add(k), m, v);
+                    }
+                }
+            }
+        }
+    }
+}
