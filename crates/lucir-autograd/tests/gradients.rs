@@ -146,6 +146,38 @@ proptest! {
         });
     }
 
+    /// Batch norm plus a residual, then a ReLU or not, as one node, in both modes (draws with
+    /// a ReLU input within 1e-4 of the kink skipped).
+    #[test]
+    fn batch_norm_add_grad_matches_finite_difference(
+        n in 1usize..4, c in 1usize..4, h in 1usize..4, w in 3usize..5, relu in any::<bool>(),
+        train in any::<bool>(), seed in any::<u64>(),
+    ) {
+        let mut r = rng(seed);
+        let x = uniform(&mut r, &[n, c, h, w], -2.0, 2.0);
+        let res = uniform(&mut r, &[n, c, h, w], -1.0, 1.0);
+        let gamma = uniform(&mut r, &[c], 0.5, 1.5);
+        let beta = uniform(&mut r, &[c], -0.5, 0.5);
+        let mean = uniform(&mut r, &[c], -0.5, 0.5).into_vec();
+        let var = uniform(&mut r, &[c], 0.5, 2.0).into_vec();
+        let (gv, bv) = (gamma.as_slice(), beta.as_slice());
+        let y = if train {
+            lucir_tensor::batch_norm_train(&x, gv, bv, 1e-5, false).unwrap().0
+        } else {
+            lucir_tensor::batch_norm_eval(&x, gv, bv, &mean, &var, 1e-5, false).unwrap()
+        };
+        let y = lucir_tensor::add(&y, &res).unwrap();
+        prop_assume!(!relu || y.as_slice().iter().all(|v| v.abs() > 1e-4));
+        assert_grads("batch_norm_add", &[x, gamma, beta, res], |t, v| {
+            let y = if train {
+                t.batch_norm_train_add([v[0], v[1], v[2]], 1e-5, v[3], relu)?.y
+            } else {
+                t.batch_norm_eval_add([v[0], v[1], v[2]], (&mean, &var), 1e-5, v[3], relu)?
+            };
+            weighted(t, y, seed)
+        });
+    }
+
     #[test]
     fn relu_grad_matches_finite_difference(
         n in 1usize..4, c in 1usize..4, hw in 1usize..5, seed in any::<u64>(),

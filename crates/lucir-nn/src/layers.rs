@@ -146,6 +146,34 @@ impl<T: Float> BatchNorm2d<T> {
         }
     }
 
+    /// [`BatchNorm2d::forward`] plus the residual `r`, then a ReLU when `relu`, as one node
+    /// (the end of a residual block); the same values as the batch norm then the add.
+    pub fn forward_add(
+        &mut self,
+        tape: &mut Tape<T>,
+        x: Var,
+        mode: Mode,
+        r: Var,
+        relu: bool,
+    ) -> Result<Var> {
+        let bn = [x, tape.param(&self.gamma), tape.param(&self.beta)];
+        let eps = T::of(self.eps);
+        match mode {
+            Mode::Train => {
+                let out = tape.batch_norm_train_add(bn, eps, r, relu)?;
+                self.update_running(&out.stats);
+                Ok(out.y)
+            }
+            Mode::Eval => Ok(tape.batch_norm_eval_add(
+                bn,
+                (self.running_mean.as_slice(), self.running_var.as_slice()),
+                eps,
+                r,
+                relu,
+            )?),
+        }
+    }
+
     /// Moves the running statistics towards a training batch's.
     fn update_running(&mut self, stats: &BatchNormStats<T>) {
         let m = T::of(self.momentum);

@@ -40,9 +40,8 @@ impl<T: Float> BasicBlock<T> {
 
     fn forward(&mut self, tape: &mut Tape<T>, x: Var, mode: Mode) -> Result<Var> {
         let h = self.conv1.forward(tape, x)?;
-        // bn1's output feeds conv2 only: one node, which never stores it.
+        // bn1's output feeds conv2 only, bn2's the add only: two nodes that store neither.
         let h = self.bn1.forward_conv(tape, h, mode, true, &self.conv2)?;
-        let h = self.bn2.forward(tape, h, mode, false)?;
         let s = match &mut self.shortcut {
             Some((conv, bn)) => {
                 let s = conv.forward(tape, x)?;
@@ -50,11 +49,7 @@ impl<T: Float> BasicBlock<T> {
             }
             None => x,
         };
-        if self.final_relu {
-            Ok(tape.add_relu(h, s)?)
-        } else {
-            Ok(tape.add(h, s)?)
-        }
+        self.bn2.forward_add(tape, h, mode, s, self.final_relu)
     }
 }
 

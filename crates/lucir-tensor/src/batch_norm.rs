@@ -9,7 +9,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use crate::simd::{affine, axpbypc, gated_sum_and_dot, scale_gated, sum, sum_and_dot, sum_sq_dev};
+use crate::simd::{
+    affine, affine_add, axpbypc, gated_sum_and_dot, scale_gated, sum, sum_and_dot, sum_sq_dev,
+};
 use crate::{Error, Float, Result, Tensor};
 
 /// Per-channel statistics of one training-mode forward pass.
@@ -125,15 +127,20 @@ pub struct ChannelMap<T> {
 }
 
 impl<T: Float> ChannelMap<T> {
-    /// Training mode's map: batch statistics `stats`, then γ and β.
+    /// Training mode's map: batch statistics `stats`, then γ and β. (Vectors of different
+    /// lengths give a map as long as the shortest, which the ops taking it reject.)
     pub fn train(gamma: &[T], beta: &[T], stats: &BatchNormStats<T>, relu: bool) -> Self {
-        let (scale, shift) = (0..gamma.len())
-            .map(|c| train_affine(gamma[c], beta[c], stats.mean[c], stats.inv_std[c]))
+        let (scale, shift) = gamma
+            .iter()
+            .zip(beta)
+            .zip(stats.mean.iter().zip(&stats.inv_std))
+            .map(|((&g, &b), (&m, &r))| train_affine(g, b, m, r))
             .unzip();
         Self { scale, shift, relu }
     }
 
-    /// Evaluation mode's map: running statistics, then γ and β.
+    /// Evaluation mode's map: running statistics, then γ and β (lengths as in
+    /// [`ChannelMap::train`]).
     pub fn eval(
         gamma: &[T],
         beta: &[T],
@@ -141,8 +148,11 @@ impl<T: Float> ChannelMap<T> {
         eps: T,
         relu: bool,
     ) -> Self {
-        let (scale, shift) = (0..gamma.len())
-            .map(|c| eval_affine(gamma[c], beta[c], running_mean[c], running_var[c], eps))
+        let (scale, shift) = gamma
+            .iter()
+            .zip(beta)
+            .zip(running_mean.iter().zip(running_var))
+            .map(|((&g, &b), (&m, &v))| eval_affine(g, b, m, v, eps))
             .unzip();
         Self { scale, shift, relu }
     }
@@ -172,6 +182,23 @@ impl Planes {
                 format!("no elements per channel in {shape:?}"),
             )),
             count => Ok(count),
+        }
+    }
+
+    /// Plane `(img, ch)` of `x` mapped into `y`: `x·scale + shift`, plus the residual's plane
+    /// if there is one, then `max(·, 0)` if `relu`.
+    fn apply<T: Float>(
+        self,
+        (x, residual): (&[T], Option<&[T]>),
+        (img, ch): (usize, usize),
+        y: &mut [MaybeUninit<T>],
+        (scale, shift): (T, T),
+        relu: bool,
+    ) {
+        let xp = self.get(x, img, ch);
+        match residual {
+            Some(r) => affine_add(xp, self.get(r, img, ch), y, scale, shift, relu),
+            None => affine(xp, y, scale, shift, relu),
         }
     }
 
@@ -206,17 +233,42 @@ pub fn batch_norm_train<T: Float>(
     eps: T,
     relu: bool,
 ) -> Result<(Tensor<T>, BatchNormStats<T>)> {
-    let d = check("batch_norm_train", x, &[gamma, beta])?;
-    let pl = Planes::of(d);
-    let count = pl.count("batch_norm_train", x.shape())?;
-    let xv = x.as_slice();
-    // SAFETY: `affine` writes every element of each plane it is given.
+    train_with("batch_norm_train", x, gamma, beta, eps, None, relu)
+}
+
+/// [`batch_norm_train`] plus a residual `r` (same shape) before the optional ReLU:
+/// `max(BN(x) + r, 0)`, the end of a residual block, in the pass that writes the output.
+pub fn batch_norm_train_add<T: Float>(
+    x: &Tensor<T>,
+    gamma: &[T],
+    beta: &[T],
+    eps: T,
+    r: &Tensor<T>,
+    relu: bool,
+) -> Result<(Tensor<T>, BatchNormStats<T>)> {
+    r.expect_shape("batch_norm_train_add", x.shape())?;
+    train_with("batch_norm_train_add", x, gamma, beta, eps, Some(r), relu)
+}
+
+fn train_with<T: Float>(
+    op: &'static str,
+    x: &Tensor<T>,
+    gamma: &[T],
+    beta: &[T],
+    eps: T,
+    residual: Option<&Tensor<T>>,
+    relu: bool,
+) -> Result<(Tensor<T>, BatchNormStats<T>)> {
+    let pl = Planes::of(check(op, x, &[gamma, beta])?);
+    let count = pl.count(op, x.shape())?;
+    let src = (x.as_slice(), residual.map(Tensor::as_slice));
+    // SAFETY: `Planes::apply` writes every element of each plane it is given.
     let (y, moments) = unsafe {
         pl.fill_per_channel(x.shape(), |ch, ys| {
-            let (mean, var, inv_std) = pl.moments(xv, ch, eps);
-            let (scale, shift) = train_affine(gamma[ch], beta[ch], mean, inv_std);
+            let (mean, var, inv_std) = pl.moments(src.0, ch, eps);
+            let affine = train_affine(gamma[ch], beta[ch], mean, inv_std);
             for (img, yp) in ys.iter_mut().enumerate() {
-                affine(pl.get(xv, img, ch), yp, scale, shift, relu);
+                pl.apply(src, (img, ch), yp, affine, relu);
             }
             (mean, var, inv_std)
         })
@@ -240,19 +292,34 @@ pub fn batch_norm_stats<T: Float>(x: &Tensor<T>, eps: T) -> Result<BatchNormStat
 /// `map` applied to `x` (N×C×H×W): `x·scale + shift` per channel, then `max(·, 0)` if
 /// `map.relu` — the values a convolution with that input map reads.
 pub fn channel_map<T: Float>(x: &Tensor<T>, map: &ChannelMap<T>) -> Result<Tensor<T>> {
-    let pl = Planes::of(check("channel_map", x, &[&map.scale, &map.shift])?);
-    let xv = x.as_slice();
-    // SAFETY: `affine` writes every element of each plane it is given.
+    map_with("channel_map", x, map, None)
+}
+
+/// `map` applied to `x` with a residual `r` (same shape) added before the optional ReLU:
+/// `max(x·scale + shift + r, 0)`, an evaluation-mode batch norm ending a residual block.
+pub fn channel_map_add<T: Float>(
+    x: &Tensor<T>,
+    map: &ChannelMap<T>,
+    r: &Tensor<T>,
+) -> Result<Tensor<T>> {
+    r.expect_shape("channel_map_add", x.shape())?;
+    map_with("channel_map_add", x, map, Some(r))
+}
+
+fn map_with<T: Float>(
+    op: &'static str,
+    x: &Tensor<T>,
+    map: &ChannelMap<T>,
+    residual: Option<&Tensor<T>>,
+) -> Result<Tensor<T>> {
+    let pl = Planes::of(check(op, x, &[&map.scale, &map.shift])?);
+    let src = (x.as_slice(), residual.map(Tensor::as_slice));
+    // SAFETY: `Planes::apply` writes every element of each plane it is given.
     let (y, _) = unsafe {
         pl.fill_per_channel(x.shape(), |ch, ys| {
+            let affine = (map.scale[ch], map.shift[ch]);
             for (img, yp) in ys.iter_mut().enumerate() {
-                affine(
-                    pl.get(xv, img, ch),
-                    yp,
-                    map.scale[ch],
-                    map.shift[ch],
-                    map.relu,
-                );
+                pl.apply(src, (img, ch), yp, affine, map.relu);
             }
         })
     };

@@ -29,7 +29,8 @@ mod topk;
 pub use alloc::retain_freed_memory;
 pub use batch_norm::{
     batch_norm_bwd_ref, batch_norm_eval, batch_norm_eval_bwd, batch_norm_ref, batch_norm_stats,
-    batch_norm_train, batch_norm_train_bwd, channel_map, BatchNormStats, ChannelMap,
+    batch_norm_train, batch_norm_train_add, batch_norm_train_bwd, channel_map, channel_map_add,
+    BatchNormStats, ChannelMap,
 };
 pub use conv2d::{
     conv2d, conv2d_bwd, conv2d_bwd_ref, conv2d_bwd_weight, conv2d_mapped, conv2d_mapped_bwd,

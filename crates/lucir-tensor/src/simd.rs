@@ -186,6 +186,30 @@ pub(crate) fn affine<T: Float>(x: &[T], y: &mut [MaybeUninit<T>], scale: T, shif
     }
 }
 
+/// `y = (x·scale + shift) + r`, then `max(·, 0)` when `relu`; equal lengths: a batch norm's
+/// output plus a residual, with the operations of [`affine`] and of the fused add+ReLU.
+#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
+pub(crate) fn affine_add<T: Float>(
+    x: &[T],
+    r: &[T],
+    y: &mut [MaybeUninit<T>],
+    scale: T,
+    shift: T,
+    relu: bool,
+) {
+    let (x, r) = (&x[..y.len()], &r[..y.len()]);
+    if relu {
+        for ((o, i), r) in y.iter_mut().zip(x).zip(r) {
+            let v = (*i * scale + shift) + *r;
+            o.write(if v > T::zero() { v } else { T::zero() });
+        }
+    } else {
+        for ((o, i), r) in y.iter_mut().zip(x).zip(r) {
+            o.write((*i * scale + shift) + *r);
+        }
+    }
+}
+
 /// `out = a·g + b·x + c`, `g` gated by `x` (see [`gated`]) when a gate is given; equal lengths.
 #[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
 pub(crate) fn axpbypc<T: Float>(

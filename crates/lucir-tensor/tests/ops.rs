@@ -72,6 +72,35 @@ proptest! {
         prop_assert!(max_rel(&ye, &ye_ref) < 1e-12);
     }
 
+    /// The fused forms give the bits of the ops they fuse: statistics alone, the map, and the
+    /// batch norm with a residual added before the optional ReLU.
+    #[test]
+    fn fused_batch_norms_equal_their_parts(
+        n in 1usize..4, c in 1usize..5, h in 1usize..5, w in 1usize..5, seed in any::<u64>(),
+    ) {
+        let mut r = rng(seed);
+        let x = uniform(&mut r, &[n, c, h, w], -3.0, 3.0).cast::<f32>();
+        let res = uniform(&mut r, &[n, c, h, w], -1.0, 1.0).cast::<f32>();
+        let gamma: Vec<f32> = uniform(&mut r, &[c], 0.5, 1.5).cast().into_vec();
+        let beta: Vec<f32> = uniform(&mut r, &[c], -1.0, 1.0).cast().into_vec();
+        for relu in [false, true] {
+            let (y, stats) = batch_norm_train(&x, &gamma, &beta, 1e-5, relu).unwrap();
+            prop_assert_eq!(&lt::batch_norm_stats(&x, 1e-5).unwrap(), &stats);
+            let map = lt::ChannelMap::train(&gamma, &beta, &stats, relu);
+            prop_assert_eq!(&lt::channel_map(&x, &map).unwrap(), &y);
+            let (y0, _) = batch_norm_train(&x, &gamma, &beta, 1e-5, false).unwrap();
+            let sum = if relu { lt::add_relu(&y0, &res) } else { lt::add(&y0, &res) }.unwrap();
+            let (fused, fstats) = lt::batch_norm_train_add(&x, &gamma, &beta, 1e-5, &res, relu).unwrap();
+            prop_assert_eq!(&fused, &sum);
+            prop_assert_eq!(&fstats, &stats);
+            let (rm, rv) = (&stats.mean, &stats.var);
+            let ye = batch_norm_eval(&x, &gamma, &beta, rm, rv, 1e-5, false).unwrap();
+            let sum = if relu { lt::add_relu(&ye, &res) } else { lt::add(&ye, &res) }.unwrap();
+            let map = lt::ChannelMap::eval(&gamma, &beta, (rm, rv), 1e-5, relu);
+            prop_assert_eq!(&lt::channel_map_add(&x, &map, &res).unwrap(), &sum);
+        }
+    }
+
     #[test]
     fn batch_norm_backward_matches_reference_in_both_modes(
         n in 1usize..4, c in 1usize..5, h in 1usize..5, w in 2usize..5, seed in any::<u64>(),
@@ -223,6 +252,24 @@ fn shape_mismatches_are_errors_not_panics() {
     );
     assert_err!(
         batch_norm_train(&x, &[1.0; 2], &[0.0; 3], 1e-5, false),
+        Shape
+    );
+    assert_err!(
+        lt::batch_norm_train_add(&x, &[1.0; 3], &[0.0; 3], 1e-5, &Tensor::zeros(&[1]), true),
+        Shape
+    );
+    let map = lt::ChannelMap {
+        scale: vec![1.0; 2],
+        shift: vec![0.0; 2],
+        relu: false,
+    };
+    assert_err!(lt::channel_map(&x, &map), Shape);
+    assert_err!(
+        lt::conv2d_mapped(&x, &map, &Tensor::zeros(&[8, 3, 3, 3]), g),
+        Shape
+    );
+    assert_err!(
+        lt::batch_norm_stats(&Tensor::<f32>::zeros(&[0, 3, 4, 4]), 1e-5),
         Shape
     );
     assert_err!(topk_rows(&Tensor::<f32>::zeros(&[2, 3]), 4), Argument);

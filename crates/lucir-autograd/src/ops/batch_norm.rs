@@ -1,10 +1,12 @@
 //! Batch normalisation, training mode (batch statistics) and evaluation mode (running
 //! statistics), optionally fused with the ReLU that follows it; x is N×C×H×W, γ and β are C.
+//! [`Stats`] is what the backward pass of every batch-norm node needs (this one, and the
+//! fused nodes of `batch_norm_conv2d` and `batch_norm_add`).
 
-use lucir_tensor::{BatchNormStats, Float, Tensor};
+use lucir_tensor::{BatchNormStats, ChannelMap, Float, Tensor};
 
 use crate::tape::Backward;
-use crate::{BackwardCtx, Result, Tape, Var};
+use crate::{BackwardCtx, Error, Result, Tape, Var};
 
 /// Output of a training-mode batch norm: the node and the batch statistics (for the layer's
 /// running-statistics update).
@@ -16,23 +18,66 @@ pub struct BatchNormTrainOut<T> {
     pub stats: BatchNormStats<T>,
 }
 
-struct TrainBack<T> {
-    x: Var,
-    gamma: Var,
-    beta: Var,
-    /// Whether a ReLU is fused (the gradient is masked where the output was zero).
-    relu: bool,
-    stats: BatchNormStats<T>,
+/// The statistics a batch norm normalises with.
+pub(crate) enum Stats<T> {
+    /// Training mode: the batch's.
+    Batch(BatchNormStats<T>),
+    /// Evaluation mode: running mean and variance (constants), and ε.
+    Running { mean: Vec<T>, var: Vec<T>, eps: T },
 }
 
-struct EvalBack<T> {
-    x: Var,
-    gamma: Var,
-    beta: Var,
+impl<T: Float> Stats<T> {
+    pub(crate) fn running((mean, var): (&[T], &[T]), eps: T) -> Self {
+        Self::Running {
+            mean: mean.to_vec(),
+            var: var.to_vec(),
+            eps,
+        }
+    }
+
+    /// The batch norm (then a ReLU if `relu`) as a per-channel map.
+    pub(crate) fn map(&self, gamma: &[T], beta: &[T], relu: bool) -> ChannelMap<T> {
+        match self {
+            Self::Batch(stats) => ChannelMap::train(gamma, beta, stats, relu),
+            Self::Running { mean, var, eps } => {
+                ChannelMap::eval(gamma, beta, (mean, var), *eps, relu)
+            }
+        }
+    }
+
+    /// The backward pass of the batch norm of `bn.x` (then a ReLU if `relu`) given `dy`, the
+    /// gradient with respect to its output: adds the gradients of x, γ and β.
+    pub(crate) fn backward(
+        &self,
+        ctx: &mut BackwardCtx<'_, T>,
+        bn: [Var; 3],
+        dy: &Tensor<T>,
+        relu: bool,
+    ) -> Result<()> {
+        let [x, gamma, beta] = bn;
+        let (xv, gv, bv) = (
+            ctx.value(x),
+            ctx.value(gamma).as_slice(),
+            ctx.value(beta).as_slice(),
+        );
+        let (dx, dg, db) = match self {
+            Self::Batch(stats) => lucir_tensor::batch_norm_train_bwd(xv, gv, bv, stats, dy, relu)?,
+            Self::Running { mean, var, eps } => {
+                lucir_tensor::batch_norm_eval_bwd(xv, gv, bv, mean, var, *eps, dy, relu)?
+            }
+        };
+        ctx.add(x, dx)?;
+        ctx.add(gamma, vector(dg)?)?;
+        ctx.add(beta, vector(db)?)
+    }
+}
+
+struct Back<T> {
+    /// x, γ, β.
+    bn: [Var; 3],
+    /// Whether a ReLU is fused (the gradient is masked where the output was zero).
     relu: bool,
-    running_mean: Vec<T>,
-    running_var: Vec<T>,
-    eps: T,
+    stats: Stats<T>,
 }
 
 impl<T: Float> Tape<T> {
@@ -52,12 +97,10 @@ impl<T: Float> Tape<T> {
             eps,
             relu,
         )?;
-        let back = TrainBack {
-            x,
-            gamma,
-            beta,
+        let back = Back {
+            bn: [x, gamma, beta],
             relu,
-            stats: stats.clone(),
+            stats: Stats::Batch(stats.clone()),
         };
         let y = self.push(y, &[x, gamma, beta], back);
         Ok(BatchNormTrainOut { y, stats })
@@ -70,7 +113,7 @@ impl<T: Float> Tape<T> {
         x: Var,
         gamma: Var,
         beta: Var,
-        (running_mean, running_var): (&[T], &[T]),
+        running: (&[T], &[T]),
         eps: T,
         relu: bool,
     ) -> Result<Var> {
@@ -78,21 +121,33 @@ impl<T: Float> Tape<T> {
             self.value(x),
             self.value(gamma).as_slice(),
             self.value(beta).as_slice(),
-            running_mean,
-            running_var,
+            running.0,
+            running.1,
             eps,
             relu,
         )?;
-        let back = EvalBack {
-            x,
-            gamma,
-            beta,
+        let back = Back {
+            bn: [x, gamma, beta],
             relu,
-            running_mean: running_mean.to_vec(),
-            running_var: running_var.to_vec(),
-            eps,
+            stats: Stats::running(running, eps),
         };
         Ok(self.push(y, &[x, gamma, beta], back))
+    }
+}
+
+/// Checks that γ, β (and the running statistics) have one entry per channel of `x`.
+pub(crate) fn check_channels<T: Float>(op: &'static str, x: &Tensor<T>, vs: &[&[T]]) -> Result<()> {
+    let c = x.dims4(op)?[1];
+    match vs.iter().find(|v| v.len() != c) {
+        Some(v) => Err(Error::invalid(
+            op,
+            format!(
+                "{c} channels in x {:?} but a per-channel vector has {}",
+                x.shape(),
+                v.len()
+            ),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -101,36 +156,9 @@ pub(crate) fn vector<T: Float>(v: Vec<T>) -> Result<Tensor<T>> {
     Ok(Tensor::from_vec(&[v.len()], v)?)
 }
 
-impl<T: Float> Backward<T> for TrainBack<T> {
+impl<T: Float> Backward<T> for Back<T> {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
-        let (dx, dg, db) = lucir_tensor::batch_norm_train_bwd(
-            ctx.value(self.x),
-            ctx.value(self.gamma).as_slice(),
-            ctx.value(self.beta).as_slice(),
-            &self.stats,
-            ctx.g(),
-            self.relu,
-        )?;
-        ctx.add(self.x, dx)?;
-        ctx.add(self.gamma, vector(dg)?)?;
-        ctx.add(self.beta, vector(db)?)
-    }
-}
-
-impl<T: Float> Backward<T> for EvalBack<T> {
-    fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
-        let (dx, dg, db) = lucir_tensor::batch_norm_eval_bwd(
-            ctx.value(self.x),
-            ctx.value(self.gamma).as_slice(),
-            ctx.value(self.beta).as_slice(),
-            &self.running_mean,
-            &self.running_var,
-            self.eps,
-            ctx.g(),
-            self.relu,
-        )?;
-        ctx.add(self.x, dx)?;
-        ctx.add(self.gamma, vector(dg)?)?;
-        ctx.add(self.beta, vector(db)?)
+        let g = ctx.take_g();
+        self.stats.backward(ctx, self.bn, &g, self.relu)
     }
 }

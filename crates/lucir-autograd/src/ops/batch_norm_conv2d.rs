@@ -4,48 +4,19 @@
 //! backward pass recomputes it the same way; the values are those of [`Tape::batch_norm_train`]
 //! (or [`Tape::batch_norm_eval`]) followed by [`Tape::conv2d`], bit for bit.
 
-use lucir_tensor::{BatchNormStats, ChannelMap, Conv2dGeometry, Float};
+use lucir_tensor::{ChannelMap, Conv2dGeometry, Float};
 
-use super::batch_norm::{vector, BatchNormTrainOut};
+use super::batch_norm::{check_channels, BatchNormTrainOut, Stats};
 use crate::tape::Backward;
-use crate::{BackwardCtx, Error, Result, Tape, Var};
-
-/// The statistics the batch norm normalises with.
-enum Stats<T> {
-    /// Training mode: the batch's.
-    Batch(BatchNormStats<T>),
-    /// Evaluation mode: running mean and variance, and ε.
-    Running { mean: Vec<T>, var: Vec<T>, eps: T },
-}
+use crate::{BackwardCtx, Result, Tape, Var};
 
 struct Back<T> {
-    x: Var,
-    gamma: Var,
-    beta: Var,
+    /// x, γ, β.
+    bn: [Var; 3],
     w: Var,
     geometry: Conv2dGeometry,
     relu: bool,
     stats: Stats<T>,
-}
-
-/// Checks that γ, β (and the running statistics) have one entry per channel of `x`.
-fn check_channels<T: Float>(
-    op: &'static str,
-    x: &lucir_tensor::Tensor<T>,
-    vs: &[&[T]],
-) -> Result<()> {
-    let c = x.dims4(op)?[1];
-    match vs.iter().find(|v| v.len() != c) {
-        Some(v) => Err(Error::invalid(
-            op,
-            format!(
-                "{c} channels in x {:?} but a per-channel vector has {}",
-                x.shape(),
-                v.len()
-            ),
-        )),
-        None => Ok(()),
-    }
 }
 
 impl<T: Float> Tape<T> {
@@ -69,9 +40,7 @@ impl<T: Float> Tape<T> {
         let map = ChannelMap::train(gv, bv, &stats, relu);
         let y = lucir_tensor::conv2d_mapped(self.value(x), &map, self.value(w), geometry)?;
         let back = Back {
-            x,
-            gamma,
-            beta,
+            bn: [x, gamma, beta],
             w,
             geometry,
             relu,
@@ -101,17 +70,11 @@ impl<T: Float> Tape<T> {
         let map = ChannelMap::eval(gv, bv, (running_mean, running_var), eps, relu);
         let y = lucir_tensor::conv2d_mapped(self.value(x), &map, self.value(w), geometry)?;
         let back = Back {
-            x,
-            gamma,
-            beta,
+            bn: [x, gamma, beta],
             w,
             geometry,
             relu,
-            stats: Stats::Running {
-                mean: running_mean.to_vec(),
-                var: running_var.to_vec(),
-                eps,
-            },
+            stats: Stats::running((running_mean, running_var), eps),
         };
         Ok(self.push(y, &[x, gamma, beta, w], back))
     }
@@ -119,31 +82,18 @@ impl<T: Float> Tape<T> {
 
 impl<T: Float> Backward<T> for Back<T> {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
-        let (x, w, g) = (ctx.value(self.x), ctx.value(self.w), ctx.g());
-        let (gamma, beta) = (
-            ctx.value(self.gamma).as_slice(),
-            ctx.value(self.beta).as_slice(),
+        let [x, gamma, beta] = self.bn;
+        let map = self.stats.map(
+            ctx.value(gamma).as_slice(),
+            ctx.value(beta).as_slice(),
+            self.relu,
         );
-        let map = match &self.stats {
-            Stats::Batch(stats) => ChannelMap::train(gamma, beta, stats, self.relu),
-            Stats::Running { mean, var, eps } => {
-                ChannelMap::eval(gamma, beta, (mean, var), *eps, self.relu)
-            }
-        };
         // The gradient with respect to BN(x), then through the batch norm (its ReLU mask
         // recomputed from x).
-        let (dbn, dw) = lucir_tensor::conv2d_mapped_bwd(x, &map, w, g, self.geometry)?;
-        let (dx, dg, db) = match &self.stats {
-            Stats::Batch(stats) => {
-                lucir_tensor::batch_norm_train_bwd(x, gamma, beta, stats, &dbn, self.relu)?
-            }
-            Stats::Running { mean, var, eps } => {
-                lucir_tensor::batch_norm_eval_bwd(x, gamma, beta, mean, var, *eps, &dbn, self.relu)?
-            }
-        };
-        ctx.add(self.x, dx)?;
-        ctx.add(self.gamma, vector(dg)?)?;
-        ctx.add(self.beta, vector(db)?)?;
-        ctx.add(self.w, dw)
+        let (x_val, w_val) = (ctx.value(x), ctx.value(self.w));
+        let (dbn, dw) =
+            lucir_tensor::conv2d_mapped_bwd(x_val, &map, w_val, ctx.g(), self.geometry)?;
+        ctx.add(self.w, dw)?;
+        self.stats.backward(ctx, self.bn, &dbn, self.relu)
     }
 }

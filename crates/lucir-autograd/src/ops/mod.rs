@@ -3,6 +3,7 @@
 pub mod add;
 pub mod add_relu;
 pub mod batch_norm;
+pub mod batch_norm_add;
 pub mod batch_norm_conv2d;
 pub mod concat_rows;
 pub mod conv2d;
