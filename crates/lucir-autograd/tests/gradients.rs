@@ -119,7 +119,7 @@ proptest! {
         let (y, _) = lucir_tensor::batch_norm_train(&x, gamma.as_slice(), beta.as_slice(), 1e-5, false).unwrap();
         prop_assume!(!relu || y.as_slice().iter().all(|v| v.abs() > 1e-4));
         assert_grads("batch_norm_train_conv2d", &[x, gamma, beta, wt], |t, v| {
-            let y = t.batch_norm_train_conv2d(v[0], v[1], v[2], 1e-5, relu, v[3], g)?.y;
+            let y = t.batch_norm_train_conv2d([v[0], v[1], v[2]], 1e-5, relu, v[3], g)?.y;
             weighted(t, y, seed)
         });
     }
@@ -141,7 +141,7 @@ proptest! {
         let y = lucir_tensor::batch_norm_eval(&x, gamma.as_slice(), beta.as_slice(), &mean, &var, 1e-5, false).unwrap();
         prop_assume!(!relu || y.as_slice().iter().all(|v| v.abs() > 1e-4));
         assert_grads("batch_norm_eval_conv2d", &[x, gamma, beta, wt], |t, v| {
-            let y = t.batch_norm_eval_conv2d(v[0], v[1], v[2], (&mean, &var), 1e-5, relu, v[3], g)?;
+            let y = t.batch_norm_eval_conv2d([v[0], v[1], v[2]], (&mean, &var), 1e-5, relu, v[3], g)?;
             weighted(t, y, seed)
         });
     }

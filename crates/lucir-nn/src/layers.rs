@@ -122,21 +122,17 @@ impl<T: Float> BatchNorm2d<T> {
         relu: bool,
         conv: &Conv2d<T>,
     ) -> Result<Var> {
-        let gamma = tape.param(&self.gamma);
-        let beta = tape.param(&self.beta);
+        let bn = [x, tape.param(&self.gamma), tape.param(&self.beta)];
         let w = tape.param(&conv.weight);
         let eps = T::of(self.eps);
         match mode {
             Mode::Train => {
-                let out =
-                    tape.batch_norm_train_conv2d(x, gamma, beta, eps, relu, w, conv.geometry)?;
+                let out = tape.batch_norm_train_conv2d(bn, eps, relu, w, conv.geometry)?;
                 self.update_running(&out.stats);
                 Ok(out.y)
             }
             Mode::Eval => Ok(tape.batch_norm_eval_conv2d(
-                x,
-                gamma,
-                beta,
+                bn,
                 (self.running_mean.as_slice(), self.running_var.as_slice()),
                 eps,
                 relu,

@@ -20,14 +20,11 @@ struct Back<T> {
 }
 
 impl<T: Float> Tape<T> {
-    /// Training-mode batch norm of `x` (then a ReLU when `relu`) convolved with `w`: the
-    /// output of the convolution, and the batch statistics.
-    #[allow(clippy::too_many_arguments)]
+    /// Training-mode batch norm of `x` (γ, β; then a ReLU when `relu`) convolved with `w`:
+    /// the output of the convolution, and the batch statistics.
     pub fn batch_norm_train_conv2d(
         &mut self,
-        x: Var,
-        gamma: Var,
-        beta: Var,
+        [x, gamma, beta]: [Var; 3],
         eps: T,
         relu: bool,
         w: Var,
@@ -52,12 +49,9 @@ impl<T: Float> Tape<T> {
 
     /// Evaluation-mode batch norm of `x` with the given running statistics (then a ReLU when
     /// `relu`) convolved with `w`.
-    #[allow(clippy::too_many_arguments)]
     pub fn batch_norm_eval_conv2d(
         &mut self,
-        x: Var,
-        gamma: Var,
-        beta: Var,
+        [x, gamma, beta]: [Var; 3],
         (running_mean, running_var): (&[T], &[T]),
         eps: T,
         relu: bool,
