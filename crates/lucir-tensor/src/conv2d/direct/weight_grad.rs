@@ -22,6 +22,9 @@ pub(super) struct WeightGrad<'a> {
     dyt: Planes,
     /// `acc[(c·T + tap)·co16 + o]` (`T` taps), the running sums.
     acc: Planes,
+    /// Whether the taps are a 3×3 kernel's on bordered planes (`offs[0] + ky·wp + kx`): then
+    /// two neighbouring positions share their middle columns of `x` (see `wg_tile`).
+    slide: bool,
 }
 
 impl<'a> WeightGrad<'a> {
@@ -35,6 +38,8 @@ impl<'a> WeightGrad<'a> {
             co16,
             dyt: Planes::zeroed(grid.h * grid.w * co16),
             acc: Planes::zeroed(ci * taps.offs.len() * co16),
+            slide: taps.offs.len() == 9
+                && (0..9).all(|t| taps.offs[t] == taps.offs[0] + t / 3 * grid.wp + t % 3),
         }
     }
 
@@ -185,11 +190,14 @@ mod avx512 {
         xb: &[f32],
     ) {
         // 18 accumulators with nine taps, 16 with one.
-        let tiles = match (T, wg.co16 == 16) {
-            (9, true) => tiles::<1, 2, T>,
-            (9, false) => tiles::<2, 1, T>,
-            (_, true) => tiles::<1, 16, T>,
-            (_, false) => tiles::<2, 8, T>,
+        // Sliding (see `wg_tile`) pays with one output-channel vector only: measured slower
+        // with two.
+        let tiles = match (T, wg.co16 == 16, wg.slide) {
+            (9, true, true) => tiles::<1, 2, T, true>,
+            (9, true, false) => tiles::<1, 2, T, false>,
+            (9, false, _) => tiles::<2, 1, T, false>,
+            (_, true, _) => tiles::<1, 16, T, false>,
+            (_, false, _) => tiles::<2, 8, T, false>,
         };
         // SAFETY: this function's contract, passed on.
         unsafe { tiles(wg, offs, xb) }
@@ -202,7 +210,7 @@ mod avx512 {
     /// As [`weight_grad`].
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tiles<const M: usize, const C: usize, const T: usize>(
+    unsafe fn tiles<const M: usize, const C: usize, const T: usize, const SLIDE: bool>(
         wg: &mut WeightGrad<'_>,
         offs: &[usize; T],
         xb: &[f32],
@@ -212,21 +220,21 @@ mod avx512 {
         for c in (0..cfull).step_by(C) {
             for v in (0..vfull).step_by(M) {
                 // SAFETY: this function's contract; v + M ≤ co16/16, c + C ≤ Ci.
-                unsafe { wg_tile::<M, C, T>(wg, offs, xb, (v, c)) };
+                unsafe { wg_tile::<M, C, T, SLIDE>(wg, offs, xb, (v, c)) };
             }
             for v in vfull..ov {
                 // SAFETY: as above.
-                unsafe { wg_tile::<1, C, T>(wg, offs, xb, (v, c)) };
+                unsafe { wg_tile::<1, C, T, SLIDE>(wg, offs, xb, (v, c)) };
             }
         }
         for c in cfull..wg.ci {
             for v in (0..vfull).step_by(M) {
                 // SAFETY: as above.
-                unsafe { wg_tile::<M, 1, T>(wg, offs, xb, (v, c)) };
+                unsafe { wg_tile::<M, 1, T, SLIDE>(wg, offs, xb, (v, c)) };
             }
             for v in vfull..ov {
                 // SAFETY: as above.
-                unsafe { wg_tile::<1, 1, T>(wg, offs, xb, (v, c)) };
+                unsafe { wg_tile::<1, 1, T, SLIDE>(wg, offs, xb, (v, c)) };
             }
         }
     }
@@ -238,7 +246,7 @@ mod avx512 {
     /// As [`weight_grad`], with `16·(v + M) ≤ co16` and `c + C ≤ Ci`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn wg_tile<const M: usize, const C: usize, const T: usize>(
+    unsafe fn wg_tile<const M: usize, const C: usize, const T: usize, const SLIDE: bool>(
         wg: &mut WeightGrad<'_>,
         offs: &[usize; T],
         xb: &[f32],
@@ -258,13 +266,48 @@ mod avx512 {
             })
         });
         let dyt = wg.dyt.get().as_ptr().wrapping_add(16 * v);
+        let load = |p: usize, m: usize| {
+            // SAFETY: called for positions p < H·W; channels 16·(v + m) + 16 ≤ co16: inside
+            // `dyt`.
+            unsafe { _mm512_loadu_ps(dyt.wrapping_add(p * co16 + 16 * m)) }
+        };
         for r in 0..g.h {
-            for col in 0..g.w {
+            let mut col = 0;
+            // Two positions at a time on a 3×3 kernel's taps: tap (ky, kx) of position
+            // p + 1 reads what tap (ky, kx + 1) of p reads, so each kernel row takes four `x`
+            // values instead of six. Each sum still adds position p before p + 1.
+            while SLIDE && col + 1 < g.w {
                 let p = r * g.w + col;
-                // SAFETY: position p < H·W, channels 16·(v + m) + 16 ≤ co16: inside `dyt`.
-                let d: [__m512; M] = std::array::from_fn(|m| unsafe {
-                    _mm512_loadu_ps(dyt.wrapping_add(p * co16 + 16 * m))
-                });
+                let (d0, d1): ([__m512; M], [__m512; M]) = (
+                    std::array::from_fn(|m| load(p, m)),
+                    std::array::from_fn(|m| load(p + 1, m)),
+                );
+                for (cc, accc) in acc.iter_mut().enumerate() {
+                    let x = xb
+                        .as_ptr()
+                        .wrapping_add((c + cc) * wg.taps.stride + r * g.wp + col + offs[0]);
+                    for ky in 0..3 {
+                        let row = x.wrapping_add(ky * g.wp);
+                        let xv: [__m512; 4] = std::array::from_fn(|k| {
+                            // SAFETY: columns kx ≤ 2 of position p + 1's row ky taps, which
+                            // read inside `xb` (the contract).
+                            _mm512_set1_ps(unsafe { *row.wrapping_add(k) })
+                        });
+                        for (d, shift) in [(&d0, 0), (&d1, 1)] {
+                            for kx in 0..3 {
+                                for m in 0..M {
+                                    let a = &mut accc[ky * 3 + kx][m];
+                                    *a = _mm512_fmadd_ps(d[m], xv[kx + shift], *a);
+                                }
+                            }
+                        }
+                    }
+                }
+                col += 2;
+            }
+            for col in col..g.w {
+                let p = r * g.w + col;
+                let d: [__m512; M] = std::array::from_fn(|m| load(p, m));
                 for (cc, accc) in acc.iter_mut().enumerate() {
                     let x = xb
                         .as_ptr()
