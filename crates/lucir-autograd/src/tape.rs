@@ -50,6 +50,13 @@ impl<T: Float> BackwardCtx<'_, T> {
         self.requires[v.0]
     }
 
+    /// Takes the gradient `v` has gathered so far out of its slot, so that an op can add its
+    /// own share into it (and hand it back with [`BackwardCtx::add`]) instead of storing the
+    /// share first and adding it afterwards.
+    pub fn take_grad(&mut self, v: Var) -> Option<Tensor<T>> {
+        self.grads[v.0].take()
+    }
+
     /// Adds `grad` into `v`'s gradient (a no-op when `v` needs none).
     pub fn add(&mut self, v: Var, grad: Tensor<T>) -> Result<()> {
         if !self.requires[v.0] {

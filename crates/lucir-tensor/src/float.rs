@@ -40,6 +40,8 @@ pub trait Float:
     }
     /// The slice itself when this type is f32 (for the f32-only direct kernels), else `None`.
     fn f32_slice(s: &[Self]) -> Option<&[f32]>;
+    /// The slice itself, mutable, when this type is f32, else `None`.
+    fn f32_slice_mut(s: &mut [Self]) -> Option<&mut [f32]>;
     /// The vector itself when this type is f32, else `None`.
     fn from_f32_vec(v: Vec<f32>) -> Option<Vec<Self>>;
 }
@@ -53,6 +55,9 @@ impl Float for f32 {
         self as f64
     }
     fn f32_slice(s: &[Self]) -> Option<&[f32]> {
+        Some(s)
+    }
+    fn f32_slice_mut(s: &mut [Self]) -> Option<&mut [f32]> {
         Some(s)
     }
     fn from_f32_vec(v: Vec<f32>) -> Option<Vec<Self>> {
@@ -69,6 +74,9 @@ impl Float for f64 {
         self
     }
     fn f32_slice(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    fn f32_slice_mut(_: &mut [Self]) -> Option<&mut [f32]> {
         None
     }
     fn from_f32_vec(_: Vec<f32>) -> Option<Vec<Self>> {

@@ -10,8 +10,8 @@ mod common;
 
 use common::{max_rel, rng, uniform};
 use lucir_tensor::{
-    channel_map, conv2d, conv2d_bwd, conv2d_bwd_ref, conv2d_bwd_weight, conv2d_mapped,
-    conv2d_mapped_bwd, conv2d_ref, ChannelMap, Conv2dGeometry,
+    channel_map, conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_ref, conv2d_bwd_weight,
+    conv2d_mapped, conv2d_mapped_bwd, conv2d_ref, ChannelMap, Conv2dGeometry,
 };
 
 /// Checks forward, backward and weight-only backward of one convolution against the f64
@@ -135,5 +135,35 @@ fn f32_mapped_convolutions_equal_map_then_convolve() {
             assert_eq!(dm.as_slice(), dm_ref.as_slice(), "input gradient {what}");
             assert_eq!(dw.as_slice(), dw_ref.as_slice(), "weight gradient {what}");
         }
+    }
+}
+
+/// The backward pass that adds its input gradient into an existing one gives the bits of
+/// computing it and adding afterwards (stride 1 and 2, 3×3 and 1×1, odd sizes).
+#[test]
+fn f32_backward_into_a_gradient_equals_adding_afterwards() {
+    // (N, Ci, Co, H, W, k, stride)
+    let shapes = [
+        (3, 16, 16, 28, 28, 3, 1),
+        (2, 16, 32, 28, 28, 3, 2),
+        (2, 16, 32, 28, 28, 1, 2),
+        (1, 5, 11, 9, 17, 3, 1),
+        (3, 7, 3, 13, 12, 3, 2),
+        (2, 4, 6, 5, 5, 1, 1),
+    ];
+    let mut r = rng(14);
+    for (n, ci, co, h, w, k, stride) in shapes {
+        let g = Conv2dGeometry { stride, pad: k / 2 };
+        let x = uniform(&mut r, &[n, ci, h, w], -1.0, 1.0).cast::<f32>();
+        let kernel = uniform(&mut r, &[co, ci, k, k], -1.0, 1.0).cast::<f32>();
+        let dy = uniform(&mut r, conv2d(&x, &kernel, g).unwrap().shape(), -1.0, 1.0).cast::<f32>();
+        let acc = uniform(&mut r, &[n, ci, h, w], -1.0, 1.0).cast::<f32>();
+        let (dx, dw) = conv2d_bwd(&x, &kernel, &dy, g).unwrap();
+        let mut want = acc.clone();
+        want.add_assign(&dx).unwrap();
+        let (got, dw_got) = conv2d_bwd_add(&x, &kernel, &dy, g, acc).unwrap();
+        let what = format!("{n}×{ci}×{h}×{w} → {co}, {k}×{k}/{stride}");
+        assert_eq!(got.as_slice(), want.as_slice(), "input gradient {what}");
+        assert_eq!(dw_got.as_slice(), dw.as_slice(), "weight gradient {what}");
     }
 }

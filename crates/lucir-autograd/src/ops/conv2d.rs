@@ -22,12 +22,18 @@ impl<T: Float> Tape<T> {
 
 impl<T: Float> Backward<T> for Conv2dBack {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
-        let (x, w, g) = (ctx.value(self.x), ctx.value(self.w), ctx.g());
         if ctx.wants(self.x) {
-            let (dx, dw) = lucir_tensor::conv2d_bwd(x, w, g, self.geometry)?;
+            // A block's input already holds the shortcut's gradient: add into it.
+            let acc = ctx.take_grad(self.x);
+            let (x, w, g) = (ctx.value(self.x), ctx.value(self.w), ctx.g());
+            let (dx, dw) = match acc {
+                Some(acc) => lucir_tensor::conv2d_bwd_add(x, w, g, self.geometry, acc)?,
+                None => lucir_tensor::conv2d_bwd(x, w, g, self.geometry)?,
+            };
             ctx.add(self.x, dx)?;
             ctx.add(self.w, dw)
         } else {
+            let (x, w, g) = (ctx.value(self.x), ctx.value(self.w), ctx.g());
             let dw = lucir_tensor::conv2d_bwd_weight(x, w, g, self.geometry)?;
             ctx.add(self.w, dw)
         }

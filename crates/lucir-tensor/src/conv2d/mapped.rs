@@ -81,7 +81,8 @@ pub fn conv2d_mapped_bwd<T: Float>(
             T::f32_slice(dy.as_slice()),
             f32_map(map),
         ) {
-            let (dx, dw) = direct::backward(xs, ws, dys, d.direct_shape(), Some(m), true);
+            let (dx, dw) =
+                direct::backward(xs, ws, dys, d.direct_shape(), Some(m), direct::Dx::New);
             if let (Some(dx), Some(dw)) = (dx.and_then(T::from_f32_vec), T::from_f32_vec(dw)) {
                 return Ok((
                     Tensor::from_vec(x.shape(), dx)?,

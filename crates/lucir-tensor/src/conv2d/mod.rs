@@ -284,6 +284,41 @@ pub fn conv2d_bwd_weight<T: Float>(
     Ok(conv2d_bwd_impl("conv2d_bwd_weight", x, w, dy, g, false)?.1)
 }
 
+/// [`conv2d_bwd`] adding the input gradient into `acc`, the gradient `x` has gathered so far
+/// (N×Ci×H×W): returns `(acc + dx, dw)`, the bits of adding the two afterwards. The direct
+/// kernels add as they store, so `dx` is never stored on its own.
+pub fn conv2d_bwd_add<T: Float>(
+    x: &Tensor<T>,
+    w: &Tensor<T>,
+    dy: &Tensor<T>,
+    g: Conv2dGeometry,
+    mut acc: Tensor<T>,
+) -> Result<(Tensor<T>, Tensor<T>)> {
+    let op = "conv2d_bwd_add";
+    let d = Dims::new(op, x, w, g)?;
+    dy.expect_shape(op, &[d.n, d.co, d.ho, d.wo])?;
+    acc.expect_shape(op, x.shape())?;
+    if d.direct() && !d.empty() {
+        if let (Some(xs), Some(ws), Some(dys)) = (
+            T::f32_slice(x.as_slice()),
+            T::f32_slice(w.as_slice()),
+            T::f32_slice(dy.as_slice()),
+        ) {
+            if let Some(buf) = T::f32_slice_mut(acc.as_slice_mut()) {
+                let dx = direct::Dx::AddTo(buf);
+                let (_, dw) = direct::backward(xs, ws, dys, d.direct_shape(), None, dx);
+                // T is f32 (its slices were), so the vector converts.
+                if let Some(dw) = T::from_f32_vec(dw) {
+                    return Ok((acc, Tensor::from_vec(w.shape(), dw)?));
+                }
+            }
+        }
+    }
+    let (dx, dw) = conv2d_bwd(x, w, dy, g)?;
+    acc.add_assign(&dx)?;
+    Ok((acc, dw))
+}
+
 /// How the input gradient of one image is formed.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum DxPath {
@@ -342,7 +377,12 @@ fn conv2d_bwd_impl<T: Float>(
             T::f32_slice(w.as_slice()),
             T::f32_slice(dy.as_slice()),
         ) {
-            let (dx, dw) = direct::backward(xs, ws, dys, d.direct_shape(), None, want_dx);
+            let dx_mode = if want_dx {
+                direct::Dx::New
+            } else {
+                direct::Dx::Skip
+            };
+            let (dx, dw) = direct::backward(xs, ws, dys, d.direct_shape(), None, dx_mode);
             // T is f32 (its slices were), so both vectors convert.
             let dx = dx.and_then(T::from_f32_vec);
             if let Some(dw) = T::from_f32_vec(dw) {

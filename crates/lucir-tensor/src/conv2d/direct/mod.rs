@@ -97,8 +97,53 @@ pub(super) fn forward(
     strided::forward(x, w, s)
 }
 
-/// The backward pass of [`forward`]: the input gradient (if `want_dx`; with a map, the
-/// gradient with respect to the mapped input) and the weight gradient.
+/// What a backward pass does with the input gradient (with a map, the gradient with respect
+/// to the mapped input).
+pub(super) enum Dx<'a> {
+    /// Nothing: it is not wanted.
+    Skip,
+    /// Returns it in a new buffer.
+    New,
+    /// Adds it into this buffer (N×Ci×H×W): `buf[i] + dx[i]`, the sum a separate addition
+    /// would give, without storing `dx` first.
+    AddTo(&'a mut [f32]),
+}
+
+impl Dx<'_> {
+    fn wanted(&self) -> bool {
+        !matches!(self, Dx::Skip)
+    }
+
+    /// Runs `f` on the input gradient's buffer as asked — a new one of `len` floats, allocated
+    /// without zeroing; the given one, with `f`'s second argument true (add, do not
+    /// overwrite); or an empty one — and returns the new buffer, if any, and `f`'s result.
+    ///
+    /// # Safety
+    /// For [`Dx::New`], `f` writes every element of the buffer.
+    unsafe fn run<R>(
+        self,
+        len: usize,
+        f: impl FnOnce(&mut [MaybeUninit<f32>], bool) -> R,
+    ) -> (Option<Vec<f32>>, R) {
+        match self {
+            Dx::Skip => (None, f(&mut [], false)),
+            Dx::New => {
+                // SAFETY: this function's contract.
+                let (dx, r) = unsafe { filled_vec(len, |buf| f(buf, false)) };
+                (Some(dx), r)
+            }
+            Dx::AddTo(buf) => {
+                assert_eq!(buf.len(), len, "direct kernel: gradient buffer length");
+                // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; the buffer is
+                // initialised and `f`, told to add, only stores sums of floats into it.
+                let view = unsafe { &mut *(buf as *mut [f32] as *mut [MaybeUninit<f32>]) };
+                (None, f(view, true))
+            }
+        }
+    }
+}
+
+/// The backward pass of [`forward`]: the input gradient as `dx` asks, and the weight gradient.
 ///
 /// # Panics
 /// As [`forward`], and if `dy` does not hold N×Co×Ho×Wo floats.
@@ -108,11 +153,11 @@ pub(super) fn backward(
     dy: &[f32],
     [n, ci, co, h, wd, k, stride]: Shape,
     map: Option<Map<'_>>,
-    want_dx: bool,
+    dx: Dx<'_>,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     if stride == 1 {
         assert_eq!(k, 3, "direct kernel: stride 1 takes 3×3 kernels");
-        return conv3x3_bwd(x, w, dy, [n, ci, co, h, wd], map, want_dx);
+        return conv3x3_bwd(x, w, dy, [n, ci, co, h, wd], map, dx);
     }
     assert!(map.is_none(), "direct kernel: no input map with stride 2");
     let s = strided::Strided {
@@ -123,7 +168,7 @@ pub(super) fn backward(
         w: wd,
         k,
     };
-    strided::backward(x, w, dy, s, want_dx)
+    strided::backward(x, w, dy, s, dx)
 }
 
 /// Output channels per register tile.
@@ -177,8 +222,9 @@ impl<'a> Forward<'a> {
         }
     }
 
-    /// One image: `src` its input planes, `y` its `co·H·W` outputs, every one written.
-    fn image(&self, src: &[f32], y: &mut [MaybeUninit<f32>]) {
+    /// One image: `src` its input planes, `y` its `co·H·W` outputs, every one written (with
+    /// `add`, added to the value `y` holds, which must be initialised).
+    fn image(&self, src: &[f32], y: &mut [MaybeUninit<f32>], add: bool) {
         let g = self.grid;
         // The furthest float a tile reads: its last position plus the largest offset.
         let reach = 16 * g.nvec + self.taps.offs.iter().max().unwrap_or(&0);
@@ -191,12 +237,30 @@ impl<'a> Forward<'a> {
         // checked.
         unsafe {
             let offs = &self.taps.offs;
+            macro_rules! run {
+                ($t:literal) => {
+                    match add {
+                        false => avx512::forward_image::<$t, false>(
+                            self,
+                            offs[..].try_into().unwrap(),
+                            src,
+                            y,
+                        ),
+                        true => avx512::forward_image::<$t, true>(
+                            self,
+                            offs[..].try_into().unwrap(),
+                            src,
+                            y,
+                        ),
+                    }
+                };
+            }
             match offs.len() {
-                9 => avx512::forward_image::<9>(self, offs.as_slice().try_into().unwrap(), src, y),
-                4 => avx512::forward_image::<4>(self, offs.as_slice().try_into().unwrap(), src, y),
-                2 => avx512::forward_image::<2>(self, offs.as_slice().try_into().unwrap(), src, y),
-                1 => avx512::forward_image::<1>(self, offs.as_slice().try_into().unwrap(), src, y),
-                0 => avx512::forward_image::<0>(self, &[], src, y),
+                9 => run!(9),
+                4 => run!(4),
+                2 => run!(2),
+                1 => run!(1),
+                0 => run!(0),
                 n => unreachable!("no kernel has {n} taps"),
             }
         }
@@ -230,7 +294,7 @@ fn conv3x3(x: &[f32], w: &[f32], [n, ci, co, h, wd]: [usize; 5], map: Option<Map
                 || grid.buffer(ci),
                 |buf, (yi, xi)| {
                     grid.fill(xi, buf, map);
-                    fwd.image(buf.get(), yi);
+                    fwd.image(buf.get(), yi, false);
                 },
             );
     };
@@ -250,16 +314,17 @@ fn conv3x3_bwd(
     dy: &[f32],
     [n, ci, co, h, wd]: [usize; 5],
     map: Option<Map>,
-    want_dx: bool,
+    dx: Dx<'_>,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     assert!(available(), "direct kernel: no AVX-512");
+    let want_dx = dx.wanted();
     let (in_len, out_len) = (ci * h * wd, co * h * wd);
     assert_eq!(x.len(), n * in_len, "direct kernel: input length");
     assert_eq!(w.len(), co * ci * 9, "direct kernel: weight length");
     assert_eq!(dy.len(), n * out_len, "direct kernel: gradient length");
     if n == 0 || in_len == 0 || out_len == 0 {
         return (
-            want_dx.then(|| vec![0.0; n * in_len]),
+            matches!(dx, Dx::New).then(|| vec![0.0; n * in_len]),
             vec![0.0; co * ci * 9],
         );
     }
@@ -273,7 +338,7 @@ fn conv3x3_bwd(
         ci,
     );
     let per = n.div_ceil(crate::reduction_chunks(n));
-    let fill = |dx: &mut [MaybeUninit<f32>]| {
+    let fill = |dx: &mut [MaybeUninit<f32>], add: bool| {
         let partials: Vec<Vec<f32>> = chunk_slices(dx, per * in_len, n.div_ceil(per))
             .into_par_iter()
             .zip(x.par_chunks(per * in_len))
@@ -286,7 +351,7 @@ fn conv3x3_bwd(
                     grid.fill(xi, &mut xb, map);
                     if want_dx {
                         grid.fill(dyi, &mut db, None);
-                        bwd.image(db.get(), &mut dxc[i * in_len..][..in_len]);
+                        bwd.image(db.get(), &mut dxc[i * in_len..][..in_len], add);
                     }
                     wg.add_image(xb.get(), dyi);
                 }
@@ -295,10 +360,9 @@ fn conv3x3_bwd(
             .collect();
         sum_in_order(partials)
     };
-    // SAFETY: with an input gradient the chunks cover all n images and `Forward::image` writes
-    // every element of each image's; without one the buffer is empty.
-    let (dx, dw) = unsafe { filled_vec(if want_dx { n * in_len } else { 0 }, fill) };
-    (want_dx.then_some(dx), dw)
+    // SAFETY: with a new input gradient the chunks cover all n images and `Forward::image`
+    // writes every element of each image's.
+    unsafe { dx.run(n * in_len, fill) }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -315,9 +379,10 @@ mod avx512 {
     /// # Safety
     /// The CPU has AVX-512F; `src` holds `f.ci` channels' planes, so that every tap of every
     /// position vector reads inside it (as `Forward::image` checks), and `y` at least `f.co·H·W`
-    /// floats. Every one of those `y` elements is written.
+    /// floats, initialised if `ADD`. Every one of those `y` elements is written (with `ADD`,
+    /// the value it held plus the convolution's).
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn forward_image<const T: usize>(
+    pub(super) unsafe fn forward_image<const T: usize, const ADD: bool>(
         f: &Forward<'_>,
         offs: &[usize; T],
         src: &[f32],
@@ -331,22 +396,22 @@ mod avx512 {
             let wts = &f.packed[o * per..(o + NB) * per];
             for v in (0..tiled).step_by(V) {
                 // SAFETY: this function's contract; o + NB ≤ Co, v + V ≤ nvec.
-                unsafe { tile::<NB, V, T>(f, offs, src, wts, (o, v), y) };
+                unsafe { tile::<NB, V, T, ADD>(f, offs, src, wts, (o, v), y) };
             }
             for v in tiled..nvec {
                 // SAFETY: as above, v < nvec.
-                unsafe { tile::<NB, 1, T>(f, offs, src, wts, (o, v), y) };
+                unsafe { tile::<NB, 1, T, ADD>(f, offs, src, wts, (o, v), y) };
             }
         }
         for o in full..f.co {
             let wts = &f.w[o * per..(o + 1) * per];
             for v in (0..tiled).step_by(V) {
                 // SAFETY: as above, o < Co.
-                unsafe { tile::<1, V, T>(f, offs, src, wts, (o, v), y) };
+                unsafe { tile::<1, V, T, ADD>(f, offs, src, wts, (o, v), y) };
             }
             for v in tiled..nvec {
                 // SAFETY: as above.
-                unsafe { tile::<1, 1, T>(f, offs, src, wts, (o, v), y) };
+                unsafe { tile::<1, 1, T, ADD>(f, offs, src, wts, (o, v), y) };
             }
         }
     }
@@ -359,7 +424,7 @@ mod avx512 {
     /// tap), `o + B ≤ Co` and `v + K ≤ nvec`.
     #[target_feature(enable = "avx512f")]
     #[inline]
-    unsafe fn tile<const B: usize, const K: usize, const T: usize>(
+    unsafe fn tile<const B: usize, const K: usize, const T: usize, const ADD: bool>(
         f: &Forward<'_>,
         offs: &[usize; T],
         src: &[f32],
@@ -394,14 +459,15 @@ mod avx512 {
             let out = y.as_mut_ptr().cast::<f32>().wrapping_add((o + b) * hw);
             for (j, a) in accb.iter().enumerate() {
                 let (keep, low, at) = g.stores[v + j];
+                let mut sum = _mm512_maskz_compress_ps(keep, *a);
                 // SAFETY: the `low` lanes are the `keep` lanes' count, the real outputs of this
-                // vector, whose NCHW positions start at `at` within plane o + b of `y`.
+                // vector, whose NCHW positions start at `at` within plane o + b of `y` (which
+                // holds initialised values when adding: the contract).
                 unsafe {
-                    _mm512_mask_storeu_ps(
-                        out.wrapping_add(at),
-                        low,
-                        _mm512_maskz_compress_ps(keep, *a),
-                    )
+                    if ADD {
+                        sum = _mm512_add_ps(_mm512_maskz_loadu_ps(low, out.wrapping_add(at)), sum);
+                    }
+                    _mm512_mask_storeu_ps(out.wrapping_add(at), low, sum)
                 };
             }
         }

@@ -17,7 +17,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::{available, Forward, Grid, Taps, WeightGrad};
+use super::{available, Dx, Forward, Grid, Taps, WeightGrad};
 use crate::conv2d::{chunk_slices, sum_in_order};
 use crate::tensor::filled_vec;
 
@@ -160,7 +160,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: Strided) -> Vec<f32> {
                 || grid.buffer(4 * s.ci),
                 |buf, (yi, xi)| {
                     s.fill_phases(&grid, xi, buf, s.ci);
-                    fwd.image(buf.get(), yi);
+                    fwd.image(buf.get(), yi, false);
                 },
             );
     };
@@ -180,13 +180,17 @@ pub(super) fn backward(
     w: &[f32],
     dy: &[f32],
     s: Strided,
-    want_dx: bool,
+    dx: Dx<'_>,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     s.check(x, w);
+    let want_dx = dx.wanted();
     let (in_len, out_len) = (s.in_len(), s.out_len());
     assert_eq!(dy.len(), s.n * out_len, "direct kernel: gradient length");
     if s.n == 0 || in_len == 0 || out_len == 0 {
-        return (want_dx.then(|| vec![0.0; s.n * in_len]), vec![0.0; w.len()]);
+        return (
+            matches!(dx, Dx::New).then(|| vec![0.0; s.n * in_len]),
+            vec![0.0; w.len()],
+        );
     }
     let (ho, wo) = s.out();
     let (xg, dg) = (Grid::phases(ho, wo), Grid::same(ho, wo));
@@ -197,7 +201,7 @@ pub(super) fn backward(
         .collect();
     let phase_len = s.ci * ho * wo;
     let per = s.n.div_ceil(crate::reduction_chunks(s.n));
-    let fill = |dx: &mut [MaybeUninit<f32>]| {
+    let fill = |dx: &mut [MaybeUninit<f32>], add: bool| {
         let partials: Vec<Vec<f32>> = chunk_slices(dx, per * in_len, s.n.div_ceil(per))
             .into_par_iter()
             .zip(x.par_chunks(per * in_len))
@@ -214,13 +218,13 @@ pub(super) fn backward(
                     if want_dx {
                         dg.fill(dyi, &mut db, None);
                         for (f, t) in phases.iter().zip(tmp.chunks_mut(phase_len)) {
-                            f.image(db.get(), t);
+                            f.image(db.get(), t, false);
                         }
                         // SAFETY: `Forward::image` wrote every element of the four phases.
                         let tmp = unsafe {
                             &*(tmp.as_slice() as *const [MaybeUninit<f32>] as *const [f32])
                         };
-                        interleave(tmp, &mut dxc[i * in_len..][..in_len], s);
+                        interleave(tmp, &mut dxc[i * in_len..][..in_len], s, add);
                     }
                 }
                 wg.into_dw()
@@ -228,22 +232,21 @@ pub(super) fn backward(
             .collect();
         sum_in_order(partials)
     };
-    // SAFETY: with an input gradient the chunks cover all n images and `interleave` writes
-    // every element of each image's; without one the buffer is empty.
-    let (dx, dw) = unsafe { filled_vec(if want_dx { s.n * in_len } else { 0 }, fill) };
-    (want_dx.then_some(dx), dw)
+    // SAFETY: with a new input gradient the chunks cover all n images and `interleave` writes
+    // every element of each image's.
+    unsafe { dx.run(s.n * in_len, fill) }
 }
 
 /// One image's input gradient from its four phases (`tmp`: phase (a, b) the `2a + b`-th run
-/// of Ci planes of ⌈H/2⌉×⌈W/2⌉): `dx[c, 2r + a, 2q + b] = phase(a, b)[c, r, q]`. Writes every
-/// element of `dx` (Ci×H×W).
-fn interleave(tmp: &[f32], dx: &mut [MaybeUninit<f32>], s: Strided) {
+/// of Ci planes of ⌈H/2⌉×⌈W/2⌉): `dx[c, 2r + a, 2q + b] = phase(a, b)[c, r, q]`, or with `add`
+/// `dx[…] + phase(a, b)[…]` (`dx` then initialised). Writes every element of `dx` (Ci×H×W).
+fn interleave(tmp: &[f32], dx: &mut [MaybeUninit<f32>], s: Strided, add: bool) {
     let (ho, wo) = s.out();
     assert!(tmp.len() == 4 * s.ci * ho * wo && dx.len() == s.in_len());
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `available` was checked by the entry points; the lengths were just checked.
     unsafe {
-        avx512::interleave(tmp, dx, s.ci, (s.h, s.w))
+        avx512::interleave(tmp, dx, s.ci, (s.h, s.w), add)
     }
     #[cfg(not(target_arch = "x86_64"))]
     unreachable!("`available` is false off x86-64");
@@ -311,13 +314,15 @@ mod avx512 {
     /// See `interleave`.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `tmp` holds 4·`ci` planes of ⌈H/2⌉×⌈W/2⌉, `dx` `ci` H×W planes.
+    /// The CPU has AVX-512F; `tmp` holds 4·`ci` planes of ⌈H/2⌉×⌈W/2⌉, `dx` `ci` H×W planes,
+    /// initialised if `add`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn interleave(
         tmp: &[f32],
         dx: &mut [MaybeUninit<f32>],
         ci: usize,
         (h, w): (usize, usize),
+        add: bool,
     ) {
         let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
         let phase = ci * ho * wo;
@@ -338,10 +343,18 @@ mod avx512 {
                         let e =
                             _mm512_maskz_loadu_ps(low(n.div_ceil(2)), from0.wrapping_add(k / 2));
                         let o = _mm512_maskz_loadu_ps(low(n / 2), from1.wrapping_add(k / 2));
-                        let (lo, hi) = (
+                        let (mut lo, mut hi) = (
                             _mm512_permutex2var_ps(e, lo_idx, o),
                             _mm512_permutex2var_ps(e, hi_idx, o),
                         );
+                        if add {
+                            let (m_lo, m_hi) = (low(n), low(n.saturating_sub(16)));
+                            lo = _mm512_add_ps(_mm512_maskz_loadu_ps(m_lo, to.wrapping_add(k)), lo);
+                            hi = _mm512_add_ps(
+                                _mm512_maskz_loadu_ps(m_hi, to.wrapping_add(k + 16)),
+                                hi,
+                            );
+                        }
                         _mm512_mask_storeu_ps(to.wrapping_add(k), low(n), lo);
                         _mm512_mask_storeu_ps(
                             to.wrapping_add(k + 16),
