@@ -123,7 +123,9 @@ impl Strided {
         );
     }
 
-    /// Splits `planes` H×W planes of `src` into the phase planes of `dst` (grid `g`).
+    /// Splits `planes` H×W planes of `src` into the phase planes of `dst` (grid `g`): all four
+    /// for a 3×3 kernel, only phase (0, 0) — the even rows' even columns, which is all a 1×1
+    /// kernel reads — for a 1×1 (the other three keep their zeros).
     fn fill_phases(&self, g: &Grid, src: &[f32], dst: &mut super::Planes, planes: usize) {
         let dst = dst.get_mut();
         assert!(src.len() == planes * self.h * self.w && dst.len() >= 4 * planes * g.plane);
@@ -132,7 +134,7 @@ impl Strided {
         // SAFETY: `available` was checked by the entry points; the lengths and the grid were
         // just checked.
         unsafe {
-            avx512::fill_phases(g, src, dst, planes, (self.h, self.w))
+            avx512::fill_phases(g, src, dst, planes, (self.h, self.w), self.k == 3)
         }
         #[cfg(not(target_arch = "x86_64"))]
         unreachable!("`available` is false off x86-64");
@@ -265,7 +267,8 @@ mod avx512 {
     }
 
     /// See `Strided::fill_phases`: row y of plane p goes to phase planes 4p + 2(y mod 2) + b,
-    /// row y/2 + 1, its even (b = 0) and odd (b = 1) columns from column 1 on.
+    /// row y/2 + 1, its even (b = 0) and odd (b = 1) columns from column 1 on; unless `all`,
+    /// only the even rows' even columns.
     ///
     /// # Safety
     /// The CPU has AVX-512F; `src` holds `planes` H×W planes, `dst` 4·`planes` phase planes of
@@ -277,11 +280,12 @@ mod avx512 {
         dst: &mut [f32],
         planes: usize,
         (h, w): (usize, usize),
+        all: bool,
     ) {
         let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
         for p in 0..planes {
-            for y in 0..h {
+            for y in (0..h).step_by(if all { 1 } else { 2 }) {
                 let from = src.as_ptr().wrapping_add((p * h + y) * w);
                 let row = g.lead + (y / 2 + 1) * g.wp + 1;
                 let to0 = dst
@@ -304,7 +308,9 @@ mod avx512 {
                             _mm512_permutex2var_ps(lo, odd, hi),
                         );
                         _mm512_mask_storeu_ps(to0.wrapping_add(k / 2), low(n.div_ceil(2)), e);
-                        _mm512_mask_storeu_ps(to1.wrapping_add(k / 2), low(n / 2), o);
+                        if all {
+                            _mm512_mask_storeu_ps(to1.wrapping_add(k / 2), low(n / 2), o);
+                        }
                     }
                 }
             }
