@@ -4,27 +4,17 @@
 //! computed first ([`channel_map`]) and convolved. Both give the same bits: the kernels apply
 //! the map with `channel_map`'s operations.
 
-use super::{conv2d, conv2d_bwd, direct, Conv2dGeometry, Dims};
+use super::{conv2d, conv2d_bwd, direct_backward, direct_forward, Conv2dGeometry, Dims, Want};
 use crate::{channel_map, ChannelMap, Error, Float, Result, Tensor};
 
-/// The f32 view of a map, if `T` is f32.
-fn f32_map<T: Float>(map: &ChannelMap<T>) -> Option<direct::Map<'_>> {
-    Some(direct::Map {
-        scale: T::f32_slice(&map.scale)?,
-        shift: T::f32_slice(&map.shift)?,
-        relu: map.relu,
-    })
-}
-
-/// Checks the sizes and says whether the direct kernels take this convolution with a map
-/// (3×3, stride 1, padding 1, AVX-512).
+/// Checks the sizes: those of the convolution, and one map entry per input channel.
 fn dims<T: Float>(
     op: &'static str,
     x: &Tensor<T>,
     map: &ChannelMap<T>,
     w: &Tensor<T>,
     g: Conv2dGeometry,
-) -> Result<(Dims, bool)> {
+) -> Result<Dims> {
     let d = Dims::new(op, x, w, g)?;
     if map.scale.len() != d.ci || map.shift.len() != d.ci {
         return Err(Error::shape(
@@ -37,7 +27,7 @@ fn dims<T: Float>(
             ),
         ));
     }
-    Ok((d, d.direct() && d.stride == 1 && !d.empty()))
+    Ok(d)
 }
 
 /// `conv2d(map(x), w)`: `x` N×Ci×H×W, `map` Ci channels.
@@ -47,18 +37,9 @@ pub fn conv2d_mapped<T: Float>(
     w: &Tensor<T>,
     g: Conv2dGeometry,
 ) -> Result<Tensor<T>> {
-    let (d, direct) = dims("conv2d_mapped", x, map, w, g)?;
-    if direct {
-        if let (Some(xs), Some(ws), Some(m)) = (
-            T::f32_slice(x.as_slice()),
-            T::f32_slice(w.as_slice()),
-            f32_map(map),
-        ) {
-            let y = direct::forward(xs, ws, d.direct_shape(), Some(m));
-            if let Some(y) = T::from_f32_vec(y) {
-                return Tensor::from_vec(&[d.n, d.co, d.ho, d.wo], y);
-            }
-        }
+    let d = dims("conv2d_mapped", x, map, w, g)?;
+    if let Some(y) = direct_forward(&d, x, w, Some(map))? {
+        return Ok(y);
     }
     conv2d(&channel_map(x, map)?, w, g)
 }
@@ -72,24 +53,11 @@ pub fn conv2d_mapped_bwd<T: Float>(
     dy: &Tensor<T>,
     g: Conv2dGeometry,
 ) -> Result<(Tensor<T>, Tensor<T>)> {
-    let (d, direct) = dims("conv2d_mapped_bwd", x, map, w, g)?;
-    dy.expect_shape("conv2d_mapped_bwd", &[d.n, d.co, d.ho, d.wo])?;
-    if direct {
-        if let (Some(xs), Some(ws), Some(dys), Some(m)) = (
-            T::f32_slice(x.as_slice()),
-            T::f32_slice(w.as_slice()),
-            T::f32_slice(dy.as_slice()),
-            f32_map(map),
-        ) {
-            let (dx, dw) =
-                direct::backward(xs, ws, dys, d.direct_shape(), Some(m), direct::Dx::New);
-            if let (Some(dx), Some(dw)) = (dx.and_then(T::from_f32_vec), T::from_f32_vec(dw)) {
-                return Ok((
-                    Tensor::from_vec(x.shape(), dx)?,
-                    Tensor::from_vec(w.shape(), dw)?,
-                ));
-            }
-        }
+    let op = "conv2d_mapped_bwd";
+    let d = dims(op, x, map, w, g)?;
+    dy.expect_shape(op, &[d.n, d.co, d.ho, d.wo])?;
+    if let Some((Some(dx), dw)) = direct_backward(&d, [x, w, dy], Some(map), Want::New)? {
+        return Ok((dx, dw));
     }
     conv2d_bwd(&channel_map(x, map)?, w, dy, g)
 }

@@ -13,10 +13,12 @@
 use rayon::prelude::*;
 
 mod direct;
+mod dispatch;
 mod im2col;
 mod mapped;
 mod reference;
 
+use dispatch::{direct_backward, direct_forward, Want};
 use im2col::{col2im, im2col};
 pub use mapped::{conv2d_mapped, conv2d_mapped_bwd};
 pub use reference::{conv2d_bwd_ref, conv2d_ref};
@@ -138,25 +140,6 @@ impl Dims {
     fn same_shape(&self) -> bool {
         self.stride == 1 && self.ho == self.h && self.wo == self.w
     }
-
-    /// Whether the f32 direct kernels (`direct`) take this convolution on this CPU: 3×3 with
-    /// stride 1 and padding 1, or 3×3 / 1×1 with stride 2 (padding 1 / 0), AVX-512.
-    fn direct(&self) -> bool {
-        direct::fits(self.kh, self.kw, self.stride, self.pad) && direct::available()
-    }
-
-    /// The sizes the direct kernels take.
-    fn direct_shape(&self) -> direct::Shape {
-        [
-            self.n,
-            self.ci,
-            self.co,
-            self.h,
-            self.w,
-            self.kh,
-            self.stride,
-        ]
-    }
 }
 
 /// How many images share one gemm: the fewest whose pixels add up to a multiple of 16.
@@ -211,16 +194,10 @@ fn gemm_images<T: Float>(
 /// buffer per worker.
 pub fn conv2d<T: Float>(x: &Tensor<T>, w: &Tensor<T>, g: Conv2dGeometry) -> Result<Tensor<T>> {
     let d = Dims::new("conv2d", x, w, g)?;
-    let shape = [d.n, d.co, d.ho, d.wo];
-    if d.direct() && !d.empty() {
-        if let (Some(xs), Some(ws)) = (T::f32_slice(x.as_slice()), T::f32_slice(w.as_slice())) {
-            let y = direct::forward(xs, ws, d.direct_shape(), None);
-            if let Some(y) = T::from_f32_vec(y) {
-                return Tensor::from_vec(&shape, y);
-            }
-        }
+    if let Some(y) = direct_forward(&d, x, w, None)? {
+        return Ok(y);
     }
-    let mut y = Tensor::zeros(&shape);
+    let mut y = Tensor::zeros(&[d.n, d.co, d.ho, d.wo]);
     if d.empty() {
         return Ok(y);
     }
@@ -298,21 +275,8 @@ pub fn conv2d_bwd_add<T: Float>(
     let d = Dims::new(op, x, w, g)?;
     dy.expect_shape(op, &[d.n, d.co, d.ho, d.wo])?;
     acc.expect_shape(op, x.shape())?;
-    if d.direct() && !d.empty() {
-        if let (Some(xs), Some(ws), Some(dys)) = (
-            T::f32_slice(x.as_slice()),
-            T::f32_slice(w.as_slice()),
-            T::f32_slice(dy.as_slice()),
-        ) {
-            if let Some(buf) = T::f32_slice_mut(acc.as_slice_mut()) {
-                let dx = direct::Dx::AddTo(buf);
-                let (_, dw) = direct::backward(xs, ws, dys, d.direct_shape(), None, dx);
-                // T is f32 (its slices were), so the vector converts.
-                if let Some(dw) = T::from_f32_vec(dw) {
-                    return Ok((acc, Tensor::from_vec(w.shape(), dw)?));
-                }
-            }
-        }
+    if let Some((_, dw)) = direct_backward(&d, [x, w, dy], None, Want::AddTo(&mut acc))? {
+        return Ok((acc, dw));
     }
     let (dx, dw) = conv2d_bwd(x, w, dy, g)?;
     acc.add_assign(&dx)?;
@@ -371,25 +335,9 @@ fn conv2d_bwd_impl<T: Float>(
         _ if d.same_shape() => Some(DxPath::Flipped),
         _ => Some(DxPath::Col2im),
     };
-    if d.direct() && !d.empty() {
-        if let (Some(xs), Some(ws), Some(dys)) = (
-            T::f32_slice(x.as_slice()),
-            T::f32_slice(w.as_slice()),
-            T::f32_slice(dy.as_slice()),
-        ) {
-            let dx_mode = if want_dx {
-                direct::Dx::New
-            } else {
-                direct::Dx::Skip
-            };
-            let (dx, dw) = direct::backward(xs, ws, dys, d.direct_shape(), None, dx_mode);
-            // T is f32 (its slices were), so both vectors convert.
-            let dx = dx.and_then(T::from_f32_vec);
-            if let Some(dw) = T::from_f32_vec(dw) {
-                let dx = dx.map(|dx| Tensor::from_vec(x.shape(), dx)).transpose()?;
-                return Ok((dx, Tensor::from_vec(w.shape(), dw)?));
-            }
-        }
+    let want = if want_dx { Want::New } else { Want::Skip };
+    if let Some(grads) = direct_backward(&d, [x, w, dy], None, want)? {
+        return Ok(grads);
     }
     let mut dx = Tensor::zeros(if want_dx { x.shape() } else { &[0] });
     let mut dw = Tensor::zeros(w.shape());

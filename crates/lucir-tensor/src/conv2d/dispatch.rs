@@ -1,0 +1,115 @@
+//! Handing a convolution to the direct kernels (`direct`): whether they run it, the f32 views
+//! of its tensors and of an input map, the input gradient's mode, and the results back as
+//! tensors. `None` from these sends the caller to the gemm path.
+
+use super::{direct, Dims};
+use crate::{ChannelMap, Float, Result, Tensor};
+
+impl Dims {
+    /// Whether the f32 direct kernels run this convolution on this CPU: they take its shape
+    /// (3×3 with stride 1 and padding 1, or 3×3 / 1×1 with stride 2 and padding 1 / 0), the CPU
+    /// has AVX-512, it is not empty, and an input map (`mapped`) comes with stride 1.
+    fn runs_direct(&self, mapped: bool) -> bool {
+        direct::fits(self.kh, self.kw, self.stride, self.pad)
+            && direct::available()
+            && !self.empty()
+            && (!mapped || self.stride == 1)
+    }
+
+    /// The sizes the direct kernels take.
+    fn direct_shape(&self) -> direct::Shape {
+        [
+            self.n,
+            self.ci,
+            self.co,
+            self.h,
+            self.w,
+            self.kh,
+            self.stride,
+        ]
+    }
+}
+
+/// The f32 view of an optional map: `Some(None)` without one, `None` if `T` is not f32.
+fn f32_map<T: Float>(map: Option<&ChannelMap<T>>) -> Option<Option<direct::Map<'_>>> {
+    let Some(map) = map else {
+        return Some(None);
+    };
+    Some(Some(direct::Map {
+        scale: T::f32_slice(&map.scale)?,
+        shift: T::f32_slice(&map.shift)?,
+        relu: map.relu,
+    }))
+}
+
+/// The direct kernels' forward pass, the input read through `map` if one is given, when they
+/// run this convolution ([`Dims::runs_direct`]) and `T` is f32; `None` sends the caller to the
+/// gemm path.
+pub(super) fn direct_forward<T: Float>(
+    d: &Dims,
+    x: &Tensor<T>,
+    w: &Tensor<T>,
+    map: Option<&ChannelMap<T>>,
+) -> Result<Option<Tensor<T>>> {
+    if !d.runs_direct(map.is_some()) {
+        return Ok(None);
+    }
+    let (Some(xs), Some(ws), Some(map)) = (
+        T::f32_slice(x.as_slice()),
+        T::f32_slice(w.as_slice()),
+        f32_map(map),
+    ) else {
+        return Ok(None);
+    };
+    let y = direct::forward(xs, ws, d.direct_shape(), map);
+    let y = T::from_f32_vec(y).expect("T is f32: its slices were");
+    Ok(Some(Tensor::from_vec(&[d.n, d.co, d.ho, d.wo], y)?))
+}
+
+/// What a backward pass does with the input gradient.
+pub(super) enum Want<'a, T> {
+    /// Nothing: it is not wanted.
+    Skip,
+    /// Returns it as a new tensor.
+    New,
+    /// Adds it into this tensor (the gradient `x` has gathered so far).
+    AddTo(&'a mut Tensor<T>),
+}
+
+/// A backward pass's input gradient (if one was returned) and weight gradient.
+type Grads<T> = (Option<Tensor<T>>, Tensor<T>);
+
+/// The direct kernels' backward pass of `[x, w, dy]` (see [`direct_forward`]): the input
+/// gradient as `want` asks (`None` unless [`Want::New`]) and the weight gradient.
+pub(super) fn direct_backward<T: Float>(
+    d: &Dims,
+    [x, w, dy]: [&Tensor<T>; 3],
+    map: Option<&ChannelMap<T>>,
+    want: Want<'_, T>,
+) -> Result<Option<Grads<T>>> {
+    if !d.runs_direct(map.is_some()) {
+        return Ok(None);
+    }
+    let (Some(xs), Some(ws), Some(dys), Some(map)) = (
+        T::f32_slice(x.as_slice()),
+        T::f32_slice(w.as_slice()),
+        T::f32_slice(dy.as_slice()),
+        f32_map(map),
+    ) else {
+        return Ok(None);
+    };
+    let dx = match want {
+        Want::Skip => direct::Dx::Skip,
+        Want::New => direct::Dx::New,
+        Want::AddTo(acc) => match T::f32_slice_mut(acc.as_slice_mut()) {
+            Some(buf) => direct::Dx::AddTo(buf),
+            None => return Ok(None),
+        },
+    };
+    let (dx, dw) = direct::backward(xs, ws, dys, d.direct_shape(), map, dx);
+    let f32_vec = |v| T::from_f32_vec(v).expect("T is f32: its slices were");
+    let dx = dx
+        .map(|v| Tensor::from_vec(x.shape(), f32_vec(v)))
+        .transpose()?;
+    Ok(Some((dx, Tensor::from_vec(w.shape(), f32_vec(dw))?)))
+}
