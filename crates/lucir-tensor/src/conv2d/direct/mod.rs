@@ -33,6 +33,7 @@
 //! The reference is [`super::conv2d_ref`] / [`super::conv2d_bwd_ref`]; the gemm path stays for
 //! every other shape, for f64 and for CPUs without AVX-512.
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
@@ -75,26 +76,14 @@ pub(super) type Shape = [usize; 7];
 /// # Panics
 /// If the slices do not have those lengths, the CPU lacks AVX-512 ([`available`]) or a map
 /// comes with stride 2; callers check first.
-pub(super) fn forward(
-    x: &[f32],
-    w: &[f32],
-    [n, ci, co, h, wd, k, stride]: Shape,
-    map: Option<Map<'_>>,
-) -> Vec<f32> {
+pub(super) fn forward(x: &[f32], w: &[f32], shape: Shape, map: Option<Map<'_>>) -> Vec<f32> {
+    let [n, ci, co, h, wd, k, stride] = shape;
     if stride == 1 {
         assert_eq!(k, 3, "direct kernel: stride 1 takes 3×3 kernels");
         return conv3x3(x, w, [n, ci, co, h, wd], map);
     }
     assert!(map.is_none(), "direct kernel: no input map with stride 2");
-    let s = strided::Strided {
-        n,
-        ci,
-        co,
-        h,
-        w: wd,
-        k,
-    };
-    strided::forward(x, w, s)
+    strided::forward(x, w, shape.into())
 }
 
 /// What a backward pass does with the input gradient (with a map, the gradient with respect
@@ -151,24 +140,17 @@ pub(super) fn backward(
     x: &[f32],
     w: &[f32],
     dy: &[f32],
-    [n, ci, co, h, wd, k, stride]: Shape,
+    shape: Shape,
     map: Option<Map<'_>>,
     dx: Dx<'_>,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
+    let [n, ci, co, h, wd, k, stride] = shape;
     if stride == 1 {
         assert_eq!(k, 3, "direct kernel: stride 1 takes 3×3 kernels");
         return conv3x3_bwd(x, w, dy, [n, ci, co, h, wd], map, dx);
     }
     assert!(map.is_none(), "direct kernel: no input map with stride 2");
-    let s = strided::Strided {
-        n,
-        ci,
-        co,
-        h,
-        w: wd,
-        k,
-    };
-    strided::backward(x, w, dy, s, dx)
+    strided::backward(x, w, dy, shape.into(), dx)
 }
 
 /// Output channels per register tile.
@@ -199,13 +181,13 @@ struct Forward<'a> {
     grid: &'a Grid,
     taps: Taps,
     packed: Vec<f32>,
-    w: Vec<f32>,
+    w: Cow<'a, [f32]>,
     ci: usize,
     co: usize,
 }
 
 impl<'a> Forward<'a> {
-    fn new(grid: &'a Grid, taps: Taps, w: Vec<f32>, ci: usize, co: usize) -> Self {
+    fn new(grid: &'a Grid, taps: Taps, w: Cow<'a, [f32]>, ci: usize, co: usize) -> Self {
         assert_eq!(
             w.len(),
             co * ci * taps.offs.len(),
@@ -282,7 +264,7 @@ fn conv3x3(x: &[f32], w: &[f32], [n, ci, co, h, wd]: [usize; 5], map: Option<Map
     assert!(available(), "direct kernel: no AVX-512");
     assert_eq!(x.len(), n * ci * h * wd, "direct kernel: input length");
     let grid = Grid::same(h, wd);
-    let fwd = Forward::new(&grid, grid.taps3x3(), w.to_vec(), ci, co);
+    let fwd = Forward::new(&grid, grid.taps3x3(), w.into(), ci, co);
     let (in_len, out_len) = (ci * h * wd, co * h * wd);
     if in_len == 0 || out_len == 0 {
         return vec![0.0; n * out_len];
@@ -303,8 +285,8 @@ fn conv3x3(x: &[f32], w: &[f32], [n, ci, co, h, wd]: [usize; 5], map: Option<Map
     unsafe { filled_vec(n * out_len, fill) }.0
 }
 
-/// The backward pass: from `dy` (N×Co×H×W) the weight gradient (Co×Ci×3×3) and, if `want_dx`,
-/// the input gradient (N×Ci×H×W). Rayon over chunks of images, one per thread.
+/// The backward pass: from `dy` (N×Co×H×W) the weight gradient (Co×Ci×3×3) and the input
+/// gradient (N×Ci×H×W) as `dx` asks. Rayon over chunks of images, one per thread.
 ///
 /// # Panics
 /// As [`conv3x3`], and if `dy` does not hold N×Co×H×W floats.
@@ -333,7 +315,7 @@ fn conv3x3_bwd(
     let bwd = Forward::new(
         &grid,
         taps.clone(),
-        super::flip_kernel(w, [ci, co, 9]),
+        super::flip_kernel(w, [ci, co, 9]).into(),
         co,
         ci,
     );

@@ -83,18 +83,24 @@ fn dx_phase<'a>(
         stride: g.plane,
         offs,
     };
-    Forward::new(g, taps, wab, co, ci)
+    Forward::new(g, taps, wab.into(), co, ci)
 }
 
 /// Sizes of a stride-2 convolution: N images, Ci → Co channels, H×W inputs, k×k kernel.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Strided {
-    pub(super) n: usize,
-    pub(super) ci: usize,
-    pub(super) co: usize,
-    pub(super) h: usize,
-    pub(super) w: usize,
-    pub(super) k: usize,
+    n: usize,
+    ci: usize,
+    co: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+}
+
+impl From<super::Shape> for Strided {
+    fn from([n, ci, co, h, w, k, _stride]: super::Shape) -> Self {
+        Self { n, ci, co, h, w, k }
+    }
 }
 
 impl Strided {
@@ -154,7 +160,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: Strided) -> Vec<f32> {
     }
     let (ho, wo) = s.out();
     let grid = Grid::phases(ho, wo);
-    let fwd = Forward::new(&grid, Taps::phases(&grid, s.k), w.to_vec(), s.ci, s.co);
+    let fwd = Forward::new(&grid, Taps::phases(&grid, s.k), w.into(), s.ci, s.co);
     let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(out_len)
             .zip(x.par_chunks(in_len))
