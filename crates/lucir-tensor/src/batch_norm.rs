@@ -10,7 +10,8 @@ use std::ops::Range;
 use rayon::prelude::*;
 
 use crate::simd::{
-    affine, affine_add, axpbypc, gated_sum_and_dot, scale_gated, sum, sum_and_dot, sum_sq_dev,
+    affine, affine_add, axpbypc, gated_sum_and_dot, prefetch, scale_gated, sum, sum_and_dot,
+    sum_sq_dev, Level,
 };
 use crate::{Error, Float, Result, Tensor};
 
@@ -185,6 +186,23 @@ impl Planes {
         }
     }
 
+    /// Asks for the cache lines of the planes a pass over images writes and reads first: the
+    /// next output plane (`next`, if any) and plane `(img, ch)` of `a`, if it has one.
+    fn prefetch<T>(
+        self,
+        next: Option<&[MaybeUninit<T>]>,
+        a: Option<&[T]>,
+        (img, ch): (usize, usize),
+    ) {
+        let bytes = self.hw * std::mem::size_of::<T>();
+        if let Some(y) = next {
+            prefetch(y.as_ptr(), bytes, Level::L1);
+        }
+        if let Some(a) = a.filter(|_| img < self.n) {
+            prefetch(self.get(a, img, ch).as_ptr(), bytes, Level::L1);
+        }
+    }
+
     /// Plane `(img, ch)` of `x` mapped into `y`: `x·scale + shift`, plus the residual's plane
     /// if there is one, then `max(·, 0)` if `relu`.
     fn apply<T: Float>(
@@ -267,8 +285,9 @@ fn train_with<T: Float>(
         pl.fill_per_channel(x.shape(), |ch, ys| {
             let (mean, var, inv_std) = pl.moments(src.0, ch, eps);
             let affine = train_affine(gamma[ch], beta[ch], mean, inv_std);
-            for (img, yp) in ys.iter_mut().enumerate() {
-                pl.apply(src, (img, ch), yp, affine, relu);
+            for img in 0..ys.len() {
+                pl.prefetch(ys.get(img + 1).map(|y| &**y), src.1, (img + 1, ch));
+                pl.apply(src, (img, ch), ys[img], affine, relu);
             }
             (mean, var, inv_std)
         })
@@ -360,8 +379,15 @@ pub fn batch_norm_train_bwd<T: Float>(
             let k = gamma[ch] * r / m;
             let b = -k * r * dgamma;
             let coef = [k * m, b, -k * dbeta - b * mu];
-            for (img, dxp) in dxs.iter_mut().enumerate() {
-                axpbypc(dxp, pl.get(dyv, img, ch), pl.get(xv, img, ch), gate, coef);
+            for img in 0..dxs.len() {
+                pl.prefetch::<T>(dxs.get(img + 1).map(|y| &**y), None, (img + 1, ch));
+                axpbypc(
+                    dxs[img],
+                    pl.get(dyv, img, ch),
+                    pl.get(xv, img, ch),
+                    gate,
+                    coef,
+                );
             }
             (dgamma, dbeta)
         })

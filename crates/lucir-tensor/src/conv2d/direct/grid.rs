@@ -2,6 +2,8 @@
 //! (or, for stride 2, phase planes, see `super::strided`), the vectors of output positions over
 //! them, and the taps' offsets.
 
+use crate::simd::{prefetch, Level};
+
 /// Floats of zeros after each plane: the last vector of positions may run up to 17 floats past
 /// the bottom border row of a bordered plane (see [`Grid`]), less on phase planes.
 const SLACK: usize = 32;
@@ -142,6 +144,34 @@ impl Planes {
     }
     pub(super) fn get_mut(&mut self) -> &mut [f32] {
         &mut self.buf[self.start..][..self.len]
+    }
+}
+
+/// The next image's inputs (one or two), asked into L2 a share at a time while the kernels
+/// compute the current image, so that its copy into the planes reads L2 instead of waiting on
+/// the last-level cache. Only a hint: nothing is read, and no result depends on it. (Asking
+/// for the next image's output lines as well measured no faster.)
+#[derive(Clone, Copy)]
+pub(super) struct Ahead<'a>([&'a [f32]; 2]);
+
+impl<'a> Ahead<'a> {
+    /// Nothing to prefetch.
+    pub(super) const NONE: Ahead<'static> = Ahead([&[], &[]]);
+
+    /// Image `i + 1` of each `(images, floats per image)`; none after the last.
+    pub(super) fn next(i: usize, inputs: [(&'a [f32], usize); 2]) -> Self {
+        Ahead(inputs.map(|(images, per)| images.get((i + 1) * per..(i + 2) * per).unwrap_or(&[])))
+    }
+
+    /// Prefetches share `i` of `n` of the cache lines of both inputs.
+    #[inline]
+    pub(super) fn share(&self, i: usize, n: usize) {
+        for part in self.0 {
+            let lines = part.len().div_ceil(16);
+            let (first, last) = (i * lines / n.max(1), (i + 1) * lines / n.max(1));
+            let at = part.as_ptr().wrapping_add(16 * first);
+            prefetch(at, 64 * (last - first), Level::L2);
+        }
     }
 }
 

@@ -46,7 +46,7 @@ mod strided;
 mod weight_grad;
 
 pub(super) use grid::Map;
-use grid::{Grid, Planes, Taps};
+use grid::{Ahead, Grid, Planes, Taps};
 use weight_grad::WeightGrad;
 
 /// Whether this CPU runs the direct kernels.
@@ -205,8 +205,9 @@ impl<'a> Forward<'a> {
     }
 
     /// One image: `src` its input planes, `y` its `co·H·W` outputs, every one written (with
-    /// `add`, added to the value `y` holds, which must be initialised).
-    fn image(&self, src: &[f32], y: &mut [MaybeUninit<f32>], add: bool) {
+    /// `add`, added to the value `y` holds, which must be initialised); `ahead` prefetched
+    /// meanwhile.
+    fn image(&self, src: &[f32], y: &mut [MaybeUninit<f32>], add: bool, ahead: Ahead) {
         let g = self.grid;
         // The furthest float a tile reads: its last position plus the largest offset.
         let reach = 16 * g.nvec + self.taps.offs.iter().max().unwrap_or(&0);
@@ -227,12 +228,14 @@ impl<'a> Forward<'a> {
                             offs[..].try_into().unwrap(),
                             src,
                             y,
+                            ahead,
                         ),
                         true => avx512::forward_image::<$t, true>(
                             self,
                             offs[..].try_into().unwrap(),
                             src,
                             y,
+                            ahead,
                         ),
                     }
                 };
@@ -272,11 +275,13 @@ fn conv3x3(x: &[f32], w: &[f32], [n, ci, co, h, wd]: [usize; 5], map: Option<Map
     let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(out_len)
             .zip(x.par_chunks(in_len))
+            .enumerate()
             .for_each_init(
                 || grid.buffer(ci),
-                |buf, (yi, xi)| {
+                |buf, (i, (yi, xi))| {
                     grid.fill(xi, buf, map);
-                    fwd.image(buf.get(), yi, false);
+                    let ahead = Ahead::next(i, [(x, in_len), (&[], 0)]);
+                    fwd.image(buf.get(), yi, false, ahead);
                 },
             );
     };
@@ -333,7 +338,8 @@ fn conv3x3_bwd(
                     grid.fill(xi, &mut xb, map);
                     if want_dx {
                         grid.fill(dyi, &mut db, None);
-                        bwd.image(db.get(), &mut dxc[i * in_len..][..in_len], add);
+                        let ahead = Ahead::next(i, [(xc, in_len), (dyc, out_len)]);
+                        bwd.image(db.get(), &mut dxc[i * in_len..][..in_len], add, ahead);
                     }
                     wg.add_image(xb.get(), dyi);
                 }
@@ -352,11 +358,11 @@ mod avx512 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    use super::{Forward, NB, V};
+    use super::{Ahead, Forward, NB, V};
 
     /// One image through the forward kernel: blocks of [`NB`] output channels (then the rest
     /// one at a time), each over the position vectors in tiles of [`V`] (then the rest). `T`
-    /// taps at `offs`.
+    /// taps at `offs`; a share of `ahead` prefetched before each full tile.
     ///
     /// # Safety
     /// The CPU has AVX-512F; `src` holds `f.ci` channels' planes, so that every tap of every
@@ -369,14 +375,17 @@ mod avx512 {
         offs: &[usize; T],
         src: &[f32],
         y: &mut [MaybeUninit<f32>],
+        ahead: Ahead,
     ) {
         let full = f.co / NB * NB;
         let nvec = f.grid.nvec;
         let tiled = nvec / V * V;
         let per = f.ci * T;
+        let tiles = full / NB * (tiled / V);
         for o in (0..full).step_by(NB) {
             let wts = &f.packed[o * per..(o + NB) * per];
             for v in (0..tiled).step_by(V) {
+                ahead.share(o / NB * (tiled / V) + v / V, tiles);
                 // SAFETY: this function's contract; o + NB ≤ Co, v + V ≤ nvec.
                 unsafe { tile::<NB, V, T, ADD>(f, offs, src, wts, (o, v), y) };
             }

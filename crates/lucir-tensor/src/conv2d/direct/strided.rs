@@ -17,7 +17,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::{available, Dx, Forward, Grid, Taps, WeightGrad};
+use super::{available, Ahead, Dx, Forward, Grid, Taps, WeightGrad};
 use crate::conv2d::{chunk_slices, sum_in_order};
 use crate::tensor::filled_vec;
 
@@ -164,11 +164,13 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: Strided) -> Vec<f32> {
     let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(out_len)
             .zip(x.par_chunks(in_len))
+            .enumerate()
             .for_each_init(
                 || grid.buffer(4 * s.ci),
-                |buf, (yi, xi)| {
+                |buf, (i, (yi, xi))| {
                     s.fill_phases(&grid, xi, buf, s.ci);
-                    fwd.image(buf.get(), yi, false);
+                    let ahead = Ahead::next(i, [(x, in_len), (&[], 0)]);
+                    fwd.image(buf.get(), yi, false, ahead);
                 },
             );
     };
@@ -225,8 +227,11 @@ pub(super) fn backward(
                     wg.add_image(xb.get(), dyi);
                     if want_dx {
                         dg.fill(dyi, &mut db, None);
+                        let ahead = Ahead::next(i, [(xc, in_len), (dyc, out_len)]);
                         for (f, t) in phases.iter().zip(tmp.chunks_mut(phase_len)) {
-                            f.image(db.get(), t, false);
+                            // The last phase has the most taps: the prefetches go there.
+                            let last = std::ptr::eq(f, &phases[3]);
+                            f.image(db.get(), t, false, if last { ahead } else { Ahead::NONE });
                         }
                         // SAFETY: `Forward::image` wrote every element of the four phases.
                         let tmp = unsafe {
