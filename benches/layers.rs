@@ -15,6 +15,10 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 
+/// As the driver: large buffers on huge pages (see `lucir::tensor::HugePages`).
+#[global_allocator]
+static ALLOC: lucir::tensor::HugePages = lucir::tensor::HugePages;
+
 mod common;
 use common::random;
 

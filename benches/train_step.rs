@@ -7,6 +7,10 @@ use lucir::nn::{CosineLinear, Init, Mode, Module, ResNet};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+/// As the driver: large buffers on huge pages (see `lucir::tensor::HugePages`).
+#[global_allocator]
+static ALLOC: lucir::tensor::HugePages = lucir::tensor::HugePages;
+
 mod common;
 use common::random;
 

@@ -43,6 +43,10 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
 }
 
+/// The system allocator, with large buffers on huge pages (see [`lucir_tensor::HugePages`]).
+#[global_allocator]
+static ALLOC: lucir_tensor::HugePages = lucir_tensor::HugePages;
+
 fn main() -> ExitCode {
     // Output piped into a program that stops reading (`| head`) ends this one quietly, as it
     // does any Unix tool, instead of failing the next print.

@@ -26,7 +26,7 @@ mod softmax;
 mod tensor;
 mod topk;
 
-pub use alloc::retain_freed_memory;
+pub use alloc::{retain_freed_memory, HugePages};
 pub use batch_norm::{
     batch_norm_bwd_ref, batch_norm_eval, batch_norm_eval_bwd, batch_norm_ref, batch_norm_stats,
     batch_norm_train, batch_norm_train_add, batch_norm_train_bwd, channel_map, channel_map_add,
