@@ -187,18 +187,19 @@ impl Planes {
     }
 
     /// Asks for the cache lines of the planes a pass over images writes and reads first: the
-    /// next output plane (`next`, if any) and plane `(img, ch)` of `a`, if it has one.
+    /// next output plane (`next`, if any) and plane `(img, ch)` of each of `inputs`, if they
+    /// have one.
     fn prefetch<T>(
         self,
         next: Option<&[MaybeUninit<T>]>,
-        a: Option<&[T]>,
+        inputs: &[&[T]],
         (img, ch): (usize, usize),
     ) {
         let bytes = self.hw * std::mem::size_of::<T>();
         if let Some(y) = next {
             prefetch(y.as_ptr(), bytes, Level::L1);
         }
-        if let Some(a) = a.filter(|_| img < self.n) {
+        for a in inputs.iter().filter(|_| img < self.n) {
             prefetch(self.get(a, img, ch).as_ptr(), bytes, Level::L1);
         }
     }
@@ -286,7 +287,8 @@ fn train_with<T: Float>(
             let (mean, var, inv_std) = pl.moments(src.0, ch, eps);
             let affine = train_affine(gamma[ch], beta[ch], mean, inv_std);
             for img in 0..ys.len() {
-                pl.prefetch(ys.get(img + 1).map(|y| &**y), src.1, (img + 1, ch));
+                let residual: &[&[T]] = src.1.as_slice();
+                pl.prefetch(ys.get(img + 1).map(|y| &**y), residual, (img + 1, ch));
                 pl.apply(src, (img, ch), ys[img], affine, relu);
             }
             (mean, var, inv_std)
@@ -337,8 +339,10 @@ fn map_with<T: Float>(
     let (y, _) = unsafe {
         pl.fill_per_channel(x.shape(), |ch, ys| {
             let affine = (map.scale[ch], map.shift[ch]);
-            for (img, yp) in ys.iter_mut().enumerate() {
-                pl.apply(src, (img, ch), yp, affine, map.relu);
+            let inputs: Vec<&[T]> = std::iter::once(src.0).chain(src.1).collect();
+            for img in 0..ys.len() {
+                pl.prefetch(ys.get(img + 1).map(|y| &**y), &inputs, (img + 1, ch));
+                pl.apply(src, (img, ch), ys[img], affine, map.relu);
             }
         })
     };
@@ -380,7 +384,7 @@ pub fn batch_norm_train_bwd<T: Float>(
             let b = -k * r * dgamma;
             let coef = [k * m, b, -k * dbeta - b * mu];
             for img in 0..dxs.len() {
-                pl.prefetch::<T>(dxs.get(img + 1).map(|y| &**y), None, (img + 1, ch));
+                pl.prefetch::<T>(dxs.get(img + 1).map(|y| &**y), &[], (img + 1, ch));
                 axpbypc(
                     dxs[img],
                     pl.get(dyv, img, ch),

@@ -228,10 +228,12 @@ pub(super) fn backward(
                     if want_dx {
                         dg.fill(dyi, &mut db, None);
                         let ahead = Ahead::next(i, [(xc, in_len), (dyc, out_len)]);
-                        for (f, t) in phases.iter().zip(tmp.chunks_mut(phase_len)) {
-                            // The last phase has the most taps: the prefetches go there.
-                            let last = std::ptr::eq(f, &phases[3]);
-                            f.image(db.get(), t, false, if last { ahead } else { Ahead::NONE });
+                        for (k, (f, t)) in phases.iter().zip(tmp.chunks_mut(phase_len)).enumerate()
+                        {
+                            // The prefetches go with the last phase (of a 3×3 kernel, the one
+                            // with the most taps).
+                            let ahead = if k == 3 { ahead } else { Ahead::NONE };
+                            f.image(db.get(), t, false, ahead);
                         }
                         // SAFETY: `Forward::image` wrote every element of the four phases.
                         let tmp = unsafe {
