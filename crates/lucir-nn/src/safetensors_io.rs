@@ -194,9 +194,48 @@ pub fn save_safetensors<T: Float, M: Module<T>>(
             .map_err(|e| bad(format!("tensor {name}: {e}")))?;
         views.push((name.as_str(), view));
     }
-    let bytes = safetensors::serialize(views, Some(metadata))
+    let mut bytes = safetensors::serialize(views, Some(metadata))
         .map_err(|e| bad(format!("cannot encode safetensors: {e}")))?;
+    sort_header(&mut bytes).map_err(bad)?;
     write_atomic(path, &bytes)
+}
+
+/// Rewrites the JSON header of encoded safetensors `bytes` with its keys (the metadata's among
+/// them) in sorted order, so that equal contents give equal files: the metadata arrives as a
+/// hash map, which the encoder writes in the map's own (per-map random) order. The header's
+/// length cannot change (the same keys and values, reordered, in the same compact JSON); the
+/// tensors' data offsets stay valid (they do not depend on the header).
+fn sort_header(bytes: &mut [u8]) -> std::result::Result<(), String> {
+    let broken = |what: &str| format!("encoded safetensors header: {what}");
+    let len = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .ok_or_else(|| broken("too short"))?;
+    let header = usize::try_from(len)
+        .ok()
+        .and_then(|len| bytes.get_mut(8..8 + len))
+        .ok_or_else(|| broken("length past the end"))?;
+    let text = std::str::from_utf8(header).map_err(|_| broken("not UTF-8"))?;
+    let text = text.trim_end_matches(' ');
+    let parsed: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(text).map_err(|e| broken(&e.to_string()))?;
+    let mut sorted: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
+    for (key, value) in &parsed {
+        let value = match value {
+            serde_json::Value::Object(map) => {
+                serde_json::to_value(map.iter().collect::<BTreeMap<_, _>>())
+                    .map_err(|e| broken(&e.to_string()))?
+            }
+            other => other.clone(),
+        };
+        sorted.insert(key, value);
+    }
+    let out = serde_json::to_string(&sorted).map_err(|e| broken(&e.to_string()))?;
+    if out.len() != text.len() {
+        return Err(broken("reordering changed its length"));
+    }
+    header[..out.len()].copy_from_slice(out.as_bytes());
+    Ok(())
 }
 
 /// Loads the safetensors file at `path` into `module` (a ResNet with `blocks_per_stage` blocks
@@ -311,6 +350,34 @@ mod tests {
                 assert_eq!(*ta, tb, "{name} {a}");
             }
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The same model and metadata give the same bytes: the metadata (a hash map, whose
+    /// iteration order differs between maps) is written in key order.
+    #[test]
+    fn files_are_byte_reproducible() {
+        let dir = std::env::temp_dir().join(format!("lucir-st-rep-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let net = ResNet::<f32>::cifar(1, 1, 3).unwrap();
+        let meta = || -> HashMap<String, String> {
+            (0..12)
+                .map(|i| (format!("lucir.key{i}"), format!("value {i}")))
+                .collect()
+        };
+        let files: Vec<Vec<u8>> = (0..4)
+            .map(|i| {
+                let path = dir.join(format!("m{i}.safetensors"));
+                save_safetensors(&net, 1, meta(), &path).unwrap();
+                std::fs::read(&path).unwrap()
+            })
+            .collect();
+        for f in &files[1..] {
+            assert!(f == &files[0], "two saves of the same model differ");
+        }
+        let mut back = ResNet::<f32>::cifar(1, 1, 4).unwrap();
+        let read = load_safetensors(&mut back, 1, &dir.join("m0.safetensors")).unwrap();
+        assert_eq!(read, meta());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
