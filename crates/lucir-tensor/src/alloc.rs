@@ -83,26 +83,26 @@ fn advise(p: *mut u8, size: usize) {
     let _ = (p, size);
 }
 
+/// `p` (a block of `size` bytes, or null) after [`advise`] for a large one.
+fn advised(p: *mut u8, size: usize) -> *mut u8 {
+    if !p.is_null() && size >= LARGE {
+        advise(p, size);
+    }
+    p
+}
+
 // SAFETY: every block comes from `System` with the caller's layout; `advise` changes no memory.
 unsafe impl GlobalAlloc for HugePages {
     // SAFETY: `GlobalAlloc`'s contract, which `System` fulfils.
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's contract, passed on.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() && layout.size() >= LARGE {
-            advise(p, layout.size());
-        }
-        p
+        advised(unsafe { System.alloc(layout) }, layout.size())
     }
 
     // SAFETY: `GlobalAlloc`'s contract, which `System` fulfils.
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's contract, passed on.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() && layout.size() >= LARGE {
-            advise(p, layout.size());
-        }
-        p
+        advised(unsafe { System.alloc_zeroed(layout) }, layout.size())
     }
 
     // SAFETY: `GlobalAlloc`'s contract, which `System` fulfils.
@@ -114,11 +114,7 @@ unsafe impl GlobalAlloc for HugePages {
     // SAFETY: `GlobalAlloc`'s contract, which `System` fulfils.
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, size: usize) -> *mut u8 {
         // SAFETY: the caller's contract, passed on.
-        let q = unsafe { System.realloc(p, layout, size) };
-        if !q.is_null() && size >= LARGE {
-            advise(q, size);
-        }
-        q
+        advised(unsafe { System.realloc(p, layout, size) }, size)
     }
 }
 
