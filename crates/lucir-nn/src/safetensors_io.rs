@@ -217,18 +217,15 @@ fn sort_header(bytes: &mut [u8]) -> std::result::Result<(), String> {
         .ok_or_else(|| broken("length past the end"))?;
     let text = std::str::from_utf8(header).map_err(|_| broken("not UTF-8"))?;
     let text = text.trim_end_matches(' ');
-    let parsed: BTreeMap<String, serde_json::Value> =
+    // Top-level keys sort through the map; the objects under them (the metadata, each
+    // tensor's entry) are rebuilt through one too, whatever order `serde_json` keeps.
+    let mut sorted: BTreeMap<String, serde_json::Value> =
         serde_json::from_str(text).map_err(|e| broken(&e.to_string()))?;
-    let mut sorted: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
-    for (key, value) in &parsed {
-        let value = match value {
-            serde_json::Value::Object(map) => {
-                serde_json::to_value(map.iter().collect::<BTreeMap<_, _>>())
-                    .map_err(|e| broken(&e.to_string()))?
-            }
-            other => other.clone(),
-        };
-        sorted.insert(key, value);
+    for value in sorted.values_mut() {
+        if let serde_json::Value::Object(map) = value {
+            *value = serde_json::to_value(map.iter().collect::<BTreeMap<_, _>>())
+                .map_err(|e| broken(&e.to_string()))?;
+        }
     }
     let out = serde_json::to_string(&sorted).map_err(|e| broken(&e.to_string()))?;
     if out.len() != text.len() {

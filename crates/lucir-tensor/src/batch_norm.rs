@@ -199,8 +199,10 @@ impl Planes {
         if let Some(y) = next {
             prefetch(y.as_ptr(), bytes, Level::L1);
         }
-        for a in inputs.iter().filter(|_| img < self.n) {
-            prefetch(self.get(a, img, ch).as_ptr(), bytes, Level::L1);
+        if img < self.n {
+            for a in inputs {
+                prefetch(self.get(a, img, ch).as_ptr(), bytes, Level::L1);
+            }
         }
     }
 
