@@ -133,14 +133,17 @@ impl MultiStepLr {
     }
 
     /// LUCIR's schedule for `epochs` epochs: ×0.1 at 50% and 75% (160 epochs: 80 and 120).
-    /// Milestones at epoch 0 are dropped, so the first epoch always runs at the base rate.
+    /// Milestones at epoch 0 are dropped, so the first epoch always runs at the base rate, and
+    /// two that fall on one epoch (fewer than 4 epochs) are one drop, not ×0.01 at once.
     pub fn lucir(base: f64, epochs: usize) -> Self {
+        let mut milestones: Vec<usize> = [epochs / 2, epochs * 3 / 4]
+            .into_iter()
+            .filter(|&m| m > 0)
+            .collect();
+        milestones.dedup();
         Self {
             base,
-            milestones: [epochs / 2, epochs * 3 / 4]
-                .into_iter()
-                .filter(|&m| m > 0)
-                .collect(),
+            milestones,
             gamma: 0.1,
         }
     }

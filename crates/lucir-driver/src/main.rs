@@ -8,6 +8,7 @@
 mod bench_cmd;
 mod checkpoint;
 mod data_cmd;
+mod eta;
 mod eval_cmd;
 mod fetch;
 mod progress;
@@ -15,6 +16,7 @@ mod report;
 mod report_cmd;
 mod run;
 mod run_info;
+mod sweep;
 
 use std::process::ExitCode;
 
@@ -63,12 +65,12 @@ fn main() -> ExitCode {
         Some(Command::Bench(args)) => bench_cmd::run(&args),
         Some(Command::Report(args)) => report_cmd::run(&args),
         Some(Command::Eval(args)) => eval_cmd::run(&args),
-        None => run::run(&cli.run),
+        None => sweep::run(&cli.run),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", once_each(&format!("{e:#}")));
             if e.downcast_ref::<Usage>().is_some() {
                 ExitCode::from(2)
             } else if progress::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
@@ -95,5 +97,32 @@ impl std::error::Error for Usage {}
 
 /// Marks an error as a usage error.
 pub fn usage<T, E: std::fmt::Display>(r: Result<T, E>) -> anyhow::Result<T> {
-    r.map_err(|e| anyhow::Error::new(Usage(format!("{e:#}"))))
+    r.map_err(|e| anyhow::Error::new(Usage(once_each(&format!("{e:#}")))))
+}
+
+/// An error chain as `context: cause`, each cause said once: an error whose message already
+/// ends with its source's (`x.sh: No such file or directory`) is not followed by that source
+/// again.
+pub fn once_each(chain: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in chain.split(": ") {
+        if parts.last() != Some(&part) {
+            parts.push(part);
+        }
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn each_cause_is_said_once() {
+        assert_eq!(
+            super::once_each(
+                "writing s.sh: nodir/s.sh: No such file (os error 2): No such file (os error 2)"
+            ),
+            "writing s.sh: nodir/s.sh: No such file (os error 2)"
+        );
+        assert_eq!(super::once_each("a: b: a"), "a: b: a");
+    }
 }

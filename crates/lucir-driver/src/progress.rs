@@ -12,6 +12,7 @@ use lucir_method::{Event, IncrementalLearner, Observer, PhaseResult, Stage};
 use lucir_nn::{save_state, write_atomic};
 
 use crate::checkpoint;
+use crate::eta::{self, Plan, Rates};
 use crate::report::{write_all, RunResults};
 
 /// Set by the Ctrl-C handler; the run stops at the next step, its last checkpoint intact.
@@ -60,9 +61,15 @@ pub struct Progress {
     earlier: f64,
     /// Phases of the run (known from the first phase start).
     phases: usize,
-    /// Training epochs of the whole run finished when this segment's first epoch ended, and
-    /// the time then: the pace the estimate of the remaining time is taken from.
-    pace_from: Option<(usize, Instant)>,
+    /// The run's work, for the estimate of the time left.
+    pub plan: Plan,
+    /// Rates measured so far.
+    rates: Rates,
+    /// Seconds spent outside epochs in this phase (herding, class means, testing…), and
+    /// when that time was last counted.
+    between: (f64, Instant),
+    /// Whether an epoch is running.
+    in_epoch: bool,
 }
 
 /// Header of `metrics.csv`.
@@ -89,7 +96,8 @@ pub fn start_metrics(dir: &Path, resumed_at: Option<(usize, usize)>) -> anyhow::
             let e: Option<usize> = e.and_then(|v| v.parse().ok());
             match (p, stage, e) {
                 (Some(p), _, Some(_)) if p < phase => true,
-                (Some(p), Some("train"), Some(e)) => p == phase && e < done,
+                // Epochs are numbered from 1, as the progress lines say.
+                (Some(p), Some("train"), Some(e)) => p == phase && e <= done,
                 _ => false,
             }
         })
@@ -122,26 +130,35 @@ impl Progress {
             start: Instant::now(),
             earlier,
             phases: 0,
-            pace_from: None,
+            plan: Plan::default(),
+            rates: Rates::default(),
+            between: (0.0, Instant::now()),
+            in_epoch: false,
         }
     }
 
-    /// "ETA …" for the run's remaining training epochs at this segment's pace (which includes
-    /// the herding and evaluation between phases), once two epochs have ended.
-    fn eta(&mut self, done: usize, total: usize) -> String {
-        let Some((from, t0)) = self.pace_from else {
-            self.pace_from = Some((done, Instant::now()));
-            return String::new();
-        };
-        if done <= from {
-            return String::new();
+    /// Counts the time since the last event as forward work unless an epoch ran.
+    fn count_between(&mut self) {
+        let now = Instant::now();
+        if !self.in_epoch {
+            self.between.0 += (now - self.between.1).as_secs_f64();
         }
-        let per = t0.elapsed().as_secs_f64() / (done - from) as f64;
-        let left = per * total.saturating_sub(done) as f64;
-        match left {
-            l if l >= 3600.0 => format!(", ETA {:.1} h", l / 3600.0),
-            l if l >= 60.0 => format!(", ETA {:.0} min", l / 60.0),
-            l => format!(", ETA {l:.0} s"),
+        self.between.1 = now;
+    }
+
+    /// ", ETA …" once epoch `epoch` of `stage` in `phase` took `seconds`.
+    fn eta(&mut self, phase: usize, stage: Stage, epoch: usize, seconds: f64) -> String {
+        let images = self.plan.epoch_images(phase, stage);
+        if images > 0 && seconds > 0.0 {
+            let rate = Some(seconds / images as f64);
+            match phase {
+                0 => self.rates.base = rate,
+                _ => self.rates.incremental = rate,
+            }
+        }
+        match self.plan.remaining(phase, stage, epoch, self.rates) {
+            Some(left) => format!(", {}", eta::format(left)),
+            None => String::new(),
         }
     }
 
@@ -197,6 +214,7 @@ impl Observer for Progress {
                 self.dir.display()
             )));
         }
+        self.count_between();
         match e {
             Event::PhaseStart {
                 phase,
@@ -207,11 +225,10 @@ impl Observer for Progress {
             } => {
                 self.phases = *phases;
                 self.line(&format!(
-                    "phase {}/{}: classes {}..{} ({} new), {} training samples, λ = {:.3}",
+                    "phase {}/{}: classes {} ({} new), {} training samples, λ = {:.3}",
                     phase,
                     phases - 1,
-                    new.start,
-                    new.end,
+                    positions(new),
                     new.len(),
                     samples,
                     lambda
@@ -226,6 +243,7 @@ impl Observer for Progress {
                 batches,
                 ..
             } => {
+                self.in_epoch = true;
                 if self.display == Display::Bars {
                     let bar = ProgressBar::new(*batches as u64);
                     bar.set_style(
@@ -289,20 +307,15 @@ impl Observer for Progress {
                 lr,
                 seconds,
             } => {
+                self.in_epoch = false;
                 if let Some(bar) = self.bar.take() {
                     bar.finish_and_clear();
                 }
-                let eta = if *stage == Stage::Train {
-                    let done = phase * epochs + epoch + 1;
-                    let eta = self.eta(done, self.phases.max(phase + 1) * epochs);
-                    if let Some(run) = &self.run_bar {
-                        run.set_position(done as u64);
-                        run.set_message(eta.clone());
-                    }
-                    eta
-                } else {
-                    String::new()
-                };
+                let eta = self.eta(*phase, *stage, *epoch, *seconds);
+                if let (Some(run), Stage::Train) = (&self.run_bar, stage) {
+                    run.set_position((phase * epochs + epoch + 1) as u64);
+                    run.set_message(eta.clone());
+                }
                 self.line(&format!(
                     "phase {phase} {stage} epoch {}/{epochs}: lr {lr:.4} loss {:.4} (ce {:.4} \
                      lf {:.4} mr {:.4} kd {:.4}) {seconds:.1} s{eta}",
@@ -314,8 +327,13 @@ impl Observer for Progress {
                     loss.kd
                 ));
                 let row = format!(
-                    "{phase},{stage},{epoch},{lr},{},{},{},{},{},{seconds:.3}",
-                    loss.total, loss.ce, loss.lf, loss.mr, loss.kd
+                    "{phase},{stage},{},{lr},{},{},{},{},{},{seconds:.3}",
+                    epoch + 1,
+                    loss.total,
+                    loss.ce,
+                    loss.lf,
+                    loss.mr,
+                    loss.kd
                 );
                 std::fs::OpenOptions::new()
                     .append(true)
@@ -337,6 +355,12 @@ impl Observer for Progress {
         learner: &IncrementalLearner,
     ) -> lucir_method::Result<()> {
         checkpoint::save(&self.dir, &learner.snapshot(), self.elapsed()).map_err(to_method_err)?;
+        self.count_between();
+        let forward = self.plan.phases.get(r.phase).map_or(0, |w| w.forward);
+        if forward > 0 {
+            self.rates.forward = Some(self.between.0 / forward as f64);
+        }
+        self.between.0 = 0.0;
         let ckpt = self.dir.join("checkpoints");
         save_state(&learner.net, &ckpt.join(format!("phase-{}.state", r.phase)))
             .map_err(to_method_err)?;
@@ -403,4 +427,13 @@ fn model_metadata(
         ("lucir.classes".into(), r.classes_seen.to_string()),
         ("lucir.class_order".into(), order.join(",")),
     ])
+}
+
+/// Class positions `r` as people write them: `5` or `5–9` (both ends included).
+pub fn positions(r: &std::ops::Range<usize>) -> String {
+    match r.len() {
+        0 => "none".into(),
+        1 => r.start.to_string(),
+        _ => format!("{}–{}", r.start, r.end - 1),
+    }
 }

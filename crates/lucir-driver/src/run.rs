@@ -14,11 +14,12 @@ use crate::progress::{start_metrics, INTERRUPTED};
 use crate::progress::{Display, Progress};
 use crate::report::{read_results, table, write_all, RunResults};
 use crate::run_info::RunInfo;
+use crate::sweep::list_changes;
 use crate::usage;
-use lucir_driver::config::{read_config_file, resolve, RunArgs, RunConfig, DEFAULT_PRESET};
+use lucir_driver::config::{self, method_name, read_config_file, resolve, RunArgs, RunConfig};
 
 /// Now as `YYYYmmdd-HHMMSS` (UTC), for run folder names.
-fn timestamp() -> String {
+pub(crate) fn timestamp() -> String {
     // RFC 3339 to the second: "2026-11-30T09:20:00Z".
     let t = crate::run_info::now();
     let (date, time) = t.trim_end_matches('Z').split_once('T').unwrap_or((&t, ""));
@@ -54,15 +55,6 @@ fn use_gpu(_: &mut IncrementalLearner, gpu: Option<lucir_cuda::Gpu>, _: Display)
     debug_assert!(gpu.is_none(), "a GPU opened without CUDA support");
 }
 
-/// The command-line name of a method.
-fn method_name(m: Method) -> &'static str {
-    match m {
-        Method::Lucir => "lucir",
-        Method::Finetune => "finetune",
-        Method::Icarl => "icarl",
-    }
-}
-
 /// The method name with its ablation switches, e.g. `lucir-no-margin-cbf`.
 pub fn variant(cfg: &RunConfig) -> String {
     let m = &cfg.method;
@@ -89,7 +81,7 @@ pub fn variant(cfg: &RunConfig) -> String {
 
 /// The flags given beside `--resume` that would change the run (all but `--quiet`,
 /// `--print-config` and `--baseline`).
-fn run_changing_flags(a: &RunArgs) -> Vec<&'static str> {
+pub(crate) fn run_changing_flags(a: &RunArgs) -> Vec<&'static str> {
     let given = [
         (a.preset.is_some(), "--preset"),
         (a.config.is_some(), "--config"),
@@ -105,6 +97,8 @@ fn run_changing_flags(a: &RunArgs) -> Vec<&'static str> {
         (a.base.is_some(), "--base"),
         (a.inc.is_some(), "--inc"),
         (a.train_per_class.is_some(), "--train-per-class"),
+        (a.test_per_class.is_some(), "--test-per-class"),
+        (a.class_order_seed.is_some(), "--class-order-seed"),
         (a.memory.is_some(), "--memory"),
         (a.memory_total.is_some(), "--memory-total"),
         (a.lambda_base.is_some(), "--lambda-base"),
@@ -134,67 +128,6 @@ fn run_changing_flags(a: &RunArgs) -> Vec<&'static str> {
     given.iter().filter(|(g, _)| *g).map(|(_, f)| *f).collect()
 }
 
-/// Runs the experiment `args` describe: one run, or with `--seeds` one run per seed in
-/// `OUT/seed-N/` (each continued if it is there already) followed by their report.
-pub fn run(args: &RunArgs) -> Result<()> {
-    let Some(seeds) = &args.seeds else {
-        return run_one(args);
-    };
-    if args.resume.is_some() || args.seed.is_some() || args.print_config {
-        return usage(Err(
-            "--seeds runs a sweep into --out DIR (run it again to continue it); it takes \
-             neither --seed, --resume nor --print-config",
-        ));
-    }
-    let base = match &args.out {
-        Some(d) => d.clone(),
-        None => {
-            let preset = args.preset.as_deref().unwrap_or(DEFAULT_PRESET);
-            PathBuf::from("runs").join(format!("{}-{preset}-seeds", timestamp()))
-        }
-    };
-    if let Some(script) = &args.slurm {
-        return write_slurm(script, &base, seeds, args.threads);
-    }
-    let mut dirs = Vec::new();
-    for (i, &seed) in seeds.iter().enumerate() {
-        let dir = base.join(format!("seed-{seed}"));
-        if !args.quiet {
-            eprintln!(
-                "== seed {seed} ({}/{}): {}",
-                i + 1,
-                seeds.len(),
-                dir.display()
-            );
-        }
-        let (latest, previous) = checkpoint::paths(&dir);
-        let one = if latest.is_file() || previous.is_file() {
-            RunArgs {
-                resume: Some(dir.clone()),
-                quiet: args.quiet,
-                baseline: args.baseline.clone(),
-                ..RunArgs::default()
-            }
-        } else {
-            RunArgs {
-                seed: Some(seed),
-                seeds: None,
-                out: Some(dir.clone()),
-                ..args.clone()
-            }
-        };
-        run_one(&one).with_context(|| format!("seed {seed} ({})", dir.display()))?;
-        dirs.push(dir);
-    }
-    let report = crate::report_cmd::ReportArgs {
-        runs: dirs,
-        label: Vec::new(),
-        per_seed: true,
-        svg: base.join("report.svg"),
-    };
-    crate::report_cmd::run(&report)
-}
-
 /// The dataset of `cfg`, its class order and phases, checked against the method's settings.
 pub fn protocol_data(cfg: &RunConfig) -> Result<(Arc<ProtocolData>, DatasetKind)> {
     let kind = usage(DatasetKind::parse(&cfg.data.dataset))?;
@@ -208,6 +141,10 @@ pub fn protocol_data(cfg: &RunConfig) -> Result<(Arc<ProtocolData>, DatasetKind)
     let train = match cfg.data.train_per_class {
         Some(n) => ds.train.first_per_class(ds.classes, n),
         None => ds.train.clone(),
+    };
+    let test = match cfg.data.test_per_class {
+        Some(n) => ds.test.first_per_class(ds.classes, n),
+        None => ds.test,
     };
     let order = match &cfg.data.class_order {
         Some(o) => usage(ClassOrder::explicit(ds.classes, o.clone()).context("class_order"))?,
@@ -226,79 +163,13 @@ pub fn protocol_data(cfg: &RunConfig) -> Result<(Arc<ProtocolData>, DatasetKind)
     }
     let data = ProtocolData {
         train: Arc::new(train),
-        test: Arc::new(ds.test),
+        test: Arc::new(test),
         order,
         phases,
         norm: ds.norm,
         augment: ds.augment,
     };
     Ok((Arc::new(data), kind))
-}
-
-/// `s` quoted for bash.
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// Writes a Slurm job-array script: task i runs this command line for `seeds[i]` into
-/// `base/seed-N/` (continuing it if a checkpoint is there), as `--seeds` would run it here.
-fn write_slurm(script: &Path, base: &Path, seeds: &[u64], threads: Option<usize>) -> Result<()> {
-    // This command line without the sweep's own flags.
-    let mut kept = Vec::new();
-    let mut skip_value = false;
-    for a in std::env::args().skip(1) {
-        if std::mem::take(&mut skip_value) {
-            continue;
-        }
-        let flag = a.split('=').next().unwrap_or("");
-        if ["--seeds", "--slurm", "--out"].contains(&flag) {
-            skip_value = !a.contains('=');
-            continue;
-        }
-        if a == "--quiet" {
-            continue;
-        }
-        kept.push(sh_quote(&a));
-    }
-    let exe = std::env::current_exe().context("locating the lucir-driver binary")?;
-    let exe = sh_quote(&exe.display().to_string());
-    // Slurm writes the tasks' logs there before any task runs.
-    std::fs::create_dir_all(base).with_context(|| format!("creating {}", base.display()))?;
-    let base_abs = std::path::absolute(base).context("resolving --out")?;
-    let base_q = sh_quote(&base_abs.display().to_string());
-    let list: Vec<String> = seeds.iter().map(u64::to_string).collect();
-    let cpus = threads.filter(|&t| t > 0).unwrap_or(2);
-    let text = format!(
-        "#!/usr/bin/env bash\n\
-         # A seed sweep of lucir-driver as a Slurm job array: submit with `sbatch {file}`;\n\
-         # when every task has finished: {exe} report {base_q}/seed-*\n\
-         #SBATCH --job-name=lucir-sweep\n\
-         #SBATCH --array=0-{last}\n\
-         #SBATCH --cpus-per-task={cpus}\n\
-         #SBATCH --output={base}/slurm-%A_%a.out\n\
-         set -euo pipefail\n\
-         SEEDS=({seeds})\n\
-         SEED=${{SEEDS[$SLURM_ARRAY_TASK_ID]}}\n\
-         DIR={base_q}/seed-$SEED\n\
-         mkdir -p {base_q}\n\
-         if [ -f \"$DIR/checkpoints/latest.ckpt\" ] || [ -f \"$DIR/checkpoints/previous.ckpt\" ]; then\n\
-         \x20 exec {exe} --resume \"$DIR\" --quiet\n\
-         fi\n\
-         exec {exe} {args} --seed \"$SEED\" --out \"$DIR\" --quiet\n",
-        file = script.display(),
-        last = seeds.len() - 1,
-        base = base_abs.display(),
-        seeds = list.join(" "),
-        args = kept.join(" "),
-    );
-    write_atomic(script, text.as_bytes())?;
-    println!(
-        "wrote {} ({} tasks); submit it with `sbatch {}`",
-        script.display(),
-        seeds.len(),
-        script.display()
-    );
-    Ok(())
 }
 
 /// Sizes rayon's global pool to `n` threads. The pool can be built once per process: a seed
@@ -318,30 +189,57 @@ pub(crate) fn set_threads(n: usize) -> Result<()> {
     }
 }
 
-/// Runs one experiment as configured by `args`, or continues the one in `--resume DIR`.
-fn run_one(args: &RunArgs) -> Result<()> {
-    if args.resume.is_some() {
-        let changes = run_changing_flags(args);
-        if !changes.is_empty() {
+/// `cfg` as TOML: a table per section, lists on one line.
+fn config_text(cfg: &RunConfig) -> Result<String> {
+    toml::to_string(cfg).context("encoding the configuration")
+}
+
+/// The settings of the run in `dir` that `--resume` continues. Flags given beside it may
+/// repeat the run's settings but not change them: a change is refused by name.
+fn resumed_settings(args: &RunArgs, dir: &Path) -> Result<RunConfig> {
+    let file = dir.join("config.toml");
+    let cfg = usage(
+        read_config_file(&file, None).with_context(|| format!("resuming {}", dir.display())),
+    )?;
+    let foreign: Vec<&str> = run_changing_flags(args)
+        .into_iter()
+        .filter(|f| ["--preset", "--config", "--out"].contains(f))
+        .collect();
+    if !foreign.is_empty() {
+        return usage(Err(format!(
+            "--resume continues the run in {} with its own settings; it takes no {}",
+            dir.display(),
+            foreign.join(", ")
+        )));
+    }
+    if !run_changing_flags(args).is_empty() {
+        let over = RunArgs {
+            config: Some(file.clone()),
+            resume: None,
+            ..args.clone()
+        };
+        let now = usage(config::apply(&over))?;
+        let changed = config::changes(&cfg, &now, &[]);
+        if !changed.is_empty() {
             return usage(Err(format!(
-                "--resume continues a run with the settings in its config.toml; {} would change \
-                 it (start a new run with --config RUN/config.toml and the changes instead)",
-                changes.join(", ")
+                "--resume continues a run with the settings in its config.toml; the flags \
+                 would change {} (start a new run with --config {} and the changes instead)",
+                list_changes(&changed),
+                file.display()
             )));
         }
     }
+    Ok(cfg)
+}
+
+/// Runs one experiment as configured by `args`, or continues the one in `--resume DIR`.
+pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
     let cfg = match &args.resume {
-        Some(dir) => usage(
-            read_config_file(&dir.join("config.toml"), None)
-                .with_context(|| format!("resuming {}", dir.display())),
-        )?,
+        Some(dir) => resumed_settings(args, dir)?,
         None => usage(resolve(args))?,
     };
     if args.print_config {
-        print!(
-            "{}",
-            toml::to_string_pretty(&cfg).context("encoding the configuration")?
-        );
+        print!("{}", config_text(&cfg)?);
         return Ok(());
     }
     if cfg.threads > 0 {
@@ -369,8 +267,7 @@ fn run_one(args: &RunArgs) -> Result<()> {
         }
         std::fs::create_dir_all(dir.join("checkpoints"))
             .with_context(|| format!("creating run folder {}", dir.display()))?;
-        let toml_text = toml::to_string_pretty(&cfg).context("encoding config.toml")?;
-        write_atomic(&dir.join("config.toml"), toml_text.as_bytes())?;
+        write_atomic(&dir.join("config.toml"), config_text(&cfg)?.as_bytes())?;
     }
     // Ctrl-C: stop at the next step; the checkpoint of the last finished epoch stays valid.
     static HANDLER: std::sync::Once = std::sync::Once::new();
@@ -453,6 +350,7 @@ fn run_one(args: &RunArgs) -> Result<()> {
     info.write(&dir)?;
     start_metrics(&dir, resumed_at)?;
     let mut progress = Progress::new(display, dir.clone(), (results, baselines.clone()), earlier);
+    progress.plan = crate::eta::Plan::new(learner.data(), &cfg.method);
     let outcome = run_protocol(&mut learner, &mut progress);
     info.finish(progress.elapsed());
     info.write(&dir)?;

@@ -20,7 +20,7 @@ fn imagenet_subset_preset_has_the_papers_settings() {
         "crop=224",
         "arch=\"resnet18\"",
         "epochs=90",
-        "milestones=[30,60,]",
+        "milestones=[30,60]",
         "weight_decay=0.0001",
         "lambda_base=10.0",
         "cbf=true",
@@ -37,7 +37,7 @@ fn imagenet_subset_preset_has_the_papers_settings() {
         "--print-config",
     ]);
     let toml = String::from_utf8_lossy(&o.stdout).replace([' ', '\n'], "");
-    assert!(toml.contains("milestones=[3,6,]"), "{toml}");
+    assert!(toml.contains("milestones=[3,6]"), "{toml}");
     // An image folder has no default location.
     let o = driver(&["--preset", "imagenet-subset-b50-inc10", "--epochs", "1"]);
     let e = String::from_utf8_lossy(&o.stderr);

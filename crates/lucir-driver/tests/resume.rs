@@ -132,7 +132,10 @@ fn runs_are_deterministic_and_resume_exactly_after_sigkill() {
     ]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{e}");
-    assert!(e.contains("--epochs, --seed would change it"), "{e}");
+    assert!(
+        e.contains("method.epochs 3 → 5") && e.contains("method.seed 1993 → 3"),
+        "{e}"
+    );
     for dir in [&data, &a, &b, &c] {
         std::fs::remove_dir_all(dir).unwrap();
     }
@@ -236,14 +239,15 @@ fn seed_sweeps_and_reports() {
         ft.to_str().unwrap(),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let svg = out.join("both.svg");
+    let both = out.join("both");
+    let svg = both.join("report.svg");
     let runs = [out.join("seed-5"), out.join("seed-6"), ft.clone()];
     let mut args = vec![
         "report",
         "--label",
         "LUCIR,fine-tuning",
-        "--svg",
-        svg.to_str().unwrap(),
+        "--out",
+        both.to_str().unwrap(),
     ];
     args.extend(runs.iter().map(|p| p.to_str().unwrap()));
     let o = driver(&args);

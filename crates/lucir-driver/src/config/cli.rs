@@ -56,6 +56,10 @@ pub struct RunArgs {
     /// First N training images of each class only.
     #[arg(long)]
     pub train_per_class: Option<usize>,
+    /// First N test images of each class only (a quick evaluation; recorded in config.toml
+    /// and kept apart by `report`).
+    #[arg(long, value_name = "N")]
+    pub test_per_class: Option<usize>,
     /// Exemplars per class.
     #[arg(long)]
     pub memory: Option<usize>,
@@ -112,11 +116,13 @@ pub struct RunArgs {
     /// (`1993..2000`, both ends included, or a list `1993,1995`).
     #[arg(long, value_parser = parse_seeds, conflicts_with = "seed")]
     pub seeds: Option<Seeds>,
-    /// With --seeds: write a Slurm job-array script to FILE (one task per seed, each running
-    /// this command for its seed into OUT/seed-N/) instead of running.
-    #[arg(long, value_name = "FILE", requires = "seeds")]
+    /// Write a Slurm job-array script to FILE instead of running: one task per seed of
+    /// --seeds (or the one seed of --seed or of the settings), each running the sweep's
+    /// settings (OUT/sweep.toml) for its seed into OUT/seed-N/.
+    #[arg(long, value_name = "FILE")]
     pub slurm: Option<PathBuf>,
-    /// Worker threads (default: one per core).
+    /// Worker threads; 0 (the presets' value) means one per core. The thread count decides
+    /// the summation order, so a run's bits hold for one count.
     #[arg(long)]
     pub threads: Option<usize>,
     /// cpu, or cuda to run the LUCIR head ops on the GPU (a `--features cuda` build).
@@ -125,6 +131,10 @@ pub struct RunArgs {
     /// Explicit class order, e.g. 4,2,7,6,0,3,5,8,9,1.
     #[arg(long, value_delimiter = ',')]
     pub class_order: Option<Vec<usize>>,
+    /// Class order drawn by numpy's legacy shuffle with this seed (the paper's order is seed
+    /// 1993), replacing the preset's explicit order.
+    #[arg(long, value_name = "S", conflicts_with = "class_order")]
+    pub class_order_seed: Option<u32>,
     /// Folder of the dataset.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

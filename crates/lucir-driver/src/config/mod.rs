@@ -6,6 +6,7 @@
 //! - [`resolve`]: TOML files and flags over a preset, checked into a [`RunConfig`].
 
 mod cli;
+mod keys;
 mod presets;
 mod resolve;
 
@@ -16,7 +17,9 @@ use serde::{Deserialize, Serialize};
 
 pub use cli::{parse_seeds, RunArgs, Seeds};
 pub use presets::{preset, CIFAR100_ORDER, DEFAULT_PRESET, FMNIST_ORDER, PRESETS};
-pub use resolve::{parse_arch, parse_config, read_config_file, resolve};
+pub use resolve::{
+    apply, method_name, parse_arch, parse_config, read_config_file, resolve, validate,
+};
 
 /// What data a run uses and how it is split into phases.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -28,6 +31,9 @@ pub struct DataConfig {
     pub data_dir: Option<PathBuf>,
     /// Use only the first N training images of each class, in file order.
     pub train_per_class: Option<usize>,
+    /// Use only the first N test images of each class, in file order (quick evaluation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_per_class: Option<usize>,
     /// Explicit class order; without it, numpy's shuffle with `class_order_seed`.
     pub class_order: Option<Vec<usize>>,
     /// Seed of the class-order shuffle when no explicit order is given.
@@ -73,3 +79,57 @@ pub(crate) fn cpu() -> String {
     "cpu".into()
 }
 
+/// One setting that differs between two configurations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Change {
+    /// Its name as a configuration file writes it, e.g. `method.epochs`.
+    pub key: String,
+    /// The value before (`None`: not set).
+    pub from: Option<String>,
+    /// The value after.
+    pub to: Option<String>,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let v = |x: &Option<String>| x.clone().unwrap_or_else(|| "(not set)".into());
+        write!(f, "{} {} → {}", self.key, v(&self.from), v(&self.to))
+    }
+}
+
+/// The settings in which `b` differs from `a`, by their dotted names, except those named in
+/// `ignore` (e.g. `method.seed` between the runs of one sweep).
+pub fn changes(a: &RunConfig, b: &RunConfig, ignore: &[&str]) -> Vec<Change> {
+    let (fa, fb) = (settings(a), settings(b));
+    let keys: std::collections::BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
+    keys.into_iter()
+        .filter(|k| !ignore.contains(&k.as_str()))
+        .filter(|k| fa.get(*k) != fb.get(*k))
+        .map(|k| Change {
+            key: k.clone(),
+            from: fa.get(k).cloned(),
+            to: fb.get(k).cloned(),
+        })
+        .collect()
+}
+
+/// Every setting of `c` by its dotted name (`method.epochs`), its value as TOML writes it.
+pub fn settings(c: &RunConfig) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(table) = toml::Table::try_from(c) else {
+        return out;
+    };
+    for (k, v) in table {
+        match v {
+            toml::Value::Table(t) => {
+                for (k2, v2) in t {
+                    out.insert(format!("{k}.{k2}"), v2.to_string());
+                }
+            }
+            v => {
+                out.insert(k, v.to_string());
+            }
+        }
+    }
+    out
+}

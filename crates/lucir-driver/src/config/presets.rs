@@ -46,6 +46,7 @@ pub fn preset(name: &str) -> Result<RunConfig> {
             dataset: "fmnist".into(),
             data_dir: None,
             train_per_class: per_class,
+            test_per_class: None,
             class_order: Some(FMNIST_ORDER.to_vec()),
             class_order_seed: 1993,
             base: 5,
@@ -54,7 +55,13 @@ pub fn preset(name: &str) -> Result<RunConfig> {
             crop: 224,
             classes: None,
         };
-        run(data, MethodConfig::lucir(arch, epochs))
+        // One new class per phase: the margin loss has one new class to rank, K = 1 (the
+        // paper's K = 2 is for phases of ≥ 2 classes; the loss uses min(K, new) either way).
+        let method = MethodConfig {
+            k: 1,
+            ..MethodConfig::lucir(arch, epochs)
+        };
+        run(data, method)
     };
     let cifar = |inc| {
         let data = DataConfig {

@@ -7,7 +7,9 @@ use anyhow::{bail, Context, Result};
 use lucir_data::MemoryBudget;
 use lucir_method::{Arch, Method};
 
-use super::{preset, RunArgs, RunConfig, DEFAULT_PRESET};
+use lucir_data::{ClassOrder, DatasetKind, Phases};
+
+use super::{keys, preset, RunArgs, RunConfig, DEFAULT_PRESET};
 
 fn parse_method(s: &str) -> Result<Method> {
     Ok(match s {
@@ -42,9 +44,11 @@ pub fn read_config_file(path: &Path, preset_name: Option<&str>) -> Result<RunCon
 /// unknown key is an error naming it and the nearest valid one. A complete configuration (a
 /// run folder's `config.toml`) reads back as itself.
 pub fn parse_config(text: &str, preset_name: Option<&str>) -> Result<RunConfig> {
-    let file: toml::Table = text
+    // toml's syntax errors draw a caret under the fault over several lines: kept as they are.
+    let mut file: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", one_line(&e.to_string())))?;
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+    keys::check(&mut file)?;
     let name = match (preset_name, file.get("preset")) {
         (Some(n), _) => n.to_string(),
         (None, Some(toml::Value::String(n))) => n.clone(),
@@ -66,37 +70,48 @@ pub fn parse_config(text: &str, preset_name: Option<&str>) -> Result<RunConfig> 
         }
     }
     merged.insert("preset".into(), toml::Value::String(name));
+    for (section, key, parse) in [
+        (
+            "method",
+            "method",
+            parse_method_name as fn(&str) -> Result<()>,
+        ),
+        ("method", "arch", |s| parse_arch(s).map(drop)),
+        ("data", "dataset", |s| {
+            DatasetKind::parse(s).map(drop).map_err(Into::into)
+        }),
+    ] {
+        if let Some(toml::Value::String(v)) = merged.get(section).and_then(|t| t.get(key)) {
+            parse(v).with_context(|| format!("{section}.{key}"))?;
+        }
+    }
     toml::Value::Table(merged)
         .try_into()
-        .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", suggest(&one_line(&e.to_string()))))
+        .map_err(|e: toml::de::Error| anyhow::anyhow!("{}", e.to_string().trim_end()))
 }
 
-fn one_line(s: &str) -> String {
-    s.trim().replace('\n', " ")
+fn parse_method_name(s: &str) -> Result<()> {
+    parse_method(s).map(drop)
 }
 
-/// Adds "did you mean …?" to serde's unknown-field message (which lists the valid fields).
-fn suggest(msg: &str) -> String {
-    let Some(rest) = msg.split("unknown field `").nth(1) else {
-        return msg.to_string();
-    };
-    let Some((unknown, expected)) = rest.split_once('`') else {
-        return msg.to_string();
-    };
-    let best = expected
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(|f| (strsim::damerau_levenshtein(unknown, f), f))
-        .min();
-    match best {
-        Some((d, f)) if d <= 3.max(unknown.len() / 3) => format!("{msg}; did you mean `{f}`?"),
-        _ => msg.to_string(),
-    }
-}
-
-/// Preset (or config file), then the command-line overrides.
+/// Preset (or config file), then the command-line overrides, validated ([`validate`]).
 pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
+    let mut c = apply(args)?;
+    // The margin loss ranks min(K, new classes) negatives: a K that is not given on the
+    // command line (a preset's K = 2 with --inc 1) is written as what the loss uses. A --k
+    // beyond the new classes is refused by `validate`.
+    if args.k.is_none() && c.data.inc > 0 {
+        c.method.k = c.method.k.min(c.data.inc);
+    }
+    validate(&c)?;
+    // Written out, so the run folder's config.toml says when the rate dropped.
+    c.method.milestones = Some(c.method.lr_milestones());
+    Ok(c)
+}
+
+/// The preset (or config file) with the command-line overrides, not yet validated: what
+/// `--resume` compares with the run's own settings to see what the flags would change.
+pub fn apply(args: &RunArgs) -> Result<RunConfig> {
     let mut c = match &args.config {
         Some(path) => read_config_file(path, args.preset.as_deref())?,
         None => preset(args.preset.as_deref().unwrap_or(DEFAULT_PRESET))?,
@@ -119,8 +134,15 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
         // drops after 30 and 60 → 9 epochs with drops after 3 and 6); --milestones overrides.
         if let (Some(ms), None) = (&m.milestones, &args.milestones) {
             let old = m.epochs.max(1);
-            let scaled = ms.iter().map(|&x| x * v / old).filter(|&x| x > 0 && x < v);
-            m.milestones = Some(scaled.collect());
+            let mut scaled: Vec<usize> = ms
+                .iter()
+                .map(|&x| x * v / old)
+                .filter(|&x| x > 0 && x < v)
+                .collect();
+            // Two drops that land on one epoch stay one drop (12 epochs with drops after 6
+            // and 9 → 2 epochs with one drop after 1, not ×0.01 at once).
+            scaled.dedup();
+            m.milestones = Some(scaled);
         }
         m.epochs = v;
     }
@@ -176,6 +198,13 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
     if let Some(v) = args.train_per_class {
         d.train_per_class = Some(v);
     }
+    if let Some(v) = args.test_per_class {
+        d.test_per_class = Some(v);
+    }
+    if let Some(v) = args.class_order_seed {
+        d.class_order = None;
+        d.class_order_seed = v;
+    }
     if let Some(v) = &args.class_order {
         d.class_order = Some(v.clone());
     }
@@ -204,27 +233,112 @@ pub fn resolve(args: &RunArgs) -> Result<RunConfig> {
         c.init_from = Some(v.clone());
     }
     c.skip_base_training |= args.skip_base_training;
+    let ablations = [
+        (args.no_cosine, "--no-cosine"),
+        (args.no_less_forget, "--no-less-forget"),
+        (args.no_adaptive_lambda, "--no-adaptive-lambda"),
+        (args.no_margin, "--no-margin"),
+        (args.no_imprint, "--no-imprint"),
+        (args.cbf, "--cbf"),
+    ];
+    let given: Vec<&str> = ablations
+        .iter()
+        .filter(|(g, _)| *g)
+        .map(|(_, f)| *f)
+        .collect();
+    if c.method.method != Method::Lucir && !given.is_empty() {
+        bail!(
+            "{} switch{} parts of LUCIR; --method {} has none of them",
+            given.join(", "),
+            if given.len() == 1 { "es" } else { "" },
+            method_name(c.method.method)
+        );
+    }
+    Ok(c)
+}
+
+/// The command-line name of a method.
+pub fn method_name(m: Method) -> &'static str {
+    match m {
+        Method::Lucir => "lucir",
+        Method::Finetune => "finetune",
+        Method::Icarl => "icarl",
+    }
+}
+
+/// The classes of a dataset whose class count is fixed (all but image folders).
+fn known_classes(kind: DatasetKind) -> Option<usize> {
+    match kind {
+        DatasetKind::Fmnist | DatasetKind::Mnist | DatasetKind::Cifar10 => Some(10),
+        DatasetKind::Cifar100 => Some(100),
+        DatasetKind::Folder => None,
+    }
+}
+
+/// Checks a resolved configuration as far as it can be without reading the data: what a run
+/// and `--print-config` both check, so a configuration that prints is one that runs (but for
+/// the files themselves and, for image folders, the class count).
+pub fn validate(c: &RunConfig) -> Result<()> {
+    let kind = DatasetKind::parse(&c.data.dataset).context("dataset")?;
     if c.skip_base_training && c.init_from.is_none() {
         bail!("--skip-base-training needs --init-from FILE (the model to use as the base phase)");
     }
     if c.device != "cpu" && c.device != "cuda" {
         bail!("device {:?} is neither cpu nor cuda", c.device);
     }
+    if c.method.method != Method::Lucir && c.method.cbf {
+        bail!(
+            "class-balanced fine-tuning (cbf) is part of LUCIR; method {} has none",
+            method_name(c.method.method)
+        );
+    }
     c.method.validate()?;
-    // Written out, so the run folder's config.toml says when the rate dropped.
-    c.method.milestones = Some(c.method.lr_milestones());
+    let d = &c.data;
+    let incremental = match known_classes(kind).or(d.classes) {
+        Some(n) => {
+            Phases::equal(n, d.base, d.inc).context("base/inc phase split")?;
+            if let Some(o) = &d.class_order {
+                ClassOrder::explicit(n, o.clone()).context("class_order")?;
+            }
+            if let MemoryBudget::Total(t) = c.method.memory {
+                if t < n {
+                    bail!(
+                        "memory: a total budget of {t} exemplars cannot hold one per class for \
+                         {n} classes"
+                    );
+                }
+            }
+            n > d.base
+        }
+        None => true,
+    };
+    let m = &c.method;
+    if m.method == Method::Lucir && m.margin_rank && incremental && m.k > d.inc {
+        bail!(
+            "k = {}: the margin loss ranks at most the {} new class{} of a phase (inc = {}); \
+             give k ≤ {}",
+            m.k,
+            d.inc,
+            if d.inc == 1 { "" } else { "es" },
+            d.inc,
+            d.inc
+        );
+    }
     if c.data.train_per_class == Some(0) {
         bail!("train_per_class must be at least 1");
+    }
+    if c.data.test_per_class == Some(0) {
+        bail!("test_per_class must be at least 1");
     }
     if c.data.classes == Some(0) {
         bail!("classes must be at least 1, got 0");
     }
     if c.data.crop == 0 || c.data.crop > c.data.resize {
         bail!(
-            "crop must be in 1..={} (resize), got {}",
+            "crop must be between 1 and resize = {}, got {}",
             c.data.resize,
             c.data.crop
         );
     }
-    Ok(c)
+    Ok(())
 }
