@@ -59,14 +59,17 @@ pub fn parse_cifar(path: &Path, bytes: &[u8], kind: CifarKind) -> Result<(Vec<u8
         if kind == CifarKind::Cifar100 && r[0] >= 20 {
             return Err(Error::format(
                 path,
-                format!("record {i}: coarse label {} is outside 0..20", r[0]),
+                format!("record {i}: coarse label {} is outside 0–19", r[0]),
             ));
         }
         let label = r[kind.label_bytes() - 1];
         if label as usize >= kind.classes() {
             return Err(Error::format(
                 path,
-                format!("record {i}: label {label} is outside 0..{}", kind.classes()),
+                format!(
+                    "record {i}: label {label} is outside 0–{}",
+                    kind.classes() - 1
+                ),
             ));
         }
         labels.push(label);

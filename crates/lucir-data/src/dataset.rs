@@ -198,7 +198,7 @@ fn wrap_labels(path: &Path, labels: Vec<u8>, classes: usize) -> Result<Vec<usize
     {
         return Err(Error::format(
             path,
-            format!("label {l} of item {i} is outside 0..{classes}"),
+            format!("label {l} of item {i} is outside 0–{}", classes - 1),
         ));
     }
     Ok(labels.into_iter().map(usize::from).collect())

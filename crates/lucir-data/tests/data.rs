@@ -214,7 +214,7 @@ fn cifar_readers_read_both_formats() {
     std::fs::write(dir100.join("test.bin"), &bad).unwrap();
     let e = load_err(DatasetKind::Cifar100, &dir100);
     assert!(
-        e.contains("test.bin") && e.contains("label 100 is outside 0..100"),
+        e.contains("test.bin") && e.contains("label 100 is outside 0–99"),
         "{e}"
     );
     bad[1] = 0;

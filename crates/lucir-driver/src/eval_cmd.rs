@@ -81,10 +81,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     });
     let phase = match (args.phase, last) {
         (Some(p), _) if p < data.phases.len() => p,
+        (Some(p), _) if data.phases.len() == 1 => {
+            return usage(Err(format!("--phase {p}: the run has only phase 0")))
+        }
         (Some(p), _) => {
             return usage(Err(format!(
-                "--phase {p}: the run has phases 0..{}",
-                data.phases.len()
+                "--phase {p}: the run has phases 0–{}",
+                data.phases.len() - 1
             )))
         }
         (None, Some(p)) => p,

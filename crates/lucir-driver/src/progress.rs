@@ -207,11 +207,11 @@ impl Observer for Progress {
             } => {
                 self.phases = *phases;
                 self.line(&format!(
-                    "phase {}/{}: classes {}..{} ({} new), {} training samples, λ = {:.3}",
+                    "phase {}/{}: classes {}–{} ({} new), {} training samples, λ = {:.3}",
                     phase,
                     phases - 1,
                     new.start,
-                    new.end,
+                    new.end.saturating_sub(1),
                     new.len(),
                     samples,
                     lambda

@@ -99,6 +99,11 @@ fn a_small_run_streams_a_jpeg_folder() {
     let phases = results["phases"].as_array().unwrap();
     assert_eq!(phases.len(), 3, "2 + 1 + 1 classes of the 4 chosen");
     assert_eq!(phases[2]["classes_seen"], 4);
+    // A phase past the last names the run's phases as an inclusive range.
+    let o = driver(&["eval", out.to_str().unwrap(), "--phase", "9"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(e.contains("--phase 9: the run has phases 0–2"), "{e}");
     for dir in [data, out] {
         let _ = std::fs::remove_dir_all(dir);
     }
