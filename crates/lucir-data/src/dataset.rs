@@ -449,7 +449,7 @@ pub fn load(kind: DatasetKind, dir: Option<&Path>, folder: FolderOptions) -> Res
             Ok(Dataset {
                 kind,
                 classes,
-                class_names: (0..classes).map(|c| c.to_string()).collect(),
+                class_names: cifar::class_names(&dir, ck),
                 train: mk(&train_files)?,
                 test: mk(&test_files)?,
                 dir,

@@ -195,8 +195,9 @@ pub fn run(args: &RunArgs) -> Result<()> {
     crate::report_cmd::run(&report)
 }
 
-/// The dataset of `cfg`, its class order and phases, checked against the method's settings.
-pub fn protocol_data(cfg: &RunConfig) -> Result<(Arc<ProtocolData>, DatasetKind)> {
+/// The dataset of `cfg`, its class order and phases, checked against the method's settings;
+/// with its kind and class names (by class id).
+pub fn protocol_data(cfg: &RunConfig) -> Result<(Arc<ProtocolData>, DatasetKind, Vec<String>)> {
     let kind = usage(DatasetKind::parse(&cfg.data.dataset))?;
     let folder = FolderOptions {
         resize: cfg.data.resize,
@@ -232,7 +233,7 @@ pub fn protocol_data(cfg: &RunConfig) -> Result<(Arc<ProtocolData>, DatasetKind)
         norm: ds.norm,
         augment: ds.augment,
     };
-    Ok((Arc::new(data), kind))
+    Ok((Arc::new(data), kind, ds.class_names))
 }
 
 /// `s` quoted for bash.
@@ -349,7 +350,7 @@ fn run_one(args: &RunArgs) -> Result<()> {
     }
     // Fails before anything is written when there is no usable GPU.
     let gpu = (cfg.device == "cuda").then(open_gpu).transpose()?;
-    let (data, kind) = protocol_data(&cfg)?;
+    let (data, kind, _) = protocol_data(&cfg)?;
     let baselines = args
         .baseline
         .iter()

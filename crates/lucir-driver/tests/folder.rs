@@ -99,6 +99,38 @@ fn a_small_run_streams_a_jpeg_folder() {
     let phases = results["phases"].as_array().unwrap();
     assert_eq!(phases.len(), 3, "2 + 1 + 1 classes of the 4 chosen");
     assert_eq!(phases[2]["classes_seen"], 4);
+    // `eval` names each class beside its id, in a last column of both CSV files: id i is the
+    // i-th of the 4 chosen folders (numpy's shuffle, seed 1993), in name order.
+    let mut chosen = lucir_data::numpy_shuffle(6, 1993)[..4].to_vec();
+    chosen.sort_unstable();
+    let name = |id: &str| format!("n{:08}", chosen[id.parse::<usize>().unwrap()]);
+    let o = driver(&["eval", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let per_class = std::fs::read_to_string(out.join("eval-phase-2/per_class.csv")).unwrap();
+    let mut rows = per_class.lines();
+    assert_eq!(
+        rows.next(),
+        Some("position,class,test_images,acc_cnn,acc_nme,name")
+    );
+    let ids: Vec<&str> = rows
+        .map(|row| {
+            let f: Vec<&str> = row.split(',').collect();
+            assert_eq!(f[5], name(f[1]), "{row}");
+            f[1]
+        })
+        .collect();
+    assert_eq!(ids.len(), 4, "{per_class}");
+    let confusion = std::fs::read_to_string(out.join("eval-phase-2/confusion_nme.csv")).unwrap();
+    let mut rows = confusion.lines();
+    assert_eq!(
+        rows.next().unwrap(),
+        format!("true\\predicted,{},name", ids.join(","))
+    );
+    for (row, id) in rows.zip(&ids) {
+        let f: Vec<&str> = row.split(',').collect();
+        assert_eq!((f[0], f.len()), (*id, 1 + 4 + 1), "{row}");
+        assert_eq!(f[5], name(id), "{row}");
+    }
     // A phase past the last names the run's phases as an inclusive range.
     let o = driver(&["eval", out.to_str().unwrap(), "--phase", "9"]);
     let e = String::from_utf8_lossy(&o.stderr);
