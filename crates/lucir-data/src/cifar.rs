@@ -1,7 +1,8 @@
 //! CIFAR-10/100 binary format: fixed-size records of label byte(s) then 3072 pixel bytes
 //! (1024 red, 1024 green, 1024 blue, each 32×32 row-major). CIFAR-10 records have one label
 //! byte (0..10); CIFAR-100 records have a coarse (0..20) then a fine (0..100) label byte, and the
-//! fine label is the class.
+//! fine label is the class. The class names come from the archive's text file beside the
+//! records (`batches.meta.txt`, `fine_label_names.txt`), one name a line.
 
 use std::path::Path;
 
@@ -59,14 +60,17 @@ pub fn parse_cifar(path: &Path, bytes: &[u8], kind: CifarKind) -> Result<(Vec<u8
         if kind == CifarKind::Cifar100 && r[0] >= 20 {
             return Err(Error::format(
                 path,
-                format!("record {i}: coarse label {} is outside 0..20", r[0]),
+                format!("record {i}: coarse label {} is outside 0–19", r[0]),
             ));
         }
         let label = r[kind.label_bytes() - 1];
         if label as usize >= kind.classes() {
             return Err(Error::format(
                 path,
-                format!("record {i}: label {label} is outside 0..{}", kind.classes()),
+                format!(
+                    "record {i}: label {label} is outside 0–{}",
+                    kind.classes() - 1
+                ),
             ));
         }
         labels.push(label);
@@ -88,4 +92,26 @@ pub(crate) fn read_files(
         lb.extend(b);
     }
     Ok((px, lb))
+}
+
+/// The class names of the CIFAR folder `dir`, from `batches.meta.txt` (CIFAR-10) or
+/// `fine_label_names.txt` (CIFAR-100), one a line; the class ids as text when that file is
+/// missing or does not hold one name per class (names are only shown, never computed with).
+pub(crate) fn class_names(dir: &Path, kind: CifarKind) -> Vec<String> {
+    let file = match kind {
+        CifarKind::Cifar10 => "batches.meta.txt",
+        CifarKind::Cifar100 => "fine_label_names.txt",
+    };
+    let names: Vec<String> = std::fs::read_to_string(dir.join(file))
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if names.len() == kind.classes() {
+        names
+    } else {
+        (0..kind.classes()).map(|c| c.to_string()).collect()
+    }
 }

@@ -175,6 +175,21 @@ pub struct Dataset {
     pub augment: Augment,
 }
 
+impl Dataset {
+    /// The image files of an image-folder dataset, training split then test split (empty for
+    /// a dataset held in memory): what [`crate::check_images`] and [`crate::image_sizes`] take.
+    pub fn image_files(&self) -> Vec<PathBuf> {
+        [&self.train, &self.test]
+            .into_iter()
+            .filter_map(|split| match &split.images {
+                Pixels::Files(f) => Some(f.iter().cloned()),
+                Pixels::Memory(_) => None,
+            })
+            .flatten()
+            .collect()
+    }
+}
+
 fn wrap_labels(path: &Path, labels: Vec<u8>, classes: usize) -> Result<Vec<usize>> {
     if let Some((i, l)) = labels
         .iter()
@@ -183,7 +198,7 @@ fn wrap_labels(path: &Path, labels: Vec<u8>, classes: usize) -> Result<Vec<usize
     {
         return Err(Error::format(
             path,
-            format!("label {l} of item {i} is outside 0..{classes}"),
+            format!("label {l} of item {i} is outside 0–{}", classes - 1),
         ));
     }
     Ok(labels.into_iter().map(usize::from).collect())
@@ -434,7 +449,7 @@ pub fn load(kind: DatasetKind, dir: Option<&Path>, folder: FolderOptions) -> Res
             Ok(Dataset {
                 kind,
                 classes,
-                class_names: (0..classes).map(|c| c.to_string()).collect(),
+                class_names: cifar::class_names(&dir, ck),
                 train: mk(&train_files)?,
                 test: mk(&test_files)?,
                 dir,
@@ -442,80 +457,6 @@ pub fn load(kind: DatasetKind, dir: Option<&Path>, folder: FolderOptions) -> Res
                 augment: cifar_aug,
             })
         }
-        DatasetKind::Folder => {
-            if folder.crop == 0 || folder.crop > folder.resize {
-                return Err(Error::Config(format!(
-                    "image folder crop {} must be between 1 and the stored size {}",
-                    folder.crop, folder.resize
-                )));
-            }
-            let train_dir = dir.join("train");
-            let test_dir = ["val", "test"]
-                .iter()
-                .map(|d| dir.join(d))
-                .find(|d| d.is_dir())
-                .ok_or_else(|| {
-                    Error::Missing(format!("{}: no val/ or test/ sub-folder", dir.display()))
-                })?;
-            if !train_dir.is_dir() {
-                return Err(Error::Missing(format!(
-                    "{}: no train/ sub-folder",
-                    dir.display()
-                )));
-            }
-            let all = folder::class_names(&train_dir)?;
-            let test_names = folder::class_names(&test_dir)?;
-            if test_names != all {
-                return Err(Error::format(
-                    &test_dir,
-                    format!(
-                        "class folders differ from {}: {} vs {} classes",
-                        train_dir.display(),
-                        test_names.len(),
-                        all.len()
-                    ),
-                ));
-            }
-            let names = match folder.classes {
-                Some(n) if n > all.len() => {
-                    return Err(Error::Config(format!(
-                        "{}: {n} classes asked for, the folder has {}",
-                        train_dir.display(),
-                        all.len()
-                    )))
-                }
-                Some(0) => return Err(Error::Config("classes must be at least 1".into())),
-                Some(n) if n < all.len() => {
-                    // The first n of numpy's shuffle of all ids, kept in name order.
-                    let mut ids = crate::numpy_shuffle(all.len(), folder.class_seed);
-                    ids.truncate(n);
-                    ids.sort_unstable();
-                    ids.into_iter().map(|i| all[i].clone()).collect()
-                }
-                _ => all,
-            };
-            let mk = |d: &Path| -> Result<Split> {
-                let (files, labels) = folder::list_split(d, &names)?;
-                Ok(Split {
-                    images: Pixels::Files(files.into()),
-                    labels,
-                    shape: [3, folder.resize, folder.resize],
-                })
-            };
-            Ok(Dataset {
-                kind,
-                classes: names.len(),
-                train: mk(&train_dir)?,
-                test: mk(&test_dir)?,
-                class_names: names,
-                dir,
-                norm: Normalization::imagenet(),
-                augment: Augment {
-                    crop: folder.crop,
-                    pad: 0,
-                    flip: true,
-                },
-            })
-        }
+        DatasetKind::Folder => folder::load(dir, folder),
     }
 }

@@ -1,9 +1,18 @@
 //! Image folders in the ImageNet layout: `ROOT/train/<class>/<image>` and `ROOT/val/<class>/…`
-//! (or `test/`), PNG or JPEG. Classes are the sub-folder names in sorted order. The images stay
-//! on disk (ImageNet-Subset's 130 000 would not fit in memory): a split is the list of files,
-//! and each batch decodes its own on the loader's worker threads with torchvision's transforms
-//! — `RandomResizedCrop(crop)` + flip for training, shorter side resized to `resize` then the
+//! (or `test/`). Classes are the sub-folder names in sorted order. The images stay on disk
+//! (ImageNet-Subset's 130 000 would not fit in memory): a split is the list of files, and each
+//! batch decodes its own on the loader's worker threads with torchvision's transforms —
+//! `RandomResizedCrop(crop)` + flip for training, shorter side resized to `resize` then the
 //! central `crop`×`crop` for testing (docs/design.md §4).
+//!
+//! What counts: a class is a sub-folder of `train/` (and of `val/`) whose name does not start
+//! with `.`; an image is a file of a class folder whose name does not start with `.` and whose
+//! extension, in any case, names a format the `image` crate is built to decode (with the
+//! workspace's `png` and `jpeg` features: `.png`, `.apng`, `.jpg`, `.jpeg`, `.jfif`). Everything
+//! else is skipped: hidden files and folders (`.DS_Store`, `.ipynb_checkpoints/`), other files
+//! (`README.txt`, `labels.csv`), loose files beside the class folders and folders inside a
+//! class folder. A file with an image extension that does not decode is an error when a batch
+//! reaches it; [`crate::check_images`] finds every such file up front.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +21,7 @@ use image::DynamicImage;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::{Error, Result};
+use crate::{Augment, Dataset, DatasetKind, Error, Normalization, Pixels, Result, Split};
 
 /// How folder images are brought to the network's size, and which classes are used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,11 +57,27 @@ fn list_dir(path: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// Class folder names under `split_dir`, sorted.
+/// Whether the file or folder's name starts with `.` (`.DS_Store`, `.ipynb_checkpoints`).
+fn hidden(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.as_encoded_bytes().starts_with(b"."))
+}
+
+/// Whether `path` is an image file of a class folder: not hidden, and its extension (any case)
+/// names a format this build of the `image` crate decodes.
+pub(crate) fn is_image_file(path: &Path) -> bool {
+    let known = path
+        .extension()
+        .and_then(image::ImageFormat::from_extension)
+        .is_some_and(|f| f.reading_enabled());
+    known && !hidden(path) && path.is_file()
+}
+
+/// Class folder names under `split_dir`, sorted; hidden folders are not classes.
 pub(crate) fn class_names(split_dir: &Path) -> Result<Vec<String>> {
     let names: Vec<String> = list_dir(split_dir)?
         .into_iter()
-        .filter(|p| p.is_dir())
+        .filter(|p| p.is_dir() && !hidden(p))
         .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
     if names.is_empty() {
@@ -62,7 +87,8 @@ pub(crate) fn class_names(split_dir: &Path) -> Result<Vec<String>> {
 }
 
 /// The image files of one split folder, with the label of each (`classes[label]` is its
-/// sub-folder), class after class in sorted file order. Nothing is decoded.
+/// sub-folder), class after class in sorted file order. Nothing is decoded; files that are not
+/// images (see the module doc) are skipped.
 pub(crate) fn list_split(
     split_dir: &Path,
     classes: &[String],
@@ -72,12 +98,12 @@ pub(crate) fn list_split(
         let dir = split_dir.join(name);
         let imgs: Vec<PathBuf> = list_dir(&dir)?
             .into_iter()
-            .filter(|p| p.is_file())
+            .filter(|p| is_image_file(p))
             .collect();
         if imgs.is_empty() {
             return Err(Error::format(
                 &dir,
-                "class folder holds no image (empty class)",
+                "class folder holds no image (empty class; images are .png or .jpg/.jpeg files)",
             ));
         }
         labels.extend(std::iter::repeat_n(label, imgs.len()));
@@ -86,8 +112,110 @@ pub(crate) fn list_split(
     Ok((files, labels))
 }
 
-/// Decodes a PNG/JPEG file's bytes.
-fn decode(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
+/// `names` quoted, at most five of them, then how many more.
+fn listed(names: &[&String]) -> String {
+    let mut s: Vec<String> = names.iter().take(5).map(|n| format!("`{n}`")).collect();
+    if names.len() > 5 {
+        s.push(format!("and {} more", names.len() - 5));
+    }
+    s.join(", ")
+}
+
+/// Which class folders only one of the two splits has, e.g. "val/ has `dgo` that train/
+/// lacks; train/ has `dog` that val/ lacks".
+fn class_difference(
+    train_dir: &Path,
+    test_dir: &Path,
+    train: &[String],
+    test: &[String],
+) -> String {
+    let label = |d: &Path| {
+        let name = d.file_name().map(|n| n.to_string_lossy().into_owned());
+        format!("{}/", name.unwrap_or_default())
+    };
+    let (tr, te) = (label(train_dir), label(test_dir));
+    fn only<'a>(a: &'a [String], b: &[String]) -> Vec<&'a String> {
+        a.iter().filter(|n| !b.contains(n)).collect()
+    }
+    let mut parts = Vec::new();
+    for (side, other, names) in [(&te, &tr, only(test, train)), (&tr, &te, only(train, test))] {
+        if !names.is_empty() {
+            parts.push(format!("{side} has {} that {other} lacks", listed(&names)));
+        }
+    }
+    format!("class folders differ: {}", parts.join("; "))
+}
+
+/// Reads an image folder's file lists (see the module doc and [`crate::load`]).
+pub(crate) fn load(dir: PathBuf, folder: FolderOptions) -> Result<Dataset> {
+    if folder.crop == 0 || folder.crop > folder.resize {
+        return Err(Error::Config(format!(
+            "image folder crop {} must be between 1 and the stored size {}",
+            folder.crop, folder.resize
+        )));
+    }
+    let train_dir = dir.join("train");
+    let test_dir = ["val", "test"]
+        .iter()
+        .map(|d| dir.join(d))
+        .find(|d| d.is_dir())
+        .ok_or_else(|| Error::Missing(format!("{}: no val/ or test/ sub-folder", dir.display())))?;
+    if !train_dir.is_dir() {
+        return Err(Error::Missing(format!(
+            "{}: no train/ sub-folder",
+            dir.display()
+        )));
+    }
+    let all = class_names(&train_dir)?;
+    let test_names = class_names(&test_dir)?;
+    if test_names != all {
+        let why = class_difference(&train_dir, &test_dir, &all, &test_names);
+        return Err(Error::format(&test_dir, why));
+    }
+    let names = match folder.classes {
+        Some(n) if n > all.len() => {
+            return Err(Error::Config(format!(
+                "{}: {n} classes asked for, the folder has {}",
+                train_dir.display(),
+                all.len()
+            )))
+        }
+        Some(0) => return Err(Error::Config("classes must be at least 1".into())),
+        Some(n) if n < all.len() => {
+            // The first n of numpy's shuffle of all ids, kept in name order.
+            let mut ids = crate::numpy_shuffle(all.len(), folder.class_seed);
+            ids.truncate(n);
+            ids.sort_unstable();
+            ids.into_iter().map(|i| all[i].clone()).collect()
+        }
+        _ => all,
+    };
+    let mk = |d: &Path| -> Result<Split> {
+        let (files, labels) = list_split(d, &names)?;
+        Ok(Split {
+            images: Pixels::Files(files.into()),
+            labels,
+            shape: [3, folder.resize, folder.resize],
+        })
+    };
+    Ok(Dataset {
+        kind: DatasetKind::Folder,
+        classes: names.len(),
+        train: mk(&train_dir)?,
+        test: mk(&test_dir)?,
+        class_names: names,
+        dir,
+        norm: Normalization::imagenet(),
+        augment: Augment {
+            crop: folder.crop,
+            pad: 0,
+            flip: true,
+        },
+    })
+}
+
+/// Decodes an image file's bytes.
+pub(crate) fn decode(path: &Path, bytes: &[u8]) -> Result<DynamicImage> {
     let img = image::load_from_memory(bytes)
         .map_err(|e| Error::format(path, format!("cannot decode image: {e}")))?;
     if img.width() == 0 || img.height() == 0 {

@@ -12,6 +12,7 @@ mod cifar;
 mod dataset;
 mod error;
 mod folder;
+mod folder_check;
 mod idx;
 mod loader;
 mod memory;
@@ -24,6 +25,7 @@ pub use dataset::{
 };
 pub use error::{Error, Result};
 pub use folder::{decode_image, random_resized_crop, FolderOptions};
+pub use folder_check::{check_images, image_sizes, BadImage, ImageSizes};
 pub use idx::{gunzip_if_needed, parse_idx_images, parse_idx_labels};
 pub use loader::{Batch, EpochDraws, EpochIter, Loader, Sample};
 pub use memory::{ExemplarMemory, MemoryBudget};

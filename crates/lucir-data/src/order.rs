@@ -62,7 +62,8 @@ impl ClassOrder {
         for (p, &c) in order.iter().enumerate() {
             if c >= classes {
                 return Err(Error::Config(format!(
-                    "class order names class {c}, the dataset has classes 0..{classes}"
+                    "class order names class {c}, the dataset has classes 0–{}",
+                    classes - 1
                 )));
             }
             if position[c] != usize::MAX {

@@ -185,6 +185,12 @@ fn cifar_readers_read_both_formats() {
     );
     assert_eq!(ds.train.labels[13], 3);
     assert_eq!(ds.train.image(13).unwrap()[0], 2);
+    assert_eq!(ds.class_names[3], "3", "no meta file: the ids");
+    // The archive's batches.meta.txt (ten names, then a blank line) names the classes.
+    let names = "airplane\nautomobile\nbird\ncat\ndeer\ndog\nfrog\nhorse\nship\ntruck\n\n";
+    std::fs::write(dir.join("batches.meta.txt"), names).unwrap();
+    let ds = load(DatasetKind::Cifar10, Some(&dir), FolderOptions::default()).unwrap();
+    assert_eq!((&*ds.class_names[3], &*ds.class_names[9]), ("cat", "truck"));
 
     let dir100 = temp_dir("cifar100");
     let recs: Vec<u8> = (0..100u8)
@@ -214,7 +220,7 @@ fn cifar_readers_read_both_formats() {
     std::fs::write(dir100.join("test.bin"), &bad).unwrap();
     let e = load_err(DatasetKind::Cifar100, &dir100);
     assert!(
-        e.contains("test.bin") && e.contains("label 100 is outside 0..100"),
+        e.contains("test.bin") && e.contains("label 100 is outside 0–99"),
         "{e}"
     );
     bad[1] = 0;

@@ -1,7 +1,9 @@
 //! `lucir-driver eval RUN`: evaluates a run's model after a phase (by default the last one it
 //! finished) on the test images of the classes seen by then — CNN and NME accuracy, per-class
-//! accuracy and both confusion matrices as CSV files. `--model FILE` evaluates other weights of
-//! the same shape (another run's export, a PyTorch model) with this run's exemplars.
+//! accuracy and both confusion matrices as CSV files, each class by its dataset id with its
+//! name in a last `name` column (so the columns before it are as they always were).
+//! `--model FILE` evaluates other weights of the same shape (another run's export, a PyTorch
+//! model) with this run's exemplars.
 
 use std::fmt::Write as _;
 use std::io::IsTerminal;
@@ -36,8 +38,20 @@ pub struct EvalArgs {
     pub out: Option<PathBuf>,
 }
 
-/// A square confusion matrix as CSV: rows true class, columns predicted, by class position.
-fn confusion_csv(labels: &[usize], pred: &[usize], classes: &[usize]) -> String {
+/// `field` as one CSV field: quoted (RFC 4180) when it holds a comma, a quote or a line break.
+/// `None` (no name) is an empty field.
+fn csv_field(field: Option<&String>) -> String {
+    let field = field.map_or("", String::as_str);
+    if field.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", field.replace('"', "\"\""))
+    } else {
+        field.to_string()
+    }
+}
+
+/// A square confusion matrix as CSV: rows true class, columns predicted, by class position,
+/// each labelled with its class id; the last column is the row's class name.
+fn confusion_csv(labels: &[usize], pred: &[usize], classes: &[usize], names: &[String]) -> String {
     let n = classes.len();
     let mut m = vec![0usize; n * n];
     for (&y, &p) in labels.iter().zip(pred) {
@@ -49,13 +63,13 @@ fn confusion_csv(labels: &[usize], pred: &[usize], classes: &[usize]) -> String 
     for c in classes {
         let _ = write!(s, ",{c}");
     }
-    s.push('\n');
+    s.push_str(",name\n");
     for (i, c) in classes.iter().enumerate() {
         let _ = write!(s, "{c}");
         for v in &m[i * n..(i + 1) * n] {
             let _ = write!(s, ",{v}");
         }
-        s.push('\n');
+        let _ = writeln!(s, ",{}", csv_field(names.get(*c)));
     }
     s
 }
@@ -73,7 +87,7 @@ fn or_zero(accuracy: f64) -> f64 {
 /// Runs the command.
 pub fn run(args: &EvalArgs) -> Result<()> {
     let cfg = usage(read_config_file(&args.run.join("config.toml"), None))?;
-    let (data, _) = protocol_data(&cfg)?;
+    let (data, _, names) = protocol_data(&cfg)?;
     let last = (0..data.phases.len()).rev().find(|p| {
         args.run
             .join(format!("model-phase-{p}.safetensors"))
@@ -81,10 +95,13 @@ pub fn run(args: &EvalArgs) -> Result<()> {
     });
     let phase = match (args.phase, last) {
         (Some(p), _) if p < data.phases.len() => p,
+        (Some(p), _) if data.phases.len() == 1 => {
+            return usage(Err(format!("--phase {p}: the run has only phase 0")))
+        }
         (Some(p), _) => {
             return usage(Err(format!(
-                "--phase {p}: the run has phases 0..{}",
-                data.phases.len()
+                "--phase {p}: the run has phases 0–{}",
+                data.phases.len() - 1
             )))
         }
         (None, Some(p)) => p,
@@ -150,22 +167,23 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         per_class_accuracy(&cnn, &labels, seen),
         per_class_accuracy(&nme, &labels, seen),
     );
-    let mut per_class = String::from("position,class,test_images,acc_cnn,acc_nme\n");
+    let mut per_class = String::from("position,class,test_images,acc_cnn,acc_nme,name\n");
     for (pos, class) in classes.iter().enumerate() {
         let _ = writeln!(
             per_class,
-            "{pos},{class},{},{:.2},{:.2}",
+            "{pos},{class},{},{:.2},{:.2},{}",
             images[pos],
             or_zero(class_cnn[pos]),
-            or_zero(class_nme[pos])
+            or_zero(class_nme[pos]),
+            csv_field(names.get(*class))
         );
     }
     let acc_cnn = or_zero(accuracy_split(&cnn, &labels, 0).0);
     let acc_nme = or_zero(accuracy_split(&nme, &labels, 0).0);
     write_atomic(&out.join("per_class.csv"), per_class.as_bytes())?;
-    let cnn_csv = confusion_csv(&labels, &cnn, classes);
+    let cnn_csv = confusion_csv(&labels, &cnn, classes, &names);
     write_atomic(&out.join("confusion_cnn.csv"), cnn_csv.as_bytes())?;
-    let nme_csv = confusion_csv(&labels, &nme, classes);
+    let nme_csv = confusion_csv(&labels, &nme, classes, &names);
     write_atomic(&out.join("confusion_nme.csv"), nme_csv.as_bytes())?;
     let summary = serde_json::json!({
         "run": args.run,

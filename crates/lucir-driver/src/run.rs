@@ -128,8 +128,9 @@ pub(crate) fn run_changing_flags(a: &RunArgs) -> Vec<&'static str> {
     given.iter().filter(|(g, _)| *g).map(|(_, f)| *f).collect()
 }
 
-/// The dataset of `cfg`, its class order and phases, checked against the method's settings.
-pub fn protocol_data(cfg: &RunConfig) -> Result<(Arc<ProtocolData>, DatasetKind)> {
+/// The dataset of `cfg`, its class order and phases, checked against the method's settings;
+/// with its kind and class names (by class id).
+pub fn protocol_data(cfg: &RunConfig) -> Result<(Arc<ProtocolData>, DatasetKind, Vec<String>)> {
     let kind = usage(DatasetKind::parse(&cfg.data.dataset))?;
     let folder = FolderOptions {
         resize: cfg.data.resize,
@@ -169,7 +170,7 @@ pub fn protocol_data(cfg: &RunConfig) -> Result<(Arc<ProtocolData>, DatasetKind)
         norm: ds.norm,
         augment: ds.augment,
     };
-    Ok((Arc::new(data), kind))
+    Ok((Arc::new(data), kind, ds.class_names))
 }
 
 /// Sizes rayon's global pool to `n` threads. The pool can be built once per process: a seed
@@ -247,7 +248,7 @@ pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
     }
     // Fails before anything is written when there is no usable GPU.
     let gpu = (cfg.device == "cuda").then(open_gpu).transpose()?;
-    let (data, kind) = protocol_data(&cfg)?;
+    let (data, kind, _) = protocol_data(&cfg)?;
     let baselines = args
         .baseline
         .iter()
