@@ -252,12 +252,18 @@ impl Loader {
     /// The batches of `epoch`, each prepared on a background thread one step ahead; the
     /// iteration ends after the first error (an unreadable image file).
     pub fn epoch(&self, epoch: u64) -> EpochIter {
+        self.epoch_from(epoch, 0)
+    }
+
+    /// The batches of `epoch` from batch `first` on: the same batches as [`Loader::epoch`]
+    /// gives after its first `first`, without rendering those (a run resumed mid-epoch).
+    pub fn epoch_from(&self, epoch: u64, first: usize) -> EpochIter {
         let (tx, rx) = sync_channel(1);
         let me = self.clone();
         let handle = std::thread::spawn(move || {
             let draws = me.draws(epoch);
             let batches = draws.order.chunks(me.batch);
-            for (which, crops) in batches.zip(draws.crops.chunks(me.batch)) {
+            for (which, crops) in batches.zip(draws.crops.chunks(me.batch)).skip(first) {
                 let batch = me.render(which, crops);
                 let failed = batch.is_err();
                 if tx.send(batch).is_err() || failed {

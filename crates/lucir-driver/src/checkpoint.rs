@@ -14,7 +14,8 @@ use sha2::{Digest, Sha256};
 const FORMAT: &str = "lucir-checkpoint";
 /// 2: the wall time of the run so far is stored; training draws come from lucir-data's
 /// per-epoch ChaCha8 streams (a version-1 run would continue with other draws).
-const VERSION: u32 = 2;
+/// 3: a preempted epoch's position (`LearnerState::mid_epoch`) and the [`Machine`] are stored.
+const VERSION: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct File {
@@ -23,6 +24,48 @@ struct File {
     state: LearnerState,
     /// Wall seconds of the run up to this checkpoint, over all its segments.
     wall_seconds: f64,
+    machine: Machine,
+}
+
+/// What decides a run's bits besides its settings: the summation order follows the thread
+/// count, the CPU kernels (AVX-512 direct convolutions or the gemm path) and the device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Machine {
+    /// rayon worker threads (resolved: never 0).
+    pub threads: usize,
+    /// The CPU kernels in use (`lucir_tensor::kernel_path`).
+    pub cpu_kernels: String,
+    /// `cpu` or `cuda`.
+    pub device: String,
+}
+
+impl Machine {
+    /// This process's, for a run on `device`.
+    pub fn current(device: &str) -> Self {
+        Self {
+            threads: rayon::current_num_threads(),
+            cpu_kernels: lucir_tensor::kernel_path().into(),
+            device: device.into(),
+        }
+    }
+
+    /// How `now` differs from `self`, by name (empty: the same bits).
+    pub fn differences(&self, now: &Machine) -> Vec<String> {
+        let mut d = Vec::new();
+        if self.threads != now.threads {
+            d.push(format!("{} threads, now {}", self.threads, now.threads));
+        }
+        if self.cpu_kernels != now.cpu_kernels {
+            d.push(format!(
+                "CPU kernels {}, now {}",
+                self.cpu_kernels, now.cpu_kernels
+            ));
+        }
+        if self.device != now.device {
+            d.push(format!("device {}, now {}", self.device, now.device));
+        }
+        d
+    }
 }
 
 /// A checkpoint's contents.
@@ -32,6 +75,8 @@ pub struct Checkpoint {
     pub state: LearnerState,
     /// Wall seconds of the run up to the checkpoint, over all its segments.
     pub wall_seconds: f64,
+    /// What the run's bits were made with.
+    pub machine: Machine,
 }
 
 /// Paths of the newest and the previous checkpoint of a run folder.
@@ -41,12 +86,13 @@ pub fn paths(run: &Path) -> (PathBuf, PathBuf) {
 }
 
 /// Writes a checkpoint, keeping the former newest one as the previous.
-pub fn save(run: &Path, state: &LearnerState, wall_seconds: f64) -> Result<()> {
+pub fn save(run: &Path, state: &LearnerState, machine: &Machine, wall_seconds: f64) -> Result<()> {
     let mut bytes = postcard::to_stdvec(&File {
         format: FORMAT.into(),
         version: VERSION,
         state: state.clone(),
         wall_seconds,
+        machine: machine.clone(),
     })
     .context("encoding a checkpoint")?;
     let digest = Sha256::digest(&bytes);
@@ -89,8 +135,8 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
         .with_context(|| format!("{}: unreadable checkpoint", path.display()))?;
     if format != FORMAT || version != VERSION {
         bail!(
-            "{}: not a version-{VERSION} lucir checkpoint ({format} v{version}); it was written \
-             by another build of lucir-rs, which must finish it",
+            "{}: a {format} version {version} file, this build reads version {VERSION}; it was \
+             written by another build of lucir-rs, which must finish it",
             path.display()
         );
     }
@@ -99,6 +145,7 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
     Ok(Checkpoint {
         state: file.state,
         wall_seconds: file.wall_seconds,
+        machine: file.machine,
     })
 }
 

@@ -3,7 +3,7 @@
 //! Without a sub-command it runs one class-incremental experiment (default preset
 //! `fmnist-quick`); `lucir-driver data` describes a dataset and `lucir-driver bench` measures
 //! training throughput. Usage errors exit with 2, runtime errors with 1, an interrupted run
-//! (Ctrl-C) with 130, each reported on one line.
+//! (Ctrl-C) with 130, a preempted one (SIGTERM, SIGUSR1) with 75, each reported on one line.
 
 mod bench_cmd;
 mod checkpoint;
@@ -11,11 +11,13 @@ mod data_cmd;
 mod eta;
 mod eval_cmd;
 mod fetch;
+mod lock;
 mod progress;
 mod report;
 mod report_cmd;
 mod run;
 mod run_info;
+mod signals;
 mod sweep;
 
 use std::process::ExitCode;
@@ -69,11 +71,16 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<Usage>().is_none() && signals::preempted().is_some() => {
+            // Not a failure: the run stopped where it can continue.
+            eprintln!("stopped: {}", once_each(&format!("{e:#}")));
+            ExitCode::from(signals::PREEMPTED_EXIT)
+        }
         Err(e) => {
             eprintln!("error: {}", once_each(&format!("{e:#}")));
             if e.downcast_ref::<Usage>().is_some() {
                 ExitCode::from(2)
-            } else if progress::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+            } else if signals::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
                 // 128 + SIGINT, as shells report a program stopped by Ctrl-C.
                 ExitCode::from(130)
             } else {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -14,9 +14,7 @@ use lucir_nn::{save_state, write_atomic};
 use crate::checkpoint;
 use crate::eta::{self, Plan, Rates};
 use crate::report::{write_all, RunResults};
-
-/// Set by the Ctrl-C handler; the run stops at the next step, its last checkpoint intact.
-pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+use crate::signals::{self, INTERRUPTED};
 
 /// How progress is shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +61,8 @@ pub struct Progress {
     phases: usize,
     /// The run's work, for the estimate of the time left.
     pub plan: Plan,
+    /// What decides the run's bits besides its settings, recorded in every checkpoint.
+    pub machine: checkpoint::Machine,
     /// Rates measured so far.
     rates: Rates,
     /// Seconds spent outside epochs in this phase (herding, class means, testing…), and
@@ -131,6 +131,7 @@ impl Progress {
             earlier,
             phases: 0,
             plan: Plan::default(),
+            machine: checkpoint::Machine::current(""),
             rates: Rates::default(),
             between: (0.0, Instant::now()),
             in_epoch: false,
@@ -163,7 +164,7 @@ impl Progress {
     }
 
     /// Shows a progress line and appends it to the run folder's `train.log`.
-    pub fn line(&self, text: &str) {
+    pub fn line(&self, text: &str) -> lucir_method::Result<()> {
         match self.display {
             Display::Quiet => {}
             Display::Bars if self.run_bar.is_some() || self.bar.is_some() => {
@@ -171,14 +172,19 @@ impl Progress {
             }
             _ => eprintln!("{text}"),
         }
-        let log = std::fs::OpenOptions::new()
+        self.log(text).map_err(to_method_err)
+    }
+
+    /// Appends a timestamped line to the run folder's `train.log`. A failed write (a full
+    /// disk) is an error naming the file: the log is part of the run's record.
+    pub fn log(&self, text: &str) -> anyhow::Result<()> {
+        let path = self.dir.join("train.log");
+        std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("train.log"));
-        // The log is a convenience: a failure to append must not stop training.
-        if let Ok(mut f) = log {
-            let _ = writeln!(f, "{}  {text}", crate::run_info::now());
-        }
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{}  {text}", crate::run_info::now()))
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
     }
 
     /// Wall seconds of the run: earlier segments and this one.
@@ -214,6 +220,17 @@ impl Observer for Progress {
                 self.dir.display()
             )));
         }
+        // A preemption inside training is the learner's to stop at the next step (after
+        // checkpointing there); anywhere else the run stops now, at its last checkpoint.
+        let training = matches!(e, Event::Batch { .. } | Event::EpochEnd { .. });
+        if let (Some(signal), false) = (signals::preempted(), training) {
+            for bar in [self.bar.take(), self.run_bar.take()].into_iter().flatten() {
+                bar.abandon();
+            }
+            return Err(lucir_method::Error::Preempted(format!(
+                "{signal} outside training; the last checkpoint is kept"
+            )));
+        }
         self.count_between();
         match e {
             Event::PhaseStart {
@@ -232,9 +249,9 @@ impl Observer for Progress {
                     new.len(),
                     samples,
                     lambda
-                ))
+                ))?;
             }
-            Event::Stage { phase, what } => self.line(&format!("phase {phase}: {what}")),
+            Event::Stage { phase, what } => self.line(&format!("phase {phase}: {what}"))?,
             Event::EpochStart {
                 phase,
                 stage,
@@ -325,7 +342,7 @@ impl Observer for Progress {
                     loss.lf,
                     loss.mr,
                     loss.kd
-                ));
+                ))?;
                 let row = format!(
                     "{phase},{stage},{},{lr},{},{},{},{},{},{seconds:.3}",
                     epoch + 1,
@@ -335,18 +352,29 @@ impl Observer for Progress {
                     loss.mr,
                     loss.kd
                 );
+                let path = self.dir.join("metrics.csv");
                 std::fs::OpenOptions::new()
                     .append(true)
-                    .open(self.dir.join("metrics.csv"))
+                    .open(&path)
                     .and_then(|mut f| writeln!(f, "{row}"))
-                    .map_err(to_method_err)?;
+                    .map_err(|e| to_method_err(format!("{}: {e}", path.display())))?;
             }
         }
         Ok(())
     }
 
+    fn preempted(&self) -> bool {
+        signals::preempted().is_some()
+    }
+
     fn epoch_done(&mut self, learner: &IncrementalLearner) -> lucir_method::Result<()> {
-        checkpoint::save(&self.dir, &learner.snapshot(), self.elapsed()).map_err(to_method_err)
+        checkpoint::save(
+            &self.dir,
+            &learner.snapshot(),
+            &self.machine,
+            self.elapsed(),
+        )
+        .map_err(to_method_err)
     }
 
     fn phase_done(
@@ -354,7 +382,13 @@ impl Observer for Progress {
         r: &PhaseResult,
         learner: &IncrementalLearner,
     ) -> lucir_method::Result<()> {
-        checkpoint::save(&self.dir, &learner.snapshot(), self.elapsed()).map_err(to_method_err)?;
+        checkpoint::save(
+            &self.dir,
+            &learner.snapshot(),
+            &self.machine,
+            self.elapsed(),
+        )
+        .map_err(to_method_err)?;
         self.count_between();
         let forward = self.plan.phases.get(r.phase).map_or(0, |w| w.forward);
         if forward > 0 {
@@ -390,7 +424,7 @@ impl Observer for Progress {
             r.acc_old_cnn.map_or("-".into(), |v| format!("{v:.2}")),
             r.acc_new_cnn,
             r.sigma.map_or("-".into(), |v| format!("{v:.3}"))
-        ));
+        ))?;
         if r.phase + 1 >= self.phases {
             if let Some(run) = self.run_bar.take() {
                 run.finish_and_clear();

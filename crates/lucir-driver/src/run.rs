@@ -1,7 +1,6 @@
 //! `lucir-driver` without a sub-command: one class-incremental experiment.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -10,7 +9,7 @@ use lucir_method::{run_protocol, IncrementalLearner, Method, ProtocolData};
 use lucir_nn::write_atomic;
 
 use crate::checkpoint;
-use crate::progress::{start_metrics, INTERRUPTED};
+use crate::progress::start_metrics;
 use crate::progress::{Display, Progress};
 use crate::report::{read_results, table, write_all, RunResults};
 use crate::run_info::RunInfo;
@@ -220,7 +219,9 @@ fn resumed_settings(args: &RunArgs, dir: &Path) -> Result<RunConfig> {
             ..args.clone()
         };
         let now = usage(config::apply(&over))?;
-        let changed = config::changes(&cfg, &now, &[]);
+        // The thread count is how the run computes, not what: `--threads` may name the count
+        // its checkpoint was made with (checked against it in `run_one`).
+        let changed = config::changes(&cfg, &now, &["threads"]);
         if !changed.is_empty() {
             return usage(Err(format!(
                 "--resume continues a run with the settings in its config.toml; the flags \
@@ -243,8 +244,12 @@ pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
         print!("{}", config_text(&cfg)?);
         return Ok(());
     }
-    if cfg.threads > 0 {
-        set_threads(cfg.threads)?;
+    let threads = match &args.resume {
+        Some(_) => args.threads.unwrap_or(cfg.threads),
+        None => cfg.threads,
+    };
+    if threads > 0 {
+        set_threads(threads)?;
     }
     // Fails before anything is written when there is no usable GPU.
     let gpu = (cfg.device == "cuda").then(open_gpu).transpose()?;
@@ -258,6 +263,9 @@ pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
         (Some(d), _) | (None, Some(d)) => d.clone(),
         (None, None) => PathBuf::from("runs").join(format!("{}-{}", timestamp(), cfg.preset)),
     };
+    std::fs::create_dir_all(dir.join("checkpoints"))
+        .with_context(|| format!("creating run folder {}", dir.display()))?;
+    let _lock = crate::lock::lock(&dir)?;
     if args.resume.is_none() {
         if checkpoint::paths(&dir).0.is_file() {
             bail!(
@@ -266,17 +274,10 @@ pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
                 dir.display()
             );
         }
-        std::fs::create_dir_all(dir.join("checkpoints"))
-            .with_context(|| format!("creating run folder {}", dir.display()))?;
         write_atomic(&dir.join("config.toml"), config_text(&cfg)?.as_bytes())?;
     }
-    // Ctrl-C: stop at the next step; the checkpoint of the last finished epoch stays valid.
-    static HANDLER: std::sync::Once = std::sync::Once::new();
-    let mut installed = Ok(());
-    HANDLER.call_once(|| {
-        installed = ctrlc::set_handler(|| INTERRUPTED.store(true, Ordering::SeqCst));
-    });
-    installed.context("installing the Ctrl-C handler")?;
+    // Ctrl-C, SIGTERM and SIGUSR1 (see `signals`).
+    crate::signals::install()?;
 
     let display = Display::pick(args.quiet);
     if display != Display::Quiet {
@@ -307,6 +308,7 @@ pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
         avg_inc_acc_nme: f64::NAN,
         wall_seconds: 0.0,
     };
+    let machine = checkpoint::Machine::current(&cfg.device);
     let (mut earlier, mut resumed_at) = (0.0, None);
     let mut learner = match &args.resume {
         Some(d) => {
@@ -321,12 +323,35 @@ pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
                 );
                 return Ok(());
             }
+            let differences = ckpt.machine.differences(&machine);
+            if !differences.is_empty() {
+                let what = differences.join(", ");
+                if !args.allow_different_threads {
+                    return usage(Err(format!(
+                        "{} was computed with {what}: continuing would change its bits (the \
+                         summation order); resume with --threads {} where the thread count \
+                         differs, or give --allow-different-threads to continue anyway",
+                        from.display(),
+                        ckpt.machine.threads
+                    )));
+                }
+                eprintln!(
+                    "warning: continuing {} with {what} (--allow-different-threads)",
+                    d.display()
+                );
+            }
             earlier = ckpt.wall_seconds;
             resumed_at = Some(state.training.unwrap_or((state.results.len(), 0)));
             if display != Display::Quiet {
-                let at = match state.training {
-                    Some((p, e)) => format!("phase {p} after epoch {e}"),
-                    None => format!("after phase {}", state.results.len().saturating_sub(1)),
+                let at = match (state.training, state.mid_epoch) {
+                    (Some((p, e)), Some(m)) => {
+                        format!(
+                            "phase {p} after epoch {e} and {} steps of the next",
+                            m.steps
+                        )
+                    }
+                    (Some((p, e)), None) => format!("phase {p} after epoch {e}"),
+                    (None, _) => format!("after phase {}", state.results.len().saturating_sub(1)),
                 };
                 eprintln!("resuming from {} ({at})", from.display());
             }
@@ -347,14 +372,24 @@ pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
     use_gpu(&mut learner, gpu, display);
     let mut results = results;
     results.set_phases(learner.results.clone());
-    let mut info = RunInfo::start(RunInfo::earlier(&dir), earlier);
+    let mut info = RunInfo::start(RunInfo::earlier(&dir), earlier, &machine);
     info.write(&dir)?;
     start_metrics(&dir, resumed_at)?;
     let mut progress = Progress::new(display, dir.clone(), (results, baselines.clone()), earlier);
     progress.plan = crate::eta::Plan::new(learner.data(), &cfg.method);
+    progress.machine = machine;
     let outcome = run_protocol(&mut learner, &mut progress);
     info.finish(progress.elapsed());
     info.write(&dir)?;
+    if let (Err(e), Some(signal)) = (&outcome, crate::signals::preempted()) {
+        let text = format!(
+            "{signal}: {e}; continue with --resume {} (exit {})",
+            dir.display(),
+            crate::signals::PREEMPTED_EXIT
+        );
+        progress.log(&format!("preempted by {text}"))?;
+        bail!("preempted by {text}");
+    }
     outcome?;
     progress.results.wall_seconds = progress.elapsed();
     write_all(&dir, &progress.results, &baselines)?;

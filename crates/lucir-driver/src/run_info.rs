@@ -19,6 +19,10 @@ pub struct Segment {
     pub end: Option<String>,
     /// The command line.
     pub command: Vec<String>,
+    /// Threads, CPU kernels and device of the segment (what decides the bits besides the
+    /// settings; a resume with others is refused unless asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<crate::checkpoint::Machine>,
 }
 
 /// The content of `run.json`.
@@ -62,12 +66,17 @@ fn cpu_model() -> String {
 impl RunInfo {
     /// The info of this process, with `earlier` segments (of a resumed run) before a new one
     /// starting now.
-    pub fn start(earlier: Vec<Segment>, wall_seconds: f64) -> Self {
+    pub fn start(
+        earlier: Vec<Segment>,
+        wall_seconds: f64,
+        machine: &crate::checkpoint::Machine,
+    ) -> Self {
         let mut segments = earlier;
         segments.push(Segment {
             start: now(),
             end: None,
             command: std::env::args().collect(),
+            machine: Some(machine.clone()),
         });
         Self {
             version: env!("CARGO_PKG_VERSION").into(),

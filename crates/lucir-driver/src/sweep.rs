@@ -218,23 +218,44 @@ fn write_slurm(
         "#!/usr/bin/env bash\n\
          # A seed sweep of lucir-driver as a Slurm job array: submit with `sbatch {file}`;\n\
          # when every task has finished: {exe} report {base_q}\n\
+         # Before a time limit or a preemption Slurm sends SIGUSR1 (120 s ahead): the run\n\
+         # checkpoints after its current step and exits {code}, and the task is requeued; the\n\
+         # requeued task continues its seed's run folder.\n\
          #SBATCH --job-name=lucir-sweep\n\
          #SBATCH --array=0-{last}\n\
          #SBATCH --cpus-per-task={cpus}\n\
          #SBATCH --output={base}/slurm-%A_%a.out\n\
-         set -euo pipefail\n\
+         #SBATCH --signal=B:USR1@120\n\
+         #SBATCH --requeue\n\
+         #SBATCH --open-mode=append\n\
+         set -uo pipefail\n\
          SEEDS=({seeds})\n\
          SEED=${{SEEDS[$SLURM_ARRAY_TASK_ID]}}\n\
          DIR={base_q}/seed-$SEED\n\
          if [ -f \"$DIR/checkpoints/latest.ckpt\" ] || [ -f \"$DIR/checkpoints/previous.ckpt\" ]; then\n\
-         \x20 exec {exe} --resume \"$DIR\" --quiet\n\
+         \x20 {exe} --resume \"$DIR\" --quiet &\n\
+         else\n\
+         \x20 {exe} --config {settings} --seed \"$SEED\" --out \"$DIR\" --quiet &\n\
          fi\n\
-         exec {exe} --config {settings} --seed \"$SEED\" --out \"$DIR\" --quiet\n",
+         CHILD=$!\n\
+         # `--signal=B:` signals this shell only: pass it on to the run.\n\
+         trap 'kill -USR1 \"$CHILD\" 2>/dev/null' USR1 TERM\n\
+         STATUS=0\n\
+         wait \"$CHILD\" || STATUS=$?\n\
+         # A trapped signal ends `wait` early (status > 128): wait for the run itself.\n\
+         while kill -0 \"$CHILD\" 2>/dev/null; do STATUS=0; wait \"$CHILD\" || STATUS=$?; done\n\
+         if [ \"$STATUS\" -gt 128 ]; then wait \"$CHILD\"; STATUS=$?; fi\n\
+         if [ \"$STATUS\" -eq {code} ]; then\n\
+         \x20 scontrol requeue \"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}\"\n\
+         \x20 exit 0\n\
+         fi\n\
+         exit \"$STATUS\"\n",
         file = script.display(),
         last = seeds.len() - 1,
         base = base_abs.display(),
         seeds = list.join(" "),
         settings = sh_quote(&settings.display().to_string()),
+        code = crate::signals::PREEMPTED_EXIT,
     );
     write_atomic(script, text.as_bytes())
         .with_context(|| format!("writing the Slurm script {}", script.display()))?;

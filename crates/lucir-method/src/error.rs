@@ -43,6 +43,10 @@ pub enum Error {
     /// The observer asked to stop (e.g. Ctrl-C) or failed.
     #[error("{0}")]
     Stopped(String),
+    /// The observer asked to stop for a preemption ([`crate::Observer::preempted`]): the
+    /// learner was checkpointed after its last step and the run can be resumed exactly.
+    #[error("{0}")]
+    Preempted(String),
 }
 
 /// Result of a method call.

@@ -32,7 +32,9 @@ pub use features::Features;
 pub use gpu_heads::GpuHeads;
 pub use herding::{herding, herding_ref};
 pub use imprint::imprint_weights;
-pub use learner::{IncrementalLearner, Learner, LearnerState, PhaseContext, PhaseEval, TrainStats};
+pub use learner::{
+    IncrementalLearner, Learner, LearnerState, MidEpoch, PhaseContext, PhaseEval, TrainStats,
+};
 pub use network::{Head, Network};
 pub use protocol::{
     run_protocol, Event, Observer, PhaseResult, ProtocolData, ProtocolResult, Stage,

@@ -139,6 +139,13 @@ pub trait Observer {
         let _ = learner;
         Ok(())
     }
+    /// Whether the run is to stop for a preemption, asked after every training step. When it
+    /// is, the learner finishes the step, records where it is inside the epoch
+    /// ([`crate::LearnerState::mid_epoch`]), calls [`Observer::epoch_done`] to have itself
+    /// checkpointed, and returns [`crate::Error::Preempted`].
+    fn preempted(&self) -> bool {
+        false
+    }
 }
 
 /// Everything reported about one phase (accuracies in percent). The accuracies are the phase's

@@ -10,7 +10,7 @@ use lucir_tensor::{Float, Tensor};
 use crate::{Error, Method, MethodConfig, Network, Result, Stage};
 
 /// Loss terms of a step or the mean over an epoch.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LossTerms {
     /// Total loss.
     pub total: f64,

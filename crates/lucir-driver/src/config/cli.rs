@@ -20,6 +20,11 @@ pub struct RunArgs {
     /// Continue the run in this folder where it stopped.
     #[arg(long)]
     pub resume: Option<PathBuf>,
+    /// With --resume: continue even where the thread count, the CPU kernels or the device
+    /// differ from the checkpoint's (the run's later bits then differ from an uninterrupted
+    /// run's; run.json records each segment's).
+    #[arg(long, requires = "resume")]
+    pub allow_different_threads: bool,
     /// lucir, finetune or icarl.
     #[arg(long)]
     pub method: Option<String>,

@@ -6,7 +6,7 @@
 mod lifecycle;
 mod state;
 
-pub use state::LearnerState;
+pub use state::{LearnerState, MidEpoch};
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -114,6 +114,8 @@ pub struct IncrementalLearner {
     /// loaded with [`Network::load_safetensors`]).
     pub skip_base_training: bool,
     sgd: Option<Sgd<f32>>,
+    /// Where the epoch after `training`'s completed ones stopped, if it did inside.
+    mid_epoch: Option<MidEpoch>,
     #[cfg(feature = "cuda")]
     gpu: Option<crate::GpuHeads>,
     data: Arc<ProtocolData>,
@@ -154,6 +156,7 @@ impl IncrementalLearner {
             training: None,
             skip_base_training: false,
             sgd: None,
+            mid_epoch: None,
             #[cfg(feature = "cuda")]
             gpu: None,
             data,
@@ -274,6 +277,11 @@ impl IncrementalLearner {
             (false, Some((p, done)), Some(sgd)) if p == ctx.phase => (done, sgd),
             _ => (0, Sgd::new(self.cfg.momentum)),
         };
+        // A preempted epoch continues after its last step, with the sums of the steps done.
+        let mut partial = match (cbf, self.mid_epoch.take()) {
+            (false, Some(m)) if self.training == Some((ctx.phase, first)) => Some(m),
+            _ => None,
+        };
         let start = Instant::now();
         let mut stats = TrainStats::default();
         let batches = loader.batches();
@@ -288,9 +296,18 @@ impl IncrementalLearner {
                 lr,
             })?;
             let t0 = Instant::now();
-            let mut sum = LossTerms::default();
-            let mut seen = 0usize;
-            for (step, batch) in loader.epoch(epoch as u64).enumerate() {
+            let done = partial.take().unwrap_or(MidEpoch {
+                steps: 0,
+                sum: LossTerms::default(),
+                images: 0,
+                seconds: 0.0,
+            });
+            let (mut sum, mut seen) = (done.sum, done.images);
+            for (step, batch) in loader
+                .epoch_from(epoch as u64, done.steps)
+                .enumerate()
+                .map(|(i, b)| (i + done.steps, b))
+            {
                 let batch = batch?;
                 let n = batch.labels.len();
                 let terms = self.step(ctx, batch.images, &batch.labels, lr, stage, &mut sgd)?;
@@ -318,6 +335,15 @@ impl IncrementalLearner {
                     batches,
                     loss: terms,
                 })?;
+                if obs.preempted() && step + 1 < batches {
+                    let done = MidEpoch {
+                        steps: step + 1,
+                        sum,
+                        images: seen,
+                        seconds: done.seconds + t0.elapsed().as_secs_f64(),
+                    };
+                    return Err(self.preempt(ctx, stage, epoch, sgd, obs, done));
+                }
             }
             let mean = sum.scaled(1.0 / seen.max(1) as f64);
             stats.last_epoch = mean;
@@ -328,7 +354,7 @@ impl IncrementalLearner {
                 epochs,
                 loss: mean,
                 lr,
-                seconds: t0.elapsed().as_secs_f64(),
+                seconds: done.seconds + t0.elapsed().as_secs_f64(),
             })?;
             if !cbf {
                 self.training = Some((ctx.phase, epoch + 1));
@@ -339,9 +365,47 @@ impl IncrementalLearner {
                     .take()
                     .unwrap_or_else(|| Sgd::new(self.cfg.momentum));
             }
+            if obs.preempted() {
+                return Err(Error::Preempted(format!(
+                    "stopped after phase {} {stage} epoch {}",
+                    ctx.phase,
+                    epoch + 1
+                )));
+            }
         }
         stats.seconds = start.elapsed().as_secs_f64();
         Ok(stats)
+    }
+
+    /// Stops a preempted training stage after a step: the phase's training is checkpointed
+    /// there (`done` says where inside the epoch); class-balanced fine-tuning, which is never
+    /// checkpointed, is redone whole from the checkpoint at the end of the phase's training.
+    fn preempt(
+        &mut self,
+        ctx: &PhaseContext,
+        stage: Stage,
+        epoch: usize,
+        sgd: Sgd<f32>,
+        obs: &mut dyn Observer,
+        done: MidEpoch,
+    ) -> Error {
+        let at = format!(
+            "stopped in phase {} {stage} epoch {} after step {}",
+            ctx.phase,
+            epoch + 1,
+            done.steps
+        );
+        if stage == Stage::Train {
+            self.training = Some((ctx.phase, epoch));
+            self.mid_epoch = Some(done);
+            self.sgd = Some(sgd);
+            let saved = obs.epoch_done(self);
+            self.mid_epoch = None;
+            if let Err(e) = saved {
+                return e;
+            }
+        }
+        Error::Preempted(at)
     }
 
     /// One SGD step on a batch; returns its loss terms.

@@ -34,6 +34,23 @@ pub struct LearnerState {
     pub history: Vec<Vec<f64>>,
     /// Results of the completed phases.
     pub results: Vec<PhaseResult>,
+    /// Where a training epoch stopped, when the run was preempted inside one (the epoch is the
+    /// one after `training`'s completed epochs).
+    pub mid_epoch: Option<MidEpoch>,
+}
+
+/// A training epoch stopped after some of its steps: what the rest of it continues from.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MidEpoch {
+    /// Steps done.
+    pub steps: usize,
+    /// Sum over the steps done of each loss term × its batch size (the epoch's mean is this
+    /// over `images`).
+    pub sum: crate::LossTerms,
+    /// Images trained on in the steps done.
+    pub images: usize,
+    /// Wall seconds the steps done took.
+    pub seconds: f64,
 }
 
 impl IncrementalLearner {
@@ -58,6 +75,7 @@ impl IncrementalLearner {
             class_means: self.class_means.clone(),
             history: self.history.clone(),
             results: self.results.clone(),
+            mid_epoch: self.mid_epoch,
         }
     }
 
@@ -123,6 +141,7 @@ impl IncrementalLearner {
         l.class_means = state.class_means;
         l.history = state.history;
         l.results = state.results;
+        l.mid_epoch = state.mid_epoch.filter(|_| training);
         Ok(l)
     }
 }
