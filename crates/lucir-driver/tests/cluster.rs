@@ -158,11 +158,14 @@ fn slurm_tasks_are_requeued_after_preemption() {
             .stderr(Stdio::piped());
         c
     };
-    let mut job = task().spawn().unwrap();
+    let job = task().spawn().unwrap();
     let log = sweep.join("seed-4/train.log");
     let t0 = std::time::Instant::now();
     while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains("phase 1 train epoch 1/3")) {
-        assert!(t0.elapsed().as_secs() < 120, "the task never reached phase 1");
+        assert!(
+            t0.elapsed().as_secs() < 120,
+            "the task never reached phase 1"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     signal(&job, libc::SIGUSR1);
@@ -209,7 +212,10 @@ fn a_second_process_on_a_run_folder_is_refused() {
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(
-        e.contains(&format!("is in use by lucir-driver pid {} on host", child.id())),
+        e.contains(&format!(
+            "is in use by lucir-driver pid {} on host",
+            child.id()
+        )),
         "{e}"
     );
     signal(&child, libc::SIGKILL);
@@ -240,7 +246,10 @@ fn resumes_that_would_change_the_bits_are_refused() {
         .unwrap();
     let e = stderr(&one);
     assert_eq!(one.status.code(), Some(2), "{e}");
-    assert!(e.contains("2 threads, now 1") && e.contains("--threads 2"), "{e}");
+    assert!(
+        e.contains("2 threads, now 1") && e.contains("--threads 2"),
+        "{e}"
+    );
     // Naming the checkpoint's count keeps the bits; so the thread count may be given.
     let ckpt = run.join("checkpoints/latest.ckpt");
     let bytes = std::fs::read(&ckpt).unwrap();
@@ -259,7 +268,10 @@ fn resumes_that_would_change_the_bits_are_refused() {
     let o = driver(&["--resume", r, "--quiet"]);
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
-    assert!(e.contains("version 2") && e.contains("reads version 3"), "{e}");
+    assert!(
+        e.contains("version 2") && e.contains("reads version 3"),
+        "{e}"
+    );
     std::fs::write(&ckpt, &bytes).unwrap();
 
     let allowed = Command::new(env!("CARGO_BIN_EXE_lucir-driver"))
@@ -323,10 +335,17 @@ fn a_full_disk_keeps_the_last_checkpoint() {
     let o = limited(&["--resume", b.to_str().unwrap(), "--quiet"], 64 << 10);
     let e = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{e}");
-    assert!(e.contains("File too large") && e.contains("latest.ckpt"), "{e}");
+    assert!(
+        e.contains("File too large") && e.contains("latest.ckpt"),
+        "{e}"
+    );
     assert_eq!(e.trim_end().lines().count(), 1, "{e}");
     assert_eq!(e.matches("File too large").count(), 1, "{e}");
-    assert_eq!(std::fs::read(&ckpt).unwrap(), before, "the last checkpoint is intact");
+    assert_eq!(
+        std::fs::read(&ckpt).unwrap(),
+        before,
+        "the last checkpoint is intact"
+    );
     let leftovers: Vec<_> = std::fs::read_dir(b.join("checkpoints"))
         .unwrap()
         .filter_map(|e| e.ok())

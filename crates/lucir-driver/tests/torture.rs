@@ -142,10 +142,17 @@ fn runs_killed_at_random_moments_end_exactly_as_uninterrupted_ones() {
                 let out = child.wait_with_output().unwrap();
                 assert!(s.success(), "{}", String::from_utf8_lossy(&out.stderr));
                 if b.join("results.json").is_file()
-                    && results_without_timings(&b)["phases"].as_array().unwrap().len() == 3
+                    && results_without_timings(&b)["phases"]
+                        .as_array()
+                        .unwrap()
+                        .len()
+                        == 3
                 {
                     // Finished before the kill: start again from scratch for the kills left.
-                    eprintln!("torture: the run finished before kill {}", moments.len() + 1);
+                    eprintln!(
+                        "torture: the run finished before kill {}",
+                        moments.len() + 1
+                    );
                     std::fs::remove_dir_all(&b).unwrap();
                     std::fs::create_dir_all(&b).unwrap();
                     started = false;
@@ -171,7 +178,11 @@ fn runs_killed_at_random_moments_end_exactly_as_uninterrupted_ones() {
     } else {
         driver(&small_run_args(d, b.to_str().unwrap()))
     };
-    assert!(last.status.success(), "{}", String::from_utf8_lossy(&last.stderr));
+    assert!(
+        last.status.success(),
+        "{}",
+        String::from_utf8_lossy(&last.stderr)
+    );
 
     let mut tally: Vec<(String, usize)> = Vec::new();
     for m in &moments {
@@ -180,7 +191,10 @@ fn runs_killed_at_random_moments_end_exactly_as_uninterrupted_ones() {
             None => tally.push((m.clone(), 1)),
         }
     }
-    eprintln!("torture: {} kills survived; killed during: {tally:?}", moments.len());
+    eprintln!(
+        "torture: {} kills survived; killed during: {tally:?}",
+        moments.len()
+    );
     assert_eq!(results_without_timings(&a), results_without_timings(&b));
     assert!(models(&a) == models(&b), "model files differ");
     assert_eq!(metrics(&a), metrics(&b));
