@@ -7,7 +7,7 @@ pub enum Error {
     #[error(transparent)]
     Tensor(#[from] lucir_tensor::Error),
     /// A class label is not a valid column of the logits.
-    #[error("{op}: label {label} at row {row} is outside 0..{classes}")]
+    #[error("{op}: label {label} at row {row} is not a class (there are {classes})")]
     Label {
         op: &'static str,
         row: usize,

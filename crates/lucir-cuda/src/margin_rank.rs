@@ -118,7 +118,7 @@ impl Gpu {
                 if l >= c {
                     Err(Error::Shape {
                         op,
-                        detail: format!("label {l} outside 0..{c}"),
+                        detail: format!("label {l} is not a class (there are {c})"),
                     })
                 } else {
                     i32_of(op, l)

@@ -75,6 +75,13 @@ fn moment(dir: &Path) -> String {
     }
 }
 
+/// Run `b` ended exactly as run `a`: results without timings, model files, metrics.
+fn assert_same(a: &Path, b: &Path) {
+    assert_eq!(results_without_timings(a), results_without_timings(b));
+    assert!(models(a) == models(b), "model files differ");
+    assert_eq!(metrics(a), metrics(b));
+}
+
 #[test]
 fn runs_killed_at_random_moments_end_exactly_as_uninterrupted_ones() {
     let kills: usize = std::env::var("LUCIR_KILLS")
@@ -109,7 +116,7 @@ fn runs_killed_at_random_moments_end_exactly_as_uninterrupted_ones() {
     let whole = t0.elapsed().as_secs_f64();
 
     let mut moments: Vec<String> = Vec::new();
-    let mut started = false;
+    let (mut started, mut finished_runs) = (false, 0);
     while moments.len() < kills {
         let mut args = vec!["--quiet"];
         let b_str = b.to_str().unwrap().to_string();
@@ -148,11 +155,10 @@ fn runs_killed_at_random_moments_end_exactly_as_uninterrupted_ones() {
                         .len()
                         == 3
                 {
-                    // Finished before the kill: start again from scratch for the kills left.
-                    eprintln!(
-                        "torture: the run finished before kill {}",
-                        moments.len() + 1
-                    );
+                    // Finished before the next kill: it must have ended exactly as the
+                    // uninterrupted run; then a new run takes the kills left.
+                    assert_same(&a, &b);
+                    finished_runs += 1;
                     std::fs::remove_dir_all(&b).unwrap();
                     std::fs::create_dir_all(&b).unwrap();
                     started = false;
@@ -191,13 +197,13 @@ fn runs_killed_at_random_moments_end_exactly_as_uninterrupted_ones() {
             None => tally.push((m.clone(), 1)),
         }
     }
+    assert_same(&a, &b);
     eprintln!(
-        "torture: {} kills survived; killed during: {tally:?}",
-        moments.len()
+        "torture: {} kills survived by {} runs, each ending exactly as the uninterrupted one; \
+         killed during: {tally:?}",
+        moments.len(),
+        finished_runs + 1
     );
-    assert_eq!(results_without_timings(&a), results_without_timings(&b));
-    assert!(models(&a) == models(&b), "model files differ");
-    assert_eq!(metrics(&a), metrics(&b));
     for dir in [&data, &a, &b] {
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -141,8 +141,10 @@ impl MethodConfig {
             if ms.windows(2).any(|w| w[0] > w[1]) || ms.iter().any(|&m| m == 0 || m >= self.epochs)
             {
                 return bad(format!(
-                    "milestones {ms:?} must not decrease and must lie in 1..{} (epochs = {})",
-                    self.epochs, self.epochs
+                    "milestones {ms:?} must not decrease and must lie between 1 and {} (epochs = \
+                     {})",
+                    self.epochs - 1,
+                    self.epochs
                 ));
             }
         }

@@ -18,7 +18,11 @@ impl<T: Float> Tape<T> {
         if start > end || end > c {
             return Err(Error::invalid(
                 "slice_cols",
-                format!("range {start}..{end} outside 0..{c}"),
+                format!(
+                    "columns {start}–{} outside 0–{}",
+                    end.saturating_sub(1),
+                    c.saturating_sub(1)
+                ),
             ));
         }
         let w = end - start;
