@@ -6,6 +6,12 @@ average pooling) with a cosine classifier (learnable scale) and cross-entropy, t
 5e-4, lr 0.1) on a fixed random batch. Prints one JSON line like the Rust bench.
 
     python benches/reference/pytorch_train_step.py --model resnet32 --threads 2
+    python benches/reference/pytorch_train_step.py --model resnet32 --input 3x32x32 --device cuda
+    python benches/reference/pytorch_train_step.py --device cuda --compile   # CUDA graphs
+
+On CUDA the timing synchronises before and after the timed steps (not inside), reports the
+peak GPU memory, and `--compile` wraps the step in torch.compile(mode="reduce-overhead"),
+which captures it in CUDA graphs.
 """
 
 import argparse
@@ -38,34 +44,55 @@ def main():
     p.add_argument("--input", default="1x28x28")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--compile", action="store_true",
+                   help='torch.compile(mode="reduce-overhead") around the step (CUDA graphs)')
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    dev = torch.device(a.device)
     c, h, w = (int(v) for v in a.input.split("x"))
     n = {"resnet20": 3, "resnet32": 5, "resnet56": 9}[a.model]
-    net = ResNet(n, c, CosineLinear(64, 10))
+    net = ResNet(n, c, CosineLinear(64, 10)).to(dev)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
-    x = torch.rand(a.batch, c, h, w) * 2 - 1
-    y = torch.arange(a.batch) % 10
+    x = (torch.rand(a.batch, c, h, w) * 2 - 1).to(dev)
+    y = (torch.arange(a.batch) % 10).to(dev)
 
     def step():
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(net(x), y).backward()
         opt.step()
 
-    for _ in range(3):
+    if a.compile:
+        step = torch.compile(step, mode="reduce-overhead")
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    # Compilation and graph capture happen in the warm-up.
+    for _ in range(10 if a.compile else 3):
         step()
+    sync()
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
     for _ in range(a.steps):
         step()
+    sync()
     secs = time.perf_counter() - t0
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({
+    out = {
         "model": a.model, "batch": a.batch, "input": a.input, "threads": a.threads,
+        "device": a.device, "compile": a.compile,
         "framework": f"pytorch {torch.__version__}",
         "images_per_s": round(a.batch * a.steps / secs, 1), "peak_rss_mb": round(rss_mb, 1),
         "rss_after_import_mb": round(rss_import_mb, 1),
-    }))
+    }
+    if dev.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(0)
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

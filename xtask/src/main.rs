@@ -5,10 +5,13 @@
 //!   registers and spills for sm_90.
 //! - `bench [criterion args]`: run the criterion benchmarks and the `lucir-driver bench`
 //!   throughput runs, and record the GPU head table in docs/perf.md when a GPU ran it.
+//! - `gpu-check [--out DIR]`: build the CUDA test and bench binaries and the driver here and
+//!   write the script that verifies them on a GPU machine (see `gpu_check.rs`).
 //! - `tidy`: the house rules over every tracked source file (module docs, `SAFETY:` comments,
 //!   file length; see `tidy.rs`).
 
 mod bench;
+mod gpu_check;
 mod kernels;
 mod tidy;
 
@@ -20,8 +23,13 @@ fn main() -> Result<()> {
         Some("kernels") => kernels::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("tidy") => tidy::run(&args[1..]),
-        Some(other) => bail!("unknown task `{other}`; tasks: kernels [--check], bench, tidy"),
-        None => bail!("usage: cargo xtask <task>; tasks: kernels [--check], bench, tidy"),
+        Some("gpu-check") => gpu_check::run(&args[1..]),
+        Some(other) => {
+            bail!("unknown task `{other}`; tasks: kernels [--check], bench, tidy, gpu-check")
+        }
+        None => {
+            bail!("usage: cargo xtask <task>; tasks: kernels [--check], bench, tidy, gpu-check")
+        }
     }
 }
 

@@ -1,0 +1,234 @@
+//! `cargo xtask gpu-check [--out DIR]`: prepares the GPU verification for a machine that has a
+//! GPU and the NVIDIA driver but no Rust toolchain. It builds, here, the CUDA test and bench
+//! binaries and the driver (`--features cuda`, release), strips them into DIR (default
+//! `device-bin/`, git-ignored), and writes `DIR/gpu-check.sh`, one script that on the GPU
+//! machine — in a copy of the repository with DIR in it (the PyTorch reference is the
+//! repository's `benches/reference/pytorch_train_step.py`)
+//!
+//! 1. finds the CUDA libraries (cuDNN, cuBLAS, NVRTC, the runtime) of the machine's PyTorch
+//!    wheels (`site-packages/nvidia/*/lib`) or of a CUDA toolkit, and says which it uses;
+//! 2. records the card, the driver and the cuDNN version;
+//! 3. runs every GPU test against the CPU ops (each prints `skipped: no CUDA device` and checks
+//!    nothing without a GPU — the script reports that as a skip, not a pass);
+//! 4. runs the GPU tests again under `compute-sanitizer --tool memcheck`;
+//! 5. runs the GPU benchmarks and PyTorch's same training step on the card (eager and
+//!    `torch.compile(mode="reduce-overhead")`);
+//!
+//! each step under a time limit, and writes `summary.txt` (one line per step: status, seconds)
+//! beside the logs into `$OUT` (default `DIR/out`). Run it as `bash DIR/gpu-check.sh`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// The most the copied files may weigh together, so that the folder can travel with the
+/// working tree to a machine that takes 64 MiB.
+const MAX_BYTES: u64 = 60 << 20;
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// The executables `cargo <args> --message-format=json` built, by target name.
+fn built(args: &[&str]) -> Result<Vec<(String, PathBuf)>> {
+    let out = cargo()
+        .args(args)
+        .args(["--features", "cuda", "--message-format=json"])
+        .current_dir(crate::root())
+        .output()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !out.status.success() {
+        bail!(
+            "cargo {} failed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut exes = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(msg) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if msg["reason"] != "compiler-artifact" {
+            continue;
+        }
+        if let Some(exe) = msg["executable"].as_str() {
+            let name = msg["target"]["name"].as_str().unwrap_or("bin").to_string();
+            exes.push((name, PathBuf::from(exe)));
+        }
+    }
+    Ok(exes)
+}
+
+/// Copies `from` to `to` without its debug information (`strip`, else a plain copy).
+fn copy_stripped(from: &Path, to: &Path) -> Result<()> {
+    let stripped = Command::new("strip")
+        .arg("-o")
+        .arg(to)
+        .arg(from)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !stripped {
+        std::fs::copy(from, to)
+            .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+    }
+    Ok(())
+}
+
+/// Builds and copies everything, and writes the script.
+pub fn run(args: &[String]) -> Result<()> {
+    let out = match args {
+        [] => crate::root().join("device-bin"),
+        [flag, dir] if flag == "--out" => PathBuf::from(dir),
+        _ => bail!("usage: cargo xtask gpu-check [--out DIR]"),
+    };
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let mut tests = built(&["test", "--release", "--no-run", "--test", "cuda_parity"])?;
+    tests.retain(|(name, _)| name == "cuda_parity");
+    let mut benches = built(&["bench", "--no-run", "--bench", "heads"])?;
+    benches.retain(|(name, _)| name == "heads");
+    let mut driver = built(&["build", "--release", "-p", "lucir-driver"])?;
+    driver.retain(|(name, _)| name == "lucir-driver");
+    if tests.is_empty() || benches.is_empty() || driver.is_empty() {
+        bail!("the cuda build produced no cuda_parity test, heads bench or driver binary");
+    }
+    let mut total = 0;
+    let mut copy = |(name, from): &(String, PathBuf), kind: &str| -> Result<String> {
+        let file = format!("{kind}-{name}");
+        let to = out.join(&file);
+        copy_stripped(from, &to)?;
+        total += std::fs::metadata(&to)?.len();
+        Ok(file)
+    };
+    let test_files: Vec<String> = tests
+        .iter()
+        .map(|t| copy(t, "test"))
+        .collect::<Result<_>>()?;
+    let bench_files: Vec<String> = benches
+        .iter()
+        .map(|b| copy(b, "bench"))
+        .collect::<Result<_>>()?;
+    copy(&driver[0], "bin")?;
+    if total > MAX_BYTES {
+        bail!(
+            "{} holds {} MiB of binaries, more than the {} MiB that travel",
+            out.display(),
+            total >> 20,
+            MAX_BYTES >> 20
+        );
+    }
+    let script = out.join("gpu-check.sh");
+    std::fs::write(&script, script_text(&test_files, &bench_files))
+        .with_context(|| format!("writing {}", script.display()))?;
+    println!(
+        "{}: {} test and {} bench binaries and the driver ({} MiB), run with `bash {}`",
+        out.display(),
+        test_files.len(),
+        bench_files.len(),
+        total >> 20,
+        script.display()
+    );
+    Ok(())
+}
+
+/// The script run on the GPU machine.
+fn script_text(tests: &[String], benches: &[String]) -> String {
+    let mut s = String::from(SCRIPT_HEAD);
+    for t in tests {
+        s.push_str(&format!(
+            "step test-{t} 240 \"$HERE/{t}\" --test-threads=1 --nocapture\n"
+        ));
+    }
+    for t in tests {
+        s.push_str(&format!(
+            "step memcheck-{t} 300 compute-sanitizer --tool memcheck --error-exitcode 9 \
+             \"$HERE/{t}\" --test-threads=1 --nocapture\n"
+        ));
+    }
+    for b in benches {
+        s.push_str(&format!(
+            "step bench-{b} 240 \"$HERE/{b}\" --bench --warm-up-time 1 --measurement-time 3\n"
+        ));
+    }
+    s.push_str(SCRIPT_TAIL);
+    s
+}
+
+const SCRIPT_HEAD: &str = r#"#!/usr/bin/env bash
+# GPU verification of lucir-rs, written by `cargo xtask gpu-check`: runs the GPU tests, the
+# same tests under compute-sanitizer, the GPU benchmarks and PyTorch's training step on this
+# machine's card, and writes summary.txt and one log per step into $OUT.
+set -u
+HERE="$(cd "$(dirname "$0")" && pwd)"
+REPO="$(cd "$HERE/.." && pwd)"
+OUT="${OUT:-$HERE/out}"
+mkdir -p "$OUT"
+SUMMARY="$OUT/summary.txt"
+: > "$SUMMARY"
+note() { echo "$*" | tee -a "$SUMMARY"; }
+
+# CUDA libraries: PyTorch's wheels first (site-packages/nvidia/*/lib), then a toolkit.
+PY="$(command -v python3 || command -v python || true)"
+LIBS=""
+if [ -n "$PY" ]; then
+  SITE="$("$PY" -c 'import torch, os; print(os.path.dirname(os.path.dirname(torch.__file__)))' 2>/dev/null || true)"
+  if [ -n "$SITE" ] && [ -d "$SITE/nvidia" ]; then
+    for d in "$SITE"/nvidia/*/lib; do LIBS="$LIBS:$d"; done
+  fi
+fi
+for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+  [ -d "$d" ] && LIBS="$LIBS:$d"
+done
+export LD_LIBRARY_PATH="${LIBS#:}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+note "libraries: ${LIBS#:}"
+note "card: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo 'none (nvidia-smi found no GPU)')"
+if [ -n "$PY" ]; then
+  note "pytorch: $("$PY" -c 'import torch; print(torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' 2>/dev/null || echo 'not importable')"
+fi
+
+# step NAME SECONDS COMMAND...: runs COMMAND under a time limit into $OUT/NAME.log and adds
+# one summary line. A test binary that found no GPU prints "skipped: no CUDA device": that is
+# a skip, never a pass.
+step() {
+  local name="$1" limit="$2"; shift 2
+  local t0=$SECONDS status
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  status=$?
+  local secs=$((SECONDS - t0))
+  if [ "$status" -eq 124 ]; then
+    note "TIMEOUT $name (${limit} s)"
+  elif [ "$status" -eq 127 ]; then
+    note "MISSING $name: $1 not found"
+  elif [ "$status" -ne 0 ]; then
+    note "FAIL    $name (exit $status, ${secs} s): $(tail -n 3 "$OUT/$name.log" | tr '\n' ' ')"
+  elif grep -q "skipped: no CUDA device\|skipped GPU head benchmark" "$OUT/$name.log"; then
+    note "SKIP    $name (no CUDA device, ${secs} s)"
+  else
+    note "PASS    $name (${secs} s)"
+  fi
+}
+
+"#;
+
+const SCRIPT_TAIL: &str = r#"if [ -n "$PY" ]; then
+  for m in resnet32 resnet20; do
+    step "pytorch-$m-eager" 240 "$PY" "$REPO/benches/reference/pytorch_train_step.py" --model "$m" --input 3x32x32 --device cuda --steps 50
+    step "pytorch-$m-compiled" 400 "$PY" "$REPO/benches/reference/pytorch_train_step.py" --model "$m" --input 3x32x32 --device cuda --steps 50 --compile
+  done
+fi
+note "done: $OUT"
+grep -h '^{' "$OUT"/pytorch-*.log >> "$SUMMARY" 2>/dev/null || true
+"#;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_script_runs_each_binary_as_a_step() {
+        let s = super::script_text(&["test-a".into()], &["bench-b".into()]);
+        assert!(s.contains("step test-test-a 240 \"$HERE/test-a\""));
+        assert!(s.contains("compute-sanitizer --tool memcheck"));
+        assert!(s.contains("step bench-bench-b"));
+        assert!(s.starts_with("#!/usr/bin/env bash\n"));
+    }
+}
