@@ -382,13 +382,9 @@ impl Observer for Progress {
         r: &PhaseResult,
         learner: &IncrementalLearner,
     ) -> lucir_method::Result<()> {
-        checkpoint::save(
-            &self.dir,
-            &learner.snapshot(),
-            &self.machine,
-            self.elapsed(),
-        )
-        .map_err(to_method_err)?;
+        // The phase's outputs first, its checkpoint last: the checkpoint is what says a phase
+        // is done, so a kill between the two redoes the phase's end (the same bytes again)
+        // instead of leaving a model file or results.json behind for good.
         self.count_between();
         let forward = self.plan.phases.get(r.phase).map_or(0, |w| w.forward);
         if forward > 0 {
@@ -415,6 +411,13 @@ impl Observer for Progress {
         self.results.set_phases(learner.results.clone());
         self.results.wall_seconds = self.elapsed();
         write_all(&self.dir, &self.results, &self.baselines).map_err(to_method_err)?;
+        checkpoint::save(
+            &self.dir,
+            &learner.snapshot(),
+            &self.machine,
+            self.elapsed(),
+        )
+        .map_err(to_method_err)?;
         self.line(&format!(
             "phase {} done: {} classes, CNN {:.2}%  NME {:.2}%  (old {} / new {:.2}), σ {}",
             r.phase,
