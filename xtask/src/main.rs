@@ -5,8 +5,9 @@
 //!   registers and spills for sm_90.
 //! - `bench [criterion args]`: run the criterion benchmarks and the `lucir-driver bench`
 //!   throughput runs, and record the GPU head table in docs/perf.md when a GPU ran it.
-//! - `tidy`: the house rules over every tracked source file (module docs, `SAFETY:` comments,
-//!   file length; see `tidy.rs`).
+//! - `tidy`: the house rules over the tracked files (module docs, `SAFETY:` comments, file
+//!   length; the docs' paths into the tree exist; every package inherits `rust-version`; see
+//!   `tidy.rs`).
 
 mod bench;
 mod kernels;
