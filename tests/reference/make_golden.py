@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the golden fixtures of tests/pytorch_parity.rs (tests/fixtures/*.safetensors).
+"""Writes the golden fixtures of tests/pytorch_parity/main.rs (tests/fixtures/*.safetensors).
 
 Run by hand, from the repository root, with PyTorch (CPU is enough), numpy, safetensors and the
 Fashion-MNIST files in /usr/share/datasets/fashion-mnist (or $FMNIST_DIR):

@@ -7,8 +7,9 @@
 //!   throughput runs, and record the GPU head table in docs/perf.md when a GPU ran it.
 //! - `gpu-check [--out DIR]`: build the CUDA test and bench binaries and the driver here and
 //!   write the script that verifies them on a GPU machine (see `gpu_check.rs`).
-//! - `tidy`: the house rules over every tracked source file (module docs, `SAFETY:` comments,
-//!   file length; see `tidy.rs`).
+//! - `tidy`: the house rules over the tracked files (module docs, `SAFETY:` comments, file
+//!   length; the docs' paths into the tree exist; every package inherits `rust-version`; see
+//!   `tidy.rs`).
 
 mod bench;
 mod gpu_check;

@@ -16,14 +16,21 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Keeps freed memory for reuse instead of returning it to the kernel: blocks up to 32 MiB are
 /// served from the heap (never mmap) and the heap is never trimmed; the heap grows 32 MiB more
 /// than asked each time (so that [`HugePages`] finds large untouched stretches to advise).
-/// Returns whether the settings took effect (always false off glibc). Binaries call it once at
-/// start-up.
+/// Returns whether the settings took effect (always false off glibc).
+///
+/// Binaries call it once at start-up, before starting any other thread (rayon's pool
+/// included): glibc's `mallopt` writes the allocator's parameters under the main arena's lock
+/// only, while `malloc` and `free` in other threads read them without it (glibc documents it
+/// MT-Unsafe, `const:mallopt`). It must not be called from a signal handler.
 pub fn retain_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
-        // SAFETY: `mallopt` only changes glibc allocator parameters; it takes the allocator's
-        // own lock and is safe to call at any time from any thread. 32 MiB is glibc's maximum
-        // mmap threshold on 64-bit targets.
+        // SAFETY: `mallopt` takes two integers and touches no memory of ours: it sets the
+        // global parameters of glibc's allocator. glibc marks it MT-Unsafe (`const:mallopt`):
+        // it writes them while `malloc`/`free` in other threads may read them unsynchronised,
+        // so this is free of races only before other threads exist, where the doc asks for the
+        // one call (as the driver and the benchmarks make it). 32 MiB is glibc's maximum mmap
+        // threshold on 64-bit targets.
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1

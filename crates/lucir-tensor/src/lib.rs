@@ -14,6 +14,7 @@
 mod alloc;
 mod batch_norm;
 mod conv2d;
+mod cpu;
 mod elementwise;
 mod error;
 mod float;
@@ -36,6 +37,7 @@ pub use conv2d::{
     conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_ref, conv2d_bwd_weight, conv2d_mapped,
     conv2d_mapped_bwd, conv2d_ref, Conv2dGeometry,
 };
+pub use cpu::Avx512;
 pub use elementwise::{add, add_relu, relu, relu_bwd};
 pub use error::{Error, Result};
 pub use float::Float;

@@ -1,30 +1,60 @@
 //! The slice loops of the memory-bound ops (batch norm, ReLU, residual adds), compiled for
-//! AVX-512, AVX2+FMA and baseline x86-64 and picked at run time with `multiversion`, so one
-//! binary uses the widest vectors the CPU has.
+//! AVX-512, AVX2+FMA and baseline x86-64 (see [`versioned!`]) and picked at run time
+//! ([`Version::current`]), so one binary uses the widest vectors the CPU has.
 //!
 //! Every version computes the same bits: Rust never fuses `a·b + c` into an FMA on its own, and
-//! each reduction fixes its order (`LANES` lanes, then the lanes in order, then the tail).
+//! each reduction fixes its order (`LANES` lanes, then the lanes in order, then the tail). The
+//! tests force each version in turn and compare their bits.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use multiversion::multiversion;
-
+use crate::cpu::Version;
 use crate::Float;
 
 /// The version of the memory-bound loops this CPU runs: `avx512` (AVX-512F+VL), `avx2-fma`
-/// or `baseline` — the same test `multiversion` makes.
+/// or `baseline`.
 pub fn kernel_path() -> &'static str {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
-            return "avx512";
+    Version::detected().name()
+}
+
+/// Each function compiled three times — its body in a portable inner function, inlined into
+/// one with AVX-512F+VL and one with AVX2+FMA enabled — and a dispatch on
+/// [`Version::current`]. Generic parameters take one bound each; parameters are plain names.
+macro_rules! versioned {
+    ($(
+        $(#[$attr:meta])*
+        $vis:vis fn $name:ident<$($g:ident: $bound:path),*>($($arg:ident: $ty:ty),* $(,)?)
+            $(-> $ret:ty)? $body:block
+    )*) => {$(
+        $(#[$attr])*
+        $vis fn $name<$($g: $bound),*>($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn portable<$($g: $bound),*>($($arg: $ty),*) $(-> $ret)? $body
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx512f,avx512vl")]
+            fn avx512<$($g: $bound),*>($($arg: $ty),*) $(-> $ret)? {
+                portable($($arg),*)
+            }
+
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            fn avx2_fma<$($g: $bound),*>($($arg: $ty),*) $(-> $ret)? {
+                portable($($arg),*)
+            }
+
+            match Version::current() {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `Version::current` is a version the CPU runs.
+                Version::Avx512 => unsafe { avx512($($arg),*) },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: as above.
+                Version::Avx2Fma => unsafe { avx2_fma($($arg),*) },
+                _ => portable($($arg),*),
+            }
         }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return "avx2-fma";
-        }
-    }
-    "baseline"
+    )*};
 }
 
 /// `g` where `mask > 0`, else 0: the gradient through a ReLU whose output is `mask`.
@@ -163,161 +193,179 @@ fn sum_lanes<T: Float, const K: usize>(
     out
 }
 
-/// `Σ a_j` over `ranges`.
-#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn sum<T: Float, R: Iterator<Item = Range<usize>>>(a: &[T], ranges: R) -> T {
-    sum_lanes(a, a, ranges, |x, _| [x])[0]
-}
-
-/// `(Σ a_j, Σ a_j·b_j)` over `ranges`; `a` and `b` have equal lengths.
-#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn sum_and_dot<T: Float, R: Iterator<Item = Range<usize>>>(
-    a: &[T],
-    b: &[T],
-    ranges: R,
-) -> (T, T) {
-    let [s, p] = sum_lanes(a, b, ranges, |x, y| [x, x * y]);
-    (s, p)
-}
-
-/// `(Σ g_j, Σ g_j·x_j)` over `ranges` with `g_j = gated(a_j, x_j, gate)`; equal lengths.
-#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn gated_sum_and_dot<T: Float, R: Iterator<Item = Range<usize>>>(
-    a: &[T],
-    x: &[T],
-    ranges: R,
-    gate: (T, T),
-) -> (T, T) {
-    let [s, p] = sum_lanes(a, x, ranges, |g, x| {
-        let g = gated(g, x, gate);
-        [g, g * x]
-    });
-    (s, p)
-}
-
-/// `Σ (a_j − mean)²` over `ranges`.
-#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn sum_sq_dev<T: Float, R: Iterator<Item = Range<usize>>>(
-    a: &[T],
-    ranges: R,
-    mean: T,
-) -> T {
-    let [s] = sum_lanes(a, a, ranges, |x, _| {
-        let e = x - mean;
-        [e * e]
-    });
-    s
-}
-
-/// `y = x·scale + shift`, then `max(y, 0)` when `relu`; equal lengths.
-#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn affine<T: Float>(x: &[T], y: &mut [MaybeUninit<T>], scale: T, shift: T, relu: bool) {
-    let x = &x[..y.len()];
-    if relu {
-        for (o, i) in y.iter_mut().zip(x) {
-            let v = *i * scale + shift;
-            o.write(if v > T::zero() { v } else { T::zero() });
-        }
-    } else {
-        for (o, i) in y.iter_mut().zip(x) {
-            o.write(*i * scale + shift);
-        }
+versioned! {
+    /// `Σ a_j` over `ranges`.
+    pub(crate) fn sum<T: Float, R: Iterator<Item = Range<usize>>>(a: &[T], ranges: R) -> T {
+        sum_lanes(a, a, ranges, |x, _| [x])[0]
     }
 }
 
-/// `y = (x·scale + shift) + r`, then `max(·, 0)` when `relu`; equal lengths: a batch norm's
-/// output plus a residual, with the operations of [`affine`] and of the fused add+ReLU.
-#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn affine_add<T: Float>(
-    x: &[T],
-    r: &[T],
-    y: &mut [MaybeUninit<T>],
-    scale: T,
-    shift: T,
-    relu: bool,
-) {
-    let (x, r) = (&x[..y.len()], &r[..y.len()]);
-    if relu {
-        for ((o, i), r) in y.iter_mut().zip(x).zip(r) {
-            let v = (*i * scale + shift) + *r;
-            o.write(if v > T::zero() { v } else { T::zero() });
-        }
-    } else {
-        for ((o, i), r) in y.iter_mut().zip(x).zip(r) {
-            o.write((*i * scale + shift) + *r);
-        }
+versioned! {
+    /// `(Σ a_j, Σ a_j·b_j)` over `ranges`; `a` and `b` have equal lengths.
+    pub(crate) fn sum_and_dot<T: Float, R: Iterator<Item = Range<usize>>>(
+        a: &[T],
+        b: &[T],
+        ranges: R,
+    ) -> (T, T) {
+        let [s, p] = sum_lanes(a, b, ranges, |x, y| [x, x * y]);
+        (s, p)
     }
 }
 
-/// `out = a·g + b·x + c`, `g` gated by `x` (see [`gated`]) when a gate is given; equal lengths.
-#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn axpbypc<T: Float>(
-    out: &mut [MaybeUninit<T>],
-    g: &[T],
-    x: &[T],
-    gate: Option<(T, T)>,
-    [a, b, c]: [T; 3],
-) {
-    let (g, x) = (&g[..out.len()], &x[..out.len()]);
-    match gate {
-        Some(gate) => {
-            for j in 0..out.len() {
-                out[j].write(a * gated(g[j], x[j], gate) + b * x[j] + c);
+versioned! {
+    /// `(Σ g_j, Σ g_j·x_j)` over `ranges` with `g_j = gated(a_j, x_j, gate)`; equal lengths.
+    pub(crate) fn gated_sum_and_dot<T: Float, R: Iterator<Item = Range<usize>>>(
+        a: &[T],
+        x: &[T],
+        ranges: R,
+        gate: (T, T),
+    ) -> (T, T) {
+        let [s, p] = sum_lanes(a, x, ranges, |g, x| {
+            let g = gated(g, x, gate);
+            [g, g * x]
+        });
+        (s, p)
+    }
+}
+
+versioned! {
+    /// `Σ (a_j − mean)²` over `ranges`.
+    pub(crate) fn sum_sq_dev<T: Float, R: Iterator<Item = Range<usize>>>(
+        a: &[T],
+        ranges: R,
+        mean: T,
+    ) -> T {
+        let [s] = sum_lanes(a, a, ranges, |x, _| {
+            let e = x - mean;
+            [e * e]
+        });
+        s
+    }
+}
+
+versioned! {
+    /// `y = x·scale + shift`, then `max(y, 0)` when `relu`; equal lengths.
+    pub(crate) fn affine<T: Float>(
+        x: &[T],
+        y: &mut [MaybeUninit<T>],
+        scale: T,
+        shift: T,
+        relu: bool,
+    ) {
+        let x = &x[..y.len()];
+        if relu {
+            for (o, i) in y.iter_mut().zip(x) {
+                let v = *i * scale + shift;
+                o.write(if v > T::zero() { v } else { T::zero() });
             }
-        }
-        None => {
-            for j in 0..out.len() {
-                out[j].write(a * g[j] + b * x[j] + c);
+        } else {
+            for (o, i) in y.iter_mut().zip(x) {
+                o.write(*i * scale + shift);
             }
         }
     }
 }
 
-/// `out = k·g`, `g` gated by `x` (see [`gated`]) when a gate is given; equal lengths.
-#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn scale_gated<T: Float>(
-    out: &mut [MaybeUninit<T>],
-    g: &[T],
-    x: &[T],
-    gate: Option<(T, T)>,
-    k: T,
-) {
-    let g = &g[..out.len()];
-    match gate {
-        Some(gate) => {
-            let x = &x[..out.len()];
-            for j in 0..out.len() {
-                out[j].write(k * gated(g[j], x[j], gate));
+versioned! {
+    /// `y = (x·scale + shift) + r`, then `max(·, 0)` when `relu`; equal lengths: a batch norm's
+    /// output plus a residual, with the operations of [`affine`] and of the fused add+ReLU.
+    pub(crate) fn affine_add<T: Float>(
+        x: &[T],
+        r: &[T],
+        y: &mut [MaybeUninit<T>],
+        scale: T,
+        shift: T,
+        relu: bool,
+    ) {
+        let (x, r) = (&x[..y.len()], &r[..y.len()]);
+        if relu {
+            for ((o, i), r) in y.iter_mut().zip(x).zip(r) {
+                let v = (*i * scale + shift) + *r;
+                o.write(if v > T::zero() { v } else { T::zero() });
             }
-        }
-        None => {
-            for j in 0..out.len() {
-                out[j].write(k * g[j]);
+        } else {
+            for ((o, i), r) in y.iter_mut().zip(x).zip(r) {
+                o.write((*i * scale + shift) + *r);
             }
         }
     }
 }
 
-/// `out = f(a, b)` elementwise; equal lengths.
-#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn zip_map<T: Float, F: Fn(T, T) -> T>(
-    a: &[T],
-    b: &[T],
-    out: &mut [MaybeUninit<T>],
-    f: F,
-) {
-    let (a, b) = (&a[..out.len()], &b[..out.len()]);
-    for j in 0..out.len() {
-        out[j].write(f(a[j], b[j]));
+versioned! {
+    /// `out = a·g + b·x + c` (`abc` = `[a, b, c]`), `g` gated by `x` (see [`gated`]) when a gate
+    /// is given; equal lengths.
+    pub(crate) fn axpbypc<T: Float>(
+        out: &mut [MaybeUninit<T>],
+        g: &[T],
+        x: &[T],
+        gate: Option<(T, T)>,
+        abc: [T; 3],
+    ) {
+        let [a, b, c] = abc;
+        let (g, x) = (&g[..out.len()], &x[..out.len()]);
+        match gate {
+            Some(gate) => {
+                for j in 0..out.len() {
+                    out[j].write(a * gated(g[j], x[j], gate) + b * x[j] + c);
+                }
+            }
+            None => {
+                for j in 0..out.len() {
+                    out[j].write(a * g[j] + b * x[j] + c);
+                }
+            }
+        }
     }
 }
 
-/// `g = f(g, b)` in place; equal lengths.
-#[multiversion(targets("x86_64+avx512f+avx512vl", "x86_64+avx2+fma"))]
-pub(crate) fn zip_apply<T: Float, F: Fn(T, T) -> T>(g: &mut [T], b: &[T], f: F) {
-    let b = &b[..g.len()];
-    for j in 0..g.len() {
-        g[j] = f(g[j], b[j]);
+versioned! {
+    /// `out = k·g`, `g` gated by `x` (see [`gated`]) when a gate is given; equal lengths.
+    pub(crate) fn scale_gated<T: Float>(
+        out: &mut [MaybeUninit<T>],
+        g: &[T],
+        x: &[T],
+        gate: Option<(T, T)>,
+        k: T,
+    ) {
+        let g = &g[..out.len()];
+        match gate {
+            Some(gate) => {
+                let x = &x[..out.len()];
+                for j in 0..out.len() {
+                    out[j].write(k * gated(g[j], x[j], gate));
+                }
+            }
+            None => {
+                for j in 0..out.len() {
+                    out[j].write(k * g[j]);
+                }
+            }
+        }
+    }
+}
+
+versioned! {
+    /// `out = f(a, b)` elementwise; equal lengths.
+    pub(crate) fn zip_map<T: Float, F: Fn(T, T) -> T>(
+        a: &[T],
+        b: &[T],
+        out: &mut [MaybeUninit<T>],
+        f: F,
+    ) {
+        let (a, b) = (&a[..out.len()], &b[..out.len()]);
+        for j in 0..out.len() {
+            out[j].write(f(a[j], b[j]));
+        }
+    }
+}
+
+versioned! {
+    /// `g = f(g, b)` in place; equal lengths.
+    pub(crate) fn zip_apply<T: Float, F: Fn(T, T) -> T>(g: &mut [T], b: &[T], f: F) {
+        let b = &b[..g.len()];
+        for j in 0..g.len() {
+            g[j] = f(g[j], b[j]);
+        }
     }
 }
 
@@ -397,5 +445,89 @@ mod tests {
             zip_apply(&mut out, &m, masked);
             prop_assert!((0..n).all(|j| out[j] == masked(a[j] - b[j], m[j])));
         }
+    }
+
+    /// Every output of every loop over `count` planes of `plane` elements `gap` apart, as the
+    /// bits of its f64 value (f32 → f64 is exact), in the version `Version::current` gives.
+    fn all_outputs<T: Float>(plane: usize, count: usize, gap: usize, seed: u64) -> Vec<u64> {
+        let n = count * (plane + gap);
+        let ranges: Vec<Range<usize>> = (0..count)
+            .map(|i| i * (plane + gap)..i * (plane + gap) + plane)
+            .collect();
+        let rs = || ranges.iter().cloned();
+        let [a, m, b]: [Vec<T>; 3] =
+            vecs(n, seed).map(|v| v.into_iter().map(|x| T::of(x.into())).collect());
+        let k = |v: f64| T::of(v);
+        let gate = (k(1.5), k(-0.25));
+        let (s, (s2, p), (s3, p3)) = (
+            sum(&a, rs()),
+            sum_and_dot(&a, &b, rs()),
+            gated_sum_and_dot(&a, &b, rs(), gate),
+        );
+        let mut got = vec![s, s2, p, s3, p3, sum_sq_dev(&a, rs(), k(0.25))];
+        let mut out = vec![T::zero(); n];
+        let uninit = |v: &mut [T]| -> &mut [MaybeUninit<T>] {
+            // SAFETY: same layout; the loops store only initialised values.
+            unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), v.len()) }
+        };
+        for relu in [false, true] {
+            affine(&a, uninit(&mut out), k(1.5), k(-0.5), relu);
+            got.extend_from_slice(&out);
+            affine_add(&a, &b, uninit(&mut out), k(0.75), k(0.125), relu);
+            got.extend_from_slice(&out);
+        }
+        for g in [Some(gate), None] {
+            axpbypc(uninit(&mut out), &a, &b, g, [k(2.0), k(3.0), k(0.5)]);
+            got.extend_from_slice(&out);
+            scale_gated(uninit(&mut out), &a, &b, g, k(0.3));
+            got.extend_from_slice(&out);
+        }
+        zip_map(&a, &b, uninit(&mut out), |x, y| x * y - x);
+        got.extend_from_slice(&out);
+        zip_apply(&mut out, &m, masked);
+        got.extend_from_slice(&out);
+        got.iter().map(|v| v.as_f64().to_bits()).collect()
+    }
+
+    /// Each version the CPU runs (AVX2+FMA, baseline) gives the bits of the AVX-512 one, for
+    /// every loop, in f32 and f64, over lengths that end a 32- and an 8-lane chunk anywhere.
+    #[test]
+    fn every_version_computes_the_bits_of_avx512() {
+        let cases = |f: fn(usize, usize, usize, u64) -> Vec<u64>| -> Vec<Vec<u64>> {
+            let mut all = Vec::new();
+            for plane in (0..80).chain([127, 128, 129, 200]) {
+                for (count, gap) in [(1, 0), (2, 1), (3, 2)] {
+                    all.push(f(plane, count, gap, plane as u64 * 7 + count as u64));
+                }
+            }
+            all
+        };
+        let Some(want) =
+            Version::Avx512.force(|| [cases(all_outputs::<f32>), cases(all_outputs::<f64>)])
+        else {
+            eprintln!(
+                "skipped: this CPU lacks AVX-512F+VL, the version the others are compared with"
+            );
+            return;
+        };
+        for v in [Version::Avx2Fma, Version::Portable] {
+            match v.force(|| [cases(all_outputs::<f32>), cases(all_outputs::<f64>)]) {
+                Some(got) => assert!(got == want, "{} differs from avx512", v.name()),
+                None => eprintln!("skipped: this CPU does not run the {} version", v.name()),
+            }
+        }
+    }
+
+    /// The switch the test above relies on: forcing a version makes `Version::current` say so
+    /// on this thread, and only while the closure runs.
+    #[test]
+    fn forcing_a_version_holds_for_the_closure_only() {
+        for v in Version::ALL {
+            if let Some(inner) = v.force(Version::current) {
+                assert_eq!(inner, v);
+            }
+            assert_eq!(Version::current(), Version::detected());
+        }
+        assert!(Version::Portable.available());
     }
 }

@@ -1,18 +1,40 @@
 //! The f32 convolution paths against the f64 reference: every 3×3 "same" layer shape of the
-//! CIFAR ResNets, ResNet-18's 3×3 stride-1 layers, the stride-2 3×3 and 1×1 layers of both, the stems (1 and 3 input channels), odd batch
-//! sizes, plane sizes that end a 16-position vector (and a 16×16 transpose block) anywhere,
-//! channel counts that leave partial 8-channel blocks, odd input-channel counts and output
-//! channels that are not a multiple of 16; forward, backward and the weight-only backward of a
-//! first layer, relative error ≤ 1e-4 of the largest value. On a CPU with AVX-512 these run the
-//! direct kernels, elsewhere the gemm path.
+//! CIFAR ResNets, ResNet-18's 3×3 stride-1 layers, the stride-2 3×3 and 1×1 layers of both,
+//! the stems (1 and 3 input channels), odd batch sizes, plane sizes that end a 16-position
+//! vector (and a 16×16 transpose block) anywhere, channel counts that leave partial 8-channel
+//! blocks, odd input-channel counts and output channels that are not a multiple of 16; forward,
+//! backward and the weight-only backward of a first layer, relative error ≤ 1e-4 of the
+//! largest value; then random shapes of the same layer families, the fused input map and the
+//! fused gradient addition included.
+//!
+//! On a CPU with AVX-512 these run the direct kernels. Elsewhere the comparisons with the
+//! reference check the gemm path instead (and say so), and the tests whose two sides would
+//! both be the gemm path print that they are skipped.
 
 mod common;
 
 use common::{max_rel, rng, uniform};
 use lucir_tensor::{
     channel_map, conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_ref, conv2d_bwd_weight,
-    conv2d_mapped, conv2d_mapped_bwd, conv2d_ref, ChannelMap, Conv2dGeometry,
+    conv2d_mapped, conv2d_mapped_bwd, conv2d_ref, Avx512, ChannelMap, Conv2dGeometry, Tensor,
 };
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+/// Whether the direct kernels run on this CPU; if not, prints what `test` does instead:
+/// `skipped: …` when it would compare the gemm path with itself (`gemm_only`), a note that
+/// the gemm path is checked when it compares with the reference.
+fn direct_kernels_run(test: &str, gemm_only: bool) -> bool {
+    if Avx512::detect().is_some() {
+        return true;
+    }
+    if gemm_only {
+        eprintln!("skipped: {test}: no AVX-512, so both sides would be the gemm path");
+    } else {
+        eprintln!("{test}: no AVX-512: checks the gemm path, not the direct kernels");
+    }
+    false
+}
 
 /// Checks forward, backward and weight-only backward of one convolution against the f64
 /// reference.
@@ -42,6 +64,7 @@ fn check(
 
 #[test]
 fn f32_same_convolutions_match_the_reference() {
+    direct_kernels_run("f32_same_convolutions_match_the_reference", false);
     let g = Conv2dGeometry { stride: 1, pad: 1 };
     // (N, Ci, Co, H, W)
     let shapes = [
@@ -74,6 +97,7 @@ fn f32_same_convolutions_match_the_reference() {
 /// odd phases one row or column short), sides of 1 and 2, channel counts off the 8/16 blocks.
 #[test]
 fn f32_stride_2_convolutions_match_the_reference() {
+    direct_kernels_run("f32_stride_2_convolutions_match_the_reference", false);
     // (N, Ci, Co, H, W)
     let shapes = [
         (3, 16, 32, 28, 28),
@@ -103,6 +127,9 @@ fn f32_stride_2_convolutions_match_the_reference() {
 /// 2 here) materialise it.
 #[test]
 fn f32_mapped_convolutions_equal_map_then_convolve() {
+    if !direct_kernels_run("f32_mapped_convolutions_equal_map_then_convolve", true) {
+        return;
+    }
     // (N, Ci, Co, H, W, stride)
     let shapes = [
         (3, 16, 16, 28, 28, 1),
@@ -142,6 +169,12 @@ fn f32_mapped_convolutions_equal_map_then_convolve() {
 /// computing it and adding afterwards (stride 1 and 2, 3×3 and 1×1, odd sizes).
 #[test]
 fn f32_backward_into_a_gradient_equals_adding_afterwards() {
+    if !direct_kernels_run(
+        "f32_backward_into_a_gradient_equals_adding_afterwards",
+        true,
+    ) {
+        return;
+    }
     // (N, Ci, Co, H, W, k, stride)
     let shapes = [
         (3, 16, 16, 28, 28, 3, 1),
@@ -166,4 +199,96 @@ fn f32_backward_into_a_gradient_equals_adding_afterwards() {
         assert_eq!(got.as_slice(), want.as_slice(), "input gradient {what}");
         assert_eq!(dw_got.as_slice(), dw.as_slice(), "weight gradient {what}");
     }
+}
+
+/// The input map and the gradient addition that the direct kernels fuse, against the f64
+/// reference: `conv2d_mapped` against `conv2d_ref` of the mapped input (the map's parameters
+/// are f32 values, so both sides map with the same factors), its backward pass against
+/// `conv2d_bwd_ref` of the mapped input, and `conv2d_bwd_add` against `acc + dx_ref`; relative
+/// error ≤ 1e-4 of the largest value.
+fn check_fused(
+    r: &mut rand_chacha::ChaCha8Rng,
+    (n, ci, co, h, w): (usize, usize, usize, usize, usize),
+    k: usize,
+    g: Conv2dGeometry,
+    relu: bool,
+) {
+    let f32_exact = |t: Tensor<f64>| t.cast::<f32>().cast::<f64>();
+    let x = f32_exact(uniform(r, &[n, ci, h, w], -2.0, 2.0));
+    let kernel = f32_exact(uniform(r, &[co, ci, k, k], -1.0, 1.0));
+    let map = ChannelMap {
+        scale: f32_exact(uniform(r, &[ci], 0.5, 1.5)).into_vec(),
+        shift: f32_exact(uniform(r, &[ci], -0.5, 0.5)).into_vec(),
+        relu,
+    };
+    let map_f = ChannelMap {
+        scale: map.scale.iter().map(|v| *v as f32).collect(),
+        shift: map.shift.iter().map(|v| *v as f32).collect(),
+        relu,
+    };
+    let mapped = channel_map(&x, &map).unwrap();
+    let y_ref = conv2d_ref(&mapped, &kernel, g).unwrap();
+    let dy = uniform(r, y_ref.shape(), -1.0, 1.0);
+    let acc = uniform(r, x.shape(), -1.0, 1.0);
+    let (xf, kf, dyf) = (x.cast::<f32>(), kernel.cast::<f32>(), dy.cast::<f32>());
+    let what = format!("{n}×{ci}×{h}×{w} → {co}, {k}×{k}/{}, relu {relu}", g.stride);
+
+    let y = conv2d_mapped(&xf, &map_f, &kf, g).unwrap();
+    let e = max_rel(&y.cast(), &y_ref);
+    assert!(e <= 1e-4, "mapped forward {what}: {e:e}");
+    let (dm, dw) = conv2d_mapped_bwd(&xf, &map_f, &kf, &dyf, g).unwrap();
+    let (dm_ref, dw_ref) = conv2d_bwd_ref(&mapped, &kernel, &dy, g).unwrap();
+    let (em, ew) = (max_rel(&dm.cast(), &dm_ref), max_rel(&dw.cast(), &dw_ref));
+    assert!(
+        em <= 1e-4 && ew <= 1e-4,
+        "mapped backward {what}: {em:e} {ew:e}"
+    );
+
+    let (sum, dw) = conv2d_bwd_add(&xf, &kf, &dyf, g, acc.cast::<f32>()).unwrap();
+    let (dx_ref, dw_ref) = conv2d_bwd_ref(&x, &kernel, &dy, g).unwrap();
+    let mut sum_ref = acc;
+    sum_ref.add_assign(&dx_ref).unwrap();
+    let (es, ew) = (max_rel(&sum.cast(), &sum_ref), max_rel(&dw.cast(), &dw_ref));
+    assert!(
+        es <= 1e-4 && ew <= 1e-4,
+        "backward into a gradient {what}: {es:e} {ew:e}"
+    );
+}
+
+/// Random shapes of the three layer families the direct kernels take — 3×3 stride 1 padding
+/// 1, 3×3 stride 2 padding 1, 1×1 stride 2 no padding — with 1–4 images, 1–20 input and 1–40
+/// output channels and sides of 1–24: forward, backward and weight-only backward
+/// ([`check`]), the fused input map with and without ReLU and the fused gradient addition
+/// ([`check_fused`]), against the f64 reference. 32 cases.
+#[test]
+fn f32_direct_kernels_match_the_reference_on_random_shapes() {
+    if !direct_kernels_run(
+        "f32_direct_kernels_match_the_reference_on_random_shapes",
+        true,
+    ) {
+        return;
+    }
+    let families = [(3, 1, 1), (3, 2, 1), (1, 2, 0)];
+    let shapes = (
+        0..3usize,
+        1..=4usize,
+        1..=20usize,
+        1..=40usize,
+        1..=24usize,
+        1..=24usize,
+    );
+    let mut runner = TestRunner::new(Config::with_cases(32));
+    runner
+        .run(
+            &(shapes, any::<bool>(), any::<u64>()),
+            |((family, n, ci, co, h, w), relu, seed)| {
+                let (k, stride, pad) = families[family];
+                let g = Conv2dGeometry { stride, pad };
+                let mut r = rng(seed);
+                check(&mut r, (n, ci, co, h, w), k, g);
+                check_fused(&mut r, (n, ci, co, h, w), k, g, relu);
+                Ok(())
+            },
+        )
+        .unwrap();
 }

@@ -3,17 +3,18 @@
 //! tensors. `None` from these sends the caller to the gemm path.
 
 use super::{direct, Dims};
-use crate::{ChannelMap, Float, Result, Tensor};
+use crate::{Avx512, ChannelMap, Float, Result, Tensor};
 
 impl Dims {
-    /// Whether the f32 direct kernels run this convolution on this CPU: they take its shape
-    /// (3×3 with stride 1 and padding 1, or 3×3 / 1×1 with stride 2 and padding 1 / 0), the CPU
-    /// has AVX-512, it is not empty, and an input map (`mapped`) comes with stride 1.
-    fn runs_direct(&self, mapped: bool) -> bool {
-        direct::fits(self.kh, self.kw, self.stride, self.pad)
-            && direct::available()
+    /// Whether the f32 direct kernels run this convolution on this CPU, and then the token they
+    /// need: they take its shape (3×3 with stride 1 and padding 1, or 3×3 / 1×1 with stride 2 and
+    /// padding 1 / 0), it is not empty, an input map (`mapped`) comes with stride 1, and the CPU
+    /// has AVX-512 ([`Avx512::detect`]).
+    fn runs_direct(&self, mapped: bool) -> Option<Avx512> {
+        let takes = direct::fits(self.kh, self.kw, self.stride, self.pad)
             && !self.empty()
-            && (!mapped || self.stride == 1)
+            && (!mapped || self.stride == 1);
+        takes.then(Avx512::detect).flatten()
     }
 
     /// The sizes the direct kernels take.
@@ -51,9 +52,9 @@ pub(super) fn direct_forward<T: Float>(
     w: &Tensor<T>,
     map: Option<&ChannelMap<T>>,
 ) -> Result<Option<Tensor<T>>> {
-    if !d.runs_direct(map.is_some()) {
+    let Some(cpu) = d.runs_direct(map.is_some()) else {
         return Ok(None);
-    }
+    };
     let (Some(xs), Some(ws), Some(map)) = (
         T::f32_slice(x.as_slice()),
         T::f32_slice(w.as_slice()),
@@ -61,7 +62,7 @@ pub(super) fn direct_forward<T: Float>(
     ) else {
         return Ok(None);
     };
-    let y = direct::forward(xs, ws, d.direct_shape(), map);
+    let y = direct::forward(cpu, xs, ws, d.direct_shape(), map);
     let y = T::from_f32_vec(y).expect("T is f32: its slices were");
     Ok(Some(Tensor::from_vec(&[d.n, d.co, d.ho, d.wo], y)?))
 }
@@ -87,9 +88,9 @@ pub(super) fn direct_backward<T: Float>(
     map: Option<&ChannelMap<T>>,
     want: Want<'_, T>,
 ) -> Result<Option<Grads<T>>> {
-    if !d.runs_direct(map.is_some()) {
+    let Some(cpu) = d.runs_direct(map.is_some()) else {
         return Ok(None);
-    }
+    };
     let (Some(xs), Some(ws), Some(dys), Some(map)) = (
         T::f32_slice(x.as_slice()),
         T::f32_slice(w.as_slice()),
@@ -106,7 +107,7 @@ pub(super) fn direct_backward<T: Float>(
             None => return Ok(None),
         },
     };
-    let (dx, dw) = direct::backward(xs, ws, dys, d.direct_shape(), map, dx);
+    let (dx, dw) = direct::backward(cpu, xs, ws, dys, d.direct_shape(), map, dx);
     let f32_vec = |v| T::from_f32_vec(v).expect("T is f32: its slices were");
     let dx = dx
         .map(|v| Tensor::from_vec(x.shape(), f32_vec(v)))

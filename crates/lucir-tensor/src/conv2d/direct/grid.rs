@@ -3,6 +3,7 @@
 //! them, and the taps' offsets.
 
 use crate::simd::{prefetch, Level};
+use crate::Avx512;
 
 /// Floats of zeros after each plane: the last vector of positions may run up to 17 floats past
 /// the bottom border row of a bordered plane (see [`Grid`]), less on phase planes.
@@ -13,8 +14,13 @@ const SLACK: usize = 32;
 /// Output position `q = r·wp + col` (`r < h`, `col < wp`) is a real output when `col < w`; the
 /// positions are taken 16 at a time. A kernel tap reads its input at `q` plus a fixed offset
 /// ([`Taps`]), so every tap of a run of 16 positions is one unaligned load.
+///
+/// A grid holds the [`Avx512`] token its kernels need: one is built only on a CPU with
+/// AVX-512F, and so is everything built on one ([`super::Forward`], [`super::WeightGrad`]).
 #[derive(Clone, Debug)]
 pub(super) struct Grid {
+    /// Proof that the CPU runs the AVX-512 code of [`Grid::fill`] and the kernels.
+    pub(super) cpu: Avx512,
     /// Output rows.
     pub(super) h: usize,
     /// Output columns.
@@ -31,42 +37,80 @@ pub(super) struct Grid {
     pub(super) nvec: usize,
     /// Per vector: the lanes that are real outputs, the same number of low lanes, and where the
     /// first of them goes in an NCHW output plane.
+    ///
+    /// The stores tile the h·w output plane exactly: vector `v`'s real lanes, packed in lane
+    /// order, are the outputs `at_v..at_v + count_v`, `at_0 = 0`, `at_{v+1} = at_v + count_v`,
+    /// and the last ends at h·w (see [`stores_tile`]). The kernels write their outputs into
+    /// uninitialised buffers on the strength of this: every element is stored exactly once.
     pub(super) stores: Vec<(u16, u16, usize)>,
+}
+
+/// Per vector of 16 positions of an h×w output on planes with rows of `wp ≥ w`: the real
+/// lanes, as many low lanes, and the NCHW index of the first real output (see
+/// [`Grid::stores`]).
+fn stores(h: usize, w: usize, wp: usize) -> Vec<(u16, u16, usize)> {
+    let outs = h * wp;
+    (0..outs.div_ceil(16))
+        .map(|v| {
+            let mut keep = 0u16;
+            for l in 0..16 {
+                let q = 16 * v + l;
+                if q < outs && q % wp < w {
+                    keep |= 1 << l;
+                }
+            }
+            let low = ((1u32 << keep.count_ones()) - 1) as u16;
+            let q0 = 16 * v;
+            (keep, low, q0 / wp * w + (q0 % wp).min(w))
+        })
+        .collect()
+}
+
+/// Whether `stores` (of an h×w output on rows of `wp`) tile the output plane exactly: each
+/// vector's real lanes, in lane order, are real positions whose NCHW indices run on from
+/// where the previous vector's ended (from 0), `low` has as many lanes, and the last ends at
+/// h·w — so the packed stores write every output once and nothing past the plane.
+fn stores_tile(stores: &[(u16, u16, usize)], h: usize, w: usize, wp: usize) -> bool {
+    let mut next = 0;
+    for (v, &(keep, low, at)) in stores.iter().enumerate() {
+        if at != next || u32::from(low) != (1u32 << keep.count_ones()) - 1 {
+            return false;
+        }
+        for l in (0..16).filter(|l| keep >> l & 1 == 1) {
+            let q = 16 * v + l;
+            if q >= h * wp || q % wp >= w || q / wp * w + q % wp != next {
+                return false;
+            }
+            next += 1;
+        }
+    }
+    next == h * w
 }
 
 impl Grid {
     /// Bordered planes of an H×W image for a 3×3 "same" convolution: (H+2)×(W+2) with the
     /// image in the interior; the outputs are H×W.
-    pub(super) fn same(h: usize, w: usize) -> Self {
-        Self::new(h, w, w + 2, h + 2)
+    pub(super) fn same(cpu: Avx512, h: usize, w: usize) -> Self {
+        Self::new(cpu, h, w, w + 2, h + 2)
     }
 
     /// Phase planes for a stride-2 convolution with Ho×Wo outputs: each input plane is split
     /// into four (even/odd rows × even/odd columns), each (Ho+1)×(Wo+1) with its elements
     /// shifted one row and one column in (a zero top row and left column); see [`Taps::phases`].
-    pub(super) fn phases(ho: usize, wo: usize) -> Self {
-        Self::new(ho, wo, wo + 1, ho + 1)
+    pub(super) fn phases(cpu: Avx512, ho: usize, wo: usize) -> Self {
+        Self::new(cpu, ho, wo, wo + 1, ho + 1)
     }
 
-    fn new(h: usize, w: usize, wp: usize, rows: usize) -> Self {
-        let outs = h * wp;
-        let nvec = outs.div_ceil(16);
-        let stores = (0..nvec)
-            .map(|v| {
-                let mut keep = 0u16;
-                for l in 0..16 {
-                    let q = 16 * v + l;
-                    if q < outs && q % wp < w {
-                        keep |= 1 << l;
-                    }
-                }
-                let low = ((1u32 << keep.count_ones()) - 1) as u16;
-                let q0 = 16 * v;
-                (keep, low, q0 / wp * w + (q0 % wp).min(w))
-            })
-            .collect();
+    fn new(cpu: Avx512, h: usize, w: usize, wp: usize, rows: usize) -> Self {
+        let nvec = (h * wp).div_ceil(16);
+        let stores = stores(h, w, wp);
+        debug_assert!(
+            stores_tile(&stores, h, w, wp),
+            "the stores of a {h}×{w} grid (rows of {wp}) do not tile its outputs"
+        );
         let lead = (16 - (wp + 1) % 16) % 16;
         Self {
+            cpu,
             h,
             w,
             wp,
@@ -103,15 +147,14 @@ impl Grid {
         assert!(src.len() == planes * hw && dst.len() >= planes * self.plane);
         assert!(map.is_none_or(|m| m.scale.len() >= planes && m.shift.len() >= planes));
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `available` was checked by the public entry points; the lengths were just
-        // checked.
+        // SAFETY: `self.cpu` proves the CPU has AVX-512F; the lengths were just checked.
         unsafe {
             avx512::fill(self, src, dst, planes, map)
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
             let _ = dst;
-            unreachable!("`available` is false off x86-64");
+            unreachable!("no `Avx512` token exists off x86-64");
         }
     }
 }
@@ -189,10 +232,10 @@ mod avx512 {
 
     use super::{Grid, Map};
 
-    /// See [`Grid::fill`].
+    /// See [`Grid::fill`]; no CPU check is needed, `g` holds the [`crate::Avx512`] token.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `src` holds `planes` H×W planes and `dst` `planes` bordered planes.
+    /// `src` holds `planes` H×W planes and `dst` `planes` bordered planes.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn fill(
         g: &Grid,
@@ -232,6 +275,34 @@ mod avx512 {
                         }
                         _mm512_mask_storeu_ps(to.wrapping_add(k), m, v);
                     }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{stores, stores_tile};
+
+    /// The packed stores of every grid shape the kernels build (bordered planes: rows of w + 2;
+    /// phase planes: rows of w + 1) write each output of the plane exactly once, and a
+    /// broken table (a vector's start moved, a lane dropped) is caught.
+    #[test]
+    fn stores_tile_the_output_plane() {
+        for h in 1..=40 {
+            for w in 1..=40 {
+                for wp in [w + 1, w + 2] {
+                    let s = stores(h, w, wp);
+                    assert!(stores_tile(&s, h, w, wp), "{h}×{w}, rows of {wp}");
+                    let mut moved = s.clone();
+                    moved[s.len() - 1].2 += 1;
+                    assert!(!stores_tile(&moved, h, w, wp), "{h}×{w}: moved start");
+                    let mut dropped = s.clone();
+                    let (keep, _, at) = dropped[0];
+                    let keep = keep & (keep - 1);
+                    dropped[0] = (keep, ((1u32 << keep.count_ones()) - 1) as u16, at);
+                    assert!(!stores_tile(&dropped, h, w, wp), "{h}×{w}: dropped lane");
                 }
             }
         }

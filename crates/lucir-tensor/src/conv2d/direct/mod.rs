@@ -30,6 +30,10 @@
 //! The kernels take a list of taps (offsets from the output position, [`Taps`]), so the same
 //! tiles also run the stride-2 3×3 and 1×1 layers on phase planes ([`strided`]).
 //!
+//! Every entry point takes an [`Avx512`] token and every [`Grid`] holds one, so no kernel can be
+//! reached on a CPU without AVX-512F: the `unsafe` blocks that run AVX-512 code rely on the
+//! token at hand, not on a check made by some caller.
+//!
 //! The reference is [`super::conv2d_ref`] / [`super::conv2d_bwd_ref`]; the gemm path stays for
 //! every other shape, for f64 and for CPUs without AVX-512.
 
@@ -40,6 +44,7 @@ use rayon::prelude::*;
 
 use super::{chunk_slices, sum_in_order};
 use crate::tensor::filled_vec;
+use crate::Avx512;
 
 mod grid;
 mod strided;
@@ -48,18 +53,6 @@ mod weight_grad;
 pub(super) use grid::Map;
 use grid::{Ahead, Grid, Planes, Taps};
 use weight_grad::WeightGrad;
-
-/// Whether this CPU runs the direct kernels.
-pub(super) fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
 
 /// Whether a convolution is one the kernels take: 3×3 with stride 1 and padding 1, or one of
 /// the stride-2 kernels of [`strided`].
@@ -74,16 +67,21 @@ pub(super) type Shape = [usize; 7];
 /// read through `map` if one is given (stride 1 only).
 ///
 /// # Panics
-/// If the slices do not have those lengths, the CPU lacks AVX-512 ([`available`]) or a map
-/// comes with stride 2; callers check first.
-pub(super) fn forward(x: &[f32], w: &[f32], shape: Shape, map: Option<Map<'_>>) -> Vec<f32> {
+/// If the slices do not have those lengths or a map comes with stride 2; callers check first.
+pub(super) fn forward(
+    cpu: Avx512,
+    x: &[f32],
+    w: &[f32],
+    shape: Shape,
+    map: Option<Map<'_>>,
+) -> Vec<f32> {
     let [n, ci, co, h, wd, k, stride] = shape;
     if stride == 1 {
         assert_eq!(k, 3, "direct kernel: stride 1 takes 3×3 kernels");
-        return conv3x3(x, w, [n, ci, co, h, wd], map);
+        return conv3x3(cpu, x, w, [n, ci, co, h, wd], map);
     }
     assert!(map.is_none(), "direct kernel: no input map with stride 2");
-    strided::forward(x, w, shape.into())
+    strided::forward(cpu, x, w, shape.into())
 }
 
 /// What a backward pass does with the input gradient (with a map, the gradient with respect
@@ -108,7 +106,10 @@ impl Dx<'_> {
     /// overwrite); or an empty one — and returns the new buffer, if any, and `f`'s result.
     ///
     /// # Safety
-    /// For [`Dx::New`], `f` writes every element of the buffer.
+    /// For [`Dx::New`], `f` writes every element of the buffer. For [`Dx::AddTo`], `f` writes
+    /// only initialised floats into the buffer (which it is handed initialised): the caller's
+    /// `&mut [f32]` is lent to `f` as `MaybeUninit<f32>`, and a `MaybeUninit::uninit()` stored
+    /// there would leave that `f32` slice holding an uninitialised value.
     unsafe fn run<R>(
         self,
         len: usize,
@@ -124,7 +125,8 @@ impl Dx<'_> {
             Dx::AddTo(buf) => {
                 assert_eq!(buf.len(), len, "direct kernel: gradient buffer length");
                 // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; the buffer is
-                // initialised and `f`, told to add, only stores sums of floats into it.
+                // initialised, and `f` writes only initialised floats into it (this function's
+                // contract), so it is still a valid `[f32]` afterwards.
                 let view = unsafe { &mut *(buf as *mut [f32] as *mut [MaybeUninit<f32>]) };
                 (None, f(view, true))
             }
@@ -137,6 +139,7 @@ impl Dx<'_> {
 /// # Panics
 /// As [`forward`], and if `dy` does not hold N×Co×Ho×Wo floats.
 pub(super) fn backward(
+    cpu: Avx512,
     x: &[f32],
     w: &[f32],
     dy: &[f32],
@@ -147,10 +150,10 @@ pub(super) fn backward(
     let [n, ci, co, h, wd, k, stride] = shape;
     if stride == 1 {
         assert_eq!(k, 3, "direct kernel: stride 1 takes 3×3 kernels");
-        return conv3x3_bwd(x, w, dy, [n, ci, co, h, wd], map, dx);
+        return conv3x3_bwd(cpu, x, w, dy, [n, ci, co, h, wd], map, dx);
     }
     assert!(map.is_none(), "direct kernel: no input map with stride 2");
-    strided::backward(x, w, dy, shape.into(), dx)
+    strided::backward(cpu, x, w, dy, shape.into(), dx)
 }
 
 /// Output channels per register tile.
@@ -176,7 +179,8 @@ fn pack(w: &[f32], ci: usize, co: usize, taps: usize) -> Vec<f32> {
 }
 
 /// The forward kernel's view of one convolution: `ci` input channels' planes → `co` NCHW
-/// output planes of the grid's H×W outputs, `w` Co × Ci × taps.
+/// output planes of the grid's H×W outputs, `w` Co × Ci × taps. Built on a [`Grid`], so on a
+/// CPU with AVX-512 only.
 struct Forward<'a> {
     grid: &'a Grid,
     taps: Taps,
@@ -206,7 +210,8 @@ impl<'a> Forward<'a> {
 
     /// One image: `src` its input planes, `y` its `co·H·W` outputs, every one written (with
     /// `add`, added to the value `y` holds, which must be initialised); `ahead` prefetched
-    /// meanwhile.
+    /// meanwhile. Every output is written because the grid's stores tile the H×W plane (see
+    /// [`Grid::stores`]).
     fn image(&self, src: &[f32], y: &mut [MaybeUninit<f32>], add: bool, ahead: Ahead) {
         let g = self.grid;
         // The furthest float a tile reads: its last position plus the largest offset.
@@ -216,7 +221,7 @@ impl<'a> Forward<'a> {
                 && y.len() >= self.co * g.h * g.w
         );
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `available` was checked by the public entry points; the lengths were just
+        // SAFETY: the grid's `Avx512` token proves the CPU has AVX-512F; the lengths were just
         // checked.
         unsafe {
             let offs = &self.taps.offs;
@@ -252,7 +257,7 @@ impl<'a> Forward<'a> {
         #[cfg(not(target_arch = "x86_64"))]
         {
             let _ = (src, y);
-            unreachable!("`available` is false off x86-64");
+            unreachable!("no `Avx512` token exists off x86-64");
         }
     }
 }
@@ -261,12 +266,16 @@ impl<'a> Forward<'a> {
 /// images. The output is allocated without zeroing: the kernel writes every element.
 ///
 /// # Panics
-/// If the slices do not have those lengths or the CPU lacks AVX-512 ([`available`]); callers
-/// check first.
-fn conv3x3(x: &[f32], w: &[f32], [n, ci, co, h, wd]: [usize; 5], map: Option<Map>) -> Vec<f32> {
-    assert!(available(), "direct kernel: no AVX-512");
+/// If the slices do not have those lengths; callers check first.
+fn conv3x3(
+    cpu: Avx512,
+    x: &[f32],
+    w: &[f32],
+    [n, ci, co, h, wd]: [usize; 5],
+    map: Option<Map>,
+) -> Vec<f32> {
     assert_eq!(x.len(), n * ci * h * wd, "direct kernel: input length");
-    let grid = Grid::same(h, wd);
+    let grid = Grid::same(cpu, h, wd);
     let fwd = Forward::new(&grid, grid.taps3x3(), w.into(), ci, co);
     let (in_len, out_len) = (ci * h * wd, co * h * wd);
     if in_len == 0 || out_len == 0 {
@@ -296,6 +305,7 @@ fn conv3x3(x: &[f32], w: &[f32], [n, ci, co, h, wd]: [usize; 5], map: Option<Map
 /// # Panics
 /// As [`conv3x3`], and if `dy` does not hold N×Co×H×W floats.
 fn conv3x3_bwd(
+    cpu: Avx512,
     x: &[f32],
     w: &[f32],
     dy: &[f32],
@@ -303,7 +313,6 @@ fn conv3x3_bwd(
     map: Option<Map>,
     dx: Dx<'_>,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
-    assert!(available(), "direct kernel: no AVX-512");
     let want_dx = dx.wanted();
     let (in_len, out_len) = (ci * h * wd, co * h * wd);
     assert_eq!(x.len(), n * in_len, "direct kernel: input length");
@@ -315,7 +324,7 @@ fn conv3x3_bwd(
             vec![0.0; co * ci * 9],
         );
     }
-    let grid = Grid::same(h, wd);
+    let grid = Grid::same(cpu, h, wd);
     let taps = grid.taps3x3();
     let bwd = Forward::new(
         &grid,
@@ -349,7 +358,8 @@ fn conv3x3_bwd(
         sum_in_order(partials)
     };
     // SAFETY: with a new input gradient the chunks cover all n images and `Forward::image`
-    // writes every element of each image's.
+    // writes every element of each image's; when adding, it stores only the sums of the
+    // floats it loads from the buffer and the kernel's (initialised) accumulators.
     unsafe { dx.run(n * in_len, fill) }
 }
 
@@ -364,11 +374,13 @@ mod avx512 {
     /// one at a time), each over the position vectors in tiles of [`V`] (then the rest). `T`
     /// taps at `offs`; a share of `ahead` prefetched before each full tile.
     ///
+    /// No CPU check is needed: `f.grid` holds the [`crate::Avx512`] token.
+    ///
     /// # Safety
-    /// The CPU has AVX-512F; `src` holds `f.ci` channels' planes, so that every tap of every
-    /// position vector reads inside it (as `Forward::image` checks), and `y` at least `f.co·H·W`
-    /// floats, initialised if `ADD`. Every one of those `y` elements is written (with `ADD`,
-    /// the value it held plus the convolution's).
+    /// `src` holds `f.ci` channels' planes, so that every tap of every position vector reads
+    /// inside it (as `Forward::image` checks), and `y` at least `f.co·H·W` floats, initialised
+    /// if `ADD`. Every one of those `y` elements is written (with `ADD`, the value it held plus
+    /// the convolution's), since the grid's stores tile the plane.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn forward_image<const T: usize, const ADD: bool>(
         f: &Forward<'_>,

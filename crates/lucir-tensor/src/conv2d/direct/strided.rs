@@ -17,9 +17,10 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::{available, Ahead, Dx, Forward, Grid, Taps, WeightGrad};
+use super::{Ahead, Dx, Forward, Grid, Taps, WeightGrad};
 use crate::conv2d::{chunk_slices, sum_in_order};
 use crate::tensor::filled_vec;
+use crate::Avx512;
 
 /// Whether the stride-2 kernels take a convolution: 3×3 with padding 1, or 1×1 without.
 pub(super) fn fits(kh: usize, kw: usize, stride: usize, pad: usize) -> bool {
@@ -116,7 +117,6 @@ impl Strided {
         self.co * ho * wo
     }
     fn check(&self, x: &[f32], w: &[f32]) {
-        assert!(available(), "direct kernel: no AVX-512");
         assert_eq!(
             x.len(),
             self.n * self.in_len(),
@@ -137,13 +137,13 @@ impl Strided {
         assert!(src.len() == planes * self.h * self.w && dst.len() >= 4 * planes * g.plane);
         assert!(g.h == self.h.div_ceil(2) && g.w == self.w.div_ceil(2));
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `available` was checked by the entry points; the lengths and the grid were
-        // just checked.
+        // SAFETY: `g.cpu` proves the CPU has AVX-512F; the lengths and the grid were just
+        // checked.
         unsafe {
             avx512::fill_phases(g, src, dst, planes, (self.h, self.w), self.k == 3)
         }
         #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("`available` is false off x86-64");
+        unreachable!("no `Avx512` token exists off x86-64");
     }
 }
 
@@ -151,15 +151,15 @@ impl Strided {
 /// the images; every output written by the kernel (no zeroing).
 ///
 /// # Panics
-/// If the slices do not have those lengths or the CPU lacks AVX-512.
-pub(super) fn forward(x: &[f32], w: &[f32], s: Strided) -> Vec<f32> {
+/// If the slices do not have those lengths.
+pub(super) fn forward(cpu: Avx512, x: &[f32], w: &[f32], s: Strided) -> Vec<f32> {
     s.check(x, w);
     let (in_len, out_len) = (s.in_len(), s.out_len());
     if in_len == 0 || out_len == 0 {
         return vec![0.0; s.n * out_len];
     }
     let (ho, wo) = s.out();
-    let grid = Grid::phases(ho, wo);
+    let grid = Grid::phases(cpu, ho, wo);
     let fwd = Forward::new(&grid, Taps::phases(&grid, s.k), w.into(), s.ci, s.co);
     let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(out_len)
@@ -186,6 +186,7 @@ pub(super) fn forward(x: &[f32], w: &[f32], s: Strided) -> Vec<f32> {
 /// # Panics
 /// As [`forward`], and if `dy` does not hold N×Co×⌈H/2⌉×⌈W/2⌉ floats.
 pub(super) fn backward(
+    cpu: Avx512,
     x: &[f32],
     w: &[f32],
     dy: &[f32],
@@ -203,7 +204,7 @@ pub(super) fn backward(
         );
     }
     let (ho, wo) = s.out();
-    let (xg, dg) = (Grid::phases(ho, wo), Grid::same(ho, wo));
+    let (xg, dg) = (Grid::phases(cpu, ho, wo), Grid::same(cpu, ho, wo));
     let xtaps = Taps::phases(&xg, s.k);
     let phases: Vec<Forward> = [(0, 0), (0, 1), (1, 0), (1, 1)]
         .into_iter()
@@ -239,7 +240,7 @@ pub(super) fn backward(
                         let tmp = unsafe {
                             &*(tmp.as_slice() as *const [MaybeUninit<f32>] as *const [f32])
                         };
-                        interleave(tmp, &mut dxc[i * in_len..][..in_len], s, add);
+                        interleave(cpu, tmp, &mut dxc[i * in_len..][..in_len], s, add);
                     }
                 }
                 wg.into_dw()
@@ -248,23 +249,27 @@ pub(super) fn backward(
         sum_in_order(partials)
     };
     // SAFETY: with a new input gradient the chunks cover all n images and `interleave` writes
-    // every element of each image's.
+    // every element of each image's; when adding, it stores only the sums of the floats it
+    // loads from the buffer and the (initialised) phase results.
     unsafe { dx.run(s.n * in_len, fill) }
 }
 
 /// One image's input gradient from its four phases (`tmp`: phase (a, b) the `2a + b`-th run
 /// of Ci planes of ⌈H/2⌉×⌈W/2⌉): `dx[c, 2r + a, 2q + b] = phase(a, b)[c, r, q]`, or with `add`
 /// `dx[…] + phase(a, b)[…]` (`dx` then initialised). Writes every element of `dx` (Ci×H×W).
-fn interleave(tmp: &[f32], dx: &mut [MaybeUninit<f32>], s: Strided, add: bool) {
+fn interleave(cpu: Avx512, tmp: &[f32], dx: &mut [MaybeUninit<f32>], s: Strided, add: bool) {
     let (ho, wo) = s.out();
     assert!(tmp.len() == 4 * s.ci * ho * wo && dx.len() == s.in_len());
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `available` was checked by the entry points; the lengths were just checked.
+    // SAFETY: `cpu` proves the CPU has AVX-512F; the lengths were just checked.
     unsafe {
-        avx512::interleave(tmp, dx, s.ci, (s.h, s.w), add)
+        avx512::interleave(cpu, tmp, dx, s.ci, (s.h, s.w), add)
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("`available` is false off x86-64");
+    {
+        let _ = (cpu, tmp, dx, add);
+        unreachable!("no `Avx512` token exists off x86-64");
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -273,6 +278,7 @@ mod avx512 {
     use std::mem::MaybeUninit;
 
     use super::Grid;
+    use crate::Avx512;
 
     /// The low `n` lanes (n ≤ 16).
     fn low(n: usize) -> __mmask16 {
@@ -281,11 +287,12 @@ mod avx512 {
 
     /// See `Strided::fill_phases`: row y of plane p goes to phase planes 4p + 2(y mod 2) + b,
     /// row y/2 + 1, its even (b = 0) and odd (b = 1) columns from column 1 on; unless `all`,
-    /// only the even rows' even columns.
+    /// only the even rows' even columns. No CPU check is needed: `g` holds the [`Avx512`]
+    /// token.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `src` holds `planes` H×W planes, `dst` 4·`planes` phase planes of
-    /// `g`, with `g.h = ⌈H/2⌉`, `g.w = ⌈W/2⌉`.
+    /// `src` holds `planes` H×W planes, `dst` 4·`planes` phase planes of `g`, with
+    /// `g.h = ⌈H/2⌉`, `g.w = ⌈W/2⌉`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn fill_phases(
         g: &Grid,
@@ -330,13 +337,13 @@ mod avx512 {
         }
     }
 
-    /// See `interleave`.
+    /// See `interleave`; the token is the proof that the CPU has AVX-512F.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `tmp` holds 4·`ci` planes of ⌈H/2⌉×⌈W/2⌉, `dx` `ci` H×W planes,
-    /// initialised if `add`.
+    /// `tmp` holds 4·`ci` planes of ⌈H/2⌉×⌈W/2⌉, `dx` `ci` H×W planes, initialised if `add`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn interleave(
+        _: Avx512,
         tmp: &[f32],
         dx: &mut [MaybeUninit<f32>],
         ci: usize,

@@ -10,7 +10,8 @@ use super::{Grid, Planes, Taps};
 /// 16, the extra channels zero), and for each position one aligned load of `dyt` meets the
 /// tap values of `x`, broadcast from the input planes (scalar loads, which never split a cache
 /// line). Each `dw` entry is then one running sum over the positions of every image in
-/// order, kept in `acc` between images: no lane sums at the end.
+/// order, kept in `acc` between images: no lane sums at the end. Built on a [`Grid`], so on a
+/// CPU with AVX-512 only.
 pub(super) struct WeightGrad<'a> {
     grid: &'a Grid,
     taps: &'a Taps,
@@ -53,11 +54,12 @@ impl<'a> WeightGrad<'a> {
                 && dy.len() == self.co * g.h * g.w
         );
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `available` was checked by the public entry points; the lengths were just
+        // SAFETY: the grid's `Avx512` token proves the CPU has AVX-512F; the lengths were just
         // checked and `dyt`, `acc` were sized by `new` for this grid, these taps and channel
         // counts.
         unsafe {
-            avx512::transpose_dy(dy, self.co, g.h * g.w, self.co16, self.dyt.get_mut());
+            let co16 = self.co16;
+            avx512::transpose_dy(g.cpu, dy, self.co, g.h * g.w, co16, self.dyt.get_mut());
             let offs = &self.taps.offs;
             match offs.len() {
                 9 => avx512::weight_grad::<9>(self, offs.as_slice().try_into().unwrap(), xb),
@@ -68,7 +70,7 @@ impl<'a> WeightGrad<'a> {
         #[cfg(not(target_arch = "x86_64"))]
         {
             let _ = (xb, dy);
-            unreachable!("`available` is false off x86-64");
+            unreachable!("no `Avx512` token exists off x86-64");
         }
     }
 
@@ -91,15 +93,16 @@ mod avx512 {
     use std::arch::x86_64::*;
 
     use super::WeightGrad;
+    use crate::Avx512;
 
     /// `dy` (Co × P, NCHW) into `dyt` (P × co16): 16×16 blocks transposed in registers,
-    /// channels past Co written as zeros.
+    /// channels past Co written as zeros. The token is the proof that the CPU has AVX-512F.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `dy` holds Co·P floats and `dyt` P·co16, co16 a multiple of 16
-    /// and ≥ Co.
+    /// `dy` holds Co·P floats and `dyt` P·co16, co16 a multiple of 16 and ≥ Co.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn transpose_dy(
+        _: Avx512,
         dy: &[f32],
         co: usize,
         p: usize,
@@ -179,10 +182,12 @@ mod avx512 {
     /// One image into the running sums: tiles of `M` vectors of output channels × `C` input
     /// channels × `T` taps, over every position of the image.
     ///
+    /// No CPU check is needed: `wg.grid` holds the [`Avx512`] token.
+    ///
     /// # Safety
-    /// The CPU has AVX-512F; `xb` holds `wg.ci` channels' planes, so that every tap of every
-    /// real position reads inside it (as `WeightGrad::add_image` checks); `wg.dyt` holds this
-    /// image's transposed `dy`.
+    /// `xb` holds `wg.ci` channels' planes, so that every tap of every real position reads
+    /// inside it (as `WeightGrad::add_image` checks); `wg.dyt` holds this image's transposed
+    /// `dy`.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn weight_grad<const T: usize>(
         wg: &mut WeightGrad<'_>,
