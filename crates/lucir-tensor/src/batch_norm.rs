@@ -49,13 +49,13 @@ fn check<T: Float>(op: &'static str, x: &Tensor<T>, params: &[&[T]]) -> Result<[
 /// Sizes of an N×C×H×W batch as the per-channel loops see it: N planes of `hw` elements per
 /// channel, plane `img·C + ch` for image `img` and channel `ch`.
 #[derive(Clone, Copy)]
-struct Planes {
+struct ChannelPlanes {
     n: usize,
     c: usize,
     hw: usize,
 }
 
-impl Planes {
+impl ChannelPlanes {
     fn of([n, c, h, w]: [usize; 4]) -> Self {
         Self { n, c, hw: h * w }
     }
@@ -174,7 +174,7 @@ fn eval_affine<T: Float>(gamma: T, beta: T, mean: T, var: T, eps: T) -> (T, T) {
     (scale, beta - mean * scale)
 }
 
-impl Planes {
+impl ChannelPlanes {
     /// Elements per channel, an error if there are none.
     fn count(self, op: &'static str, shape: &[usize]) -> Result<usize> {
         match self.n * self.hw {
@@ -280,10 +280,10 @@ fn train_with<T: Float>(
     residual: Option<&Tensor<T>>,
     relu: bool,
 ) -> Result<(Tensor<T>, BatchNormStats<T>)> {
-    let pl = Planes::of(check(op, x, &[gamma, beta])?);
+    let pl = ChannelPlanes::of(check(op, x, &[gamma, beta])?);
     let count = pl.count(op, x.shape())?;
     let src = (x.as_slice(), residual.map(Tensor::as_slice));
-    // SAFETY: `Planes::apply` writes every element of each plane it is given.
+    // SAFETY: `ChannelPlanes::apply` writes every element of each plane it is given.
     let (y, moments) = unsafe {
         pl.fill_per_channel(x.shape(), |ch, ys| {
             let (mean, var, inv_std) = pl.moments(src.0, ch, eps);
@@ -302,7 +302,7 @@ fn train_with<T: Float>(
 /// The batch statistics of [`batch_norm_train`] without its output (the same values: for a
 /// batch norm whose map the next convolution applies, see [`ChannelMap`]).
 pub fn batch_norm_stats<T: Float>(x: &Tensor<T>, eps: T) -> Result<BatchNormStats<T>> {
-    let pl = Planes::of(x.dims4("batch_norm_stats")?);
+    let pl = ChannelPlanes::of(x.dims4("batch_norm_stats")?);
     let count = pl.count("batch_norm_stats", x.shape())?;
     let xv = x.as_slice();
     let moments = (0..pl.c)
@@ -335,9 +335,9 @@ fn map_with<T: Float>(
     map: &ChannelMap<T>,
     residual: Option<&Tensor<T>>,
 ) -> Result<Tensor<T>> {
-    let pl = Planes::of(check(op, x, &[&map.scale, &map.shift])?);
+    let pl = ChannelPlanes::of(check(op, x, &[&map.scale, &map.shift])?);
     let src = (x.as_slice(), residual.map(Tensor::as_slice));
-    // SAFETY: `Planes::apply` writes every element of each plane it is given.
+    // SAFETY: `ChannelPlanes::apply` writes every element of each plane it is given.
     let (y, _) = unsafe {
         pl.fill_per_channel(x.shape(), |ch, ys| {
             let affine = (map.scale[ch], map.shift[ch]);
@@ -370,7 +370,7 @@ pub fn batch_norm_train_bwd<T: Float>(
         &[gamma, beta, &stats.mean, &stats.inv_std],
     )?;
     dy.expect_shape("batch_norm_train_bwd", x.shape())?;
-    let pl = Planes::of(d);
+    let pl = ChannelPlanes::of(d);
     let (xv, dyv) = (x.as_slice(), dy.as_slice());
     let m = T::of_usize(stats.count);
     // SAFETY: `axpbypc` writes every element of each plane it is given.
@@ -443,7 +443,7 @@ pub fn batch_norm_eval_bwd<T: Float>(
         &[gamma, beta, running_mean, running_var],
     )?;
     dy.expect_shape("batch_norm_eval_bwd", x.shape())?;
-    let pl = Planes::of(d);
+    let pl = ChannelPlanes::of(d);
     let (xv, dyv) = (x.as_slice(), dy.as_slice());
     // SAFETY: `scale_gated` writes every element of each plane it is given.
     let (dx, grads) = unsafe {

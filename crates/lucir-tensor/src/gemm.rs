@@ -70,22 +70,22 @@ pub(crate) fn gemm_unchecked<T: Float>(
     );
     gemm_strided(
         [m, n, k],
-        Strided::new(a, strides(ta, m, k)),
-        Strided::new(b, strides(tb, k, n)),
-        StridedMut::new(c, (n, 1)),
+        StridedMatrix::new(a, strides(ta, m, k)),
+        StridedMatrix::new(b, strides(tb, k, n)),
+        StridedMatrixMut::new(c, (n, 1)),
         accumulate,
     );
 }
 
 /// A matrix stored in a slice with any (row, column) strides, in elements.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Strided<'a, T> {
+pub(crate) struct StridedMatrix<'a, T> {
     data: &'a [T],
     rs: usize,
     cs: usize,
 }
 
-impl<'a, T> Strided<'a, T> {
+impl<'a, T> StridedMatrix<'a, T> {
     pub(crate) fn new(data: &'a [T], (rs, cs): (usize, usize)) -> Self {
         Self { data, rs, cs }
     }
@@ -96,15 +96,15 @@ impl<'a, T> Strided<'a, T> {
     }
 }
 
-/// The mutable counterpart of [`Strided`], for the destination.
+/// The mutable counterpart of [`StridedMatrix`], for the destination.
 #[derive(Debug)]
-pub(crate) struct StridedMut<'a, T> {
+pub(crate) struct StridedMatrixMut<'a, T> {
     data: &'a mut [T],
     rs: usize,
     cs: usize,
 }
 
-impl<'a, T> StridedMut<'a, T> {
+impl<'a, T> StridedMatrixMut<'a, T> {
     pub(crate) fn new(data: &'a mut [T], (rs, cs): (usize, usize)) -> Self {
         Self { data, rs, cs }
     }
@@ -118,9 +118,9 @@ fn fits(len: usize, rows: usize, cols: usize, rs: usize, cs: usize) -> bool {
 /// explicit strides. Panics if an operand does not fit its slice.
 pub(crate) fn gemm_strided<T: Float>(
     [m, n, k]: [usize; 3],
-    a: Strided<'_, T>,
-    b: Strided<'_, T>,
-    c: StridedMut<'_, T>,
+    a: StridedMatrix<'_, T>,
+    b: StridedMatrix<'_, T>,
+    c: StridedMatrixMut<'_, T>,
     accumulate: bool,
 ) {
     assert!(

@@ -2,7 +2,7 @@
 //! of its tensors and of an input map, the input gradient's mode, and the results back as
 //! tensors. `None` from these sends the caller to the gemm path.
 
-use super::{direct, Dims};
+use super::{direct, Dims, InputGrad};
 use crate::{Avx512, ChannelMap, Float, Result, Tensor};
 
 impl Dims {
@@ -67,26 +67,16 @@ pub(super) fn direct_forward<T: Float>(
     Ok(Some(Tensor::from_vec(&[d.n, d.co, d.ho, d.wo], y)?))
 }
 
-/// What a backward pass does with the input gradient.
-pub(super) enum Want<'a, T> {
-    /// Nothing: it is not wanted.
-    Skip,
-    /// Returns it as a new tensor.
-    New,
-    /// Adds it into this tensor (the gradient `x` has gathered so far).
-    AddTo(&'a mut Tensor<T>),
-}
-
 /// A backward pass's input gradient (if one was returned) and weight gradient.
 type Grads<T> = (Option<Tensor<T>>, Tensor<T>);
 
 /// The direct kernels' backward pass of `[x, w, dy]` (see [`direct_forward`]): the input
-/// gradient as `want` asks (`None` unless [`Want::New`]) and the weight gradient.
+/// gradient as `want` asks (`None` unless [`InputGrad::New`]) and the weight gradient.
 pub(super) fn direct_backward<T: Float>(
     d: &Dims,
     [x, w, dy]: [&Tensor<T>; 3],
     map: Option<&ChannelMap<T>>,
-    want: Want<'_, T>,
+    want: InputGrad<'_, Tensor<T>>,
 ) -> Result<Option<Grads<T>>> {
     let Some(cpu) = d.runs_direct(map.is_some()) else {
         return Ok(None);
@@ -100,10 +90,10 @@ pub(super) fn direct_backward<T: Float>(
         return Ok(None);
     };
     let dx = match want {
-        Want::Skip => direct::Dx::Skip,
-        Want::New => direct::Dx::New,
-        Want::AddTo(acc) => match T::f32_slice_mut(acc.as_slice_mut()) {
-            Some(buf) => direct::Dx::AddTo(buf),
+        InputGrad::Skip => InputGrad::Skip,
+        InputGrad::New => InputGrad::New,
+        InputGrad::AddTo(acc) => match T::f32_slice_mut(acc.as_slice_mut()) {
+            Some(buf) => InputGrad::AddTo(buf),
             None => return Ok(None),
         },
     };

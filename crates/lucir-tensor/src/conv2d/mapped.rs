@@ -4,7 +4,7 @@
 //! computed first ([`channel_map`]) and convolved. Both give the same bits: the kernels apply
 //! the map with `channel_map`'s operations.
 
-use super::{conv2d, conv2d_bwd, direct_backward, direct_forward, Conv2dGeometry, Dims, Want};
+use super::{conv2d, conv2d_bwd, direct_backward, direct_forward, Conv2dGeometry, Dims, InputGrad};
 use crate::{channel_map, ChannelMap, Error, Float, Result, Tensor};
 
 /// Checks the sizes: those of the convolution, and one map entry per input channel.
@@ -56,7 +56,7 @@ pub fn conv2d_mapped_bwd<T: Float>(
     let op = "conv2d_mapped_bwd";
     let d = dims(op, x, map, w, g)?;
     dy.expect_shape(op, &[d.n, d.co, d.ho, d.wo])?;
-    if let Some((Some(dx), dw)) = direct_backward(&d, [x, w, dy], Some(map), Want::New)? {
+    if let Some((Some(dx), dw)) = direct_backward(&d, [x, w, dy], Some(map), InputGrad::New)? {
         return Ok((dx, dw));
     }
     conv2d_bwd(&channel_map(x, map)?, w, dy, g)

@@ -18,12 +18,12 @@ mod im2col;
 mod mapped;
 mod reference;
 
-use dispatch::{direct_backward, direct_forward, Want};
+use dispatch::{direct_backward, direct_forward};
 use im2col::{col2im, im2col};
 pub use mapped::{conv2d_mapped, conv2d_mapped_bwd};
 pub use reference::{conv2d_bwd_ref, conv2d_ref};
 
-use crate::gemm::{gemm_strided, gemm_unchecked, Strided, StridedMut};
+use crate::gemm::{gemm_strided, gemm_unchecked, StridedMatrix, StridedMatrixMut};
 use crate::{reduction_chunks, Error, Float, Result, Tensor, Transpose};
 
 /// Stride and zero padding of a convolution (the same on both spatial axes).
@@ -247,7 +247,7 @@ pub fn conv2d_bwd<T: Float>(
     dy: &Tensor<T>,
     g: Conv2dGeometry,
 ) -> Result<(Tensor<T>, Tensor<T>)> {
-    let (dx, dw) = conv2d_bwd_impl("conv2d_bwd", x, w, dy, g, true)?;
+    let (dx, dw) = conv2d_bwd_impl("conv2d_bwd", x, w, dy, g, InputGrad::New)?;
     Ok((dx.expect("the input gradient was asked for"), dw))
 }
 
@@ -258,7 +258,7 @@ pub fn conv2d_bwd_weight<T: Float>(
     dy: &Tensor<T>,
     g: Conv2dGeometry,
 ) -> Result<Tensor<T>> {
-    Ok(conv2d_bwd_impl("conv2d_bwd_weight", x, w, dy, g, false)?.1)
+    Ok(conv2d_bwd_impl("conv2d_bwd_weight", x, w, dy, g, InputGrad::Skip)?.1)
 }
 
 /// [`conv2d_bwd`] adding the input gradient into `acc`, the gradient `x` has gathered so far
@@ -275,7 +275,7 @@ pub fn conv2d_bwd_add<T: Float>(
     let d = Dims::new(op, x, w, g)?;
     dy.expect_shape(op, &[d.n, d.co, d.ho, d.wo])?;
     acc.expect_shape(op, x.shape())?;
-    if let Some((_, dw)) = direct_backward(&d, [x, w, dy], None, Want::AddTo(&mut acc))? {
+    if let Some((_, dw)) = direct_backward(&d, [x, w, dy], None, InputGrad::AddTo(&mut acc))? {
         return Ok((acc, dw));
     }
     let (dx, dw) = conv2d_bwd(x, w, dy, g)?;
@@ -319,14 +319,35 @@ fn flip_kernel<T: Copy>(w: &[T], [ci, co, kk]: [usize; 3]) -> Vec<T> {
     wf
 }
 
+/// What a backward pass does with the input gradient, whatever holds it: `B` is a tensor at
+/// the public entry points and an f32 slice in the direct kernels (with an input map, the
+/// gradient with respect to the mapped input).
+pub(crate) enum InputGrad<'a, B: ?Sized> {
+    /// Nothing: it is not wanted.
+    Skip,
+    /// Returns it as a new tensor or buffer.
+    New,
+    /// Adds it into this one (the gradient the input has gathered so far): `buf[i] + dx[i]`,
+    /// the sum a separate addition would give, without storing `dx` first.
+    AddTo(&'a mut B),
+}
+
+impl<B: ?Sized> InputGrad<'_, B> {
+    /// Whether the input gradient is computed at all.
+    pub(crate) fn wanted(&self) -> bool {
+        !matches!(self, InputGrad::Skip)
+    }
+}
+
 fn conv2d_bwd_impl<T: Float>(
     op: &'static str,
     x: &Tensor<T>,
     w: &Tensor<T>,
     dy: &Tensor<T>,
     g: Conv2dGeometry,
-    want_dx: bool,
+    want: InputGrad<'_, Tensor<T>>,
 ) -> Result<(Option<Tensor<T>>, Tensor<T>)> {
+    let want_dx = want.wanted();
     let d = Dims::new(op, x, w, g)?;
     dy.expect_shape(op, &[d.n, d.co, d.ho, d.wo])?;
     let path = match () {
@@ -335,7 +356,6 @@ fn conv2d_bwd_impl<T: Float>(
         _ if d.same_shape() => Some(DxPath::Flipped),
         _ => Some(DxPath::Col2im),
     };
-    let want = if want_dx { Want::New } else { Want::Skip };
     if let Some(grads) = direct_backward(&d, [x, w, dy], None, want)? {
         return Ok(grads);
     }
@@ -519,9 +539,9 @@ impl FlippedDw {
         let hw = d.h * d.w;
         gemm_strided(
             [d.ci, d.co * d.kh * d.kw, hw],
-            Strided::new(x, (hw, 1)),
-            Strided::new(dcol, (1, ld)),
-            StridedMut::new(g, (1, d.ci)),
+            StridedMatrix::new(x, (hw, 1)),
+            StridedMatrix::new(dcol, (1, ld)),
+            StridedMatrixMut::new(g, (1, d.ci)),
             true,
         );
     }

@@ -132,15 +132,15 @@ impl Grid {
     }
 
     /// A zeroed buffer for `planes` bordered planes.
-    pub(super) fn buffer(&self, planes: usize) -> Planes {
-        Planes::zeroed(planes * self.plane)
+    pub(super) fn buffer(&self, planes: usize) -> AlignedPlanes {
+        AlignedPlanes::zeroed(planes * self.plane)
     }
 
     /// Copies H×W planes from `src` into the interiors of the bordered planes of `dst`, each
     /// through `map` (plane p is channel p) when one is given; the borders keep their zeros.
     /// Rows are a few dozen floats: they are copied with vector loads and stores in line, not a
     /// `memcpy` call each.
-    pub(super) fn fill(&self, src: &[f32], dst: &mut Planes, map: Option<Map<'_>>) {
+    pub(super) fn fill(&self, src: &[f32], dst: &mut AlignedPlanes, map: Option<Map<'_>>) {
         let hw = self.h * self.w;
         let planes = src.len() / hw.max(1);
         let dst = dst.get_mut();
@@ -170,13 +170,13 @@ pub(in crate::conv2d) struct Map<'a> {
 
 /// Zeroed floats starting on a 64-byte boundary (a `Vec<f32>` is only 4-byte aligned: the
 /// buffer holds 15 floats more and starts at the first aligned one).
-pub(super) struct Planes {
+pub(super) struct AlignedPlanes {
     pub(super) buf: Vec<f32>,
     pub(super) start: usize,
     pub(super) len: usize,
 }
 
-impl Planes {
+impl AlignedPlanes {
     pub(super) fn zeroed(len: usize) -> Self {
         let buf = vec![0.0f32; len + 15];
         let start = buf.as_ptr().align_offset(64).min(15);

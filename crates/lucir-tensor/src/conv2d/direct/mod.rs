@@ -42,7 +42,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::{chunk_slices, sum_in_order};
+use super::{chunk_slices, sum_in_order, InputGrad};
 use crate::tensor::filled_vec;
 use crate::Avx512;
 
@@ -51,7 +51,7 @@ mod strided;
 mod weight_grad;
 
 pub(super) use grid::Map;
-use grid::{Ahead, Grid, Planes, Taps};
+use grid::{Ahead, AlignedPlanes, Grid, Taps};
 use weight_grad::WeightGrad;
 
 /// Whether a convolution is one the kernels take: 3×3 with stride 1 and padding 1, or one of
@@ -84,29 +84,13 @@ pub(super) fn forward(
     strided::forward(cpu, x, w, shape.into())
 }
 
-/// What a backward pass does with the input gradient (with a map, the gradient with respect
-/// to the mapped input).
-pub(super) enum Dx<'a> {
-    /// Nothing: it is not wanted.
-    Skip,
-    /// Returns it in a new buffer.
-    New,
-    /// Adds it into this buffer (N×Ci×H×W): `buf[i] + dx[i]`, the sum a separate addition
-    /// would give, without storing `dx` first.
-    AddTo(&'a mut [f32]),
-}
-
-impl Dx<'_> {
-    fn wanted(&self) -> bool {
-        !matches!(self, Dx::Skip)
-    }
-
+impl InputGrad<'_, [f32]> {
     /// Runs `f` on the input gradient's buffer as asked — a new one of `len` floats, allocated
     /// without zeroing; the given one, with `f`'s second argument true (add, do not
     /// overwrite); or an empty one — and returns the new buffer, if any, and `f`'s result.
     ///
     /// # Safety
-    /// For [`Dx::New`], `f` writes every element of the buffer. For [`Dx::AddTo`], `f` writes
+    /// For [`InputGrad::New`], `f` writes every element of the buffer. For [`InputGrad::AddTo`], `f` writes
     /// only initialised floats into the buffer (which it is handed initialised): the caller's
     /// `&mut [f32]` is lent to `f` as `MaybeUninit<f32>`, and a `MaybeUninit::uninit()` stored
     /// there would leave that `f32` slice holding an uninitialised value.
@@ -116,13 +100,13 @@ impl Dx<'_> {
         f: impl FnOnce(&mut [MaybeUninit<f32>], bool) -> R,
     ) -> (Option<Vec<f32>>, R) {
         match self {
-            Dx::Skip => (None, f(&mut [], false)),
-            Dx::New => {
+            InputGrad::Skip => (None, f(&mut [], false)),
+            InputGrad::New => {
                 // SAFETY: this function's contract.
                 let (dx, r) = unsafe { filled_vec(len, |buf| f(buf, false)) };
                 (Some(dx), r)
             }
-            Dx::AddTo(buf) => {
+            InputGrad::AddTo(buf) => {
                 assert_eq!(buf.len(), len, "direct kernel: gradient buffer length");
                 // SAFETY: `MaybeUninit<f32>` has the layout of `f32`; the buffer is
                 // initialised, and `f` writes only initialised floats into it (this function's
@@ -145,7 +129,7 @@ pub(super) fn backward(
     dy: &[f32],
     shape: Shape,
     map: Option<Map<'_>>,
-    dx: Dx<'_>,
+    dx: InputGrad<'_, [f32]>,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     let [n, ci, co, h, wd, k, stride] = shape;
     if stride == 1 {
@@ -311,7 +295,7 @@ fn conv3x3_bwd(
     dy: &[f32],
     [n, ci, co, h, wd]: [usize; 5],
     map: Option<Map>,
-    dx: Dx<'_>,
+    dx: InputGrad<'_, [f32]>,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     let want_dx = dx.wanted();
     let (in_len, out_len) = (ci * h * wd, co * h * wd);
@@ -320,7 +304,7 @@ fn conv3x3_bwd(
     assert_eq!(dy.len(), n * out_len, "direct kernel: gradient length");
     if n == 0 || in_len == 0 || out_len == 0 {
         return (
-            matches!(dx, Dx::New).then(|| vec![0.0; n * in_len]),
+            matches!(dx, InputGrad::New).then(|| vec![0.0; n * in_len]),
             vec![0.0; co * ci * 9],
         );
     }

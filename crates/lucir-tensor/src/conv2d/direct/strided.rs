@@ -17,8 +17,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::{Ahead, Dx, Forward, Grid, Taps, WeightGrad};
-use crate::conv2d::{chunk_slices, sum_in_order};
+use super::{Ahead, Forward, Grid, Taps, WeightGrad};
+use crate::conv2d::{chunk_slices, sum_in_order, InputGrad};
 use crate::tensor::filled_vec;
 use crate::Avx512;
 
@@ -89,7 +89,7 @@ fn dx_phase<'a>(
 
 /// Sizes of a stride-2 convolution: N images, Ci → Co channels, H×W inputs, k×k kernel.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Strided {
+pub(super) struct StridedShape {
     n: usize,
     ci: usize,
     co: usize,
@@ -98,13 +98,13 @@ pub(super) struct Strided {
     k: usize,
 }
 
-impl From<super::Shape> for Strided {
+impl From<super::Shape> for StridedShape {
     fn from([n, ci, co, h, w, k, _stride]: super::Shape) -> Self {
         Self { n, ci, co, h, w, k }
     }
 }
 
-impl Strided {
+impl StridedShape {
     /// Output rows and columns, ⌈H/2⌉ × ⌈W/2⌉ for both kernels.
     fn out(&self) -> (usize, usize) {
         (self.h.div_ceil(2), self.w.div_ceil(2))
@@ -132,7 +132,7 @@ impl Strided {
     /// Splits `planes` H×W planes of `src` into the phase planes of `dst` (grid `g`): all four
     /// for a 3×3 kernel, only phase (0, 0) — the even rows' even columns, which is all a 1×1
     /// kernel reads — for a 1×1 (the other three keep their zeros).
-    fn fill_phases(&self, g: &Grid, src: &[f32], dst: &mut super::Planes, planes: usize) {
+    fn fill_phases(&self, g: &Grid, src: &[f32], dst: &mut super::AlignedPlanes, planes: usize) {
         let dst = dst.get_mut();
         assert!(src.len() == planes * self.h * self.w && dst.len() >= 4 * planes * g.plane);
         assert!(g.h == self.h.div_ceil(2) && g.w == self.w.div_ceil(2));
@@ -152,7 +152,7 @@ impl Strided {
 ///
 /// # Panics
 /// If the slices do not have those lengths.
-pub(super) fn forward(cpu: Avx512, x: &[f32], w: &[f32], s: Strided) -> Vec<f32> {
+pub(super) fn forward(cpu: Avx512, x: &[f32], w: &[f32], s: StridedShape) -> Vec<f32> {
     s.check(x, w);
     let (in_len, out_len) = (s.in_len(), s.out_len());
     if in_len == 0 || out_len == 0 {
@@ -190,8 +190,8 @@ pub(super) fn backward(
     x: &[f32],
     w: &[f32],
     dy: &[f32],
-    s: Strided,
-    dx: Dx<'_>,
+    s: StridedShape,
+    dx: InputGrad<'_, [f32]>,
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     s.check(x, w);
     let want_dx = dx.wanted();
@@ -199,7 +199,7 @@ pub(super) fn backward(
     assert_eq!(dy.len(), s.n * out_len, "direct kernel: gradient length");
     if s.n == 0 || in_len == 0 || out_len == 0 {
         return (
-            matches!(dx, Dx::New).then(|| vec![0.0; s.n * in_len]),
+            matches!(dx, InputGrad::New).then(|| vec![0.0; s.n * in_len]),
             vec![0.0; w.len()],
         );
     }
@@ -257,7 +257,7 @@ pub(super) fn backward(
 /// One image's input gradient from its four phases (`tmp`: phase (a, b) the `2a + b`-th run
 /// of Ci planes of ⌈H/2⌉×⌈W/2⌉): `dx[c, 2r + a, 2q + b] = phase(a, b)[c, r, q]`, or with `add`
 /// `dx[…] + phase(a, b)[…]` (`dx` then initialised). Writes every element of `dx` (Ci×H×W).
-fn interleave(cpu: Avx512, tmp: &[f32], dx: &mut [MaybeUninit<f32>], s: Strided, add: bool) {
+fn interleave(cpu: Avx512, tmp: &[f32], dx: &mut [MaybeUninit<f32>], s: StridedShape, add: bool) {
     let (ho, wo) = s.out();
     assert!(tmp.len() == 4 * s.ci * ho * wo && dx.len() == s.in_len());
     #[cfg(target_arch = "x86_64")]
@@ -285,7 +285,7 @@ mod avx512 {
         ((1u32 << n.min(16)) - 1) as __mmask16
     }
 
-    /// See `Strided::fill_phases`: row y of plane p goes to phase planes 4p + 2(y mod 2) + b,
+    /// See `StridedShape::fill_phases`: row y of plane p goes to phase planes 4p + 2(y mod 2) + b,
     /// row y/2 + 1, its even (b = 0) and odd (b = 1) columns from column 1 on; unless `all`,
     /// only the even rows' even columns. No CPU check is needed: `g` holds the [`Avx512`]
     /// token.

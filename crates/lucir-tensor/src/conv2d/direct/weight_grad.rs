@@ -1,7 +1,7 @@
 //! The weight gradient of the direct kernels (see the parent module): output channels in the
 //! vector lanes, `x` values broadcast from the input planes, one running sum per entry.
 
-use super::{Grid, Planes, Taps};
+use super::{AlignedPlanes, Grid, Taps};
 
 /// The weight gradient of one chunk of images, summed image by image.
 ///
@@ -20,9 +20,9 @@ pub(super) struct WeightGrad<'a> {
     /// Co rounded up to a multiple of 16.
     co16: usize,
     /// The current image's `dy`, H·W rows of `co16` floats.
-    dyt: Planes,
+    dyt: AlignedPlanes,
     /// `acc[(c·T + tap)·co16 + o]` (`T` taps), the running sums.
-    acc: Planes,
+    acc: AlignedPlanes,
     /// Whether the taps are a 3×3 kernel's on bordered planes (`offs[0] + ky·wp + kx`): then
     /// two neighbouring positions share their middle columns of `x` (see `wg_tile`).
     slide: bool,
@@ -37,8 +37,8 @@ impl<'a> WeightGrad<'a> {
             ci,
             co,
             co16,
-            dyt: Planes::zeroed(grid.h * grid.w * co16),
-            acc: Planes::zeroed(ci * taps.offs.len() * co16),
+            dyt: AlignedPlanes::zeroed(grid.h * grid.w * co16),
+            acc: AlignedPlanes::zeroed(ci * taps.offs.len() * co16),
             slide: taps.offs.len() == 9
                 && (0..9).all(|t| taps.offs[t] == taps.offs[0] + t / 3 * grid.wp + t % 3),
         }
