@@ -313,7 +313,7 @@ fn conv3x3_bwd(
     let bwd = Forward::new(
         &grid,
         taps.clone(),
-        super::flip_kernel(w, [ci, co, 9]).into(),
+        super::gemm_path::flip_kernel(w, [ci, co, 9]).into(),
         co,
         ci,
     );
