@@ -15,6 +15,9 @@ use crate::simd::{
 };
 use crate::{Error, Float, Result, Tensor};
 
+mod reference;
+pub use reference::{batch_norm_bwd_ref, batch_norm_ref};
+
 /// Per-channel statistics of one training-mode forward pass.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BatchNormStats<T> {
@@ -112,6 +115,62 @@ impl ChannelPlanes {
             None => sum_and_dot(dy, x, self.ranges(ch)),
         }
     }
+
+    /// Elements per channel, an error if there are none.
+    fn count(self, op: &'static str, shape: &[usize]) -> Result<usize> {
+        match self.n * self.hw {
+            0 => Err(Error::shape(
+                op,
+                format!("no elements per channel in {shape:?}"),
+            )),
+            count => Ok(count),
+        }
+    }
+
+    /// Asks for the cache lines of the planes a pass over images writes and reads first: the
+    /// next output plane (`next`, if any) and plane `(img, ch)` of each of `inputs`, if they
+    /// have one.
+    fn prefetch<T>(
+        self,
+        next: Option<&[MaybeUninit<T>]>,
+        inputs: &[&[T]],
+        (img, ch): (usize, usize),
+    ) {
+        let bytes = self.hw * std::mem::size_of::<T>();
+        if let Some(y) = next {
+            prefetch(y.as_ptr(), bytes, Level::L1);
+        }
+        if img < self.n {
+            for a in inputs {
+                prefetch(self.get(a, img, ch).as_ptr(), bytes, Level::L1);
+            }
+        }
+    }
+
+    /// Plane `(img, ch)` of `x` mapped into `y`: `x·scale + shift`, plus the residual's plane
+    /// if there is one, then `max(·, 0)` if `relu`.
+    fn apply<T: Float>(
+        self,
+        (x, residual): (&[T], Option<&[T]>),
+        (img, ch): (usize, usize),
+        y: &mut [MaybeUninit<T>],
+        (scale, shift): (T, T),
+        relu: bool,
+    ) {
+        let xp = self.get(x, img, ch);
+        match residual {
+            Some(r) => affine_add(xp, self.get(r, img, ch), y, scale, shift, relu),
+            None => affine(xp, y, scale, shift, relu),
+        }
+    }
+
+    /// Channel `ch`'s mean, biased variance and `1/√(var + ε)`: the mean, then `Σ(x − μ)²`.
+    fn moments<T: Float>(self, xv: &[T], ch: usize, eps: T) -> (T, T, T) {
+        let cnt = T::of_usize(self.n * self.hw);
+        let mean = sum(xv, self.ranges(ch)) / cnt;
+        let var = sum_sq_dev(xv, self.ranges(ch), mean) / cnt;
+        (mean, var, T::one() / (var + eps).sqrt())
+    }
 }
 
 /// A per-channel affine map followed by a ReLU or not, `y = x·scale + shift` (then
@@ -172,64 +231,6 @@ fn train_affine<T: Float>(gamma: T, beta: T, mean: T, inv_std: T) -> (T, T) {
 fn eval_affine<T: Float>(gamma: T, beta: T, mean: T, var: T, eps: T) -> (T, T) {
     let scale = gamma / (var + eps).sqrt();
     (scale, beta - mean * scale)
-}
-
-impl ChannelPlanes {
-    /// Elements per channel, an error if there are none.
-    fn count(self, op: &'static str, shape: &[usize]) -> Result<usize> {
-        match self.n * self.hw {
-            0 => Err(Error::shape(
-                op,
-                format!("no elements per channel in {shape:?}"),
-            )),
-            count => Ok(count),
-        }
-    }
-
-    /// Asks for the cache lines of the planes a pass over images writes and reads first: the
-    /// next output plane (`next`, if any) and plane `(img, ch)` of each of `inputs`, if they
-    /// have one.
-    fn prefetch<T>(
-        self,
-        next: Option<&[MaybeUninit<T>]>,
-        inputs: &[&[T]],
-        (img, ch): (usize, usize),
-    ) {
-        let bytes = self.hw * std::mem::size_of::<T>();
-        if let Some(y) = next {
-            prefetch(y.as_ptr(), bytes, Level::L1);
-        }
-        if img < self.n {
-            for a in inputs {
-                prefetch(self.get(a, img, ch).as_ptr(), bytes, Level::L1);
-            }
-        }
-    }
-
-    /// Plane `(img, ch)` of `x` mapped into `y`: `x·scale + shift`, plus the residual's plane
-    /// if there is one, then `max(·, 0)` if `relu`.
-    fn apply<T: Float>(
-        self,
-        (x, residual): (&[T], Option<&[T]>),
-        (img, ch): (usize, usize),
-        y: &mut [MaybeUninit<T>],
-        (scale, shift): (T, T),
-        relu: bool,
-    ) {
-        let xp = self.get(x, img, ch);
-        match residual {
-            Some(r) => affine_add(xp, self.get(r, img, ch), y, scale, shift, relu),
-            None => affine(xp, y, scale, shift, relu),
-        }
-    }
-
-    /// Channel `ch`'s mean, biased variance and `1/√(var + ε)`: the mean, then `Σ(x − μ)²`.
-    fn moments<T: Float>(self, xv: &[T], ch: usize, eps: T) -> (T, T, T) {
-        let cnt = T::of_usize(self.n * self.hw);
-        let mean = sum(xv, self.ranges(ch)) / cnt;
-        let var = sum_sq_dev(xv, self.ranges(ch), mean) / cnt;
-        (mean, var, T::one() / (var + eps).sqrt())
-    }
 }
 
 impl<T: Float> BatchNormStats<T> {
@@ -464,94 +465,4 @@ pub fn batch_norm_eval_bwd<T: Float>(
         grads.iter().map(|g| g.0).collect(),
         grads.iter().map(|g| g.1).collect(),
     ))
-}
-
-/// Naive training- or evaluation-mode forward; the reference for both fast paths.
-/// With `running = None` it uses batch statistics.
-pub fn batch_norm_ref<T: Float>(
-    x: &Tensor<T>,
-    gamma: &[T],
-    beta: &[T],
-    running: Option<(&[T], &[T])>,
-    eps: T,
-) -> Result<Tensor<T>> {
-    let [n, c, h, w] = check("batch_norm_ref", x, &[gamma, beta])?;
-    let xv = x.as_slice();
-    let mut y = Tensor::zeros(x.shape());
-    let yv = y.as_slice_mut();
-    let idx = |i: usize, ch: usize, p: usize| (i * c + ch) * h * w + p;
-    for ch in 0..c {
-        let (mean, var) = match running {
-            Some((m, v)) => (m[ch], v[ch]),
-            None => {
-                let cnt = T::of_usize(n * h * w);
-                let mut s = T::zero();
-                for i in 0..n {
-                    for p in 0..h * w {
-                        s += xv[idx(i, ch, p)];
-                    }
-                }
-                let mean = s / cnt;
-                let mut v = T::zero();
-                for i in 0..n {
-                    for p in 0..h * w {
-                        let e = xv[idx(i, ch, p)] - mean;
-                        v += e * e;
-                    }
-                }
-                (mean, v / cnt)
-            }
-        };
-        for i in 0..n {
-            for p in 0..h * w {
-                let k = idx(i, ch, p);
-                yv[k] = gamma[ch] * (xv[k] - mean) / (var + eps).sqrt() + beta[ch];
-            }
-        }
-    }
-    Ok(y)
-}
-
-/// Naive training- or evaluation-mode backward (without ReLU), the reference for
-/// [`batch_norm_train_bwd`] and [`batch_norm_eval_bwd`]: returns `(dx, dγ, dβ)` from the
-/// textbook formulas. With `running = None` (batch statistics, biased variance v, x̂ the
-/// normalised input): `dx = γ/√(v + ε)·(dy − mean(dy) − x̂·mean(dy·x̂))`; with running
-/// statistics: `dx = γ·dy/√(v + ε)`. In both, `dγ = Σ dy·x̂` and `dβ = Σ dy`.
-pub fn batch_norm_bwd_ref<T: Float>(
-    x: &Tensor<T>,
-    gamma: &[T],
-    running: Option<(&[T], &[T])>,
-    eps: T,
-    dy: &Tensor<T>,
-) -> Result<(Tensor<T>, Vec<T>, Vec<T>)> {
-    let [n, c, h, w] = check("batch_norm_bwd_ref", x, &[gamma])?;
-    dy.expect_shape("batch_norm_bwd_ref", x.shape())?;
-    let (xv, dyv) = (x.as_slice(), dy.as_slice());
-    let mut dx = Tensor::zeros(x.shape());
-    let dxv = dx.as_slice_mut();
-    let (mut dgamma, mut dbeta) = (vec![T::zero(); c], vec![T::zero(); c]);
-    let at =
-        |ch: usize| (0..n).flat_map(move |i| (0..h * w).map(move |p| (i * c + ch) * h * w + p));
-    let cnt = T::of_usize(n * h * w);
-    for ch in 0..c {
-        let (mean, var) = match running {
-            Some((m, v)) => (m[ch], v[ch]),
-            None => {
-                let mean = at(ch).map(|k| xv[k]).sum::<T>() / cnt;
-                let var = at(ch).map(|k| (xv[k] - mean) * (xv[k] - mean)).sum::<T>() / cnt;
-                (mean, var)
-            }
-        };
-        let sd = (var + eps).sqrt();
-        let xhat = |k: usize| (xv[k] - mean) / sd;
-        dbeta[ch] = at(ch).map(|k| dyv[k]).sum();
-        dgamma[ch] = at(ch).map(|k| dyv[k] * xhat(k)).sum();
-        for k in at(ch) {
-            dxv[k] = match running {
-                Some(_) => gamma[ch] * dyv[k] / sd,
-                None => gamma[ch] / sd * (dyv[k] - dbeta[ch] / cnt - xhat(k) * dgamma[ch] / cnt),
-            };
-        }
-    }
-    Ok((dx, dgamma, dbeta))
 }
