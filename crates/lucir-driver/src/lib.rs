@@ -1,4 +1,6 @@
 //! The library half of `lucir-driver`: run configuration (presets, TOML files, command-line
-//! overrides), shared by the binary and its tests.
+//! overrides), checkpoint files, and fallible printing to standard output, shared by the binary
+//! and its tests.
 
 pub mod config;
+pub mod output;

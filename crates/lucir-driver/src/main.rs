@@ -18,6 +18,7 @@ mod run;
 mod run_info;
 mod sweep;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -70,7 +71,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {}", once_each(&format!("{e:#}")));
+            // A failure to write the error itself (stderr closed or full) leaves only the
+            // exit code to say it; it must not become a panic.
+            let _ = writeln!(std::io::stderr(), "error: {}", once_each(&format!("{e:#}")));
             if e.downcast_ref::<Usage>().is_some() {
                 ExitCode::from(2)
             } else if progress::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
