@@ -2,5 +2,6 @@
 //! overrides), checkpoint files, and fallible printing to standard output, shared by the binary
 //! and its tests.
 
+pub mod checkpoint;
 pub mod config;
 pub mod output;

@@ -6,7 +6,6 @@
 //! (Ctrl-C) with 130, each reported on one line.
 
 mod bench_cmd;
-mod checkpoint;
 mod data_cmd;
 mod eta;
 mod eval_cmd;
@@ -22,7 +21,7 @@ use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lucir_driver::config;
+use lucir_driver::{checkpoint, config};
 
 /// Class-incremental learning with LUCIR.
 #[derive(Debug, Parser)]
