@@ -12,6 +12,7 @@ use lucir_tensor::Tensor;
 
 use crate::usage;
 use lucir_driver::config::parse_arch;
+use lucir_driver::outln;
 
 /// Options of `lucir-driver bench`.
 #[derive(Debug, Args)]
@@ -94,7 +95,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let images = (args.batch * args.steps) as f64;
     let flops = 3.0 * net.backbone.forward_flops(h, w) as f64 * images;
     let threads = rayon::current_num_threads();
-    println!(
+    outln!(
         "{{\"model\":\"{}\",\"batch\":{},\"input\":\"{}\",\"threads\":{threads},\"images_per_s\":{:.1},\"gflops\":{:.1},\"peak_rss_mb\":{:.1}}}",
         args.model,
         args.batch,
@@ -102,6 +103,6 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         images / secs,
         flops / secs / 1e9,
         peak_rss_mb().unwrap_or(f64::NAN)
-    );
+    )?;
     Ok(())
 }

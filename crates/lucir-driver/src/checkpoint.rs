@@ -85,8 +85,8 @@ pub fn paths(run: &Path) -> (PathBuf, PathBuf) {
     (d.join("latest.ckpt"), d.join("previous.ckpt"))
 }
 
-/// Writes a checkpoint, keeping the former newest one as the previous.
-pub fn save(run: &Path, state: &LearnerState, machine: &Machine, wall_seconds: f64) -> Result<()> {
+/// The bytes of a checkpoint file: the encoded state, then the SHA-256 of the encoding.
+pub fn encode(state: &LearnerState, machine: &Machine, wall_seconds: f64) -> Result<Vec<u8>> {
     let mut bytes = postcard::to_stdvec(&File {
         format: FORMAT.into(),
         version: VERSION,
@@ -97,6 +97,12 @@ pub fn save(run: &Path, state: &LearnerState, machine: &Machine, wall_seconds: f
     .context("encoding a checkpoint")?;
     let digest = Sha256::digest(&bytes);
     bytes.extend_from_slice(&digest);
+    Ok(bytes)
+}
+
+/// Writes a checkpoint, keeping the former newest one as the previous.
+pub fn save(run: &Path, state: &LearnerState, machine: &Machine, wall_seconds: f64) -> Result<()> {
+    let bytes = encode(state, machine, wall_seconds)?;
     let (latest, previous) = paths(run);
     // The new file is complete on disk before the old one moves; a kill between the two
     // renames leaves `previous.ckpt` only, which `load` falls back to.
@@ -114,6 +120,14 @@ pub fn save(run: &Path, state: &LearnerState, machine: &Machine, wall_seconds: f
 /// Reads and verifies one checkpoint file.
 pub fn read(path: &Path) -> Result<Checkpoint> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    decode(&bytes, path)
+}
+
+/// Verifies and decodes the bytes of a checkpoint file; `path` names it in errors. Nothing is
+/// allocated beyond a fixed multiple of `bytes.len()`: postcard offers a sequence's stated
+/// length as a size hint only when that many bytes remain, serde caps any preallocation at
+/// 1 MiB, and every element of the state takes at least one byte.
+pub fn decode(bytes: &[u8], path: &Path) -> Result<Checkpoint> {
     if bytes.len() < 32 {
         bail!(
             "{}: truncated checkpoint ({} bytes)",

@@ -13,6 +13,7 @@ use indicatif::ProgressBar;
 use lucir_data::{
     check_images, image_sizes, load, ClassOrder, Dataset, DatasetKind, FolderOptions,
 };
+use lucir_driver::outln;
 
 /// Options of `lucir-driver data`.
 #[derive(Debug, Args)]
@@ -79,42 +80,47 @@ pub fn run(args: &DataArgs) -> Result<()> {
         describe_folder(&ds)?;
     } else {
         let [c, h, w] = ds.train.shape;
-        println!(
+        outln!(
             "dataset {} from {}: {} classes, {c}×{h}×{w} images, {} train / {} test",
             kind.name(),
             ds.dir.display(),
             ds.classes,
             ds.train.len(),
             ds.test.len()
-        );
+        )?;
     }
     let train = ds.train.class_counts(ds.classes);
     let test = ds.test.class_counts(ds.classes);
-    println!(
+    outln!(
         "{:>8} {:>6} {:>8} {:>8}  name",
-        "position", "class", "train", "test"
-    );
+        "position",
+        "class",
+        "train",
+        "test"
+    )?;
     for (p, &cls) in order.order().iter().enumerate() {
-        println!(
+        outln!(
             "{p:>8} {cls:>6} {:>8} {:>8}  {}",
-            train[cls], test[cls], ds.class_names[cls]
-        );
+            train[cls],
+            test[cls],
+            ds.class_names[cls]
+        )?;
     }
     let list: Vec<String> = order.order().iter().map(|c| c.to_string()).collect();
     match &args.class_order {
-        Some(_) => println!("class order (explicit): {}", list.join(",")),
-        None => println!("class order (seed {}): {}", args.seed, list.join(",")),
+        Some(_) => outln!("class order (explicit): {}", list.join(","))?,
+        None => outln!("class order (seed {}): {}", args.seed, list.join(","))?,
     }
     if !args.check {
         Ok(())
     } else if kind == DatasetKind::Folder {
         check_folder(&ds)
     } else {
-        println!(
+        outln!(
             "check: the {} reader checked all {} images while loading",
             kind.name(),
             ds.train.len() + ds.test.len()
-        );
+        )?;
         Ok(())
     }
 }
@@ -165,13 +171,13 @@ impl Tally {
 /// read from every file's header (cheap beside decoding: a few kilobytes a file, in
 /// parallel), with the crop the network is fed.
 fn describe_folder(ds: &Dataset) -> Result<()> {
-    println!(
+    outln!(
         "dataset folder from {}: {} classes, {} train / {} test images",
         ds.dir.display(),
         ds.classes,
         ds.train.len(),
         ds.test.len()
-    );
+    )?;
     let files = ds.image_files();
     let tally = Tally::new(files.len(), "reading headers", false)?;
     let sizes = image_sizes(&files, || tally.tick());
@@ -194,7 +200,7 @@ fn describe_folder(ds: &Dataset) -> Result<()> {
             files.len()
         );
     }
-    println!("{line}");
+    outln!("{line}")?;
     Ok(())
 }
 
@@ -206,7 +212,7 @@ fn check_folder(ds: &Dataset) -> Result<()> {
     let bad = check_images(&files, || tally.tick());
     tally.finish();
     for b in &bad {
-        println!("{}: {}", b.path.display(), b.reason);
+        outln!("{}: {}", b.path.display(), b.reason)?;
     }
     if !bad.is_empty() {
         bail!(
@@ -215,11 +221,11 @@ fn check_folder(ds: &Dataset) -> Result<()> {
             files.len()
         );
     }
-    println!(
+    outln!(
         "check: all {} images decode ({} train, {} test)",
         files.len(),
         ds.train.len(),
         ds.test.len()
-    );
+    )?;
     Ok(())
 }

@@ -18,6 +18,7 @@ use lucir_nn::write_atomic;
 use crate::run::protocol_data;
 use crate::usage;
 use lucir_driver::config::read_config_file;
+use lucir_driver::outln;
 
 /// Options of `lucir-driver eval`.
 #[derive(Debug, Clone, Args)]
@@ -198,12 +199,12 @@ pub fn run(args: &EvalArgs) -> Result<()> {
         &out.join("eval.json"),
         serde_json::to_string_pretty(&summary)?.as_bytes(),
     )?;
-    println!(
+    outln!(
         "phase {phase}, {seen} classes, {} test images: CNN {:.2}%  NME {:.2}%  ({})",
         labels.len(),
         acc_cnn,
         acc_nme,
         out.display()
-    );
+    )?;
     Ok(())
 }

@@ -15,6 +15,7 @@ use md5::Md5;
 use sha2::{Digest, Sha256};
 
 use crate::usage;
+use lucir_driver::outln;
 
 /// Options of `lucir-driver data fetch`.
 #[derive(Debug, Clone, Args)]
@@ -147,7 +148,7 @@ pub fn run(args: &FetchArgs) -> Result<()> {
     };
     let target = home.join(src.folder);
     if src.files.iter().all(|f| target.join(f).is_file()) {
-        println!("{} is already in {}", src.name, target.display());
+        outln!("{} is already in {}", src.name, target.display())?;
         return Ok(());
     }
     let (url, check) = match (&args.url, &args.sha256) {
@@ -169,7 +170,7 @@ pub fn run(args: &FetchArgs) -> Result<()> {
             target.join(src.files[0]).display()
         )
     })?;
-    println!("{} in {}", src.name, target.display());
+    outln!("{} in {}", src.name, target.display())?;
     Ok(())
 }
 

@@ -6,7 +6,6 @@
 //! (Ctrl-C) with 130, a preempted one (SIGTERM, SIGUSR1) with 75, each reported on one line.
 
 mod bench_cmd;
-mod checkpoint;
 mod data_cmd;
 mod eta;
 mod eval_cmd;
@@ -20,10 +19,11 @@ mod run_info;
 mod signals;
 mod sweep;
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use lucir_driver::config;
+use lucir_driver::{checkpoint, config};
 
 /// Class-incremental learning with LUCIR.
 #[derive(Debug, Parser)]
@@ -77,7 +77,9 @@ fn main() -> ExitCode {
             ExitCode::from(signals::PREEMPTED_EXIT)
         }
         Err(e) => {
-            eprintln!("error: {}", once_each(&format!("{e:#}")));
+            // A failure to write the error itself (stderr closed or full) leaves only the
+            // exit code to say it; it must not become a panic.
+            let _ = writeln!(std::io::stderr(), "error: {}", once_each(&format!("{e:#}")));
             if e.downcast_ref::<Usage>().is_some() {
                 ExitCode::from(2)
             } else if signals::INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {

@@ -18,6 +18,7 @@ use lucir_nn::write_atomic;
 
 use crate::report::{read_results, Chart, RunResults, COLOURS};
 use crate::usage;
+use lucir_driver::{out, outln};
 
 /// Which accuracy the chart shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -507,7 +508,7 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     }
     let (groups, note) = group(runs, &args.label)?;
     let text = markdown(&groups, note.as_deref(), args.per_seed);
-    print!("{text}");
+    out!("{text}")?;
     let out = args
         .out
         .clone()
@@ -519,6 +520,6 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     let (md, svg) = (out.join("report.md"), out.join("report.svg"));
     write_atomic(&md, text.as_bytes())?;
     write_atomic(&svg, chart(&groups, args.metric).as_bytes())?;
-    println!("\nreport: {}, chart: {}", md.display(), svg.display());
+    outln!("\nreport: {}, chart: {}", md.display(), svg.display())?;
     Ok(())
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use lucir_data::{load, ClassOrder, DatasetKind, FolderOptions, Phases};
+use lucir_driver::{out, outln};
 use lucir_method::{run_protocol, IncrementalLearner, Method, ProtocolData};
 use lucir_nn::write_atomic;
 
@@ -241,7 +242,7 @@ pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
         None => usage(resolve(args))?,
     };
     if args.print_config {
-        print!("{}", config_text(&cfg)?);
+        out!("{}", config_text(&cfg)?)?;
         return Ok(());
     }
     let threads = match &args.resume {
@@ -315,12 +316,12 @@ pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
             let (ckpt, from) = checkpoint::load(d, &mut |w| eprintln!("warning: {w}"))?;
             let state = ckpt.state;
             if state.training.is_none() && state.results.len() == data.phases.len() {
-                println!(
+                outln!(
                     "{} has finished all {} phases; nothing to do (results: {})",
                     d.display(),
                     data.phases.len(),
                     d.join("results.json").display()
-                );
+                )?;
                 return Ok(());
             }
             let differences = ckpt.machine.differences(&machine);
@@ -393,7 +394,7 @@ pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
     outcome?;
     progress.results.wall_seconds = progress.elapsed();
     write_all(&dir, &progress.results, &baselines)?;
-    print!("{}", table(&progress.results));
-    println!("results: {}", dir.join("results.json").display());
+    out!("{}", table(&progress.results))?;
+    outln!("results: {}", dir.join("results.json").display())?;
     Ok(())
 }

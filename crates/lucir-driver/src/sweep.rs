@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use lucir_driver::config::{self, read_config_file, resolve, RunArgs, RunConfig, DEFAULT_PRESET};
+use lucir_driver::outln;
 use lucir_nn::write_atomic;
 
 use crate::checkpoint;
@@ -259,13 +260,13 @@ fn write_slurm(
     );
     write_atomic(script, text.as_bytes())
         .with_context(|| format!("writing the Slurm script {}", script.display()))?;
-    println!(
+    outln!(
         "wrote {} ({} task{}, settings {}); submit it with `sbatch {}`",
         script.display(),
         seeds.len(),
         if seeds.len() == 1 { "" } else { "s" },
         base.join(SWEEP_FILE).display(),
         script.display()
-    );
+    )?;
     Ok(())
 }

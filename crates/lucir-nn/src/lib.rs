@@ -23,7 +23,10 @@ pub use resnet::{BasicBlock, ResNet, ResNetKind};
 pub use safetensors_io::{
     apply_tensor_file, load_safetensors, save_safetensors, torch_name, TensorFile,
 };
-pub use state::{load_state, save_state, write_atomic, StateDict, STATE_FORMAT, STATE_VERSION};
+pub use state::{
+    load_state, save_state, write_atomic, StateData, StateDict, StateEntry, STATE_FORMAT,
+    STATE_VERSION,
+};
 
 /// Something with named parameters and buffers.
 pub trait Module<T: Float> {

@@ -85,6 +85,7 @@ impl TensorFile {
             path: path.to_path_buf(),
             detail,
         };
+        check_layout(bytes).map_err(|e| bad(format!("not a readable safetensors file ({e})")))?;
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| bad(format!("not a readable safetensors file ({e})")))?;
         let (_, meta) = SafeTensors::read_metadata(bytes)
@@ -107,15 +108,91 @@ impl TensorFile {
 
     /// The tensor `name` as a `Tensor<T>`, or an error naming it.
     pub fn tensor<T: Float>(&self, name: &str, path: &Path) -> Result<Tensor<T>> {
-        let (shape, values) = self.tensors.get(name).ok_or_else(|| Error::State {
+        let bad = |detail: String| Error::State {
             path: path.to_path_buf(),
-            detail: format!("tensor {name} is missing"),
-        })?;
-        Ok(Tensor::from_vec(
-            shape,
-            values.iter().map(|v| T::of(*v)).collect(),
-        )?)
+            detail,
+        };
+        let (shape, values) = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| bad(format!("tensor {name} is missing")))?;
+        Tensor::from_vec(shape, values.iter().map(|v| T::of(*v)).collect())
+            .map_err(|e| bad(format!("tensor {name}: {e}")))
     }
+}
+
+/// One tensor's entry in a safetensors header.
+#[derive(serde::Deserialize)]
+struct HeaderEntry {
+    dtype: String,
+    shape: Vec<u64>,
+    data_offsets: (u64, u64),
+}
+
+/// Checks the sizes a safetensors file states against the bytes it has, before the
+/// `safetensors` crate reads it: the header length, and each tensor's data offsets and element
+/// count (shape product times element size, overflow-checked). A file that states more than it
+/// holds is refused here with the tensor and the numbers named (the crate's own errors name
+/// neither). Anything else is left to the crate's validation.
+fn check_layout(bytes: &[u8]) -> std::result::Result<(), String> {
+    let Some((len, rest)) = bytes.split_first_chunk::<8>() else {
+        return Err(format!(
+            "{} bytes, shorter than the 8-byte header length",
+            bytes.len()
+        ));
+    };
+    let len = u64::from_le_bytes(*len);
+    let header = usize::try_from(len)
+        .ok()
+        .and_then(|n| rest.get(..n))
+        .ok_or_else(|| {
+            format!(
+                "the header length is {len} bytes, but only {} bytes follow it",
+                rest.len()
+            )
+        })?;
+    let data = (rest.len() - header.len()) as u64;
+    let Ok(entries) =
+        serde_json::from_slice::<BTreeMap<String, serde_json::Value>>(header.trim_ascii_end())
+    else {
+        return Ok(());
+    };
+    for (name, value) in entries {
+        if name == "__metadata__" {
+            continue;
+        }
+        let Ok(e) = serde_json::from_value::<HeaderEntry>(value) else {
+            continue;
+        };
+        let (start, end) = e.data_offsets;
+        if start > end || end > data {
+            return Err(format!(
+                "tensor {name} has data offsets {start}..{end}, outside the {data} data bytes"
+            ));
+        }
+        let elements = e
+            .shape
+            .iter()
+            .try_fold(1u64, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| format!("tensor {name} has shape {:?}: too many elements", e.shape))?;
+        let size = match e.dtype.as_str() {
+            "F64" | "I64" | "U64" => 8,
+            "F32" | "I32" | "U32" => 4,
+            "F16" | "BF16" | "I16" | "U16" => 2,
+            "U8" | "I8" | "BOOL" => 1,
+            _ => continue,
+        };
+        if elements.checked_mul(size) != Some(end - start) {
+            return Err(format!(
+                "tensor {name} of shape {:?} and dtype {} needs {elements} × {size} bytes, its \
+                 data offsets span {}",
+                e.shape,
+                e.dtype,
+                end - start
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn decode(view: &TensorView<'_>) -> Option<Vec<f64>> {

@@ -74,6 +74,17 @@ impl StateDict {
         }
     }
 
+    /// Decodes the bytes of a state file written by [`save_state`]; `path` names it in errors.
+    /// Nothing is allocated beyond a fixed multiple of `bytes.len()`: postcard offers a
+    /// sequence's stated length as a size hint only when that many bytes remain, serde caps
+    /// any preallocation at 1 MiB, and every element takes at least one byte.
+    pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
+        postcard::from_bytes(bytes).map_err(|e| Error::State {
+            path: path.to_path_buf(),
+            detail: format!("not a readable lucir state file ({e})"),
+        })
+    }
+
     /// Copies the entries into a module whose names, shapes and precision match exactly.
     /// Nothing is changed unless every entry fits.
     pub fn apply<T: Float, M: Module<T>>(&self, module: &mut M, path: &Path) -> Result<()> {
@@ -95,6 +106,19 @@ impl StateDict {
         }
         let mut decoded = Vec::with_capacity(self.entries.len());
         for e in &self.entries {
+            let len = match &e.data {
+                StateData::F32(v) => v.len(),
+                StateData::F64(v) => v.len(),
+            };
+            let elements = e.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+            if elements != Some(len) {
+                return Err(bad(format!(
+                    "entry {} of shape {:?} needs {} elements, the file has {len}",
+                    e.name,
+                    e.shape,
+                    elements.map_or("more".to_string(), |n| n.to_string())
+                )));
+            }
             let values: Vec<T> = match (&e.data, T::NAME) {
                 (StateData::F32(v), "f32") => v.iter().map(|x| T::of(*x as f64)).collect(),
                 (StateData::F64(v), "f64") => v.iter().map(|x| T::of(*x)).collect(),
@@ -178,9 +202,5 @@ pub fn load_state<T: Float, M: Module<T>>(module: &mut M, path: &Path) -> Result
         path: path.to_path_buf(),
         source,
     })?;
-    let dict: StateDict = postcard::from_bytes(&bytes).map_err(|e| Error::State {
-        path: path.to_path_buf(),
-        detail: format!("not a readable lucir state file ({e})"),
-    })?;
-    dict.apply(module, path)
+    StateDict::from_bytes(&bytes, path)?.apply(module, path)
 }

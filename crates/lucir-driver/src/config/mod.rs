@@ -1,8 +1,8 @@
 //! Run configuration: presets (docs/design.md §4), TOML files and command-line overrides, resolved
 //! into one [`RunConfig`] that is written to the run folder as `config.toml`.
 //!
-//! - [`presets`]: the named starting points;
-//! - [`cli`]: the command-line flags of a run ([`RunArgs`]);
+//! - `presets`: the named starting points;
+//! - `cli`: the command-line flags of a run ([`RunArgs`]);
 //! - [`resolve`]: TOML files and flags over a preset, checked into a [`RunConfig`].
 
 mod cli;
