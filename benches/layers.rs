@@ -155,7 +155,10 @@ fn resnet32_layers(c: usize, s: usize) -> Vec<Layer> {
 fn main() {
     // As the driver does: freed activations stay in the process, so each timed call reuses
     // memory instead of faulting fresh pages in (which training never pays in its steady state).
-    lucir::tensor::retain_freed_memory();
+    // SAFETY: the first thing the program does, before any other thread is started.
+    unsafe {
+        lucir::tensor::retain_freed_memory();
+    }
     let (peak, isa) = peak();
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()

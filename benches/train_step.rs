@@ -15,7 +15,10 @@ mod common;
 use common::random;
 
 fn bench(c: &mut Criterion) {
-    lucir::tensor::retain_freed_memory();
+    // SAFETY: the first thing the program does, before any other thread is started.
+    unsafe {
+        lucir::tensor::retain_freed_memory();
+    }
     let (batch, classes) = (128, 10);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let x = random(&[batch, 1, 28, 28], &mut rng);

@@ -10,9 +10,9 @@ use lucir_method::Network;
 use lucir_nn::{Mode, Module};
 use lucir_tensor::Tensor;
 
+use crate::config::parse_arch;
+use crate::outln;
 use crate::usage;
-use lucir_driver::config::parse_arch;
-use lucir_driver::outln;
 
 /// Options of `lucir-driver bench`.
 #[derive(Debug, Args)]

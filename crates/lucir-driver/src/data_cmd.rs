@@ -7,13 +7,13 @@ use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::outln;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use indicatif::ProgressBar;
 use lucir_data::{
     check_images, image_sizes, load, ClassOrder, Dataset, DatasetKind, FolderOptions,
 };
-use lucir_driver::outln;
 
 /// Options of `lucir-driver data`.
 #[derive(Debug, Args)]

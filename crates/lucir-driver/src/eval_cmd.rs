@@ -15,10 +15,10 @@ use lucir_data::ExemplarMemory;
 use lucir_method::{accuracy_split, per_class_accuracy, IncrementalLearner, Network};
 use lucir_nn::write_atomic;
 
+use crate::config::read_config_file;
+use crate::outln;
 use crate::run::protocol_data;
 use crate::usage;
-use lucir_driver::config::read_config_file;
-use lucir_driver::outln;
 
 /// Options of `lucir-driver eval`.
 #[derive(Debug, Clone, Args)]

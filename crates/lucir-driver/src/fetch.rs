@@ -14,8 +14,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use md5::Md5;
 use sha2::{Digest, Sha256};
 
+use crate::outln;
 use crate::usage;
-use lucir_driver::outln;
 
 /// Options of `lucir-driver data fetch`.
 #[derive(Debug, Clone, Args)]

@@ -88,6 +88,7 @@ pub fn read_results(path: &Path) -> Result<RunResults> {
 
 /// The frame of an accuracy-per-phase chart (x: classes seen, y: 0–100 %): the plot area,
 /// coordinate maps, and the SVG of title, grid, ticks and axis titles.
+#[derive(Debug)]
 pub struct Chart {
     w: f64,
     h: f64,

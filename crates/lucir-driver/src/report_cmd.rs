@@ -11,14 +11,14 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
+use crate::config::{read_config_file, settings, RunConfig};
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use lucir_driver::config::{read_config_file, settings, RunConfig};
 use lucir_nn::write_atomic;
 
 use crate::report::{read_results, Chart, RunResults, COLOURS};
 use crate::usage;
-use lucir_driver::{out, outln};
+use crate::{out, outln};
 
 /// Which accuracy the chart shows.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

@@ -3,20 +3,20 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::{out, outln};
 use anyhow::{bail, Context, Result};
 use lucir_data::{load, ClassOrder, DatasetKind, FolderOptions, Phases};
-use lucir_driver::{out, outln};
 use lucir_method::{run_protocol, IncrementalLearner, Method, ProtocolData};
 use lucir_nn::write_atomic;
 
 use crate::checkpoint;
+use crate::config::{self, method_name, read_config_file, resolve, RunArgs, RunConfig};
 use crate::progress::start_metrics;
 use crate::progress::{Display, Progress};
 use crate::report::{read_results, table, write_all, RunResults};
 use crate::run_info::RunInfo;
 use crate::sweep::list_changes;
 use crate::usage;
-use lucir_driver::config::{self, method_name, read_config_file, resolve, RunArgs, RunConfig};
 
 /// Now as `YYYYmmdd-HHMMSS` (UTC), for run folder names.
 pub(crate) fn timestamp() -> String {

@@ -4,9 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::config::{self, read_config_file, resolve, RunArgs, RunConfig, DEFAULT_PRESET};
+use crate::outln;
 use anyhow::{Context, Result};
-use lucir_driver::config::{self, read_config_file, resolve, RunArgs, RunConfig, DEFAULT_PRESET};
-use lucir_driver::outln;
 use lucir_nn::write_atomic;
 
 use crate::checkpoint;

@@ -18,19 +18,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// than asked each time (so that [`HugePages`] finds large untouched stretches to advise).
 /// Returns whether the settings took effect (always false off glibc).
 ///
-/// Binaries call it once at start-up, before starting any other thread (rayon's pool
-/// included): glibc's `mallopt` writes the allocator's parameters under the main arena's lock
-/// only, while `malloc` and `free` in other threads read them without it (glibc documents it
-/// MT-Unsafe, `const:mallopt`). It must not be called from a signal handler.
-pub fn retain_freed_memory() -> bool {
+/// # Safety
+/// Call it before any other thread of the process exists (rayon's pool included), and not
+/// from a signal handler: glibc's `mallopt` writes the allocator's parameters under the main
+/// arena's lock only, while `malloc` and `free` in other threads read them without it (glibc
+/// documents it MT-Unsafe, `const:mallopt`).
+pub unsafe fn retain_freed_memory() -> bool {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         // SAFETY: `mallopt` takes two integers and touches no memory of ours: it sets the
         // global parameters of glibc's allocator. glibc marks it MT-Unsafe (`const:mallopt`):
         // it writes them while `malloc`/`free` in other threads may read them unsynchronised,
-        // so this is free of races only before other threads exist, where the doc asks for the
-        // one call (as the driver and the benchmarks make it). 32 MiB is glibc's maximum mmap
-        // threshold on 64-bit targets.
+        // so this is free of races only before other threads exist: this function's contract.
+        // 32 MiB is glibc's maximum mmap threshold on 64-bit targets.
         unsafe {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
