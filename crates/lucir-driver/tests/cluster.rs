@@ -7,14 +7,9 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use common::*;
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// Starts the driver with `args`; `env` adds variables (RAYON_NUM_THREADS is 2 unless set).
 fn spawn(args: &[&str], env: &[(&str, &str)]) -> Child {
@@ -50,39 +45,6 @@ fn wait_for(child: &mut Child, prefix: &str) -> Vec<String> {
 fn signal(child: &Child, sig: i32) {
     // SAFETY: signals our own child process, which has not been waited for yet.
     unsafe { libc::kill(child.id() as i32, sig) };
-}
-
-/// The bytes of every model file of a run, by name.
-fn models(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-/// metrics.csv without its timing column.
-fn metrics(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("metrics.csv"))
-        .unwrap()
-        .lines()
-        .map(|l| l.rsplit_once(',').map_or(l, |(a, _)| a).to_string())
-        .collect()
-}
-
-/// Asserts that run `b` ended exactly as run `a`: results, every model file, the metrics.
-fn assert_same_run(a: &Path, b: &Path) {
-    assert_eq!(results_without_timings(a), results_without_timings(b));
-    let (ma, mb) = (models(a), models(b));
-    assert!(!ma.is_empty());
-    assert!(ma == mb, "model files differ");
-    assert_eq!(metrics(a), metrics(b));
 }
 
 /// SIGTERM inside an epoch: the step finishes, the run is checkpointed there and exits 75;

@@ -17,30 +17,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// metrics.csv without its timing column.
-fn metrics(dir: &Path) -> Vec<String> {
-    std::fs::read_to_string(dir.join("metrics.csv"))
-        .unwrap_or_default()
-        .lines()
-        .map(|l| l.rsplit_once(',').map_or(l, |(a, _)| a).to_string())
-        .collect()
-}
-
-/// The bytes of every model file of a run, by name.
-fn models(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
-        .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            (name, std::fs::read(&p).unwrap())
-        })
-        .collect();
-    v.sort();
-    v
-}
-
 /// What the run was doing when it was killed: its last progress line, reduced to its kind,
 /// and whether a file was being written (a temporary file in the run folder).
 fn moment(dir: &Path) -> String {
@@ -73,13 +49,6 @@ fn moment(dir: &Path) -> String {
         true => format!("{kind} (a file half-written)"),
         false => kind.to_string(),
     }
-}
-
-/// Run `b` ended exactly as run `a`: results without timings, model files, metrics.
-fn assert_same(a: &Path, b: &Path) {
-    assert_eq!(results_without_timings(a), results_without_timings(b));
-    assert!(models(a) == models(b), "model files differ");
-    assert_eq!(metrics(a), metrics(b));
 }
 
 #[test]
@@ -157,7 +126,7 @@ fn runs_killed_at_random_moments_end_exactly_as_uninterrupted_ones() {
                 {
                     // Finished before the next kill: it must have ended exactly as the
                     // uninterrupted run; then a new run takes the kills left.
-                    assert_same(&a, &b);
+                    assert_same_run(&a, &b);
                     finished_runs += 1;
                     std::fs::remove_dir_all(&b).unwrap();
                     std::fs::create_dir_all(&b).unwrap();
@@ -197,7 +166,7 @@ fn runs_killed_at_random_moments_end_exactly_as_uninterrupted_ones() {
             None => tally.push((m.clone(), 1)),
         }
     }
-    assert_same(&a, &b);
+    assert_same_run(&a, &b);
     eprintln!(
         "torture: {} kills survived by {} runs, each ending exactly as the uninterrupted one; \
          killed during: {tally:?}",

@@ -4,16 +4,8 @@
 
 mod common;
 
-use common::{driver, temp_dir, write_mnist_like};
+use common::{driver, stderr, stdout, temp_dir, write_mnist_like};
 use std::path::Path;
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 /// A tiny run's flags on the MNIST-like data in `data`: 8 base classes, then `inc` per phase.
 fn tiny<'a>(data: &'a str, inc: &'a str) -> Vec<&'a str> {

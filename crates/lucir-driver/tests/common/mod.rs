@@ -88,3 +88,47 @@ pub fn small_run_args<'a>(data: &'a str, out: &'a str) -> Vec<&'a str> {
         "3,1,4,0,5,9,2,6,8,7",
     ]
 }
+
+/// A process's standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A process's standard output as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The bytes of every model file of a run, by name.
+pub fn models(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// metrics.csv without its timing column.
+pub fn metrics(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("metrics.csv"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.rsplit_once(',').map_or(l, |(a, _)| a).to_string())
+        .collect()
+}
+
+/// Run `b` ended exactly as run `a`: results without timings, every model file's bytes, the
+/// metrics without timings.
+pub fn assert_same_run(a: &Path, b: &Path) {
+    assert_eq!(results_without_timings(a), results_without_timings(b));
+    let (ma, mb) = (models(a), models(b));
+    assert!(!ma.is_empty(), "no model file in {}", a.display());
+    assert!(ma == mb, "model files differ");
+    assert_eq!(metrics(a), metrics(b));
+}

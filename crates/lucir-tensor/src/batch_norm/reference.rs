@@ -51,7 +51,8 @@ pub fn batch_norm_ref<T: Float>(
 }
 
 /// Naive training- or evaluation-mode backward (without ReLU), the reference for
-/// [`batch_norm_train_bwd`] and [`batch_norm_eval_bwd`]: returns `(dx, dγ, dβ)` from the
+/// [`batch_norm_train_bwd`](super::batch_norm_train_bwd) and
+/// [`batch_norm_eval_bwd`](super::batch_norm_eval_bwd): returns `(dx, dγ, dβ)` from the
 /// textbook formulas. With `running = None` (batch statistics, biased variance v, x̂ the
 /// normalised input): `dx = γ/√(v + ε)·(dy − mean(dy) − x̂·mean(dy·x̂))`; with running
 /// statistics: `dx = γ·dy/√(v + ε)`. In both, `dγ = Σ dy·x̂` and `dβ = Σ dy`.
