@@ -1,16 +1,16 @@
 //! Where the convolution time goes, against the machine's peak: an FMA loop on every rayon
 //! thread measures the peak f32 GFLOP/s (AVX-512, else AVX2+FMA, else scalar), then every
 //! convolution shape of ResNet-20/32 on 1×28×28 (Fashion-MNIST) and 3×32×32 (CIFAR) inputs,
-//! batch 128, is timed forward and backward (median of 5 after a warm-up). The backward pass
-//! computes the input and weight gradients together (they share the column matrices, or the
-//! bordered copies of the direct kernels), so it is timed as one: 2× the forward FLOPs; the
-//! weight gradient is also timed alone, and the input gradient's rate is taken from the
-//! difference. Printed as `LAYER|…` rows (and one `PEAK|…` row) that
-//! `cargo xtask bench` copies into docs/perf.md.
+//! batch 128, is timed (median of 5 after a warm-up) forward, backward as training runs it
+//! (both gradients in one pass, which share the copies of `dy`: 2× the forward FLOPs), and each
+//! gradient on its own (`conv2d_bwd_data`, `conv2d_bwd_weight`: the forward FLOPs each). Every
+//! figure is one pass's own time and the FLOPs that pass does, so none can exceed the peak but
+//! by timing noise, which is then reported. Printed as `LAYER|…` rows (and one `PEAK|…` row)
+//! that `cargo xtask bench` copies into docs/perf.md.
 
 use std::time::Instant;
 
-use lucir::tensor::{conv2d, conv2d_bwd, conv2d_bwd_weight, Conv2dGeometry};
+use lucir::tensor::{conv2d, conv2d_bwd, conv2d_bwd_data, conv2d_bwd_weight, Conv2dGeometry};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -188,21 +188,29 @@ fn main() {
             let bwd = median_secs(&mut || {
                 std::hint::black_box(conv2d_bwd(&x, &w, &dy, g).expect("valid shapes"));
             });
+            let bwd_data = median_secs(&mut || {
+                std::hint::black_box(conv2d_bwd_data(&x, &w, &dy, g).expect("valid shapes"));
+            });
             let bwd_weight = median_secs(&mut || {
                 std::hint::black_box(conv2d_bwd_weight(&x, &w, &dy, g).expect("valid shapes"));
             });
-            let rate = |flops: f64, secs: f64| {
+            let layer = format!("{ci}→{co} {k}×{k}/{stride} at {h}×{h}");
+            let rate = |what: &str, flops: f64, secs: f64| {
                 let gf = flops / secs / 1e9;
+                if gf > peak {
+                    eprintln!(
+                        "{layer} {what}: {gf:.0} GFLOP/s, above the measured peak ({peak:.0}): \
+                         the machine was busier while the peak was measured"
+                    );
+                }
                 format!("{gf:.0} ({:.0}%)", 100.0 * gf / peak)
             };
-            // The input gradient alone is not an entry point: its time is the whole backward
-            // pass less the weight gradient's (both passes copy their inputs once).
             println!(
-                "LAYER|{c}×{s}×{s}|{ci}→{co} {k}×{k}/{stride} at {h}×{h} (×{count})|{}|{}|{}|{}|{:.1}|",
-                rate(flops, fwd),
-                rate(2.0 * flops, bwd),
-                rate(flops, (bwd - bwd_weight).max(f64::MIN_POSITIVE)),
-                rate(flops, bwd_weight),
+                "LAYER|{c}×{s}×{s}|{layer} (×{count})|{}|{}|{}|{}|{:.1}|",
+                rate("forward", flops, fwd),
+                rate("backward", 2.0 * flops, bwd),
+                rate("input gradient", flops, bwd_data),
+                rate("weight gradient", flops, bwd_weight),
                 count as f64 * (fwd + bwd) * 1e3
             );
         }

@@ -9,8 +9,27 @@ fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-/// Runs every benchmark; extra arguments go to criterion (e.g. a filter).
+/// The CPU's model name (`/proc/cpuinfo`, as `lscpu` reports it).
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// Runs every benchmark; extra arguments go to criterion (e.g. a filter). Every table printed
+/// or written says the CPU it was measured on.
 pub fn run(extra: &[String]) -> Result<()> {
+    let cpu = cpu_model();
+    println!(
+        "CPU: {cpu}, {} threads",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     // `cargo xtask bench -- FILTER` arrives as ["--", "FILTER"].
     let extra = match extra.first().map(String::as_str) {
         Some("--") => &extra[1..],
@@ -34,6 +53,7 @@ pub fn run(extra: &[String]) -> Result<()> {
         bail!("cargo bench failed: {}", out.status);
     }
     for model in ["resnet32", "resnet20"] {
+        println!("training step, {model}, CPU {cpu}:");
         let status = cargo()
             .args([
                 "run",
@@ -59,8 +79,8 @@ pub fn run(extra: &[String]) -> Result<()> {
     let layers: Vec<&str> = text.lines().filter(|l| l.starts_with("LAYER|")).collect();
     if !layers.is_empty() {
         let header = "| input | convolution (count in ResNet-32) | forward GFLOP/s (% of peak) \
-                      | backward GFLOP/s (% of peak) | backward-data (whole − weight) \
-                      | backward-weights | ms per step, all of them |";
+                      | backward GFLOP/s (% of peak) | input gradient alone \
+                      | weight gradient alone | ms per step, all of them |";
         doc = with_table(
             &doc,
             "layers",
@@ -75,7 +95,8 @@ pub fn run(extra: &[String]) -> Result<()> {
         println!("no GPU head rows (no GPU, or not a --features cuda build)");
     } else {
         let header = "| launcher | shape | time | transfers alone / ratio |";
-        doc = with_table(&doc, "gpu-heads", "GPU heads", header, &[], &heads);
+        let machine = format!("MACHINE|CPU {}|", cpu_model());
+        doc = with_table(&doc, "gpu-heads", "GPU heads", header, &[&machine], &heads);
     }
     std::fs::write(&path, doc).with_context(|| format!("writing {}", path.display()))?;
     println!("tables written to {}", path.display());
@@ -106,7 +127,12 @@ fn with_table(
     };
     let mut table = String::new();
     for l in lead {
-        table.push_str(&format!("Peak: {}\n\n", cells(l).join(", ")));
+        let what = if l.starts_with("PEAK|") {
+            "Peak"
+        } else {
+            "Machine"
+        };
+        table.push_str(&format!("{what}: {}\n\n", cells(l).join(", ")));
     }
     let columns = header.matches('|').count() - 1;
     table.push_str(header);

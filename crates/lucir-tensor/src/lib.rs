@@ -34,8 +34,8 @@ pub use batch_norm::{
     BatchNormStats, ChannelMap,
 };
 pub use conv2d::{
-    conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_ref, conv2d_bwd_weight, conv2d_mapped,
-    conv2d_mapped_bwd, conv2d_ref, Conv2dGeometry,
+    conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_data, conv2d_bwd_ref, conv2d_bwd_weight,
+    conv2d_mapped, conv2d_mapped_bwd, conv2d_ref, Conv2dGeometry,
 };
 pub use cpu::Avx512;
 pub use elementwise::{add, add_relu, relu, relu_bwd};

@@ -15,8 +15,9 @@ mod common;
 
 use common::{max_rel, rng, uniform};
 use lucir_tensor::{
-    channel_map, conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_ref, conv2d_bwd_weight,
-    conv2d_mapped, conv2d_mapped_bwd, conv2d_ref, Avx512, ChannelMap, Conv2dGeometry, Tensor,
+    channel_map, conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_data, conv2d_bwd_ref,
+    conv2d_bwd_weight, conv2d_mapped, conv2d_mapped_bwd, conv2d_ref, Avx512, ChannelMap,
+    Conv2dGeometry, Tensor,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -166,7 +167,9 @@ fn f32_mapped_convolutions_equal_map_then_convolve() {
 }
 
 /// The backward pass that adds its input gradient into an existing one gives the bits of
-/// computing it and adding afterwards (stride 1 and 2, 3×3 and 1×1, odd sizes).
+/// computing it and adding afterwards (stride 1 and 2, 3×3 and 1×1, odd sizes); the input
+/// gradient alone (`conv2d_bwd_data`, for timing) is the backward pass's, bit for bit, in f32
+/// and in f64 (the gemm path).
 #[test]
 fn f32_backward_into_a_gradient_equals_adding_afterwards() {
     if !direct_kernels_run(
@@ -198,6 +201,20 @@ fn f32_backward_into_a_gradient_equals_adding_afterwards() {
         let what = format!("{n}×{ci}×{h}×{w} → {co}, {k}×{k}/{stride}");
         assert_eq!(got.as_slice(), want.as_slice(), "input gradient {what}");
         assert_eq!(dw_got.as_slice(), dw.as_slice(), "weight gradient {what}");
+        let alone = conv2d_bwd_data(&x, &kernel, &dy, g).unwrap();
+        assert_eq!(
+            alone.as_slice(),
+            dx.as_slice(),
+            "input gradient alone {what}"
+        );
+        let (x64, k64, dy64) = (x.cast::<f64>(), kernel.cast::<f64>(), dy.cast::<f64>());
+        let (dx64, _) = conv2d_bwd(&x64, &k64, &dy64, g).unwrap();
+        let alone64 = conv2d_bwd_data(&x64, &k64, &dy64, g).unwrap();
+        assert_eq!(
+            alone64.as_slice(),
+            dx64.as_slice(),
+            "f64 input gradient alone {what}"
+        );
     }
 }
 

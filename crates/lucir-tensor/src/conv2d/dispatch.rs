@@ -71,12 +71,13 @@ pub(super) fn direct_forward<T: Float>(
 type Grads<T> = (Option<Tensor<T>>, Tensor<T>);
 
 /// The direct kernels' backward pass of `[x, w, dy]` (see [`direct_forward`]): the input
-/// gradient as `want` asks (`None` unless [`InputGrad::New`]) and the weight gradient.
+/// gradient as `want` asks (`None` unless [`InputGrad::New`]) and the weight gradient (zeros
+/// unless `want_dw`).
 pub(super) fn direct_backward<T: Float>(
     d: &Dims,
     [x, w, dy]: [&Tensor<T>; 3],
     map: Option<&ChannelMap<T>>,
-    want: InputGrad<'_, Tensor<T>>,
+    (want, want_dw): (InputGrad<'_, Tensor<T>>, bool),
 ) -> Result<Option<Grads<T>>> {
     let Some(cpu) = d.runs_direct(map.is_some()) else {
         return Ok(None);
@@ -97,7 +98,7 @@ pub(super) fn direct_backward<T: Float>(
             None => return Ok(None),
         },
     };
-    let (dx, dw) = direct::backward(cpu, xs, ws, dys, d.direct_shape(), map, dx);
+    let (dx, dw) = direct::backward(cpu, xs, ws, dys, d.direct_shape(), map, (dx, want_dw));
     let f32_vec = |v| T::from_f32_vec(v).expect("T is f32: its slices were");
     let dx = dx
         .map(|v| Tensor::from_vec(x.shape(), f32_vec(v)))

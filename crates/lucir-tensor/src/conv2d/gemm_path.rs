@@ -136,11 +136,11 @@ pub(super) fn flip_kernel<T: Copy>(w: &[T], [ci, co, kk]: [usize; 3]) -> Vec<T> 
 }
 
 /// The im2col + gemm backward pass of `[x, w, dy]` (see [`super::conv2d_bwd`]): the input
-/// gradient if `want_dx`, and the weight gradient.
+/// gradient if `want_dx`, and the weight gradient (zeros unless `want_dw`).
 pub(super) fn backward<T: Float>(
     d: &Dims,
     [x, w, dy]: [&Tensor<T>; 3],
-    want_dx: bool,
+    (want_dx, want_dw): (bool, bool),
 ) -> (Option<Tensor<T>>, Tensor<T>) {
     let path = match () {
         _ if !want_dx => None,
@@ -187,6 +187,7 @@ pub(super) fn backward<T: Float>(
         .zip(partials.par_iter_mut())
         .for_each(|(((dxc, xc), dyc), dw_part)| {
             if path == Some(DxPath::Flipped) {
+                let dw_part = want_dw.then_some(dw_part.as_mut_slice());
                 return flipped_chunk(d, &wf, group, (dxc, xc, dyc), dw_part);
             }
             let mut col = vec![T::zero(); col_len];
@@ -196,21 +197,23 @@ pub(super) fn backward<T: Float>(
                 .zip(dyc.chunks(d.out_len()))
                 .enumerate()
             {
-                let cols: &[T] = if d.pointwise() {
-                    xi
-                } else {
-                    im2col(d, xi, &mut col, d.hw_out());
-                    &col
-                };
-                gemm_unchecked(
-                    [d.co, d.ckk(), d.hw_out()],
-                    dyi,
-                    Transpose::No,
-                    cols,
-                    Transpose::Yes,
-                    dw_part,
-                    true,
-                );
+                if want_dw {
+                    let cols: &[T] = if d.pointwise() {
+                        xi
+                    } else {
+                        im2col(d, xi, &mut col, d.hw_out());
+                        &col
+                    };
+                    gemm_unchecked(
+                        [d.co, d.ckk(), d.hw_out()],
+                        dyi,
+                        Transpose::No,
+                        cols,
+                        Transpose::Yes,
+                        dw_part,
+                        true,
+                    );
+                }
                 let Some(path) = path else {
                     continue;
                 };
@@ -252,14 +255,14 @@ pub(super) fn backward<T: Float>(
 
 /// The flipped path over one chunk of images (`dx`, `x`, `dy` of those images), a group at a
 /// time: the im2col of each `dy_n` with the flipped kernel's offsets, side by side in `dcol`;
-/// `dw` accumulated from each image's block (see [`FlippedDw`]), so `x` needs no im2col; then
-/// `dx` of the whole group in one gemm with the flipped kernel `wf`.
+/// `dw` (when given) accumulated from each image's block (see [`FlippedDw`]), so `x` needs no
+/// im2col; then `dx` of the whole group in one gemm with the flipped kernel `wf`.
 fn flipped_chunk<T: Float>(
     d: &Dims,
     wf: &[T],
     group: usize,
     (dxc, xc, dyc): (&mut [T], &[T], &[T]),
-    dw_part: &mut [T],
+    mut dw_part: Option<&mut [T]>,
 ) {
     let dt = d.transposed();
     let hw = d.h * d.w;
@@ -277,7 +280,9 @@ fn flipped_chunk<T: Float>(
             .enumerate()
         {
             im2col(&dt, dyi, &mut dcol[i * hw..], nb * hw);
-            FlippedDw::accumulate(d, xi, &dcol[i * hw..], nb * hw, dw_part);
+            if let Some(dw_part) = dw_part.as_deref_mut() {
+                FlippedDw::accumulate(d, xi, &dcol[i * hw..], nb * hw, dw_part);
+            }
         }
         // Here (f64 or no AVX-512) the column matrices built for `dw` are at hand, so `dx` is
         // one gemm over them (docs/perf.md §20).

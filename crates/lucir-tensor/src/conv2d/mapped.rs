@@ -56,7 +56,9 @@ pub fn conv2d_mapped_bwd<T: Float>(
     let op = "conv2d_mapped_bwd";
     let d = dims(op, x, map, w, g)?;
     dy.expect_shape(op, &[d.n, d.co, d.ho, d.wo])?;
-    if let Some((Some(dx), dw)) = direct_backward(&d, [x, w, dy], Some(map), InputGrad::New)? {
+    if let Some((Some(dx), dw)) =
+        direct_backward(&d, [x, w, dy], Some(map), (InputGrad::New, true))?
+    {
         return Ok((dx, dw));
     }
     conv2d_bwd(&channel_map(x, map)?, w, dy, g)

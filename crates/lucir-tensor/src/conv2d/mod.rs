@@ -165,7 +165,7 @@ pub fn conv2d_bwd<T: Float>(
     dy: &Tensor<T>,
     g: Conv2dGeometry,
 ) -> Result<(Tensor<T>, Tensor<T>)> {
-    let (dx, dw) = conv2d_bwd_impl("conv2d_bwd", x, w, dy, g, InputGrad::New)?;
+    let (dx, dw) = conv2d_bwd_impl("conv2d_bwd", x, w, dy, g, (InputGrad::New, true))?;
     Ok((dx.expect("the input gradient was asked for"), dw))
 }
 
@@ -176,7 +176,19 @@ pub fn conv2d_bwd_weight<T: Float>(
     dy: &Tensor<T>,
     g: Conv2dGeometry,
 ) -> Result<Tensor<T>> {
-    Ok(conv2d_bwd_impl("conv2d_bwd_weight", x, w, dy, g, InputGrad::Skip)?.1)
+    Ok(conv2d_bwd_impl("conv2d_bwd_weight", x, w, dy, g, (InputGrad::Skip, true))?.1)
+}
+
+/// [`conv2d_bwd`] without the weight gradient: the input gradient alone, the same bits as
+/// `conv2d_bwd`'s (for timing the two passes apart; training needs both).
+pub fn conv2d_bwd_data<T: Float>(
+    x: &Tensor<T>,
+    w: &Tensor<T>,
+    dy: &Tensor<T>,
+    g: Conv2dGeometry,
+) -> Result<Tensor<T>> {
+    let (dx, _) = conv2d_bwd_impl("conv2d_bwd_data", x, w, dy, g, (InputGrad::New, false))?;
+    Ok(dx.expect("the input gradient was asked for"))
 }
 
 /// [`conv2d_bwd`] adding the input gradient into `acc`, the gradient `x` has gathered so far
@@ -193,7 +205,9 @@ pub fn conv2d_bwd_add<T: Float>(
     let d = Dims::new(op, x, w, g)?;
     dy.expect_shape(op, &[d.n, d.co, d.ho, d.wo])?;
     acc.expect_shape(op, x.shape())?;
-    if let Some((_, dw)) = direct_backward(&d, [x, w, dy], None, InputGrad::AddTo(&mut acc))? {
+    if let Some((_, dw)) =
+        direct_backward(&d, [x, w, dy], None, (InputGrad::AddTo(&mut acc), true))?
+    {
         return Ok((acc, dw));
     }
     let (dx, dw) = conv2d_bwd(x, w, dy, g)?;
@@ -227,15 +241,15 @@ fn conv2d_bwd_impl<T: Float>(
     w: &Tensor<T>,
     dy: &Tensor<T>,
     g: Conv2dGeometry,
-    want: InputGrad<'_, Tensor<T>>,
+    (want, want_dw): (InputGrad<'_, Tensor<T>>, bool),
 ) -> Result<(Option<Tensor<T>>, Tensor<T>)> {
     let want_dx = want.wanted();
     let d = Dims::new(op, x, w, g)?;
     dy.expect_shape(op, &[d.n, d.co, d.ho, d.wo])?;
-    if let Some(grads) = direct_backward(&d, [x, w, dy], None, want)? {
+    if let Some(grads) = direct_backward(&d, [x, w, dy], None, (want, want_dw))? {
         return Ok(grads);
     }
-    Ok(gemm_path::backward(&d, [x, w, dy], want_dx))
+    Ok(gemm_path::backward(&d, [x, w, dy], (want_dx, want_dw)))
 }
 
 /// The input gradient's buffer cut into `chunks` slices of `len` elements (the last may be

@@ -129,15 +129,15 @@ pub(super) fn backward(
     dy: &[f32],
     shape: Shape,
     map: Option<Map<'_>>,
-    dx: InputGrad<'_, [f32]>,
+    (dx, want_dw): (InputGrad<'_, [f32]>, bool),
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     let [n, ci, co, h, wd, k, stride] = shape;
     if stride == 1 {
         assert_eq!(k, 3, "direct kernel: stride 1 takes 3×3 kernels");
-        return conv3x3_bwd(cpu, x, w, dy, [n, ci, co, h, wd], map, dx);
+        return conv3x3_bwd(cpu, x, w, dy, [n, ci, co, h, wd], map, (dx, want_dw));
     }
     assert!(map.is_none(), "direct kernel: no input map with stride 2");
-    strided::backward(cpu, x, w, dy, shape.into(), dx)
+    strided::backward(cpu, x, w, dy, shape.into(), (dx, want_dw))
 }
 
 /// Output channels per register tile.
@@ -295,7 +295,7 @@ fn conv3x3_bwd(
     dy: &[f32],
     [n, ci, co, h, wd]: [usize; 5],
     map: Option<Map>,
-    dx: InputGrad<'_, [f32]>,
+    (dx, want_dw): (InputGrad<'_, [f32]>, bool),
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     let want_dx = dx.wanted();
     let (in_len, out_len) = (ci * h * wd, co * h * wd);
@@ -325,16 +325,20 @@ fn conv3x3_bwd(
             .zip(dy.par_chunks(per * out_len))
             .map(|((dxc, xc), dyc)| {
                 let mut wg = WeightGrad::new(&grid, &taps, ci, co);
-                let mut xb = grid.buffer(ci);
+                let mut xb = grid.buffer(if want_dw { ci } else { 0 });
                 let mut db = grid.buffer(if want_dx { co } else { 0 });
                 for (i, (xi, dyi)) in xc.chunks(in_len).zip(dyc.chunks(out_len)).enumerate() {
-                    grid.fill(xi, &mut xb, map);
+                    if want_dw {
+                        grid.fill(xi, &mut xb, map);
+                    }
                     if want_dx {
                         grid.fill(dyi, &mut db, None);
                         let ahead = Ahead::next(i, [(xc, in_len), (dyc, out_len)]);
                         bwd.image(db.get(), &mut dxc[i * in_len..][..in_len], add, ahead);
                     }
-                    wg.add_image(xb.get(), dyi);
+                    if want_dw {
+                        wg.add_image(xb.get(), dyi);
+                    }
                 }
                 wg.into_dw()
             })

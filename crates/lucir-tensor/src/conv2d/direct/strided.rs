@@ -191,7 +191,7 @@ pub(super) fn backward(
     w: &[f32],
     dy: &[f32],
     s: StridedShape,
-    dx: InputGrad<'_, [f32]>,
+    (dx, want_dw): (InputGrad<'_, [f32]>, bool),
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     s.check(x, w);
     let want_dx = dx.wanted();
@@ -219,13 +219,15 @@ pub(super) fn backward(
             .zip(dy.par_chunks(per * out_len))
             .map(|((dxc, xc), dyc)| {
                 let mut wg = WeightGrad::new(&xg, &xtaps, s.ci, s.co);
-                let mut xb = xg.buffer(4 * s.ci);
+                let mut xb = xg.buffer(if want_dw { 4 * s.ci } else { 0 });
                 let mut db = dg.buffer(if want_dx { s.co } else { 0 });
                 let mut tmp =
                     vec![MaybeUninit::<f32>::uninit(); if want_dx { 4 * phase_len } else { 0 }];
                 for (i, (xi, dyi)) in xc.chunks(in_len).zip(dyc.chunks(out_len)).enumerate() {
-                    s.fill_phases(&xg, xi, &mut xb, s.ci);
-                    wg.add_image(xb.get(), dyi);
+                    if want_dw {
+                        s.fill_phases(&xg, xi, &mut xb, s.ci);
+                        wg.add_image(xb.get(), dyi);
+                    }
                     if want_dx {
                         dg.fill(dyi, &mut db, None);
                         let ahead = Ahead::next(i, [(xc, in_len), (dyc, out_len)]);
