@@ -46,6 +46,19 @@ pub fn lock(dir: &Path) -> Result<RunLock> {
     let held = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0;
     if held {
         let err = std::io::Error::last_os_error();
+        if matches!(
+            err.raw_os_error(),
+            Some(libc::ENOSYS | libc::ENOLCK | libc::EOPNOTSUPP)
+        ) {
+            // A file system without locks (Lustre mounted without `flock`, some NFS setups):
+            // run unguarded rather than not at all.
+            eprintln!(
+                "warning: {} cannot be locked ({err}); make sure no other process writes this run \
+                 folder",
+                path.display()
+            );
+            return Ok(RunLock { _file: file });
+        }
         if err.kind() != std::io::ErrorKind::WouldBlock {
             return Err(anyhow!("locking {}: {err}", path.display()));
         }
@@ -71,4 +84,21 @@ pub fn lock(dir: &Path) -> Result<RunLock> {
         .and_then(|()| file.write_all(me.as_bytes()))
         .map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok(RunLock { _file: file })
+}
+
+/// Removes the temporary files that a killed process left half-written in run folder `dir`
+/// (`.NAME.PID.tmp`, see `lucir_nn::write_atomic`): with the folder locked no other process
+/// writes them, and none was renamed into place, so none holds anything the run needs.
+pub fn remove_stale_temporaries(dir: &Path) {
+    for folder in [dir.to_path_buf(), dir.join("checkpoints")] {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
 }

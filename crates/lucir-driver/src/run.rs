@@ -237,6 +237,9 @@ fn resumed_settings(args: &RunArgs, dir: &Path) -> Result<RunConfig> {
 
 /// Runs one experiment as configured by `args`, or continues the one in `--resume DIR`.
 pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
+    // Ctrl-C, SIGTERM and SIGUSR1 (see `signals`), before the data is loaded: a preemption
+    // that comes early stops the run at its first event, as a preempted one.
+    crate::signals::install()?;
     let cfg = match &args.resume {
         Some(dir) => resumed_settings(args, dir)?,
         None => usage(resolve(args))?,
@@ -267,6 +270,7 @@ pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
     std::fs::create_dir_all(dir.join("checkpoints"))
         .with_context(|| format!("creating run folder {}", dir.display()))?;
     let _lock = crate::lock::lock(&dir)?;
+    crate::lock::remove_stale_temporaries(&dir);
     if args.resume.is_none() {
         if checkpoint::paths(&dir).0.is_file() {
             bail!(
@@ -277,8 +281,6 @@ pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
         }
         write_atomic(&dir.join("config.toml"), config_text(&cfg)?.as_bytes())?;
     }
-    // Ctrl-C, SIGTERM and SIGUSR1 (see `signals`).
-    crate::signals::install()?;
 
     let display = Display::pick(args.quiet);
     if display != Display::Quiet {

@@ -82,7 +82,9 @@ fn sweep_settings(args: &RunArgs, base: &Path, seeds: &[u64]) -> Result<RunConfi
             continue;
         }
         let theirs = usage(read_config_file(&path, None))?;
-        let changed = config::changes(&cfg, &theirs, &["method.seed"]);
+        // The thread count is each run's own business: its checkpoints hold the count its bits
+        // were made with, and a resume checks it (a Slurm script pins it for new runs only).
+        let changed = config::changes(&cfg, &theirs, &["method.seed", "threads"]);
         if !changed.is_empty() {
             return usage(Err(format!(
                 "{} holds a run with other settings than the sweep: {}",
@@ -233,21 +235,26 @@ fn write_slurm(
          SEEDS=({seeds})\n\
          SEED=${{SEEDS[$SLURM_ARRAY_TASK_ID]}}\n\
          DIR={base_q}/seed-$SEED\n\
+         # `--signal=B:` signals this shell only: pass it on to the run (or, before the run has\n\
+         # started, as soon as it has).\n\
+         CHILD=\n\
+         PENDING=\n\
+         trap 'if [ -n \"$CHILD\" ]; then kill -USR1 \"$CHILD\" 2>/dev/null; else PENDING=1; fi' USR1 TERM\n\
          if [ -f \"$DIR/checkpoints/latest.ckpt\" ] || [ -f \"$DIR/checkpoints/previous.ckpt\" ]; then\n\
          \x20 {exe} --resume \"$DIR\" --quiet &\n\
          else\n\
          \x20 {exe} --config {settings} --seed \"$SEED\" --out \"$DIR\" --quiet &\n\
          fi\n\
          CHILD=$!\n\
-         # `--signal=B:` signals this shell only: pass it on to the run.\n\
-         trap 'kill -USR1 \"$CHILD\" 2>/dev/null' USR1 TERM\n\
+         if [ -n \"$PENDING\" ]; then kill -USR1 \"$CHILD\" 2>/dev/null; fi\n\
          STATUS=0\n\
          wait \"$CHILD\" || STATUS=$?\n\
          # A trapped signal ends `wait` early (status > 128): wait for the run itself.\n\
          while kill -0 \"$CHILD\" 2>/dev/null; do STATUS=0; wait \"$CHILD\" || STATUS=$?; done\n\
          if [ \"$STATUS\" -gt 128 ]; then wait \"$CHILD\"; STATUS=$?; fi\n\
          if [ \"$STATUS\" -eq {code} ]; then\n\
-         \x20 scontrol requeue \"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}\"\n\
+         \x20 # Requeued, the task continues the run; if it cannot be, it fails as preempted.\n\
+         \x20 scontrol requeue \"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}\" || exit {code}\n\
          \x20 exit 0\n\
          fi\n\
          exit \"$STATUS\"\n",

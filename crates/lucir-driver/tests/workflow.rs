@@ -317,6 +317,15 @@ fn config_errors_speak_the_users_language() {
         assert_eq!(o.status.code(), Some(2), "{text} {flags:?}: {e}");
         assert!(e.contains(want), "{text} {flags:?}: {e}");
     }
+    // A typo in a seed range is not 18 003 runs.
+    let o = driver(&[
+        "--seeds",
+        "1993..19995",
+        "--out",
+        dir.join("s").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("at most 1000"), "{}", stderr(&o));
     // Two drops of the rate on one epoch are one; a class-order seed replaces the order.
     let o = with("", &["--epochs", "2", "--print-config"]);
     assert!(stdout(&o).contains("milestones = [1]\n"), "{}", stdout(&o));

@@ -167,6 +167,9 @@ pub struct RunArgs {
 /// The seeds of a sweep.
 pub type Seeds = Vec<u64>;
 
+/// The most seeds a sweep takes.
+pub const MAX_SEEDS: usize = 1000;
+
 /// `A..B` (both included) or `a,b,c`.
 pub fn parse_seeds(s: &str) -> std::result::Result<Seeds, String> {
     let bad = || format!("{s:?} is neither A..B nor a comma-separated list of seeds");
@@ -178,6 +181,13 @@ pub fn parse_seeds(s: &str) -> std::result::Result<Seeds, String> {
             );
             if a > b {
                 return Err(format!("{s:?}: the range is empty"));
+            }
+            if b - a >= MAX_SEEDS as u64 {
+                return Err(format!(
+                    "{s:?} is {} seeds; a sweep takes at most {MAX_SEEDS} (a Slurm array's usual \
+                     limit)",
+                    u128::from(b - a) + 1
+                ));
             }
             (a..=b).collect()
         }

@@ -27,6 +27,7 @@ impl Learner for IncrementalLearner {
             })?;
             let mut per_class = Vec::new();
             for c in ctx.new.clone() {
+                stop_if_preempted(obs, "imprinting", ctx.phase)?;
                 let ids = self.train_ids[c].clone();
                 per_class.push(self.train_features(c, &ids, false)?.normalized());
             }
@@ -79,6 +80,7 @@ impl Learner for IncrementalLearner {
         let quota = self.memory.quota(ctx.seen())?;
         self.memory.shrink(quota);
         for c in ctx.new.clone() {
+            stop_if_preempted(obs, "herding", ctx.phase)?;
             let ids = self.train_ids[c].clone();
             let feats = self.train_features(c, &ids, false)?.normalized();
             let picks = herding(&feats, quota);
@@ -128,5 +130,16 @@ impl Learner for IncrementalLearner {
             acc_new_nme,
             forgetting_cnn: forgetting(&self.history),
         })
+    }
+}
+
+/// A preemption between two classes of a feature pass (imprinting, herding), which send no
+/// event per batch: the run stops there, at its last checkpoint, which the work is redone from.
+fn stop_if_preempted(obs: &dyn Observer, what: &str, phase: usize) -> Result<()> {
+    match obs.preempted() {
+        true => Err(Error::Preempted(format!(
+            "stopped while {what} in phase {phase}; the last checkpoint is kept"
+        ))),
+        false => Ok(()),
     }
 }
