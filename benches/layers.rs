@@ -7,10 +7,18 @@
 //! figure is one pass's own time and the FLOPs that pass does, so none can exceed the peak but
 //! by timing noise, which is then reported. Printed as `LAYER|…` rows (and one `PEAK|…` row)
 //! that `cargo xtask bench` copies into docs/perf.md.
+//!
+//! Then each 3×3 stride-1 shape again with Winograd's kernels (`Conv3x3::Winograd`): the time
+//! of each pass beside the direct kernels' (a ratio; Winograd does fewer FLOPs, so it gets no
+//! rate), and the largest error of each result, both algorithms', relative to the largest value
+//! of the f64 result (`WINOGRAD|…` rows).
 
 use std::time::Instant;
 
-use lucir::tensor::{conv2d, conv2d_bwd, conv2d_bwd_data, conv2d_bwd_weight, Conv2dGeometry};
+use lucir::tensor::{
+    conv2d, conv2d_bwd, conv2d_bwd_data, conv2d_bwd_weight, set_conv3x3, Conv2dGeometry, Conv3x3,
+    Tensor,
+};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -152,6 +160,41 @@ fn resnet32_layers(c: usize, s: usize) -> Vec<Layer> {
     ]
 }
 
+/// Median seconds of each pass of one convolution: forward, backward (both gradients), input
+/// gradient alone, weight gradient alone.
+fn pass_times(x: &Tensor<f32>, w: &Tensor<f32>, dy: &Tensor<f32>, g: Conv2dGeometry) -> [f64; 4] {
+    [
+        median_secs(&mut || {
+            std::hint::black_box(conv2d(x, w, g).expect("valid shapes"));
+        }),
+        median_secs(&mut || {
+            std::hint::black_box(conv2d_bwd(x, w, dy, g).expect("valid shapes"));
+        }),
+        median_secs(&mut || {
+            std::hint::black_box(conv2d_bwd_data(x, w, dy, g).expect("valid shapes"));
+        }),
+        median_secs(&mut || {
+            std::hint::black_box(conv2d_bwd_weight(x, w, dy, g).expect("valid shapes"));
+        }),
+    ]
+}
+
+/// The largest error of the f32 forward, input-gradient and weight-gradient results relative
+/// to the largest value of the f64 ones (the gemm path in f64).
+fn errors(x: &Tensor<f32>, w: &Tensor<f32>, dy: &Tensor<f32>, g: Conv2dGeometry) -> [f64; 3] {
+    let rel = |a: &Tensor<f32>, b: &Tensor<f64>| {
+        let scale = b.as_slice().iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let err = a.as_slice().iter().zip(b.as_slice());
+        err.fold(0.0f64, |m, (a, b)| m.max((f64::from(*a) - b).abs())) / scale
+    };
+    let (x64, w64, dy64) = (x.cast::<f64>(), w.cast::<f64>(), dy.cast::<f64>());
+    let y = conv2d(x, w, g).expect("valid shapes");
+    let (dx, dw) = conv2d_bwd(x, w, dy, g).expect("valid shapes");
+    let y64 = conv2d(&x64, &w64, g).expect("valid shapes");
+    let (dx64, dw64) = conv2d_bwd(&x64, &w64, &dy64, g).expect("valid shapes");
+    [rel(&y, &y64), rel(&dx, &dx64), rel(&dw, &dw64)]
+}
+
 fn main() {
     // As the driver does: freed activations stay in the process, so each timed call reuses
     // memory instead of faulting fresh pages in (which training never pays in its steady state).
@@ -182,18 +225,7 @@ fn main() {
             let ho = y.shape()[2];
             let dy = random(y.shape(), &mut rng);
             let flops = (2 * n * co * ho * ho * ci * k * k) as f64;
-            let fwd = median_secs(&mut || {
-                std::hint::black_box(conv2d(&x, &w, g).expect("valid shapes"));
-            });
-            let bwd = median_secs(&mut || {
-                std::hint::black_box(conv2d_bwd(&x, &w, &dy, g).expect("valid shapes"));
-            });
-            let bwd_data = median_secs(&mut || {
-                std::hint::black_box(conv2d_bwd_data(&x, &w, &dy, g).expect("valid shapes"));
-            });
-            let bwd_weight = median_secs(&mut || {
-                std::hint::black_box(conv2d_bwd_weight(&x, &w, &dy, g).expect("valid shapes"));
-            });
+            let [fwd, bwd, bwd_data, bwd_weight] = pass_times(&x, &w, &dy, g);
             let layer = format!("{ci}→{co} {k}×{k}/{stride} at {h}×{h}");
             let rate = |what: &str, flops: f64, secs: f64| {
                 let gf = flops / secs / 1e9;
@@ -213,6 +245,31 @@ fn main() {
                 rate("weight gradient", flops, bwd_weight),
                 count as f64 * (fwd + bwd) * 1e3
             );
+            if k == 3 && stride == 1 && Conv3x3::Winograd.available() {
+                let direct = errors(&x, &w, &dy, g);
+                set_conv3x3(Conv3x3::Winograd);
+                let times = pass_times(&x, &w, &dy, g);
+                let winograd = errors(&x, &w, &dy, g);
+                set_conv3x3(Conv3x3::Direct);
+                let cell = |i: usize, old: f64| {
+                    format!(
+                        "{:.2} → {:.2} ({:.2}×)",
+                        old * 1e3,
+                        times[i] * 1e3,
+                        old / times[i]
+                    )
+                };
+                let errs = |e: [f64; 3]| format!("{:.1e} / {:.1e} / {:.1e}", e[0], e[1], e[2]);
+                println!(
+                    "WINOGRAD|{c}×{s}×{s}|{layer} (×{count})|{}|{}|{}|{}|{}|{}|",
+                    cell(0, fwd),
+                    cell(1, bwd),
+                    cell(2, bwd_data),
+                    cell(3, bwd_weight),
+                    errs(direct),
+                    errs(winograd),
+                );
+            }
         }
     }
 }

@@ -90,6 +90,23 @@ pub fn run(extra: &[String]) -> Result<()> {
             &layers,
         );
     }
+    let winograd: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("WINOGRAD|"))
+        .collect();
+    if !winograd.is_empty() {
+        let header = "| input | convolution (count in ResNet-32) | forward ms, direct → Winograd \
+                      | backward | input gradient alone | weight gradient alone \
+                      | error, direct: forward / input gradient / weight gradient | error, Winograd |";
+        doc = with_table(
+            &doc,
+            "winograd",
+            "Winograd against the direct kernels",
+            header,
+            &peak,
+            &winograd,
+        );
+    }
     let heads: Vec<&str> = text.lines().filter(|l| l.starts_with("HEAD|")).collect();
     if heads.is_empty() {
         println!("no GPU head rows (no GPU, or not a --features cuda build)");

@@ -32,6 +32,9 @@ pub struct BenchArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// How the 3×3 stride-1 convolutions run: direct or winograd (as a run's `--conv`).
+    #[arg(long, default_value = "direct", value_name = "direct|winograd")]
+    pub conv: String,
 }
 
 /// Peak resident set size in MiB (`VmHWM` of /proc/self/status), if readable.
@@ -47,6 +50,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(n) = args.threads {
         crate::run::set_threads(n)?;
     }
+    lucir_tensor::set_conv3x3(usage(crate::config::conv3x3(&args.conv).context("--conv"))?);
     let arch = usage(parse_arch(&args.model).context("--model"))?;
     let dims: Option<Vec<usize>> = args.input.split('x').map(|v| v.parse().ok()).collect();
     let Some([c, h, w]) = dims.and_then(|d| <[usize; 3]>::try_from(d).ok()) else {
@@ -96,10 +100,11 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let flops = 3.0 * net.backbone.forward_flops(h, w) as f64 * images;
     let threads = rayon::current_num_threads();
     outln!(
-        "{{\"model\":\"{}\",\"batch\":{},\"input\":\"{}\",\"threads\":{threads},\"images_per_s\":{:.1},\"gflops\":{:.1},\"peak_rss_mb\":{:.1}}}",
+        "{{\"model\":\"{}\",\"batch\":{},\"input\":\"{}\",\"threads\":{threads},\"conv\":\"{}\",\"images_per_s\":{:.1},\"gflops\":{:.1},\"peak_rss_mb\":{:.1}}}",
         args.model,
         args.batch,
         args.input,
+        args.conv,
         images / secs,
         flops / secs / 1e9,
         peak_rss_mb().unwrap_or(f64::NAN)

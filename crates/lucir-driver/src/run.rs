@@ -255,6 +255,8 @@ pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
     if threads > 0 {
         set_threads(threads)?;
     }
+    // Before anything computes (and before `Machine::current` names the CPU kernels).
+    lucir_tensor::set_conv3x3(config::conv3x3(&cfg.conv)?);
     // Fails before anything is written when there is no usable GPU.
     let gpu = (cfg.device == "cuda").then(open_gpu).transpose()?;
     let (data, kind, _) = protocol_data(&cfg)?;

@@ -12,10 +12,19 @@ use std::ops::Range;
 use crate::cpu::Version;
 use crate::Float;
 
-/// The version of the memory-bound loops this CPU runs: `avx512` (AVX-512F+VL), `avx2-fma`
-/// or `baseline`.
+/// The CPU kernels this process runs: the version of the memory-bound loops, `avx512`
+/// (AVX-512F+VL), `avx2-fma` or `baseline`, then `+winograd` where the 3×3 stride-1
+/// convolutions run as Winograd's ([`crate::Conv3x3`]). Two runs with the same name give the
+/// same bits for the same inputs and thread count.
 pub fn kernel_path() -> &'static str {
-    Version::detected().name()
+    let winograd =
+        crate::conv3x3() == crate::Conv3x3::Winograd && crate::Conv3x3::Winograd.available();
+    match (Version::detected(), winograd) {
+        (v, false) => v.name(),
+        (Version::Avx512, true) => "avx512+winograd",
+        (Version::Avx2Fma, true) => "avx2-fma+winograd",
+        (Version::Portable, true) => "baseline+winograd",
+    }
 }
 
 /// Each function compiled three times — its body in a portable inner function, inlined into

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 pub use cli::{parse_seeds, RunArgs, Seeds};
 pub use presets::{preset, CIFAR100_ORDER, DEFAULT_PRESET, FMNIST_ORDER, PRESETS};
 pub use resolve::{
-    apply, method_name, parse_arch, parse_config, read_config_file, resolve, validate,
+    apply, conv3x3, method_name, parse_arch, parse_config, read_config_file, resolve, validate,
 };
 
 /// What data a run uses and how it is split into phases.
@@ -63,6 +63,11 @@ pub struct RunConfig {
     /// `cpu`, or `cuda` to run the LUCIR head ops on the GPU.
     #[serde(default = "cpu")]
     pub device: String,
+    /// How the 3×3 stride-1 convolutions run on the CPU: `direct` or `winograd`
+    /// (`lucir_tensor::Conv3x3`). Written only when not `direct`, so configurations from before
+    /// the setting existed read and print as they did.
+    #[serde(default = "direct", skip_serializing_if = "is_direct")]
+    pub conv: String,
     /// A safetensors model (PyTorch tensor names) the base phase starts from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<PathBuf>,
@@ -77,6 +82,14 @@ pub struct RunConfig {
 
 pub(crate) fn cpu() -> String {
     "cpu".into()
+}
+
+pub(crate) fn direct() -> String {
+    "direct".into()
+}
+
+fn is_direct(conv: &str) -> bool {
+    conv == "direct"
 }
 
 /// One setting that differs between two configurations.

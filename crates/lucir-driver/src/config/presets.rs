@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use lucir_method::{Arch, MethodConfig};
 
-use super::{cpu, DataConfig, RunConfig};
+use super::{cpu, direct, DataConfig, RunConfig};
 
 /// The paper's CIFAR-100 class order (numpy seed 1993), docs/design.md §7.
 pub const CIFAR100_ORDER: [usize; 100] = [
@@ -36,6 +36,7 @@ pub fn preset(name: &str) -> Result<RunConfig> {
         preset: name.to_string(),
         threads: 0,
         device: cpu(),
+        conv: direct(),
         init_from: None,
         skip_base_training: false,
         data,

@@ -229,6 +229,9 @@ pub fn apply(args: &RunArgs) -> Result<RunConfig> {
     if let Some(v) = &args.device {
         c.device = v.clone();
     }
+    if let Some(v) = &args.conv {
+        c.conv = v.clone();
+    }
     if let Some(v) = &args.init_from {
         c.init_from = Some(v.clone());
     }
@@ -253,6 +256,17 @@ pub fn apply(args: &RunArgs) -> Result<RunConfig> {
             if given.len() == 1 { "es" } else { "" },
             method_name(c.method.method)
         );
+    }
+    Ok(c)
+}
+
+/// The convolution setting `conv` names, if this CPU runs it.
+pub fn conv3x3(conv: &str) -> Result<lucir_tensor::Conv3x3> {
+    let Some(c) = lucir_tensor::Conv3x3::from_name(conv) else {
+        bail!("conv {conv:?} is neither direct nor winograd");
+    };
+    if !c.available() {
+        bail!("conv {conv} needs a CPU with AVX-512F, which this one lacks; use conv direct");
     }
     Ok(c)
 }
@@ -286,6 +300,7 @@ pub fn validate(c: &RunConfig) -> Result<()> {
     if c.device != "cpu" && c.device != "cuda" {
         bail!("device {:?} is neither cpu nor cuda", c.device);
     }
+    conv3x3(&c.conv)?;
     if c.method.method != Method::Lucir && c.method.cbf {
         bail!(
             "class-balanced fine-tuning (cbf) is part of LUCIR; method {} has none",

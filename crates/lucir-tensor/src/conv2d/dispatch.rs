@@ -2,7 +2,7 @@
 //! of its tensors and of an input map, the input gradient's mode, and the results back as
 //! tensors. `None` from these sends the caller to the gemm path.
 
-use super::{direct, Dims, InputGrad};
+use super::{conv3x3, direct, winograd, Conv3x3, Dims, InputGrad};
 use crate::{Avx512, ChannelMap, Float, Result, Tensor};
 
 impl Dims {
@@ -15,6 +15,17 @@ impl Dims {
             && !self.empty()
             && (!mapped || self.stride == 1);
         takes.then(Avx512::detect).flatten()
+    }
+
+    /// Whether the Winograd kernels run this convolution (one the direct kernels run) rather
+    /// than the direct ones: a 3×3 stride-1 one, with [`Conv3x3::Winograd`] set.
+    fn runs_winograd(&self) -> bool {
+        self.stride == 1 && self.kh == 3 && conv3x3() == Conv3x3::Winograd
+    }
+
+    /// The sizes the Winograd kernels take.
+    fn winograd_shape(&self) -> [usize; 5] {
+        [self.n, self.ci, self.co, self.h, self.w]
     }
 
     /// The sizes the direct kernels take.
@@ -62,7 +73,11 @@ pub(super) fn direct_forward<T: Float>(
     ) else {
         return Ok(None);
     };
-    let y = direct::forward(cpu, xs, ws, d.direct_shape(), map);
+    let y = if d.runs_winograd() {
+        winograd::forward(cpu, xs, ws, d.winograd_shape(), map)
+    } else {
+        direct::forward(cpu, xs, ws, d.direct_shape(), map)
+    };
     let y = T::from_f32_vec(y).expect("T is f32: its slices were");
     Ok(Some(Tensor::from_vec(&[d.n, d.co, d.ho, d.wo], y)?))
 }
@@ -98,7 +113,11 @@ pub(super) fn direct_backward<T: Float>(
             None => return Ok(None),
         },
     };
-    let (dx, dw) = direct::backward(cpu, xs, ws, dys, d.direct_shape(), map, (dx, want_dw));
+    let (dx, dw) = if d.runs_winograd() {
+        winograd::backward(cpu, xs, ws, dys, d.winograd_shape(), map, (dx, want_dw))
+    } else {
+        direct::backward(cpu, xs, ws, dys, d.direct_shape(), map, (dx, want_dw))
+    };
     let f32_vec = |v| T::from_f32_vec(v).expect("T is f32: its slices were");
     let dx = dx
         .map(|v| Tensor::from_vec(x.shape(), f32_vec(v)))

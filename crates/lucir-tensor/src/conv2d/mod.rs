@@ -10,7 +10,8 @@
 //!
 //! In f32 on a CPU with AVX-512, 3×3 stride-1 "same" convolutions and the stride-2 3×3
 //! (padding 1) and 1×1 (no padding) ones go to the direct kernels of `direct` instead, forward
-//! and backward: no column matrices at all.
+//! and backward: no column matrices at all. With [`Conv3x3::Winograd`] set, the 3×3 stride-1
+//! ones go to `winograd` (F(2×2, 3×3)) instead.
 
 mod direct;
 mod dispatch;
@@ -18,12 +19,69 @@ mod gemm_path;
 mod im2col;
 mod mapped;
 mod reference;
+mod winograd;
+
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use dispatch::{direct_backward, direct_forward};
 pub use mapped::{conv2d_mapped, conv2d_mapped_bwd};
 pub use reference::{conv2d_bwd_ref, conv2d_ref};
 
 use crate::{Error, Float, Result, Tensor};
+
+/// How the f32 3×3 stride-1 "same" convolutions run on a CPU with AVX-512 (elsewhere, and in
+/// f64, the gemm path runs them either way). One setting for the process, [`set_conv3x3`]:
+/// the two give different bits, so a run keeps one from start to end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Conv3x3 {
+    /// The direct kernels: 9 multiplications per output and channel pair, sums in the gemm
+    /// path's order.
+    #[default]
+    Direct,
+    /// Winograd F(2×2, 3×3): 4 multiplications per output and channel pair, a larger rounding
+    /// error (docs/perf.md gives it per layer shape).
+    Winograd,
+}
+
+impl Conv3x3 {
+    /// Both, the default first.
+    pub const ALL: [Conv3x3; 2] = [Conv3x3::Direct, Conv3x3::Winograd];
+
+    /// `direct` or `winograd`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Conv3x3::Direct => "direct",
+            Conv3x3::Winograd => "winograd",
+        }
+    }
+
+    /// The one called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// Whether this CPU runs it: the Winograd kernels need AVX-512F ([`crate::Avx512`]).
+    pub fn available(self) -> bool {
+        self == Conv3x3::Direct || crate::Avx512::detect().is_some()
+    }
+}
+
+static CONV3X3: AtomicU8 = AtomicU8::new(0);
+
+/// Sets how the 3×3 stride-1 convolutions run from now on, for the whole process (see
+/// [`Conv3x3`]); [`Conv3x3::Winograd`] where it is not [`Conv3x3::available`] leaves them
+/// direct.
+pub fn set_conv3x3(c: Conv3x3) {
+    CONV3X3.store(c as u8, Ordering::Relaxed);
+}
+
+/// How the 3×3 stride-1 convolutions run now ([`set_conv3x3`]).
+pub fn conv3x3() -> Conv3x3 {
+    match CONV3X3.load(Ordering::Relaxed) {
+        0 => Conv3x3::Direct,
+        _ => Conv3x3::Winograd,
+    }
+}
 
 /// Stride and zero padding of a convolution (the same on both spatial axes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -170,22 +170,22 @@ pub(in crate::conv2d) struct Map<'a> {
 
 /// Zeroed floats starting on a 64-byte boundary (a `Vec<f32>` is only 4-byte aligned: the
 /// buffer holds 15 floats more and starts at the first aligned one).
-pub(super) struct AlignedPlanes {
-    pub(super) buf: Vec<f32>,
-    pub(super) start: usize,
-    pub(super) len: usize,
+pub(in crate::conv2d) struct AlignedPlanes {
+    pub(in crate::conv2d) buf: Vec<f32>,
+    pub(in crate::conv2d) start: usize,
+    pub(in crate::conv2d) len: usize,
 }
 
 impl AlignedPlanes {
-    pub(super) fn zeroed(len: usize) -> Self {
+    pub(in crate::conv2d) fn zeroed(len: usize) -> Self {
         let buf = vec![0.0f32; len + 15];
         let start = buf.as_ptr().align_offset(64).min(15);
         Self { buf, start, len }
     }
-    pub(super) fn get(&self) -> &[f32] {
+    pub(in crate::conv2d) fn get(&self) -> &[f32] {
         &self.buf[self.start..][..self.len]
     }
-    pub(super) fn get_mut(&mut self) -> &mut [f32] {
+    pub(in crate::conv2d) fn get_mut(&mut self) -> &mut [f32] {
         &mut self.buf[self.start..][..self.len]
     }
 }

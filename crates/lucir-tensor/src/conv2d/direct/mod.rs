@@ -50,8 +50,10 @@ mod grid;
 mod strided;
 mod weight_grad;
 
-pub(super) use grid::Map;
-use grid::{Ahead, AlignedPlanes, Grid, Taps};
+use grid::{Ahead, Grid, Taps};
+pub(super) use grid::{AlignedPlanes, Map};
+#[cfg(target_arch = "x86_64")]
+pub(super) use weight_grad::transpose_dy;
 use weight_grad::WeightGrad;
 
 /// Whether a convolution is one the kernels take: 3×3 with stride 1 and padding 1, or one of
@@ -94,7 +96,7 @@ impl InputGrad<'_, [f32]> {
     /// only initialised floats into the buffer (which it is handed initialised): the caller's
     /// `&mut [f32]` is lent to `f` as `MaybeUninit<f32>`, and a `MaybeUninit::uninit()` stored
     /// there would leave that `f32` slice holding an uninitialised value.
-    unsafe fn run<R>(
+    pub(in crate::conv2d) unsafe fn run<R>(
         self,
         len: usize,
         f: impl FnOnce(&mut [MaybeUninit<f32>], bool) -> R,

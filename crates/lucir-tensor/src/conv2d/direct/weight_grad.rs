@@ -89,6 +89,9 @@ impl<'a> WeightGrad<'a> {
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(in crate::conv2d) use avx512::transpose_dy;
+
+#[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
@@ -101,7 +104,7 @@ mod avx512 {
     /// # Safety
     /// `dy` holds Co·P floats and `dyt` P·co16, co16 a multiple of 16 and ≥ Co.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn transpose_dy(
+    pub(in crate::conv2d) unsafe fn transpose_dy(
         _: Avx512,
         dy: &[f32],
         co: usize,
