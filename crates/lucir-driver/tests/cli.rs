@@ -392,3 +392,70 @@ fn partial_configs_resolve_over_their_preset() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--conv winograd`: stated in the resolved settings (and absent from them when direct, so
+/// earlier configurations print as they did), refused by name when misspelt or where the CPU
+/// lacks AVX-512, named in run.json's CPU kernels, and repeatable: two runs give the same
+/// results and model files.
+#[test]
+fn winograd_runs_are_stated_named_and_repeatable() {
+    let o = driver(&["--print-config"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("conv ="));
+    let o = driver(&["--conv", "fast", "--print-config"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("conv \"fast\" is neither direct nor winograd"),
+        "{e}"
+    );
+    let o = driver(&["--conv", "winograd", "--print-config"]);
+    if !lucir_tensor::Conv3x3::Winograd.available() {
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{e}");
+        assert!(e.contains("needs a CPU with AVX-512F"), "{e}");
+        eprintln!("skipped: the Winograd runs: this CPU has no AVX-512");
+        return;
+    }
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("conv = \"winograd\"\n"));
+
+    let data = temp_dir("wino-data");
+    write_mnist_like(&data, 6);
+    let run = |name: &str| {
+        let out = temp_dir(name);
+        let o = driver(&[
+            "--dataset",
+            "mnist",
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--base",
+            "8",
+            "--inc",
+            "1",
+            "--epochs",
+            "1",
+            "--batch",
+            "16",
+            "--memory",
+            "3",
+            "--conv",
+            "winograd",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out
+    };
+    let (a, b) = (run("wino-a"), run("wino-b"));
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(a.join("run.json")).unwrap()).unwrap();
+    let kernels = info["cpu_kernels"].as_str().unwrap();
+    assert!(kernels.ends_with("+winograd"), "{info}");
+    let cfg = std::fs::read_to_string(a.join("config.toml")).unwrap();
+    assert!(cfg.contains("conv = \"winograd\""), "{cfg}");
+    assert_same_run(&a, &b);
+    for d in [data, a, b] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
