@@ -245,7 +245,8 @@ fn main() {
                 rate("weight gradient", flops, bwd_weight),
                 count as f64 * (fwd + bwd) * 1e3
             );
-            if k == 3 && stride == 1 && Conv3x3::Winograd.available() {
+            // The stems (1 and 3 input channels) stay direct under Winograd too.
+            if k == 3 && stride == 1 && ci >= 16 && Conv3x3::Winograd.available() {
                 let direct = errors(&x, &w, &dy, g);
                 set_conv3x3(Conv3x3::Winograd);
                 let times = pass_times(&x, &w, &dy, g);

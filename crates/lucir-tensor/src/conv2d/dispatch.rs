@@ -5,6 +5,13 @@
 use super::{conv3x3, direct, winograd, Conv3x3, Dims, InputGrad};
 use crate::{Avx512, ChannelMap, Float, Result, Tensor};
 
+/// The fewest input channels for which Winograd runs a layer, chosen by measurement (`cargo
+/// bench --bench layers`, docs/perf.md §36): every layer measured faster with it has 16 or
+/// more, and the stems (1 and 3 input channels), whose transforms cost more than the few
+/// products they save, ran 1.8–3.1× slower with it than with the direct kernels (forward and
+/// weight gradient, batch 128, 1×28×28 and 3×32×32 on an AMD EPYC).
+const WINOGRAD_MIN_CI: usize = 16;
+
 impl Dims {
     /// Whether the f32 direct kernels run this convolution on this CPU, and then the token they
     /// need: they take its shape (3×3 with stride 1 and padding 1, or 3×3 / 1×1 with stride 2 and
@@ -18,9 +25,13 @@ impl Dims {
     }
 
     /// Whether the Winograd kernels run this convolution (one the direct kernels run) rather
-    /// than the direct ones: a 3×3 stride-1 one, with [`Conv3x3::Winograd`] set.
+    /// than the direct ones: a 3×3 stride-1 one with at least [`WINOGRAD_MIN_CI`] input
+    /// channels, with [`Conv3x3::Winograd`] set.
     fn runs_winograd(&self) -> bool {
-        self.stride == 1 && self.kh == 3 && conv3x3() == Conv3x3::Winograd
+        self.stride == 1
+            && self.kh == 3
+            && self.ci >= WINOGRAD_MIN_CI
+            && conv3x3() == Conv3x3::Winograd
     }
 
     /// The sizes the Winograd kernels take.

@@ -11,7 +11,7 @@
 //! In f32 on a CPU with AVX-512, 3×3 stride-1 "same" convolutions and the stride-2 3×3
 //! (padding 1) and 1×1 (no padding) ones go to the direct kernels of `direct` instead, forward
 //! and backward: no column matrices at all. With [`Conv3x3::Winograd`] set, the 3×3 stride-1
-//! ones go to `winograd` (F(2×2, 3×3)) instead.
+//! ones with 16 or more input channels go to `winograd` (F(2×2, 3×3)) instead.
 
 mod direct;
 mod dispatch;
@@ -38,8 +38,9 @@ pub enum Conv3x3 {
     /// path's order.
     #[default]
     Direct,
-    /// Winograd F(2×2, 3×3): 4 multiplications per output and channel pair, a larger rounding
-    /// error (docs/perf.md gives it per layer shape).
+    /// Winograd F(2×2, 3×3) for the layers with 16 or more input channels (the stems stay
+    /// direct): 4 multiplications per output and channel pair, other rounding (measured no
+    /// larger; docs/perf.md gives it per layer shape).
     Winograd,
 }
 

@@ -54,6 +54,16 @@ fn check(
     assert!(e <= tol, "weight gradient {what}: {e:e}");
 }
 
+/// [`check`] of each 3×3 "same" convolution of `shapes` (N, Ci, Co, H, W), inputs drawn from
+/// `seed`.
+pub fn same_shapes(shapes: &[(usize, usize, usize, usize, usize)], seed: u64, tol: f64) {
+    let g = Conv2dGeometry { stride: 1, pad: 1 };
+    let mut r = rng(seed);
+    for &shape in shapes {
+        check(&mut r, shape, 3, g, tol);
+    }
+}
+
 pub fn same_convolutions(tol: f64) {
     direct_kernels_run("f32_same_convolutions_match_the_reference", false);
     let g = Conv2dGeometry { stride: 1, pad: 1 };
@@ -261,11 +271,11 @@ fn check_fused(
 }
 
 /// Random shapes of the three layer families the direct kernels take — 3×3 stride 1 padding
-/// 1, 3×3 stride 2 padding 1, 1×1 stride 2 no padding — with 1–4 images, 1–20 input and 1–40
-/// output channels and sides of 1–24: forward, backward and weight-only backward
+/// 1, 3×3 stride 2 padding 1, 1×1 stride 2 no padding — with 1–4 images, input channels from
+/// `ci`, 1–40 output channels and sides of 1–24: forward, backward and weight-only backward
 /// ([`check`]), the fused input map with and without ReLU and the fused gradient addition
 /// ([`check_fused`]), against the f64 reference. 32 cases.
-pub fn random_shapes(tol: f64) {
+pub fn random_shapes(ci: std::ops::RangeInclusive<usize>, tol: f64) {
     if !direct_kernels_run(
         "f32_direct_kernels_match_the_reference_on_random_shapes",
         true,
@@ -276,7 +286,7 @@ pub fn random_shapes(tol: f64) {
     let shapes = (
         0..3usize,
         1..=4usize,
-        1..=20usize,
+        ci,
         1..=40usize,
         1..=24usize,
         1..=24usize,

@@ -412,6 +412,49 @@ pub(super) fn backward(
 #[cfg(test)]
 mod tests {
     use super::{finish_weight_grad, transform_kernel, Tiles};
+    use crate::conv2d::{direct, InputGrad};
+    use crate::Avx512;
+
+    /// The kernels compute the direct kernels' convolution (to within rounding) by another
+    /// summation: the two agree to 1e-5 but not bit for bit, forward and backward. (The test
+    /// binary `conv2d_winograd` checks them against the f64 reference on every layer shape.)
+    #[test]
+    fn winograd_and_direct_kernels_agree_but_sum_differently() {
+        let Some(cpu) = Avx512::detect() else {
+            eprintln!("skipped: no AVX-512");
+            return;
+        };
+        let [n, ci, co, h, w] = [3, 16, 24, 8, 7];
+        let val = |i: usize| ((i * 7919) % 1000) as f32 / 500.0 - 1.0;
+        let x: Vec<f32> = (0..n * ci * h * w).map(val).collect();
+        let k: Vec<f32> = (0..co * ci * 9).map(|i| val(3 * i + 1)).collect();
+        let dy: Vec<f32> = (0..n * co * h * w).map(|i| val(5 * i + 2)).collect();
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            assert!(
+                a.iter()
+                    .zip(b)
+                    .all(|(a, b)| (a - b).abs() <= 1e-5 * (1.0 + b.abs())),
+                "{what}"
+            );
+            assert!(a != b, "{what}: the same bits as the direct kernels");
+        };
+        let y = super::forward(cpu, &x, &k, [n, ci, co, h, w], None);
+        let yd = direct::forward(cpu, &x, &k, [n, ci, co, h, w, 3, 1], None);
+        close(&y, &yd, "forward");
+        let (dx, dw) = super::backward(
+            cpu,
+            &x,
+            &k,
+            &dy,
+            [n, ci, co, h, w],
+            None,
+            (InputGrad::New, true),
+        );
+        let grads = (InputGrad::New, true);
+        let (dxd, dwd) = direct::backward(cpu, &x, &k, &dy, [n, ci, co, h, w, 3, 1], None, grads);
+        close(&dx.unwrap(), &dxd.unwrap(), "input gradient");
+        close(&dw, &dwd, "weight gradient");
+    }
 
     /// The groups the layers of the ResNets get: whole vectors where a few images make them,
     /// one image where one fills the buffers.
