@@ -8,10 +8,11 @@
 //! by timing noise, which is then reported. Printed as `LAYER|…` rows (and one `PEAK|…` row)
 //! that `cargo xtask bench` copies into docs/perf.md.
 //!
-//! Then each 3×3 stride-1 shape again with Winograd's kernels (`Conv3x3::Winograd`): the time
-//! of each pass beside the direct kernels' (a ratio; Winograd does fewer FLOPs, so it gets no
-//! rate), and the largest error of each result, both algorithms', relative to the largest value
-//! of the f64 result (`WINOGRAD|…` rows).
+//! Then each 3×3 stride-1 shape again with Winograd's kernels (`Conv3x3::Winograd`, F(2×2,
+//! 3×3), and `Conv3x3::Winograd4`, F(4×4, 3×3)): the time of each pass beside the direct
+//! kernels' (a ratio; Winograd does fewer FLOPs, so it gets no rate), and the largest error of
+//! each result, every algorithm's, relative to the largest value of the f64 result
+//! (`WINOGRAD|…` rows).
 
 use std::time::Instant;
 
@@ -251,24 +252,31 @@ fn main() {
                 set_conv3x3(Conv3x3::Winograd);
                 let times = pass_times(&x, &w, &dy, g);
                 let winograd = errors(&x, &w, &dy, g);
+                set_conv3x3(Conv3x3::Winograd4);
+                let times4 = pass_times(&x, &w, &dy, g);
+                let winograd4 = errors(&x, &w, &dy, g);
                 set_conv3x3(Conv3x3::Direct);
                 let cell = |i: usize, old: f64| {
+                    let (t2, t4) = (times[i], times4[i]);
                     format!(
-                        "{:.2} → {:.2} ({:.2}×)",
+                        "{:.2} → {:.2} ({:.2}×) / {:.2} ({:.2}×)",
                         old * 1e3,
-                        times[i] * 1e3,
-                        old / times[i]
+                        t2 * 1e3,
+                        old / t2,
+                        t4 * 1e3,
+                        old / t4
                     )
                 };
                 let errs = |e: [f64; 3]| format!("{:.1e} / {:.1e} / {:.1e}", e[0], e[1], e[2]);
                 println!(
-                    "WINOGRAD|{c}×{s}×{s}|{layer} (×{count})|{}|{}|{}|{}|{}|{}|",
+                    "WINOGRAD|{c}×{s}×{s}|{layer} (×{count})|{}|{}|{}|{}|{}|{}|{}|",
                     cell(0, fwd),
                     cell(1, bwd),
                     cell(2, bwd_data),
                     cell(3, bwd_weight),
                     errs(direct),
                     errs(winograd),
+                    errs(winograd4),
                 );
             }
         }

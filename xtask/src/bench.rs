@@ -95,9 +95,11 @@ pub fn run(extra: &[String]) -> Result<()> {
         .filter(|l| l.starts_with("WINOGRAD|"))
         .collect();
     if !winograd.is_empty() {
-        let header = "| input | convolution (count in ResNet-32) | forward ms, direct → Winograd \
-                      | backward | input gradient alone | weight gradient alone \
-                      | error, direct: forward / input gradient / weight gradient | error, Winograd |";
+        let header = "| input | convolution (count in ResNet-32) \
+                      | forward ms, direct → F(2×2) / F(4×4) | backward | input gradient alone \
+                      | weight gradient alone \
+                      | error, direct: forward / input gradient / weight gradient \
+                      | error, F(2×2) | error, F(4×4) |";
         doc = with_table(
             &doc,
             "winograd",

@@ -32,8 +32,13 @@ pub struct BenchArgs {
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
-    /// How the 3×3 stride-1 convolutions run: direct or winograd (as a run's `--conv`).
-    #[arg(long, default_value = "direct", value_name = "direct|winograd")]
+    /// How the 3×3 stride-1 convolutions run: direct, winograd or winograd4 (as a run's
+    /// `--conv`).
+    #[arg(
+        long,
+        default_value = "direct",
+        value_name = "direct|winograd|winograd4"
+    )]
     pub conv: String,
 }
 

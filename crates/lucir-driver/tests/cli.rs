@@ -406,7 +406,7 @@ fn winograd_runs_are_stated_named_and_repeatable() {
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{e}");
     assert!(
-        e.contains("conv \"fast\" is neither direct nor winograd"),
+        e.contains("conv \"fast\" is none of direct, winograd and winograd4"),
         "{e}"
     );
     let o = driver(&["--conv", "winograd", "--print-config"]);

@@ -13,17 +13,25 @@ use crate::cpu::Version;
 use crate::Float;
 
 /// The CPU kernels this process runs: the version of the memory-bound loops, `avx512`
-/// (AVX-512F+VL), `avx2-fma` or `baseline`, then `+winograd` where the 3×3 stride-1
-/// convolutions run as Winograd's ([`crate::Conv3x3`]). Two runs with the same name give the
-/// same bits for the same inputs and thread count.
+/// (AVX-512F+VL), `avx2-fma` or `baseline`, then `+winograd` or `+winograd4` where the 3×3
+/// stride-1 convolutions run as Winograd's ([`crate::Conv3x3`]). Two runs with the same name
+/// give the same bits for the same inputs and thread count.
 pub fn kernel_path() -> &'static str {
-    let winograd =
-        crate::conv3x3() == crate::Conv3x3::Winograd && crate::Conv3x3::Winograd.available();
-    match (Version::detected(), winograd) {
-        (v, false) => v.name(),
-        (Version::Avx512, true) => "avx512+winograd",
-        (Version::Avx2Fma, true) => "avx2-fma+winograd",
-        (Version::Portable, true) => "baseline+winograd",
+    use crate::Conv3x3;
+    let conv = crate::conv3x3();
+    let conv = if conv.available() {
+        conv
+    } else {
+        Conv3x3::Direct
+    };
+    match (Version::detected(), conv) {
+        (v, Conv3x3::Direct) => v.name(),
+        (Version::Avx512, Conv3x3::Winograd) => "avx512+winograd",
+        (Version::Avx2Fma, Conv3x3::Winograd) => "avx2-fma+winograd",
+        (Version::Portable, Conv3x3::Winograd) => "baseline+winograd",
+        (Version::Avx512, Conv3x3::Winograd4) => "avx512+winograd4",
+        (Version::Avx2Fma, Conv3x3::Winograd4) => "avx2-fma+winograd4",
+        (Version::Portable, Conv3x3::Winograd4) => "baseline+winograd4",
     }
 }
 

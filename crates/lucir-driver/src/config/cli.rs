@@ -133,10 +133,10 @@ pub struct RunArgs {
     /// cpu, or cuda to run the LUCIR head ops on the GPU (a `--features cuda` build).
     #[arg(long)]
     pub device: Option<String>,
-    /// How the 3×3 stride-1 convolutions run on the CPU: direct (the default) or winograd
-    /// (F(2×2, 3×3): fewer multiplications, other bits; needs AVX-512). docs/perf.md compares
-    /// their speed and accuracy.
-    #[arg(long, value_name = "direct|winograd")]
+    /// How the 3×3 stride-1 convolutions run on the CPU: direct (the default), winograd
+    /// (F(2×2, 3×3)) or winograd4 (F(4×4, 3×3)): fewer multiplications, other bits; AVX-512
+    /// only. docs/perf.md compares their speed and accuracy.
+    #[arg(long, value_name = "direct|winograd|winograd4")]
     pub conv: Option<String>,
     /// Explicit class order, e.g. 4,2,7,6,0,3,5,8,9,1.
     #[arg(long, value_delimiter = ',')]

@@ -63,7 +63,7 @@ pub struct RunConfig {
     /// `cpu`, or `cuda` to run the LUCIR head ops on the GPU.
     #[serde(default = "cpu")]
     pub device: String,
-    /// How the 3×3 stride-1 convolutions run on the CPU: `direct` or `winograd`
+    /// How the 3×3 stride-1 convolutions run on the CPU: `direct`, `winograd` or `winograd4`
     /// (`lucir_tensor::Conv3x3`). Written only when not `direct`, so configurations from before
     /// the setting existed read and print as they did.
     #[serde(default = "direct", skip_serializing_if = "is_direct")]

@@ -263,7 +263,7 @@ pub fn apply(args: &RunArgs) -> Result<RunConfig> {
 /// The convolution setting `conv` names, if this CPU runs it.
 pub fn conv3x3(conv: &str) -> Result<lucir_tensor::Conv3x3> {
     let Some(c) = lucir_tensor::Conv3x3::from_name(conv) else {
-        bail!("conv {conv:?} is neither direct nor winograd");
+        bail!("conv {conv:?} is none of direct, winograd and winograd4");
     };
     if !c.available() {
         bail!("conv {conv} needs a CPU with AVX-512F, which this one lacks; use conv direct");

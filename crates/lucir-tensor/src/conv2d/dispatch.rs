@@ -12,6 +12,12 @@ use crate::{Avx512, ChannelMap, Float, Result, Tensor};
 /// weight gradient, batch 128, 1×28×28 and 3×32×32 on an AMD EPYC).
 const WINOGRAD_MIN_CI: usize = 16;
 
+/// The smallest image side on which [`Conv3x3::Winograd4`] takes 4×4 tiles, chosen by
+/// measurement (docs/perf.md §37): on 28×28, 14×14 and 32×32 images F(4×4, 3×3) was faster
+/// than F(2×2, 3×3) in most passes, on 7×7 and 8×8 ones (4 tiles an image, a quarter of a
+/// vector, in its transforms) 0.67–0.95× the direct kernels' forward, so they keep 2×2 tiles.
+const WINOGRAD4_MIN_SIDE: usize = 14;
+
 impl Dims {
     /// Whether the f32 direct kernels run this convolution on this CPU, and then the token they
     /// need: they take its shape (3×3 with stride 1 and padding 1, or 3×3 / 1×1 with stride 2 and
@@ -25,13 +31,17 @@ impl Dims {
     }
 
     /// Whether the Winograd kernels run this convolution (one the direct kernels run) rather
-    /// than the direct ones: a 3×3 stride-1 one with at least [`WINOGRAD_MIN_CI`] input
-    /// channels, with [`Conv3x3::Winograd`] set.
-    fn runs_winograd(&self) -> bool {
-        self.stride == 1
-            && self.kh == 3
-            && self.ci >= WINOGRAD_MIN_CI
-            && conv3x3() == Conv3x3::Winograd
+    /// than the direct ones, and then their output tile's side: a 3×3 stride-1 one with at
+    /// least [`WINOGRAD_MIN_CI`] input channels, with [`Conv3x3::Winograd`] (2) or
+    /// [`Conv3x3::Winograd4`] (4 on images of at least [`WINOGRAD4_MIN_SIDE`], else 2) set.
+    fn runs_winograd(&self) -> Option<usize> {
+        let tile = match conv3x3() {
+            Conv3x3::Direct => return None,
+            Conv3x3::Winograd => 2,
+            Conv3x3::Winograd4 if self.h.min(self.w) >= WINOGRAD4_MIN_SIDE => 4,
+            Conv3x3::Winograd4 => 2,
+        };
+        (self.stride == 1 && self.kh == 3 && self.ci >= WINOGRAD_MIN_CI).then_some(tile)
     }
 
     /// The sizes the Winograd kernels take.
@@ -84,8 +94,8 @@ pub(super) fn direct_forward<T: Float>(
     ) else {
         return Ok(None);
     };
-    let y = if d.runs_winograd() {
-        winograd::forward(cpu, xs, ws, d.winograd_shape(), map)
+    let y = if let Some(m) = d.runs_winograd() {
+        winograd::forward(cpu, m, xs, ws, d.winograd_shape(), map)
     } else {
         direct::forward(cpu, xs, ws, d.direct_shape(), map)
     };
@@ -124,8 +134,8 @@ pub(super) fn direct_backward<T: Float>(
             None => return Ok(None),
         },
     };
-    let (dx, dw) = if d.runs_winograd() {
-        winograd::backward(cpu, xs, ws, dys, d.winograd_shape(), map, (dx, want_dw))
+    let (dx, dw) = if let Some(m) = d.runs_winograd() {
+        winograd::backward(cpu, m, xs, ws, dys, d.winograd_shape(), map, (dx, want_dw))
     } else {
         direct::backward(cpu, xs, ws, dys, d.direct_shape(), map, (dx, want_dw))
     };

@@ -42,17 +42,22 @@ pub enum Conv3x3 {
     /// direct): 4 multiplications per output and channel pair, other rounding (measured no
     /// larger; docs/perf.md gives it per layer shape).
     Winograd,
+    /// Winograd F(4×4, 3×3) for the same layers on images of side 14 or more (F(2×2, 3×3) on
+    /// smaller ones): 2.25 multiplications per output and channel pair, larger transforms and
+    /// a larger rounding error, still within the direct kernels' (docs/perf.md §37).
+    Winograd4,
 }
 
 impl Conv3x3 {
-    /// Both, the default first.
-    pub const ALL: [Conv3x3; 2] = [Conv3x3::Direct, Conv3x3::Winograd];
+    /// All of them, the default first.
+    pub const ALL: [Conv3x3; 3] = [Conv3x3::Direct, Conv3x3::Winograd, Conv3x3::Winograd4];
 
-    /// `direct` or `winograd`.
+    /// `direct`, `winograd` or `winograd4`.
     pub fn name(self) -> &'static str {
         match self {
             Conv3x3::Direct => "direct",
             Conv3x3::Winograd => "winograd",
+            Conv3x3::Winograd4 => "winograd4",
         }
     }
 
@@ -80,7 +85,8 @@ pub fn set_conv3x3(c: Conv3x3) {
 pub fn conv3x3() -> Conv3x3 {
     match CONV3X3.load(Ordering::Relaxed) {
         0 => Conv3x3::Direct,
-        _ => Conv3x3::Winograd,
+        1 => Conv3x3::Winograd,
+        _ => Conv3x3::Winograd4,
     }
 }
 

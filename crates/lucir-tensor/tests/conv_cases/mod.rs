@@ -1,7 +1,11 @@
 //! The f32 convolution checks shared by the test binaries of each 3×3 algorithm
-//! (`conv2d_f32.rs`: the direct kernels; `conv2d_winograd.rs`: Winograd): each check with the
+//! (`conv2d_f32.rs`: the direct kernels; `conv2d_winograd.rs` and `conv2d_winograd4.rs`: the
+//! Winograd settings, whose tests `winograd.rs` writes once): each check with the
 //! relative error bound `tol` its algorithm is held to.
-#![allow(dead_code)]
+#![allow(dead_code, unused_macros)]
+
+#[macro_use]
+mod winograd;
 
 use crate::common::{max_rel, rng, uniform};
 use lucir_tensor::{

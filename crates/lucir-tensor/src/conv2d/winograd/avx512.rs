@@ -1,5 +1,6 @@
 //! The AVX-512 passes of the Winograd convolution (see the parent module): the copy into row
-//! planes, the input, output and gradient transforms, and the two kinds of products.
+//! planes, F(2×2, 3×3)'s input, output and gradient transforms (F(4×4, 3×3)'s in `f4`), and
+//! the two kinds of products.
 //!
 //! No CPU check is needed in any of them: each takes the [`Avx512`] token.
 
@@ -8,6 +9,9 @@ use std::mem::MaybeUninit;
 
 use super::{Map, Tiles, Weights, NB};
 use crate::Avx512;
+
+mod f4;
+pub(super) use f4::{gradient_transform4, input_transform4, output_transform4};
 
 /// Lanes `2l` of two vectors side by side (for `_mm512_permutex2var_ps`).
 const EVEN: [i32; 16] = [0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30];
@@ -24,8 +28,8 @@ fn index(i: [i32; 16]) -> __m512i {
     unsafe { std::mem::transmute::<[i32; 16], __m512i>(i) }
 }
 
-/// Copies `planes` H×W planes of `src` into the row planes of `dst` (the even rows of the
-/// zero-bordered image, then its odd rows, see [`Tiles`]), each through `map` (plane `p` is
+/// Copies `planes` H×W planes of `src` into the row planes of `dst` (the rows of the
+/// zero-bordered image by their phase mod `m`, see [`Tiles`]), each through `map` (plane `p` is
 /// channel `p mod ch`) when one is given. Only the image's own floats are
 /// written: the borders keep the zeros the buffer was made with.
 ///
@@ -42,7 +46,7 @@ pub(super) unsafe fn fill(
     map: Option<Map<'_>>,
 ) {
     let (h, w) = (t.h, t.w);
-    let odd_rows = (t.th + 1) * t.wp;
+    let phase = (t.th + 1) * t.wp;
     for p in 0..planes {
         // `x·scale + shift` as two roundings and `max(v, 0)`: the bits of `crate::channel_map`.
         let affine = map.map(|m| {
@@ -59,12 +63,8 @@ pub(super) unsafe fn fill(
         });
         for r in 0..h {
             let from = src.as_ptr().wrapping_add((p * h + r) * w);
-            // Image row r is row r + 1 of the bordered image: an even row for odd r.
-            let at = if r % 2 == 1 {
-                r.div_ceil(2) * t.wp
-            } else {
-                odd_rows + r / 2 * t.wp
-            };
+            // Image row r is row r + 1 of the bordered image: row (r + 1)/m of its phase.
+            let at = (r + 1) % t.m * phase + (r + 1) / t.m * t.wp;
             let to = dst.as_mut_ptr().wrapping_add(p * t.plane + at + 1);
             for k in (0..w).step_by(16) {
                 let m = ((1u32 << (w - k).min(16)) - 1) as __mmask16;
@@ -149,11 +149,12 @@ pub(super) unsafe fn input_transform(
     }
 }
 
-/// `M_ξ = U_ξ · V_ξ` over the first `vecs` vectors of tiles: `u` Co × Ci per ξ, `v` 16·Ci
-/// rows, `m` 16·Co rows, each of `t.row` floats.
+/// `M_ξ = U_ξ · V_ξ` over the first `vecs` vectors of tiles: `u` Co × Ci per ξ, `v` xis·Ci
+/// rows, `m` xis·Co rows, each of `t.row` floats.
 ///
 /// # Safety
-/// `v` holds 16·Ci rows and `m` 16·Co rows of `t.row` floats, `16·vecs ≤ t.row`.
+/// `v` holds xis·Ci rows and `m` xis·Co rows of `t.row` floats, `16·vecs ≤ t.row`,
+/// `u.xis = t.xis`.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn products(
     _: Avx512,
@@ -167,7 +168,7 @@ pub(super) unsafe fn products(
     let (ci, co) = (u.ci, u.co);
     let blocks = co / NB;
     let tiled = vecs / K * K;
-    for xi in 0..16 {
+    for xi in 0..t.xis {
         let vrow = v.as_ptr().wrapping_add(xi * ci * t.row);
         let mrow = m.as_mut_ptr().wrapping_add(xi * co * t.row);
         for b in 0..blocks {
@@ -246,12 +247,13 @@ unsafe fn tile<const B: usize, const K: usize>(
 }
 
 /// `Y = Aᵀ M A` of every tile of `images` images and `co` channels, into `y` (NCHW, `images`
-/// × `co` × H×W; with `add`, added to the values it holds). Each channel's tiles go to the
-/// even and odd output rows in `out` first, then row by row into `y`.
+/// × `co` × H×W; with `add`, added to the values it holds). Each channel's tiles go to its
+/// even and odd output rows in one of two slots of `out` first, then row by row into `y`
+/// ([`copy_rows`]), a channel later.
 ///
 /// # Safety
-/// `m` holds 16·Co rows of `t.row` floats, `out` 2·(th·wp + 32) floats, `y` `images·co·H·W`
-/// (initialised if `add`).
+/// `m` holds 16·Co rows of `t.row` floats, `out` 2 slots of 2 · `t.out_phase()` floats, `y`
+/// `images·co·H·W` (initialised if `add`).
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn output_transform(
@@ -265,55 +267,48 @@ pub(super) unsafe fn output_transform(
     add: bool,
 ) {
     let (low, high) = (index(LOW), index(HIGH));
-    let (h, w) = (t.h, t.w);
-    let phase = t.th * t.wp + 32;
-    for g in 0..images {
-        for o in 0..co {
-            for u0 in (0..t.per_image).step_by(16) {
-                let at = m.as_ptr().wrapping_add(o * t.row + g * t.per_image + u0);
-                let mut mx = [_mm512_setzero_ps(); 16];
-                for (xi, m) in mx.iter_mut().enumerate() {
-                    // SAFETY: lanes g·per_image + u0 + 16 < row of rows ξ·Co + o < 16·Co.
-                    *m = unsafe { _mm512_loadu_ps(at.wrapping_add(xi * co * t.row)) };
-                }
-                // Aᵀ over the rows: (m0 + m1 + m2, m1 − m2 − m3) per column.
-                let mut r = [[_mm512_setzero_ps(); 4]; 2];
-                for j in 0..4 {
-                    r[0][j] = _mm512_add_ps(_mm512_add_ps(mx[j], mx[4 + j]), mx[8 + j]);
-                    r[1][j] = _mm512_sub_ps(_mm512_sub_ps(mx[4 + j], mx[8 + j]), mx[12 + j]);
-                }
-                for (a, ra) in r.iter().enumerate() {
-                    let y0 = _mm512_add_ps(_mm512_add_ps(ra[0], ra[1]), ra[2]);
-                    let y1 = _mm512_sub_ps(_mm512_sub_ps(ra[1], ra[2]), ra[3]);
-                    let to = out.as_mut_ptr().wrapping_add(a * phase + 2 * u0);
-                    // SAFETY: 2·u0 + 32 ≤ 2·per_image + 30 = th·wp + 30 < phase.
-                    unsafe {
-                        _mm512_storeu_ps(to, _mm512_permutex2var_ps(y0, low, y1));
-                        _mm512_storeu_ps(to.wrapping_add(16), _mm512_permutex2var_ps(y0, high, y1));
-                    }
-                }
+    let (h, w, phase) = (t.h, t.w, t.out_phase());
+    for k in 0..images * co {
+        let (g, o) = (k / co, k % co);
+        let slot = out.as_mut_ptr().wrapping_add(k % 2 * 2 * phase);
+        for u0 in (0..t.per_image).step_by(16) {
+            let at = m.as_ptr().wrapping_add(o * t.row + g * t.per_image + u0);
+            let mut mx = [_mm512_setzero_ps(); 16];
+            for (xi, m) in mx.iter_mut().enumerate() {
+                // SAFETY: lanes g·per_image + u0 + 16 < row of rows ξ·Co + o < 16·Co.
+                *m = unsafe { _mm512_loadu_ps(at.wrapping_add(xi * co * t.row)) };
             }
-            let plane = y
-                .as_mut_ptr()
-                .cast::<f32>()
-                .wrapping_add((g * co + o) * h * w);
-            for r in 0..h {
-                let from = out.as_ptr().wrapping_add(r % 2 * phase + r / 2 * t.wp);
-                let to = plane.wrapping_add(r * w);
-                for k in (0..w).step_by(16) {
-                    let mask = ((1u32 << (w - k).min(16)) - 1) as __mmask16;
-                    // SAFETY: the mask keeps the lanes inside output row r of the plane and
-                    // inside the row's W floats in `out`; `y` is initialised if `add`.
-                    unsafe {
-                        let mut s = _mm512_maskz_loadu_ps(mask, from.wrapping_add(k));
-                        if add {
-                            s = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, to.wrapping_add(k)), s);
-                        }
-                        _mm512_mask_storeu_ps(to.wrapping_add(k), mask, s);
-                    }
+            // Aᵀ over the rows: (m0 + m1 + m2, m1 − m2 − m3) per column.
+            let mut r = [[_mm512_setzero_ps(); 4]; 2];
+            for j in 0..4 {
+                r[0][j] = _mm512_add_ps(_mm512_add_ps(mx[j], mx[4 + j]), mx[8 + j]);
+                r[1][j] = _mm512_sub_ps(_mm512_sub_ps(mx[4 + j], mx[8 + j]), mx[12 + j]);
+            }
+            for (a, ra) in r.iter().enumerate() {
+                let y0 = _mm512_add_ps(_mm512_add_ps(ra[0], ra[1]), ra[2]);
+                let y1 = _mm512_sub_ps(_mm512_sub_ps(ra[1], ra[2]), ra[3]);
+                let to = slot.wrapping_add(a * phase + 2 * u0);
+                // SAFETY: 2·u0 + 32 ≤ 2·per_image + 30 = th·wp + 30 < phase, inside the
+                // slot (2 phases) of `out`.
+                unsafe {
+                    _mm512_storeu_ps(to, _mm512_permutex2var_ps(y0, low, y1));
+                    _mm512_storeu_ps(to.wrapping_add(16), _mm512_permutex2var_ps(y0, high, y1));
                 }
             }
         }
+        // The previous channel's rows: read back a channel later, when the vector stores that
+        // wrote them have left the store buffer (reading them at once stalls every load).
+        if k > 0 {
+            let prev = out.as_ptr().wrapping_add((k - 1) % 2 * 2 * phase);
+            // SAFETY: this function's contract; `prev` holds channel k − 1's rows.
+            unsafe { copy_rows(t, prev, phase, y, (k - 1) * h * w, add) };
+        }
+    }
+    if images * co > 0 {
+        let k = images * co - 1;
+        let last = out.as_ptr().wrapping_add(k % 2 * 2 * phase);
+        // SAFETY: as above.
+        unsafe { copy_rows(t, last, phase, y, k * h * w, add) };
     }
 }
 
@@ -382,7 +377,7 @@ pub(super) unsafe fn gradient_transform(
 /// output channels in the lanes, `V` broadcast; `s` entry `(ξ·Ci + c)·co16 + o`.
 ///
 /// # Safety
-/// `z` as [`gradient_transform`] writes it, `v` 16·Ci rows of `t.row` floats, `s` 16·Ci·co16
+/// `z` as [`gradient_transform`] writes it, `v` xis·Ci rows of `t.row` floats, `s` xis·Ci·co16
 /// floats, `tiles ≤ group·per_image`.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn weight_products(
@@ -396,7 +391,7 @@ pub(super) unsafe fn weight_products(
     const CB: usize = 8;
     let stride = t.group * t.per_image * co16;
     let ov = if co16 % 32 == 0 { 2 } else { 1 };
-    for xi in 0..16 {
+    for xi in 0..t.xis {
         for o in (0..co16).step_by(16 * ov) {
             for c in (0..ci).step_by(CB) {
                 let args = WeightTile {
@@ -471,6 +466,41 @@ unsafe fn weight_tile<const OV: usize, const C: usize>(a: &WeightTile) {
             let at = a.s.wrapping_add(c * a.co16 + 16 * j);
             // SAFETY: as above.
             unsafe { _mm512_storeu_ps(at, _mm512_add_ps(_mm512_loadu_ps(at), *sum)) };
+        }
+    }
+}
+
+/// Copies output rows `r` (row `r / m` of phase `r mod m` from `out`, phases `phase` floats
+/// apart) into the H×W plane at `at` in `y`, adding to what it holds with `add`.
+///
+/// # Safety
+/// `out` points to `t.m` phases of `th` rows of `wp` floats, `phase` apart; `y` holds at least
+/// `at + H·W` floats, initialised if `add`.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn copy_rows(
+    t: &Tiles,
+    out: *const f32,
+    phase: usize,
+    y: &mut [MaybeUninit<f32>],
+    at: usize,
+    add: bool,
+) {
+    let (h, w) = (t.h, t.w);
+    let plane = y.as_mut_ptr().cast::<f32>().wrapping_add(at);
+    for r in 0..h {
+        let from = out.wrapping_add(r % t.m * phase + r / t.m * t.wp);
+        let to = plane.wrapping_add(r * w);
+        for k in (0..w).step_by(16) {
+            let mask = ((1u32 << (w - k).min(16)) - 1) as __mmask16;
+            // SAFETY: the mask keeps the lanes inside output row r of the plane and inside the
+            // row's W floats in `out`; `y` is initialised if `add`.
+            unsafe {
+                let mut s = _mm512_maskz_loadu_ps(mask, from.wrapping_add(k));
+                if add {
+                    s = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, to.wrapping_add(k)), s);
+                }
+                _mm512_mask_storeu_ps(to.wrapping_add(k), mask, s);
+            }
         }
     }
 }
