@@ -327,7 +327,7 @@ pub(super) unsafe fn gradient_transform(
     i: usize,
     z: &mut [f32],
 ) {
-    let (h, w, cols) = (t.h, t.w, t.wp / 2);
+    let cols = t.wp / 2;
     let stride = t.group * t.per_image * co16;
     let zero = _mm512_setzero_ps();
     for ty in 0..t.th {
@@ -335,17 +335,10 @@ pub(super) unsafe fn gradient_transform(
             let tile = i * t.per_image + ty * cols + tx;
             for ov in (0..co16).step_by(16) {
                 // A over the columns: (d0, d0 + d1, d0 − d1, −d1) per row.
+                // SAFETY: this function's contract.
+                let tile_dy = unsafe { dy_tile::<2>(t, dyt, co16, (ty, tx), ov) };
                 let mut r = [[zero; 4]; 2];
-                for (a, ra) in r.iter_mut().enumerate() {
-                    let mut d = [zero; 2];
-                    for (b, db) in d.iter_mut().enumerate() {
-                        let (row, col) = (2 * ty + a, 2 * tx + b);
-                        if row < h && col < w {
-                            let at = (row * w + col) * co16 + ov;
-                            // SAFETY: position row·W + col < H·W, channels ov..ov + 16 ≤ co16.
-                            *db = unsafe { _mm512_loadu_ps(dyt.as_ptr().wrapping_add(at)) };
-                        }
-                    }
+                for (ra, d) in r.iter_mut().zip(tile_dy) {
                     let [d0, d1] = d;
                     *ra = [
                         d0,
@@ -371,6 +364,34 @@ pub(super) unsafe fn gradient_transform(
             }
         }
     }
+}
+
+/// Output-gradient tile `(ty, tx)` of side `M` for channels `ov..ov + 16`, from `dyt` (H·W
+/// positions × `co16` channels); zeros for the positions past the image.
+///
+/// # Safety
+/// `dyt` holds H·W·co16 floats and `ov + 16 ≤ co16`.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(super) unsafe fn dy_tile<const M: usize>(
+    t: &Tiles,
+    dyt: &[f32],
+    co16: usize,
+    (ty, tx): (usize, usize),
+    ov: usize,
+) -> [[__m512; M]; M] {
+    let mut d = [[_mm512_setzero_ps(); M]; M];
+    for (a, da) in d.iter_mut().enumerate() {
+        for (b, v) in da.iter_mut().enumerate() {
+            let (row, col) = (M * ty + a, M * tx + b);
+            if row < t.h && col < t.w {
+                let at = (row * t.w + col) * co16 + ov;
+                // SAFETY: position row·W + col < H·W, channels ov..ov + 16 ≤ co16.
+                *v = unsafe { _mm512_loadu_ps(dyt.as_ptr().wrapping_add(at)) };
+            }
+        }
+    }
+    d
 }
 
 /// `S_ξ[c, ·] += Σ_tile Z_ξ[tile, ·] · V_ξ[c, tile]` over the group's first `tiles` tiles:

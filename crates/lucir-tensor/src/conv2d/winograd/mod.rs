@@ -238,6 +238,41 @@ impl Work {
     }
 }
 
+impl Work {
+    /// `V` of a group's images `x` (`ci` channels each, read through `map` if one is given):
+    /// copied into the row planes, then the input transform. Returns the number of images.
+    fn transform_input(
+        &mut self,
+        cpu: Avx512,
+        t: &Tiles,
+        x: &[f32],
+        ci: usize,
+        map: Option<Map<'_>>,
+    ) -> usize {
+        let hw = t.h * t.w;
+        let images = x.len() / (ci * hw);
+        assert!(x.len() == images * ci * hw && images <= t.group);
+        assert!(map.is_none_or(|m| m.scale.len() >= ci && m.shift.len() >= ci));
+        assert!(self.v.len >= t.xis * ci * t.row && self.planes.len >= images * ci * t.plane);
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `cpu` proves the CPU has AVX-512F; the lengths were just checked.
+        unsafe {
+            avx512::fill(cpu, t, x, (images * ci, ci), self.planes.get_mut(), map);
+            let (planes, v) = (self.planes.get(), self.v.get_mut());
+            match t.m {
+                2 => avx512::input_transform(cpu, t, planes, images, ci, v),
+                _ => avx512::input_transform4(cpu, t, planes, images, ci, v),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (cpu, map);
+            unreachable!("no `Avx512` token exists off x86-64");
+        }
+        images
+    }
+}
+
 /// One group's convolution: `x` its images (`images` × `ci` × H×W), read through `map` if one
 /// is given, into `y` (`images` × `co` × H×W), every element written (with `add`, added to the
 /// initialised value `y` holds).
@@ -253,22 +288,13 @@ fn group_forward(
     work: &mut Work,
 ) {
     let (ci, co, hw) = (u.ci, u.co, t.h * t.w);
-    let images = x.len() / (ci * hw);
-    assert!(x.len() == images * ci * hw && y.len() == images * co * hw && images <= t.group);
-    assert!(map.is_none_or(|m| m.scale.len() >= ci && m.shift.len() >= ci));
-    assert!(work.v.len >= t.xis * ci * t.row && work.m.len >= t.xis * co * t.row);
-    assert!(work.planes.len >= images * ci * t.plane && u.xis == t.xis);
-    assert!(work.out.len >= 2 * t.m * t.out_phase());
+    let images = work.transform_input(cpu, t, x, ci, map);
+    assert!(y.len() == images * co * hw && u.xis == t.xis);
+    assert!(work.m.len >= t.xis * co * t.row && work.out.len >= 2 * t.m * t.out_phase());
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `cpu` proves the CPU has AVX-512F; the lengths were just checked, and the
     // buffers were sized by `Work::new` for these tiles.
     unsafe {
-        avx512::fill(cpu, t, x, (images * ci, ci), work.planes.get_mut(), map);
-        let (planes, v) = (work.planes.get(), work.v.get_mut());
-        match t.m {
-            2 => avx512::input_transform(cpu, t, planes, images, ci, v),
-            _ => avx512::input_transform4(cpu, t, planes, images, ci, v),
-        }
         let vecs = t.vectors(images);
         avx512::products(cpu, t, u, work.v.get(), vecs, work.m.get_mut());
         let (m, out) = (work.m.get(), work.out.get_mut());
@@ -297,22 +323,14 @@ fn group_weight_grad(
     work: &mut Work,
 ) {
     let hw = t.h * t.w;
-    let images = x.len() / (ci * hw);
     let co16 = co.next_multiple_of(16);
-    assert!(x.len() == images * ci * hw && dy.len() == images * co * hw && images <= t.group);
-    assert!(map.is_none_or(|m| m.scale.len() >= ci && m.shift.len() >= ci));
-    assert!(work.v.len >= t.xis * ci * t.row && work.planes.len >= images * ci * t.plane);
+    let images = work.transform_input(cpu, t, x, ci, map);
+    assert!(dy.len() == images * co * hw);
     assert!(work.dyt.len >= hw * co16 && work.s.len >= t.xis * ci * co16);
     assert!(work.z.len >= t.xis * t.group * t.per_image * co16);
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `cpu` proves the CPU has AVX-512F; the lengths were just checked.
     unsafe {
-        avx512::fill(cpu, t, x, (images * ci, ci), work.planes.get_mut(), map);
-        let (planes, v) = (work.planes.get(), work.v.get_mut());
-        match t.m {
-            2 => avx512::input_transform(cpu, t, planes, images, ci, v),
-            _ => avx512::input_transform4(cpu, t, planes, images, ci, v),
-        }
         for (i, dyi) in dy.chunks(co * hw).enumerate() {
             super::direct::transpose_dy(cpu, dyi, co, hw, co16, work.dyt.get_mut());
             let (dyt, z) = (work.dyt.get(), work.z.get_mut());

@@ -4,7 +4,7 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-use super::{copy_rows, index, Tiles};
+use super::{copy_rows, dy_tile, index, Tiles};
 use crate::Avx512;
 
 /// `Bᵀ d` for F(4×4, 3×3) of six vectors `d` (one entry of each of 16 tiles per lane):
@@ -261,24 +261,17 @@ pub(in crate::conv2d::winograd) unsafe fn gradient_transform4(
     i: usize,
     z: &mut [f32],
 ) {
-    let (h, w, cols) = (t.h, t.w, t.wp / 4);
+    let cols = t.wp / 4;
     let stride = t.group * t.per_image * co16;
     let zero = _mm512_setzero_ps();
     for ty in 0..t.th {
         for tx in 0..cols {
             let tile = i * t.per_image + ty * cols + tx;
             for ov in (0..co16).step_by(16) {
+                // SAFETY: this function's contract.
+                let tile_dy = unsafe { dy_tile::<4>(t, dyt, co16, (ty, tx), ov) };
                 let mut r = [[zero; 6]; 4];
-                for (a, ra) in r.iter_mut().enumerate() {
-                    let mut d = [zero; 4];
-                    for (b, db) in d.iter_mut().enumerate() {
-                        let (row, col) = (4 * ty + a, 4 * tx + b);
-                        if row < h && col < w {
-                            let at = (row * w + col) * co16 + ov;
-                            // SAFETY: position row·W + col < H·W, channels ov..ov + 16 ≤ co16.
-                            *db = unsafe { _mm512_loadu_ps(dyt.as_ptr().wrapping_add(at)) };
-                        }
-                    }
+                for (ra, d) in r.iter_mut().zip(tile_dy) {
                     *ra = a6(d);
                 }
                 for j in 0..6 {
