@@ -267,10 +267,8 @@ pub(super) unsafe fn output_transform(
     add: bool,
 ) {
     let (low, high) = (index(LOW), index(HIGH));
-    let (h, w, phase) = (t.h, t.w, t.out_phase());
-    for k in 0..images * co {
-        let (g, o) = (k / co, k % co);
-        let slot = out.as_mut_ptr().wrapping_add(k % 2 * 2 * phase);
+    let phase = t.out_phase();
+    let channel = |g: usize, o: usize, slot: *mut f32| {
         for u0 in (0..t.per_image).step_by(16) {
             let at = m.as_ptr().wrapping_add(o * t.row + g * t.per_image + u0);
             let mut mx = [_mm512_setzero_ps(); 16];
@@ -296,19 +294,41 @@ pub(super) unsafe fn output_transform(
                 }
             }
         }
-        // The previous channel's rows: read back a channel later, when the vector stores that
-        // wrote them have left the store buffer (reading them at once stalls every load).
+    };
+    // SAFETY: this function's contract; `channel` writes only inside its slot.
+    unsafe { through_slots(t, (images, co), out, (y, add), channel) };
+}
+
+/// Runs `channel(g, o, slot)` for every image `g` and output channel `o`, which writes that
+/// channel's output rows by phase (`t.m` phases of `t.out_phase()` floats) into `slot`, one of
+/// two in `out` in turn; each channel's rows are copied into `y` ([`copy_rows`], adding with
+/// `add`) one channel later, when the vector stores that wrote them have left the store
+/// buffer (reading them back at once stalls every load).
+///
+/// # Safety
+/// `out` holds 2 · `t.m` · `t.out_phase()` floats, `y` `images·co·H·W` (initialised if `add`),
+/// and `channel` writes every output row of its channel and nothing outside its slot.
+#[target_feature(enable = "avx512f")]
+unsafe fn through_slots(
+    t: &Tiles,
+    (images, co): (usize, usize),
+    out: &mut [f32],
+    (y, add): (&mut [MaybeUninit<f32>], bool),
+    mut channel: impl FnMut(usize, usize, *mut f32),
+) {
+    let (plane, slot) = (t.h * t.w, t.m * t.out_phase());
+    for k in 0..images * co {
+        channel(k / co, k % co, out.as_mut_ptr().wrapping_add(k % 2 * slot));
         if k > 0 {
-            let prev = out.as_ptr().wrapping_add((k - 1) % 2 * 2 * phase);
+            let prev = out.as_ptr().wrapping_add((k - 1) % 2 * slot);
             // SAFETY: this function's contract; `prev` holds channel k − 1's rows.
-            unsafe { copy_rows(t, prev, phase, y, (k - 1) * h * w, add) };
+            unsafe { copy_rows(t, prev, t.out_phase(), y, (k - 1) * plane, add) };
         }
     }
-    if images * co > 0 {
-        let k = images * co - 1;
-        let last = out.as_ptr().wrapping_add(k % 2 * 2 * phase);
+    if let Some(k) = (images * co).checked_sub(1) {
+        let last = out.as_ptr().wrapping_add(k % 2 * slot);
         // SAFETY: as above.
-        unsafe { copy_rows(t, last, phase, y, k * h * w, add) };
+        unsafe { copy_rows(t, last, t.out_phase(), y, k * plane, add) };
     }
 }
 

@@ -4,7 +4,7 @@
 use std::arch::x86_64::*;
 use std::mem::MaybeUninit;
 
-use super::{copy_rows, dy_tile, index, Tiles};
+use super::{dy_tile, index, through_slots, Tiles};
 use crate::Avx512;
 
 /// `Bᵀ d` for F(4×4, 3×3) of six vectors `d` (one entry of each of 16 tiles per lane):
@@ -171,80 +171,65 @@ pub(in crate::conv2d::winograd) unsafe fn output_transform4(
     y: &mut [MaybeUninit<f32>],
     add: bool,
 ) {
-    let (h, w) = (t.h, t.w);
     let phase = t.out_phase();
-    for k in 0..images * co {
-        let (g, o) = (k / co, k % co);
-        let slot = out.as_mut_ptr().wrapping_add(k % 2 * 4 * phase);
-        {
-            for u0 in (0..t.per_image).step_by(16) {
-                let at = m.as_ptr().wrapping_add(o * t.row + g * t.per_image + u0);
-                let mut mx = [_mm512_setzero_ps(); 36];
-                for (xi, v) in mx.iter_mut().enumerate() {
-                    // SAFETY: lanes g·per_image + u0 + 16 < row of rows ξ·Co + o < 36·Co.
-                    *v = unsafe { _mm512_loadu_ps(at.wrapping_add(xi * co * t.row)) };
+    let channel = |g: usize, o: usize, slot: *mut f32| {
+        for u0 in (0..t.per_image).step_by(16) {
+            let at = m.as_ptr().wrapping_add(o * t.row + g * t.per_image + u0);
+            let mut mx = [_mm512_setzero_ps(); 36];
+            for (xi, v) in mx.iter_mut().enumerate() {
+                // SAFETY: lanes g·per_image + u0 + 16 < row of rows ξ·Co + o < 36·Co.
+                *v = unsafe { _mm512_loadu_ps(at.wrapping_add(xi * co * t.row)) };
+            }
+            // Aᵀ over the rows (per column j), then over the columns (per output row a).
+            let mut r = [[_mm512_setzero_ps(); 6]; 4];
+            for j in 0..6 {
+                let col = at6([
+                    mx[j],
+                    mx[6 + j],
+                    mx[12 + j],
+                    mx[18 + j],
+                    mx[24 + j],
+                    mx[30 + j],
+                ]);
+                for a in 0..4 {
+                    r[a][j] = col[a];
                 }
-                // Aᵀ over the rows (per column j), then over the columns (per output row a).
-                let mut r = [[_mm512_setzero_ps(); 6]; 4];
-                for j in 0..6 {
-                    let col = at6([
-                        mx[j],
-                        mx[6 + j],
-                        mx[12 + j],
-                        mx[18 + j],
-                        mx[24 + j],
-                        mx[30 + j],
-                    ]);
-                    for a in 0..4 {
-                        r[a][j] = col[a];
-                    }
-                }
-                for (a, ra) in r.iter().enumerate() {
-                    let [y0, y1, y2, y3] = at6(*ra);
-                    // Tile l's four outputs side by side: a 4×4 transpose within each 128-bit
-                    // lane, then of the 128-bit lanes across the four vectors.
-                    let (t0, t1) = (_mm512_unpacklo_ps(y0, y1), _mm512_unpackhi_ps(y0, y1));
-                    let (t2, t3) = (_mm512_unpacklo_ps(y2, y3), _mm512_unpackhi_ps(y2, y3));
-                    let pd = _mm512_castps_pd;
-                    let ps = _mm512_castpd_ps;
-                    let u = [
-                        ps(_mm512_unpacklo_pd(pd(t0), pd(t2))),
-                        ps(_mm512_unpackhi_pd(pd(t0), pd(t2))),
-                        ps(_mm512_unpacklo_pd(pd(t1), pd(t3))),
-                        ps(_mm512_unpackhi_pd(pd(t1), pd(t3))),
-                    ];
-                    let v0 = _mm512_shuffle_f32x4::<0x44>(u[0], u[1]);
-                    let v1 = _mm512_shuffle_f32x4::<0xEE>(u[0], u[1]);
-                    let v2 = _mm512_shuffle_f32x4::<0x44>(u[2], u[3]);
-                    let v3 = _mm512_shuffle_f32x4::<0xEE>(u[2], u[3]);
-                    let outs = [
-                        _mm512_shuffle_f32x4::<0x88>(v0, v2),
-                        _mm512_shuffle_f32x4::<0xDD>(v0, v2),
-                        _mm512_shuffle_f32x4::<0x88>(v1, v3),
-                        _mm512_shuffle_f32x4::<0xDD>(v1, v3),
-                    ];
-                    let to = slot.wrapping_add(a * phase + 4 * u0);
-                    for (v, x) in outs.into_iter().enumerate() {
-                        // SAFETY: 4·u0 + 64 ≤ 4·per_image + 60 = th·wp + 60 < phase, inside
-                        // the slot (4 phases) of `out`.
-                        unsafe { _mm512_storeu_ps(to.wrapping_add(16 * v), x) };
-                    }
+            }
+            for (a, ra) in r.iter().enumerate() {
+                let [y0, y1, y2, y3] = at6(*ra);
+                // Tile l's four outputs side by side: a 4×4 transpose within each 128-bit
+                // lane, then of the 128-bit lanes across the four vectors.
+                let (t0, t1) = (_mm512_unpacklo_ps(y0, y1), _mm512_unpackhi_ps(y0, y1));
+                let (t2, t3) = (_mm512_unpacklo_ps(y2, y3), _mm512_unpackhi_ps(y2, y3));
+                let pd = _mm512_castps_pd;
+                let ps = _mm512_castpd_ps;
+                let u = [
+                    ps(_mm512_unpacklo_pd(pd(t0), pd(t2))),
+                    ps(_mm512_unpackhi_pd(pd(t0), pd(t2))),
+                    ps(_mm512_unpacklo_pd(pd(t1), pd(t3))),
+                    ps(_mm512_unpackhi_pd(pd(t1), pd(t3))),
+                ];
+                let v0 = _mm512_shuffle_f32x4::<0x44>(u[0], u[1]);
+                let v1 = _mm512_shuffle_f32x4::<0xEE>(u[0], u[1]);
+                let v2 = _mm512_shuffle_f32x4::<0x44>(u[2], u[3]);
+                let v3 = _mm512_shuffle_f32x4::<0xEE>(u[2], u[3]);
+                let outs = [
+                    _mm512_shuffle_f32x4::<0x88>(v0, v2),
+                    _mm512_shuffle_f32x4::<0xDD>(v0, v2),
+                    _mm512_shuffle_f32x4::<0x88>(v1, v3),
+                    _mm512_shuffle_f32x4::<0xDD>(v1, v3),
+                ];
+                let to = slot.wrapping_add(a * phase + 4 * u0);
+                for (v, x) in outs.into_iter().enumerate() {
+                    // SAFETY: 4·u0 + 64 ≤ 4·per_image + 60 = th·wp + 60 < phase, inside
+                    // the slot (4 phases) of `out`.
+                    unsafe { _mm512_storeu_ps(to.wrapping_add(16 * v), x) };
                 }
             }
         }
-        // The previous channel's rows, a channel later (see `super::output_transform`).
-        if k > 0 {
-            let prev = out.as_ptr().wrapping_add((k - 1) % 2 * 4 * phase);
-            // SAFETY: this function's contract; `prev` holds channel k − 1's rows.
-            unsafe { copy_rows(t, prev, phase, y, (k - 1) * h * w, add) };
-        }
-    }
-    if images * co > 0 {
-        let k = images * co - 1;
-        let last = out.as_ptr().wrapping_add(k % 2 * 4 * phase);
-        // SAFETY: as above.
-        unsafe { copy_rows(t, last, phase, y, k * h * w, add) };
-    }
+    };
+    // SAFETY: this function's contract; `channel` writes only inside its slot.
+    unsafe { through_slots(t, (images, co), out, (y, add), channel) };
 }
 
 /// F(4×4, 3×3)'s gradient transform (see [`super::gradient_transform`]): `Z = A dY Aᵀ`, 36 entries
