@@ -8,7 +8,8 @@
 //! 1. finds the CUDA libraries (cuDNN, cuBLAS, NVRTC, the runtime) of the machine's PyTorch
 //!    wheels (`site-packages/nvidia/*/lib`) or of a CUDA toolkit, and says which it uses;
 //! 2. records the card, the driver and the cuDNN version;
-//! 3. runs every GPU test against the CPU ops (each prints `skipped: no CUDA device` and checks
+//! 3. runs every GPU test (`GPU_TESTS`: the head kernels, the device tensors and their ops,
+//!    the network kernels) against the CPU ops (each prints `skipped: no CUDA device` and checks
 //!    nothing without a GPU — the script reports that as a skip, not a pass);
 //! 4. runs the GPU tests again under `compute-sanitizer --tool memcheck`;
 //! 5. runs the GPU benchmarks and PyTorch's same training step on the card (eager and
@@ -25,6 +26,9 @@ use anyhow::{bail, Context, Result};
 /// The most the copied files may weigh together, so that the folder can travel with the
 /// working tree to a machine that takes 64 MiB.
 const MAX_BYTES: u64 = 60 << 20;
+
+/// The test binaries that compare device ops with the CPU ops (`tests/<name>.rs`).
+const GPU_TESTS: [&str; 3] = ["cuda_parity", "cuda_tensor", "cuda_kernels"];
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
@@ -84,14 +88,26 @@ pub fn run(args: &[String]) -> Result<()> {
         _ => bail!("usage: cargo xtask gpu-check [--out DIR]"),
     };
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let mut tests = built(&["test", "--release", "--no-run", "--test", "cuda_parity"])?;
-    tests.retain(|(name, _)| name == "cuda_parity");
+    let mut args = vec!["test", "--release", "--no-run"];
+    for t in GPU_TESTS {
+        args.extend(["--test", t]);
+    }
+    let mut tests = built(&args)?;
+    tests.retain(|(name, _)| GPU_TESTS.contains(&name.as_str()));
     let mut benches = built(&["bench", "--no-run", "--bench", "heads"])?;
     benches.retain(|(name, _)| name == "heads");
     let mut driver = built(&["build", "--release", "-p", "lucir-driver"])?;
     driver.retain(|(name, _)| name == "lucir-driver");
-    if tests.is_empty() || benches.is_empty() || driver.is_empty() {
-        bail!("the cuda build produced no cuda_parity test, heads bench or driver binary");
+    if tests.len() != GPU_TESTS.len() || benches.is_empty() || driver.is_empty() {
+        bail!(
+            "the cuda build produced {} of the {} GPU test binaries ({}), {} heads bench and {} \
+             driver binary",
+            tests.len(),
+            GPU_TESTS.len(),
+            GPU_TESTS.join(", "),
+            benches.len(),
+            driver.len()
+        );
     }
     let mut total = 0;
     let mut copy = |(name, from): &(String, PathBuf), kind: &str| -> Result<String> {

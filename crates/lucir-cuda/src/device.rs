@@ -2,15 +2,17 @@
 //! handles, and the transfer helpers the op launchers share (built with the `cuda` feature
 //! only).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
+use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
 
+use crate::conv2d::CudnnState;
 use crate::kernels::{ptx, Kernel};
-use crate::{cosine_logits, feature_distill, margin_rank, Error, Result};
+use crate::{cosine_logits, elementwise, feature_distill, margin_rank, Error, Result};
 
 /// Maps a driver error of operation `op` to [`Error::Driver`].
 pub(crate) fn driver(op: &'static str) -> impl Fn(cudarc::driver::DriverError) -> Error {
@@ -41,9 +43,16 @@ pub(crate) static NULL: u64 = 0;
 pub struct Gpu {
     ctx: Arc<CudaContext>,
     pub(crate) stream: Arc<CudaStream>,
+    pub(crate) blas: CudaBlas,
+    /// cuDNN, opened at the first convolution (`conv2d.rs`).
+    pub(crate) cudnn: OnceLock<Result<Mutex<CudnnState>>>,
+    pub(crate) elementwise: elementwise::Kernels,
     pub(crate) cosine_logits: cosine_logits::Kernels,
     pub(crate) margin_rank: margin_rank::Kernels,
     pub(crate) feature_distill: feature_distill::Kernels,
+    pub(crate) batch_norm: crate::batch_norm::Kernels,
+    pub(crate) pool: crate::pool::Kernels,
+    pub(crate) softmax: crate::softmax::Kernels,
 }
 
 impl Gpu {
@@ -58,10 +67,29 @@ impl Gpu {
         }
         let ctx = CudaContext::new(ordinal).map_err(|e| Error::NoDevice(e.to_string()))?;
         let stream = ctx.default_stream();
+        // SAFETY: only checks whether the cuBLAS library can be loaded (cudarc panics on first
+        // use of a library it cannot load).
+        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+            return Err(Error::MissingLibrary {
+                lib: "cuBLAS (libcublas.so.12)",
+                hint: "put the folder that holds it (a CUDA toolkit's lib64, or a PyTorch \
+                       install's site-packages/nvidia/cublas/lib) on LD_LIBRARY_PATH",
+            });
+        }
+        let blas = CudaBlas::new(stream.clone()).map_err(|e| Error::Driver {
+            op: "cublasCreate",
+            detail: e.to_string(),
+        })?;
         Ok(Self {
+            blas,
+            cudnn: OnceLock::new(),
+            elementwise: elementwise::Kernels::load(&ctx)?,
             cosine_logits: cosine_logits::Kernels::load(&ctx)?,
             margin_rank: margin_rank::Kernels::load(&ctx)?,
             feature_distill: feature_distill::Kernels::load(&ctx)?,
+            batch_norm: crate::batch_norm::Kernels::load(&ctx)?,
+            pool: crate::pool::Kernels::load(&ctx)?,
+            softmax: crate::softmax::Kernels::load(&ctx)?,
             ctx,
             stream,
         })
@@ -84,8 +112,9 @@ impl Gpu {
     }
 
     /// A device buffer of `n` (at least one) elements whose contents are undefined: for
-    /// outputs a kernel writes in full.
-    pub(crate) fn output<T: DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
+    /// outputs a kernel writes in full (a caller that reads it before writing reads garbage,
+    /// never out of bounds).
+    pub fn output<T: DeviceRepr>(&self, n: usize) -> Result<CudaSlice<T>> {
         // SAFETY: callers pass buffers only to kernels that write every element before anything
         // reads them (each launcher says so at its launch).
         unsafe { self.stream.alloc(n.max(1)) }.map_err(driver("alloc"))
@@ -93,7 +122,7 @@ impl Gpu {
 
     /// A zeroed device buffer of `n` (at least one) elements: for outputs a kernel accumulates
     /// into.
-    pub(crate) fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
+    pub fn zeros<T: DeviceRepr + ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
         self.stream
             .alloc_zeros(n.max(1))
             .map_err(driver("alloc_zeros"))

@@ -10,6 +10,9 @@ pub const TILE: u32 = 16;
 pub const MR_ROWS: u32 = 4;
 /// Largest K the margin-ranking kernels take (`LUCIR_MAX_K` in `kernels/common.cuh`).
 pub const MAX_K: usize = 16;
+/// Threads per block of the per-channel batch-norm reductions, one block per channel
+/// (`BN_THREADS` in `kernels/batch_norm.cu`).
+pub const BN_THREADS: u32 = 1024;
 
 /// A kernel source file and the functions it defines.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -44,8 +47,64 @@ pub const FEATURE_DISTILL: Kernel = Kernel {
     functions: &["feature_distill_fwd_f32", "feature_distill_bwd_f32"],
 };
 
+/// `kernels/elementwise.cu`, in the order `elementwise::Kernels` takes them.
+pub const ELEMENTWISE: Kernel = Kernel {
+    name: "elementwise",
+    functions: &[
+        "add_f32",
+        "add_relu_f32",
+        "relu_f32",
+        "relu_bwd_f32",
+        "axpy_f32",
+    ],
+};
+
+/// `kernels/batch_norm.cu`, in the order `batch_norm::Kernels` takes them.
+pub const BATCH_NORM: Kernel = Kernel {
+    name: "batch_norm",
+    functions: &[
+        "batch_norm_stats_f32",
+        "batch_norm_eval_affine_f32",
+        "batch_norm_fwd_f32",
+        "batch_norm_running_f32",
+        "batch_norm_bwd_reduce_f32",
+        "batch_norm_bwd_f32",
+    ],
+};
+
+/// `kernels/pool.cu`, in the order `pool::Kernels` takes them.
+pub const POOL: Kernel = Kernel {
+    name: "pool",
+    functions: &[
+        "global_avg_pool_fwd_f32",
+        "global_avg_pool_bwd_f32",
+        "max_pool2d_fwd_f32",
+        "max_pool2d_bwd_f32",
+    ],
+};
+
+/// `kernels/softmax.cu`, in the order `softmax::Kernels` takes them.
+pub const SOFTMAX: Kernel = Kernel {
+    name: "softmax",
+    functions: &[
+        "log_softmax_rows_fwd_f32",
+        "log_softmax_rows_bwd_f32",
+        "cross_entropy_fwd_f32",
+        "cross_entropy_bwd_f32",
+        "cross_entropy_mean_f32",
+    ],
+};
+
 /// Every kernel module of the project.
-pub const KERNELS: [Kernel; 3] = [COSINE_LOGITS, MARGIN_RANK, FEATURE_DISTILL];
+pub const KERNELS: [Kernel; 7] = [
+    COSINE_LOGITS,
+    MARGIN_RANK,
+    FEATURE_DISTILL,
+    ELEMENTWISE,
+    BATCH_NORM,
+    POOL,
+    SOFTMAX,
+];
 
 /// The committed PTX of a module.
 #[cfg(feature = "cuda")]
@@ -54,13 +113,17 @@ pub(crate) fn ptx(name: &str) -> Option<&'static str> {
         "cosine_logits" => Some(include_str!("../../../kernels/ptx/cosine_logits.ptx")),
         "margin_rank" => Some(include_str!("../../../kernels/ptx/margin_rank.ptx")),
         "feature_distill" => Some(include_str!("../../../kernels/ptx/feature_distill.ptx")),
+        "elementwise" => Some(include_str!("../../../kernels/ptx/elementwise.ptx")),
+        "batch_norm" => Some(include_str!("../../../kernels/ptx/batch_norm.ptx")),
+        "pool" => Some(include_str!("../../../kernels/ptx/pool.ptx")),
+        "softmax" => Some(include_str!("../../../kernels/ptx/softmax.ptx")),
         _ => None,
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{BLOCK, MAX_K, MR_ROWS, TILE};
+    use super::{BLOCK, BN_THREADS, MAX_K, MR_ROWS, TILE};
 
     /// The value of `#define NAME value` in a kernel source.
     fn define(src: &str, name: &str) -> Option<u64> {
@@ -82,5 +145,10 @@ mod tests {
         assert_eq!(define(common, "LUCIR_MAX_K"), Some(MAX_K as u64));
         assert_eq!(define(cosine, "TILE"), Some(u64::from(TILE)));
         assert_eq!(define(margin, "MR_ROWS"), Some(u64::from(MR_ROWS)));
+        let batch_norm = include_str!("../../../kernels/batch_norm.cu");
+        assert_eq!(
+            define(batch_norm, "BN_THREADS"),
+            Some(u64::from(BN_THREADS))
+        );
     }
 }

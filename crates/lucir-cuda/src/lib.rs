@@ -12,26 +12,49 @@
 //! Shapes: B rows (batch), C classes, D feature width.
 
 #[cfg(feature = "cuda")]
+mod batch_norm;
+#[cfg(feature = "cuda")]
+mod conv2d;
+#[cfg(feature = "cuda")]
 mod cosine_logits;
 #[cfg(feature = "cuda")]
 mod device;
+#[cfg(feature = "cuda")]
+mod elementwise;
 #[cfg(feature = "cuda")]
 mod feature_distill;
 mod kernels;
 #[cfg(feature = "cuda")]
 mod margin_rank;
+#[cfg(feature = "cuda")]
+mod pool;
+#[cfg(feature = "cuda")]
+mod softmax;
 
+#[cfg(feature = "cuda")]
+pub use batch_norm::{BatchNormGrads, BatchNormMode, BatchNormRelu, BatchNormStats, RunningStats};
+#[cfg(feature = "cuda")]
+pub use conv2d::ConvShape;
 #[cfg(feature = "cuda")]
 pub use cosine_logits::{CosineLogits, CosineLogitsGrads};
 #[cfg(feature = "cuda")]
 pub use device::Gpu;
+/// A device buffer of f32 elements: what a device tensor holds.
+#[cfg(feature = "cuda")]
+pub type Buffer = cudarc::driver::CudaSlice<f32>;
 #[cfg(feature = "cuda")]
 pub use feature_distill::FeatureDistill;
 pub use kernels::{
-    Kernel, BLOCK, COSINE_LOGITS, FEATURE_DISTILL, KERNELS, MARGIN_RANK, MAX_K, MR_ROWS, TILE,
+    Kernel, BLOCK, COSINE_LOGITS, ELEMENTWISE, FEATURE_DISTILL, KERNELS, MARGIN_RANK, MAX_K,
+    MR_ROWS, TILE,
 };
+pub use kernels::{BATCH_NORM, BN_THREADS, POOL, SOFTMAX};
 #[cfg(feature = "cuda")]
 pub use margin_rank::{MarginRank, MarginRankArgs};
+#[cfg(feature = "cuda")]
+pub use pool::{MaxPool, MaxPoolWindow};
+#[cfg(feature = "cuda")]
+pub use softmax::{CrossEntropy, CrossEntropyFused};
 
 /// What can go wrong reaching or using the GPU.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -42,6 +65,12 @@ pub enum Error {
     /// No CUDA driver library or no device.
     #[error("no CUDA device: {0}")]
     NoDevice(String),
+    /// A CUDA library the device ops need cannot be loaded.
+    #[error("{lib} not found: {hint}")]
+    MissingLibrary {
+        lib: &'static str,
+        hint: &'static str,
+    },
     /// A CUDA driver call failed.
     #[error("CUDA {op}: {detail}")]
     Driver { op: &'static str, detail: String },

@@ -1,10 +1,11 @@
-//! Elementwise ops: ReLU and addition (any shape).
+//! Elementwise ops: ReLU and addition (any shape), on the CPU or a CUDA device.
 
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use crate::{simd, Float, Result, Tensor};
+use crate::device::{common, Device};
+use crate::{cuda_ops, simd, Float, Result, Tensor};
 
 /// Below this many elements elementwise ops stay on the calling thread.
 const PAR_MIN: usize = 1 << 15;
@@ -32,14 +33,20 @@ fn zip_map<T: Float>(
 }
 
 /// `y = max(x, 0)`.
-pub fn relu<T: Float>(x: &Tensor<T>) -> Tensor<T> {
+pub fn relu<T: Float>(x: &Tensor<T>) -> Result<Tensor<T>> {
+    if !x.is_cpu() {
+        return cuda_ops::relu(x);
+    }
     let xv = x.as_slice();
-    zip_map(x.shape(), xv, xv, |v, _| v.max(T::zero()))
+    Ok(zip_map(x.shape(), xv, xv, |v, _| v.max(T::zero())))
 }
 
 /// `dx = dy · [y > 0]`, from the forward output `y`; `dy` is consumed and masked in place.
 pub fn relu_bwd<T: Float>(y: &Tensor<T>, mut dy: Tensor<T>) -> Result<Tensor<T>> {
     dy.expect_shape("relu_bwd", y.shape())?;
+    if common("relu_bwd", &[y, &dy])? != Device::Cpu {
+        return cuda_ops::relu_bwd(y, dy);
+    }
     let mask = |g: &mut [T], y: &[T]| simd::zip_apply(g, y, simd::masked);
     let (g, yv) = (dy.as_slice_mut(), y.as_slice());
     if g.len() < PAR_MIN {
@@ -56,6 +63,9 @@ pub fn relu_bwd<T: Float>(y: &Tensor<T>, mut dy: Tensor<T>) -> Result<Tensor<T>>
 /// Its backward is [`relu_bwd`] on `y`, shared by both inputs.
 pub fn add_relu<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
     b.expect_shape("add_relu", a.shape())?;
+    if common("add_relu", &[a, b])? != Device::Cpu {
+        return cuda_ops::add_relu(a, b);
+    }
     Ok(zip_map(a.shape(), a.as_slice(), b.as_slice(), |x, y| {
         let s = x + y;
         if s > T::zero() {
@@ -69,5 +79,8 @@ pub fn add_relu<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
 /// `a + b`, shapes equal.
 pub fn add<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
     b.expect_shape("add", a.shape())?;
+    if common("add", &[a, b])? != Device::Cpu {
+        return cuda_ops::add(a, b);
+    }
     Ok(zip_map(a.shape(), a.as_slice(), b.as_slice(), |x, y| x + y))
 }

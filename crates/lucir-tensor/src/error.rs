@@ -1,6 +1,6 @@
 //! The error type of the tensor crate.
 
-/// What can go wrong in a tensor op: always a shape or argument problem, named by op.
+/// What can go wrong in a tensor op: a shape or argument problem named by op, or a device one.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum Error {
     /// The shapes handed to `op` do not fit together.
@@ -9,6 +9,12 @@ pub enum Error {
     /// An argument is outside its allowed range.
     #[error("{op}: invalid argument: {detail}")]
     Argument { op: &'static str, detail: String },
+    /// The op cannot run where its operands are (mixed devices, or no CUDA arm yet).
+    #[error("{op}: {detail}")]
+    Device { op: &'static str, detail: String },
+    /// The CUDA device failed, or cannot be used in this build or on this machine.
+    #[error(transparent)]
+    Cuda(#[from] lucir_cuda::Error),
 }
 
 /// Result of a tensor op.

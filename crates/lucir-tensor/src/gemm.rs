@@ -195,7 +195,8 @@ pub fn gemm_ref<T: Float>(
     Ok(())
 }
 
-/// Matrix product of two 2-D tensors: `(M×K)·(K×N) → M×N`, with optional transposes.
+/// Matrix product of two 2-D tensors: `(M×K)·(K×N) → M×N`, with optional transposes (on the
+/// CPU, or through cuBLAS on a CUDA device).
 pub fn matmul<T: Float>(
     a: &Tensor<T>,
     ta: Transpose,
@@ -225,6 +226,9 @@ pub fn matmul<T: Float>(
                 if tb == Transpose::Yes { "ᵀ" } else { "" }
             ),
         ));
+    }
+    if crate::device::common("matmul", &[a, b])? != crate::Device::Cpu {
+        return crate::cuda_ops::matmul([m, n, ka], a, ta, b, tb);
     }
     let mut c = Tensor::zeros(&[m, n]);
     gemm(

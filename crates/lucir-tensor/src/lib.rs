@@ -1,4 +1,5 @@
-//! Tensors and CPU ops of lucir-rs: row-major f32/f64 storage, NCHW images, no autograd.
+//! Tensors and ops of lucir-rs: row-major f32/f64 storage on the CPU (f32 on a CUDA device,
+//! [`Device`]), NCHW images, no autograd.
 //!
 //! Shape legend used by every op in this crate:
 //! - `N` images in a batch, `C` channels, `H`×`W` spatial size (NCHW, row-major);
@@ -15,6 +16,8 @@ mod alloc;
 mod batch_norm;
 mod conv2d;
 mod cpu;
+mod cuda_ops;
+mod device;
 mod elementwise;
 mod error;
 mod float;
@@ -38,6 +41,7 @@ pub use conv2d::{
     conv2d_mapped, conv2d_mapped_bwd, conv2d_ref, conv3x3, set_conv3x3, Conv2dGeometry, Conv3x3,
 };
 pub use cpu::Avx512;
+pub use device::{CudaStorage, Device, Gpu};
 pub use elementwise::{add, add_relu, relu, relu_bwd};
 pub use error::{Error, Result};
 pub use float::Float;

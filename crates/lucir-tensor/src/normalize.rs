@@ -7,6 +7,7 @@ pub const NORM_EPS: f64 = 1e-12;
 
 /// Returns `(v̄, n)` with `n_b = max(‖v_b‖, ε)` per row.
 pub fn l2_normalize_rows<T: Float>(x: &Tensor<T>) -> Result<(Tensor<T>, Vec<T>)> {
+    crate::device::on_cpu("l2_normalize_rows", &[x])?;
     let [b, d] = x.dims2("l2_normalize_rows")?;
     let mut y = x.clone();
     let mut norms = vec![T::one(); b];
@@ -29,6 +30,7 @@ pub fn l2_normalize_rows_bwd<T: Float>(
     norms: &[T],
     dy: &Tensor<T>,
 ) -> Result<Tensor<T>> {
+    crate::device::on_cpu("l2_normalize_rows_bwd", &[y, dy])?;
     let [b, d] = y.dims2("l2_normalize_rows_bwd")?;
     dy.expect_shape("l2_normalize_rows_bwd", &[b, d])?;
     let mut dx = Tensor::zeros(&[b, d]);

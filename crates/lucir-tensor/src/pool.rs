@@ -6,6 +6,7 @@ use crate::{Error, Float, Result, Tensor};
 
 /// `y[n,c] = mean over H×W of x[n,c]`.
 pub fn global_avg_pool<T: Float>(x: &Tensor<T>) -> Result<Tensor<T>> {
+    crate::device::on_cpu("global_avg_pool", &[x])?;
     let [n, c, h, w] = x.dims4("global_avg_pool")?;
     if h * w == 0 {
         return Err(Error::shape("global_avg_pool", "empty spatial size"));
@@ -21,6 +22,7 @@ pub fn global_avg_pool<T: Float>(x: &Tensor<T>) -> Result<Tensor<T>> {
 
 /// `dx[n,c,:,:] = dy[n,c] / (H·W)`; `shape` is the forward input's.
 pub fn global_avg_pool_bwd<T: Float>(shape: &[usize], dy: &Tensor<T>) -> Result<Tensor<T>> {
+    crate::device::on_cpu("global_avg_pool_bwd", &[dy])?;
     let [n, c, h, w]: [usize; 4] = shape.try_into().map_err(|_| {
         Error::shape(
             "global_avg_pool_bwd",
@@ -68,6 +70,7 @@ impl MaxPoolGeometry {
 /// Max pool: returns `y` (N×C×Ho×Wo) and, per output, the flat index into `x` of its maximum
 /// (the first one in scan order on ties).
 pub fn max_pool2d<T: Float>(x: &Tensor<T>, g: MaxPoolGeometry) -> Result<(Tensor<T>, Vec<usize>)> {
+    crate::device::on_cpu("max_pool2d", &[x])?;
     let [n, c, h, w] = x.dims4("max_pool2d")?;
     let (ho, wo) = (g.out("max_pool2d", h)?, g.out("max_pool2d", w)?);
     let mut y = Tensor::zeros(&[n, c, ho, wo]);
@@ -112,6 +115,7 @@ pub fn max_pool2d_bwd<T: Float>(
     argmax: &[usize],
     dy: &Tensor<T>,
 ) -> Result<Tensor<T>> {
+    crate::device::on_cpu("max_pool2d_bwd", &[dy])?;
     if argmax.len() != dy.len() {
         return Err(Error::shape(
             "max_pool2d_bwd",
@@ -132,6 +136,7 @@ pub fn max_pool2d_bwd<T: Float>(
 
 /// Naive max pool; the reference for [`max_pool2d`] (values only).
 pub fn max_pool2d_ref<T: Float>(x: &Tensor<T>, g: MaxPoolGeometry) -> Result<Tensor<T>> {
+    crate::device::on_cpu("max_pool2d_ref", &[x])?;
     let [n, c, h, w] = x.dims4("max_pool2d_ref")?;
     let (ho, wo) = (g.out("max_pool2d_ref", h)?, g.out("max_pool2d_ref", w)?);
     let mut y = Tensor::full(&[n, c, ho, wo], T::neg_infinity());

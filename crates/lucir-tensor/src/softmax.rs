@@ -4,6 +4,7 @@ use crate::{Float, Result, Tensor};
 
 /// `y_bc = z_bc − log Σ_k exp z_bk`.
 pub fn log_softmax_rows<T: Float>(z: &Tensor<T>) -> Result<Tensor<T>> {
+    crate::device::on_cpu("log_softmax_rows", &[z])?;
     let [_, c] = z.dims2("log_softmax_rows")?;
     let mut y = z.clone();
     if c == 0 {
@@ -22,6 +23,7 @@ pub fn log_softmax_rows<T: Float>(z: &Tensor<T>) -> Result<Tensor<T>> {
 
 /// `dz = g − softmax(z)·Σ_k g_k`, from the forward output `y` (log-probabilities).
 pub fn log_softmax_rows_bwd<T: Float>(y: &Tensor<T>, dy: &Tensor<T>) -> Result<Tensor<T>> {
+    crate::device::on_cpu("log_softmax_rows_bwd", &[y, dy])?;
     let [_, c] = y.dims2("log_softmax_rows_bwd")?;
     dy.expect_shape("log_softmax_rows_bwd", y.shape())?;
     let mut dz = dy.clone();

@@ -1,21 +1,45 @@
-//! The `Tensor` type: a contiguous row-major ndarray plus the checks every op needs.
+//! The `Tensor` type: a contiguous row-major ndarray on the CPU, or an f32 buffer on a CUDA
+//! device ([`crate::device`]), plus the checks every op needs.
 
 use ndarray::{ArrayD, ArrayViewD, IxDyn};
 
+use crate::device::{CudaStorage, Device};
 use crate::{Error, Float, Result};
 
-/// A dense row-major tensor. The storage is an `ndarray::ArrayD` that is always in standard
-/// (C-contiguous) layout, so ops can work on plain slices.
-#[derive(Clone, Debug, PartialEq)]
+/// A dense row-major tensor. On the CPU the storage is an `ndarray::ArrayD` that is always in
+/// standard (C-contiguous) layout, so ops can work on plain slices; on a CUDA device it is an
+/// f32 buffer of the same row-major layout.
+#[derive(Clone, Debug)]
 pub struct Tensor<T> {
-    data: ArrayD<T>,
+    data: Data<T>,
+}
+
+/// The storage enum: which device holds the elements.
+#[derive(Clone, Debug)]
+enum Data<T> {
+    Cpu(ArrayD<T>),
+    Cuda(Vec<usize>, CudaStorage),
+}
+
+/// Equal shapes and elements; a device tensor is compared by its elements read back (a tensor
+/// that cannot be read back equals nothing).
+impl<T: Float> PartialEq for Tensor<T> {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.data, &other.data) {
+            (Data::Cpu(a), Data::Cpu(b)) => a == b,
+            _ => {
+                self.shape() == other.shape()
+                    && matches!((self.to_cpu(), other.to_cpu()), (Ok(a), Ok(b)) if a == b)
+            }
+        }
+    }
 }
 
 impl<T: Float> Tensor<T> {
     /// A tensor of zeros.
     pub fn zeros(shape: &[usize]) -> Self {
         Self {
-            data: ArrayD::zeros(IxDyn(shape)),
+            data: Data::Cpu(ArrayD::zeros(IxDyn(shape))),
         }
     }
 
@@ -32,13 +56,26 @@ impl<T: Float> Tensor<T> {
         // SAFETY: `fill` writes every element (this function's contract).
         let (v, r) = unsafe { filled_vec(shape.iter().product(), fill) };
         let data = ArrayD::from_shape_vec(IxDyn(shape), v).expect("n is the shape's element count");
-        (Self { data }, r)
+        (
+            Self {
+                data: Data::Cpu(data),
+            },
+            r,
+        )
+    }
+
+    /// A tensor of zeros on `device`.
+    pub fn zeros_on(device: &Device, shape: &[usize]) -> Result<Self> {
+        match device {
+            Device::Cpu => Ok(Self::zeros(shape)),
+            Device::Cuda(gpu) => crate::cuda_ops::zeros(gpu, shape),
+        }
     }
 
     /// A tensor filled with `value`.
     pub fn full(shape: &[usize], value: T) -> Self {
         Self {
-            data: ArrayD::from_elem(IxDyn(shape), value),
+            data: Data::Cpu(ArrayD::from_elem(IxDyn(shape), value)),
         }
     }
 
@@ -58,7 +95,9 @@ impl<T: Float> Tensor<T> {
         }
         let data = ArrayD::from_shape_vec(IxDyn(shape), data)
             .map_err(|e| Error::shape("Tensor::from_vec", e.to_string()))?;
-        Ok(Self { data })
+        Ok(Self {
+            data: Data::Cpu(data),
+        })
     }
 
     /// Builds a tensor from an ndarray of any layout (copied into standard layout).
@@ -66,55 +105,162 @@ impl<T: Float> Tensor<T> {
         let shape = array.shape().to_vec();
         let data: Vec<T> = array.iter().copied().collect();
         Self {
-            data: ArrayD::from_shape_vec(IxDyn(&shape), data)
-                .expect("element count equals the shape's product"),
+            data: Data::Cpu(
+                ArrayD::from_shape_vec(IxDyn(&shape), data)
+                    .expect("element count equals the shape's product"),
+            ),
         }
     }
 
     /// The shape.
     pub fn shape(&self) -> &[usize] {
-        self.data.shape()
+        match &self.data {
+            Data::Cpu(a) => a.shape(),
+            Data::Cuda(shape, _) => shape,
+        }
     }
 
     /// Number of dimensions.
     pub fn ndim(&self) -> usize {
-        self.data.ndim()
+        self.shape().len()
     }
 
     /// Number of elements.
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.shape().iter().product()
     }
 
     /// Whether the tensor holds no element.
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len() == 0
     }
 
     /// The elements in row-major order.
+    ///
+    /// # Panics
+    /// On a device tensor: the host-side accessors ([`Tensor::as_slice`],
+    /// [`Tensor::as_slice_mut`], [`Tensor::into_vec`], [`Tensor::view`], [`Tensor::map`],
+    /// [`Tensor::cast`], [`Tensor::sum_sq`], [`Tensor::all_finite`]) are for CPU code; every
+    /// op checks the device first, and code that wants a device tensor's elements reads them
+    /// back with [`Tensor::to_cpu`].
     pub fn as_slice(&self) -> &[T] {
-        self.data
+        self.cpu("Tensor::as_slice")
             .as_slice()
             .expect("tensor storage is contiguous by construction")
     }
 
-    /// The elements in row-major order, mutably.
+    /// The elements in row-major order, mutably (CPU only, see [`Tensor::as_slice`]).
     pub fn as_slice_mut(&mut self) -> &mut [T] {
-        self.data
-            .as_slice_mut()
-            .expect("tensor storage is contiguous by construction")
+        match &mut self.data {
+            Data::Cpu(a) => a
+                .as_slice_mut()
+                .expect("tensor storage is contiguous by construction"),
+            Data::Cuda(..) => panic!("{}", Self::host_only("Tensor::as_slice_mut")),
+        }
     }
 
-    /// Takes the elements out.
+    /// Takes the elements out (CPU only, see [`Tensor::as_slice`]).
     pub fn into_vec(self) -> Vec<T> {
-        let (v, offset) = self.data.into_raw_vec_and_offset();
-        debug_assert!(offset.unwrap_or(0) == 0);
-        v
+        match self.data {
+            Data::Cpu(a) => {
+                let (v, offset) = a.into_raw_vec_and_offset();
+                debug_assert!(offset.unwrap_or(0) == 0);
+                v
+            }
+            Data::Cuda(..) => panic!("{}", Self::host_only("Tensor::into_vec")),
+        }
     }
 
-    /// An ndarray view, for interop.
+    /// An ndarray view, for interop (CPU only, see [`Tensor::as_slice`]).
     pub fn view(&self) -> ArrayViewD<'_, T> {
-        self.data.view()
+        self.cpu("Tensor::view").view()
+    }
+
+    /// The ndarray of a CPU tensor; panics naming `what` on a device tensor.
+    fn cpu(&self, what: &'static str) -> &ArrayD<T> {
+        match &self.data {
+            Data::Cpu(a) => a,
+            Data::Cuda(..) => panic!("{}", Self::host_only(what)),
+        }
+    }
+
+    fn host_only(what: &str) -> String {
+        format!("{what} reads host memory, and this tensor is on a CUDA device (use to_cpu)")
+    }
+
+    /// Where the elements live.
+    pub fn device(&self) -> Device {
+        match &self.data {
+            Data::Cpu(_) => Device::Cpu,
+            #[cfg(feature = "cuda")]
+            Data::Cuda(_, c) => Device::Cuda(c.gpu.clone()),
+            #[cfg(not(feature = "cuda"))]
+            Data::Cuda(_, c) => match *c {},
+        }
+    }
+
+    /// Whether the elements are in host memory.
+    pub fn is_cpu(&self) -> bool {
+        matches!(self.data, Data::Cpu(_))
+    }
+
+    /// The device storage of a device tensor.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn cuda(&self) -> Option<&CudaStorage> {
+        match &self.data {
+            Data::Cpu(_) => None,
+            Data::Cuda(_, c) => Some(c),
+        }
+    }
+
+    /// The device storage of a device tensor, mutably.
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn cuda_mut(&mut self) -> Option<&mut CudaStorage> {
+        match &mut self.data {
+            Data::Cpu(_) => None,
+            Data::Cuda(_, c) => Some(c),
+        }
+    }
+
+    /// A device tensor of `shape` over `storage` (its buffer holds at least the shape's
+    /// element count).
+    #[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+    pub(crate) fn from_cuda(shape: &[usize], storage: CudaStorage) -> Self {
+        Self {
+            data: Data::Cuda(shape.to_vec(), storage),
+        }
+    }
+
+    /// A copy on `device` (a clone when it is there already). Device tensors are f32: moving an
+    /// f64 tensor to a CUDA device is an error.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        match device {
+            Device::Cpu => self.to_cpu(),
+            Device::Cuda(gpu) => {
+                if self.device() == *device {
+                    return Ok(self.clone());
+                }
+                let host = self.to_cpu()?;
+                let Some(v) = T::f32_slice(host.as_slice()) else {
+                    return Err(Error::Device {
+                        op: "Tensor::to_device",
+                        detail: format!(
+                            "{} tensors stay on the cpu (device tensors are f32)",
+                            T::NAME
+                        ),
+                    });
+                };
+                crate::cuda_ops::upload(gpu, self.shape(), v)
+            }
+        }
+    }
+
+    /// A copy in host memory (a clone when it is there already).
+    pub fn to_cpu(&self) -> Result<Self> {
+        match &self.data {
+            Data::Cpu(_) => Ok(self.clone()),
+            Data::Cuda(shape, c) => crate::cuda_ops::download(shape, c),
+        }
     }
 
     /// The same elements under another shape with the same element count.
@@ -127,25 +273,31 @@ impl<T: Float> Tensor<T> {
                 format!("cannot view {have:?} as {shape:?}"),
             ));
         }
-        Self::from_vec(shape, self.into_vec())
+        match self.data {
+            Data::Cpu(_) => Self::from_vec(shape, self.into_vec()),
+            Data::Cuda(_, c) => Ok(Self::from_cuda(shape, c)),
+        }
     }
 
-    /// Converts the element type (f32 ↔ f64).
+    /// Converts the element type (f32 ↔ f64; CPU only, see [`Tensor::as_slice`]).
     pub fn cast<U: Float>(&self) -> Tensor<U> {
         Tensor {
-            data: self.data.mapv(|v| U::of(v.as_f64())),
+            data: Data::Cpu(self.cpu("Tensor::cast").mapv(|v| U::of(v.as_f64()))),
         }
     }
 
-    /// Applies `f` to every element.
+    /// Applies `f` to every element (CPU only, see [`Tensor::as_slice`]).
     pub fn map(&self, f: impl Fn(T) -> T) -> Self {
         Self {
-            data: self.data.mapv(f),
+            data: Data::Cpu(self.cpu("Tensor::map").mapv(f)),
         }
     }
 
-    /// The only element of a one-element tensor.
+    /// The only element of a one-element tensor (read back from a device).
     pub fn item(&self) -> Result<T> {
+        if !self.is_cpu() {
+            return self.to_cpu()?.item();
+        }
         match self.as_slice() {
             [v] => Ok(*v),
             _ => Err(Error::shape(
@@ -158,11 +310,14 @@ impl<T: Float> Tensor<T> {
     /// `self += other`, elementwise; shapes must match.
     pub fn add_assign(&mut self, other: &Tensor<T>) -> Result<()> {
         self.expect_shape("Tensor::add_assign", other.shape())?;
+        if crate::device::common("Tensor::add_assign", &[self, other])? != Device::Cpu {
+            return crate::cuda_ops::add_assign(self, other);
+        }
         crate::simd::zip_apply(self.as_slice_mut(), other.as_slice(), |a, b| a + b);
         Ok(())
     }
 
-    /// `Σ x²` in f64.
+    /// `Σ x²` in f64 (CPU only, see [`Tensor::as_slice`]).
     pub fn sum_sq(&self) -> f64 {
         self.as_slice()
             .iter()
@@ -170,7 +325,7 @@ impl<T: Float> Tensor<T> {
             .sum()
     }
 
-    /// Whether every element is finite.
+    /// Whether every element is finite (CPU only, see [`Tensor::as_slice`]).
     pub fn all_finite(&self) -> bool {
         self.as_slice().iter().all(|v| v.is_finite())
     }

@@ -13,6 +13,7 @@ fn check<T: Float>(op: &'static str, x: &Tensor<T>, k: usize) -> Result<[usize; 
 /// Column indices (B×k, row-major) of the k largest values per row, largest first; ties go to
 /// the lower column index. NaN compares below every number.
 pub fn topk_rows<T: Float>(x: &Tensor<T>, k: usize) -> Result<Vec<usize>> {
+    crate::device::on_cpu("topk_rows", &[x])?;
     let [_, c] = check("topk_rows", x, k)?;
     let mut out = Vec::with_capacity(x.len() / c.max(1) * k);
     if c == 0 {
@@ -48,6 +49,7 @@ pub fn topk_rows<T: Float>(x: &Tensor<T>, k: usize) -> Result<Vec<usize>> {
 
 /// Sort-based reference for [`topk_rows`].
 pub fn topk_rows_ref<T: Float>(x: &Tensor<T>, k: usize) -> Result<Vec<usize>> {
+    crate::device::on_cpu("topk_rows_ref", &[x])?;
     let [_, c] = check("topk_rows_ref", x, k)?;
     let mut out = Vec::new();
     if c == 0 {

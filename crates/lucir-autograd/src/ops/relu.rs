@@ -13,7 +13,7 @@ struct ReluBack {
 impl<T: Float> Tape<T> {
     /// ReLU.
     pub fn relu(&mut self, x: Var) -> Result<Var> {
-        let y = lucir_tensor::relu(self.value(x));
+        let y = lucir_tensor::relu(self.value(x))?;
         let out = Var(self.len());
         Ok(self.push(y, &[x], ReluBack { x, y: out }))
     }

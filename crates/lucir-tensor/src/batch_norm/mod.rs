@@ -255,6 +255,7 @@ pub fn batch_norm_train<T: Float>(
     eps: T,
     relu: bool,
 ) -> Result<(Tensor<T>, BatchNormStats<T>)> {
+    crate::device::on_cpu("batch_norm_train", &[x])?;
     train_with("batch_norm_train", x, gamma, beta, eps, None, relu)
 }
 
@@ -268,6 +269,7 @@ pub fn batch_norm_train_add<T: Float>(
     r: &Tensor<T>,
     relu: bool,
 ) -> Result<(Tensor<T>, BatchNormStats<T>)> {
+    crate::device::on_cpu("batch_norm_train_add", &[x, r])?;
     r.expect_shape("batch_norm_train_add", x.shape())?;
     train_with("batch_norm_train_add", x, gamma, beta, eps, Some(r), relu)
 }
@@ -303,6 +305,7 @@ fn train_with<T: Float>(
 /// The batch statistics of [`batch_norm_train`] without its output (the same values: for a
 /// batch norm whose map the next convolution applies, see [`ChannelMap`]).
 pub fn batch_norm_stats<T: Float>(x: &Tensor<T>, eps: T) -> Result<BatchNormStats<T>> {
+    crate::device::on_cpu("batch_norm_stats", &[x])?;
     let pl = ChannelPlanes::of(x.dims4("batch_norm_stats")?);
     let count = pl.count("batch_norm_stats", x.shape())?;
     let xv = x.as_slice();
@@ -316,6 +319,7 @@ pub fn batch_norm_stats<T: Float>(x: &Tensor<T>, eps: T) -> Result<BatchNormStat
 /// `map` applied to `x` (N×C×H×W): `x·scale + shift` per channel, then `max(·, 0)` if
 /// `map.relu` — the values a convolution with that input map reads.
 pub fn channel_map<T: Float>(x: &Tensor<T>, map: &ChannelMap<T>) -> Result<Tensor<T>> {
+    crate::device::on_cpu("channel_map", &[x])?;
     map_with("channel_map", x, map, None)
 }
 
@@ -326,6 +330,7 @@ pub fn channel_map_add<T: Float>(
     map: &ChannelMap<T>,
     r: &Tensor<T>,
 ) -> Result<Tensor<T>> {
+    crate::device::on_cpu("channel_map_add", &[x, r])?;
     r.expect_shape("channel_map_add", x.shape())?;
     map_with("channel_map_add", x, map, Some(r))
 }
@@ -365,6 +370,7 @@ pub fn batch_norm_train_bwd<T: Float>(
     dy: &Tensor<T>,
     relu: bool,
 ) -> Result<(Tensor<T>, Vec<T>, Vec<T>)> {
+    crate::device::on_cpu("batch_norm_train_bwd", &[x, dy])?;
     let d = check(
         "batch_norm_train_bwd",
         x,
@@ -416,6 +422,7 @@ pub fn batch_norm_eval<T: Float>(
     eps: T,
     relu: bool,
 ) -> Result<Tensor<T>> {
+    crate::device::on_cpu("batch_norm_eval", &[x])?;
     check(
         "batch_norm_eval",
         x,
@@ -438,6 +445,7 @@ pub fn batch_norm_eval_bwd<T: Float>(
     dy: &Tensor<T>,
     relu: bool,
 ) -> Result<(Tensor<T>, Vec<T>, Vec<T>)> {
+    crate::device::on_cpu("batch_norm_eval_bwd", &[x, dy])?;
     let d = check(
         "batch_norm_eval_bwd",
         x,

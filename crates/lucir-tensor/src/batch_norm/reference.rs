@@ -13,6 +13,7 @@ pub fn batch_norm_ref<T: Float>(
     running: Option<(&[T], &[T])>,
     eps: T,
 ) -> Result<Tensor<T>> {
+    crate::device::on_cpu("batch_norm_ref", &[x])?;
     let [n, c, h, w] = check("batch_norm_ref", x, &[gamma, beta])?;
     let xv = x.as_slice();
     let mut y = Tensor::zeros(x.shape());
@@ -63,6 +64,7 @@ pub fn batch_norm_bwd_ref<T: Float>(
     eps: T,
     dy: &Tensor<T>,
 ) -> Result<(Tensor<T>, Vec<T>, Vec<T>)> {
+    crate::device::on_cpu("batch_norm_bwd_ref", &[x, dy])?;
     let [n, c, h, w] = check("batch_norm_bwd_ref", x, &[gamma])?;
     dy.expect_shape("batch_norm_bwd_ref", x.shape())?;
     let (xv, dyv) = (x.as_slice(), dy.as_slice());

@@ -37,6 +37,7 @@ pub fn conv2d_mapped<T: Float>(
     w: &Tensor<T>,
     g: Conv2dGeometry,
 ) -> Result<Tensor<T>> {
+    crate::device::on_cpu("conv2d_mapped", &[x, w])?;
     let d = dims("conv2d_mapped", x, map, w, g)?;
     if let Some(y) = direct_forward(&d, x, w, Some(map))? {
         return Ok(y);
@@ -54,6 +55,7 @@ pub fn conv2d_mapped_bwd<T: Float>(
     g: Conv2dGeometry,
 ) -> Result<(Tensor<T>, Tensor<T>)> {
     let op = "conv2d_mapped_bwd";
+    crate::device::on_cpu(op, &[x, w, dy])?;
     let d = dims(op, x, map, w, g)?;
     dy.expect_shape(op, &[d.n, d.co, d.ho, d.wo])?;
     if let Some((Some(dx), dw)) =

@@ -21,6 +21,8 @@ mod mapped;
 mod reference;
 mod winograd;
 
+use crate::cuda_ops;
+use crate::device::{common, Device};
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use dispatch::{direct_backward, direct_forward};
@@ -204,12 +206,21 @@ impl Dims {
     fn same_shape(&self) -> bool {
         self.stride == 1 && self.ho == self.h && self.wo == self.w
     }
+
+    /// `[N, Ci, H, W, Co, KH, KW, stride, pad]`, for the CUDA arm.
+    fn sizes(&self) -> [usize; 9] {
+        let d = self;
+        [d.n, d.ci, d.h, d.w, d.co, d.kh, d.kw, d.stride, d.pad]
+    }
 }
 
 /// Forward convolution, rayon over groups of images (see `images_per_gemm`), one im2col
 /// buffer per worker.
 pub fn conv2d<T: Float>(x: &Tensor<T>, w: &Tensor<T>, g: Conv2dGeometry) -> Result<Tensor<T>> {
     let d = Dims::new("conv2d", x, w, g)?;
+    if common("conv2d", &[x, w])? != Device::Cpu {
+        return cuda_ops::conv2d(d.sizes(), x, w);
+    }
     if let Some(y) = direct_forward(&d, x, w, None)? {
         return Ok(y);
     }
@@ -270,6 +281,11 @@ pub fn conv2d_bwd_add<T: Float>(
     let d = Dims::new(op, x, w, g)?;
     dy.expect_shape(op, &[d.n, d.co, d.ho, d.wo])?;
     acc.expect_shape(op, x.shape())?;
+    if common(op, &[x, w, dy, &acc])? != Device::Cpu {
+        let (_, dw) =
+            cuda_ops::conv2d_bwd(d.sizes(), [x, w, dy], InputGrad::AddTo(&mut acc), true)?;
+        return Ok((acc, dw));
+    }
     if let Some((_, dw)) =
         direct_backward(&d, [x, w, dy], None, (InputGrad::AddTo(&mut acc), true))?
     {
@@ -311,6 +327,9 @@ fn conv2d_bwd_impl<T: Float>(
     let want_dx = want.wanted();
     let d = Dims::new(op, x, w, g)?;
     dy.expect_shape(op, &[d.n, d.co, d.ho, d.wo])?;
+    if common(op, &[x, w, dy])? != Device::Cpu {
+        return cuda_ops::conv2d_bwd(d.sizes(), [x, w, dy], want, want_dw);
+    }
     if let Some(grads) = direct_backward(&d, [x, w, dy], None, (want, want_dw))? {
         return Ok(grads);
     }

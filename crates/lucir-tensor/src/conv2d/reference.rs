@@ -6,6 +6,7 @@ use crate::{Float, Result, Tensor};
 
 /// Direct 7-loop convolution; the reference for [`super::conv2d`].
 pub fn conv2d_ref<T: Float>(x: &Tensor<T>, w: &Tensor<T>, g: Conv2dGeometry) -> Result<Tensor<T>> {
+    crate::device::on_cpu("conv2d_ref", &[x, w])?;
     let d = Dims::new("conv2d_ref", x, w, g)?;
     let (xv, wv) = (x.as_slice(), w.as_slice());
     let mut y = Tensor::zeros(&[d.n, d.co, d.ho, d.wo]);
@@ -42,6 +43,7 @@ pub fn conv2d_bwd_ref<T: Float>(
     dy: &Tensor<T>,
     g: Conv2dGeometry,
 ) -> Result<(Tensor<T>, Tensor<T>)> {
+    crate::device::on_cpu("conv2d_bwd_ref", &[x, w, dy])?;
     let d = Dims::new("conv2d_bwd_ref", x, w, g)?;
     dy.expect_shape("conv2d_bwd_ref", &[d.n, d.co, d.ho, d.wo])?;
     let (xv, wv, dyv) = (x.as_slice(), w.as_slice(), dy.as_slice());

@@ -1,0 +1,209 @@
+//! Elementwise ops and the matrix product on the device — the launchers of
+//! `kernels/elementwise.cu` and the cuBLAS `sgemm` behind [`Gpu::gemm`]. Inputs and outputs are
+//! device buffers; nothing crosses to the host.
+
+use std::sync::Arc;
+
+use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+
+use crate::device::{driver, grid, i32_of, load};
+use crate::kernels::{BLOCK, ELEMENTWISE};
+use crate::{Error, Gpu, Result};
+
+/// Most blocks a grid-stride launch uses (enough to fill any current card several times).
+const MAX_BLOCKS: u32 = 65_535 * 4;
+
+/// The module's functions, resolved once when the device is opened.
+#[derive(Debug)]
+pub(crate) struct Kernels {
+    add: CudaFunction,
+    add_relu: CudaFunction,
+    relu: CudaFunction,
+    relu_bwd: CudaFunction,
+    axpy: CudaFunction,
+}
+
+impl Kernels {
+    pub(crate) fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
+        let [add, add_relu, relu, relu_bwd, axpy] = load(ctx, &ELEMENTWISE)?;
+        Ok(Self {
+            add,
+            add_relu,
+            relu,
+            relu_bwd,
+            axpy,
+        })
+    }
+}
+
+/// The launch geometry of a grid-stride loop over `n` elements.
+fn flat(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (grid(n, BLOCK).min(MAX_BLOCKS), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Errors unless every buffer holds at least `n` elements.
+fn check_at_least(op: &'static str, n: usize, lens: &[usize]) -> Result<()> {
+    match lens.iter().find(|&&l| l < n) {
+        Some(l) => Err(Error::Shape {
+            op,
+            detail: format!("a buffer holds {l} elements, the op needs {n}"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Whether an operand of [`Gpu::gemm`] is used as stored or transposed.
+fn op_of(transposed: bool) -> cublasOperation_t {
+    if transposed {
+        cublasOperation_t::CUBLAS_OP_T
+    } else {
+        cublasOperation_t::CUBLAS_OP_N
+    }
+}
+
+impl Gpu {
+    /// `a ∘ b` elementwise into a new buffer of `n` elements, by `func` (`add` or `add_relu`).
+    fn zip(
+        &self,
+        op: &'static str,
+        func: &CudaFunction,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        n: usize,
+    ) -> Result<CudaSlice<f32>> {
+        check_at_least(op, n, &[a.len(), b.len()])?;
+        let mut out = self.output::<f32>(n)?;
+        let n64 = n as i64;
+        let mut l = self.stream.launch_builder(func);
+        l.arg(a).arg(b).arg(&n64).arg(&mut out);
+        // SAFETY: `a`, `b` hold at least n floats (checked), `out` n; each thread touches its
+        // own elements below n.
+        unsafe { l.launch(flat(n)) }.map_err(driver(op))?;
+        Ok(out)
+    }
+
+    /// `a + b` over the first `n` elements.
+    pub fn add(&self, a: &CudaSlice<f32>, b: &CudaSlice<f32>, n: usize) -> Result<CudaSlice<f32>> {
+        self.zip("add", &self.elementwise.add, a, b, n)
+    }
+
+    /// `max(a + b, 0)` over the first `n` elements.
+    pub fn add_relu(
+        &self,
+        a: &CudaSlice<f32>,
+        b: &CudaSlice<f32>,
+        n: usize,
+    ) -> Result<CudaSlice<f32>> {
+        self.zip("add_relu", &self.elementwise.add_relu, a, b, n)
+    }
+
+    /// `max(x, 0)` over the first `n` elements.
+    pub fn relu(&self, x: &CudaSlice<f32>, n: usize) -> Result<CudaSlice<f32>> {
+        check_at_least("relu", n, &[x.len()])?;
+        let mut out = self.output::<f32>(n)?;
+        let n64 = n as i64;
+        let mut l = self.stream.launch_builder(&self.elementwise.relu);
+        l.arg(x).arg(&n64).arg(&mut out);
+        // SAFETY: `x` holds at least n floats (checked), `out` n.
+        unsafe { l.launch(flat(n)) }.map_err(driver("relu"))?;
+        Ok(out)
+    }
+
+    /// `g = g · [y > 0]` in place over the first `n` elements: the ReLU's backward from its
+    /// output `y`.
+    pub fn relu_bwd(&self, y: &CudaSlice<f32>, g: &mut CudaSlice<f32>, n: usize) -> Result<()> {
+        check_at_least("relu_bwd", n, &[y.len(), g.len()])?;
+        let n64 = n as i64;
+        let mut l = self.stream.launch_builder(&self.elementwise.relu_bwd);
+        l.arg(y).arg(&n64).arg(g);
+        // SAFETY: `y` and `g` hold at least n floats (checked).
+        unsafe { l.launch(flat(n)) }.map_err(driver("relu_bwd"))?;
+        Ok(())
+    }
+
+    /// `y += alpha·x` in place over the first `n` elements (`alpha = 1` adds exactly as the
+    /// CPU does).
+    pub fn axpy(
+        &self,
+        alpha: f32,
+        x: &CudaSlice<f32>,
+        y: &mut CudaSlice<f32>,
+        n: usize,
+    ) -> Result<()> {
+        check_at_least("axpy", n, &[x.len(), y.len()])?;
+        let n64 = n as i64;
+        let mut l = self.stream.launch_builder(&self.elementwise.axpy);
+        l.arg(x).arg(&n64).arg(&alpha).arg(y);
+        // SAFETY: `x` and `y` hold at least n floats (checked).
+        unsafe { l.launch(flat(n)) }.map_err(driver("axpy"))?;
+        Ok(())
+    }
+
+    /// `C = op(A)·op(B)` (or `C += …` when `accumulate`), row-major like lucir-tensor's
+    /// `gemm`: `A` holds M×K (K×M when `ta`), `B` K×N (N×K when `tb`), `C` M×N. cuBLAS is
+    /// column-major, so this computes `Cᵀ = op(B)ᵀ·op(A)ᵀ`, which is the same memory.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm(
+        &self,
+        [m, n, k]: [usize; 3],
+        a: &CudaSlice<f32>,
+        ta: bool,
+        b: &CudaSlice<f32>,
+        tb: bool,
+        c: &mut CudaSlice<f32>,
+        accumulate: bool,
+    ) -> Result<()> {
+        let op = "gemm";
+        if a.len() < m * k || b.len() < k * n || c.len() < m * n {
+            return Err(Error::Shape {
+                op,
+                detail: format!(
+                    "M={m} N={n} K={k} needs A {} B {} C {} elements, got {} {} {}",
+                    m * k,
+                    k * n,
+                    m * n,
+                    a.len(),
+                    b.len(),
+                    c.len()
+                ),
+            });
+        }
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        if k == 0 {
+            // An empty sum: C = 0 (or C unchanged when accumulating), without asking cuBLAS.
+            if !accumulate {
+                self.stream
+                    .memset_zeros(c)
+                    .map_err(driver("memset_zeros"))?;
+            }
+            return Ok(());
+        }
+        let (mi, ni, ki) = (i32_of(op, m)?, i32_of(op, n)?, i32_of(op, k)?);
+        let cfg = GemmConfig {
+            transa: op_of(tb),
+            transb: op_of(ta),
+            m: ni,
+            n: mi,
+            k: ki,
+            alpha: 1.0f32,
+            // Leading dimensions of the stored (row-major) matrices.
+            lda: if tb { ki } else { ni },
+            ldb: if ta { mi } else { ki },
+            beta: if accumulate { 1.0f32 } else { 0.0 },
+            ldc: ni,
+        };
+        // SAFETY: the buffers hold at least the elements the shapes need (checked above), and
+        // the leading dimensions are those of the stored matrices.
+        unsafe { self.blas.gemm(cfg, b, a, c) }.map_err(|e| Error::Driver {
+            op: "cublasSgemm",
+            detail: e.to_string(),
+        })
+    }
+}

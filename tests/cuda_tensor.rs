@@ -1,0 +1,231 @@
+//! Device tensors (the storage enum of docs/design.md §5): moving tensors to a CUDA device and
+//! back is exact, and every op with a CUDA arm matches its CPU arm — bit for bit where the
+//! device computes the same expression element by element (add, ReLU and its mask, gradient
+//! accumulation), within |a − b| ≤ 1e-4·|b| + 1e-5·max|b| for cuBLAS's matrix products. Mixed
+//! devices are an error naming the op, and so is an op whose CUDA arm is not written. Without
+//! the `cuda` feature, opening a device is `Error::Cuda(NotCompiled)`; with it but without a
+//! GPU, each device test prints `skipped: no CUDA device` and checks nothing.
+
+use lucir::tensor::{Device, Error, Tensor};
+
+/// Without the feature the device cannot be opened, and says why instead of panicking.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn without_the_feature_a_device_is_not_compiled() {
+    match Device::cuda(0) {
+        Err(Error::Cuda(lucir::cuda::Error::NotCompiled)) => {}
+        other => panic!("expected Cuda(NotCompiled), got {other:?}"),
+    }
+}
+
+/// A CPU tensor stays where it is: `to_device(Cpu)` and `to_cpu` are clones.
+#[test]
+fn cpu_tensors_move_nowhere() {
+    let t = Tensor::from_vec(&[2, 3], vec![1.0f32, -2.0, 3.0, -4.0, 5.0, -6.0]).unwrap();
+    assert!(t.is_cpu());
+    assert_eq!(t.device(), Device::Cpu);
+    assert_eq!(t.to_device(&Device::Cpu).unwrap(), t);
+    assert_eq!(t.to_cpu().unwrap(), t);
+    let z = Tensor::<f32>::zeros_on(&Device::Cpu, &[4]).unwrap();
+    assert_eq!(z, Tensor::zeros(&[4]));
+}
+
+#[cfg(feature = "cuda")]
+mod gpu_common;
+
+#[cfg(feature = "cuda")]
+mod device {
+    use super::*;
+    use crate::gpu_common::{assert_close, device, random};
+    use lucir::tensor::{
+        add, add_relu, conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_data, conv2d_bwd_weight,
+        matmul, relu, relu_bwd, Conv2dGeometry, Transpose,
+    };
+
+    fn tensor(shape: &[usize], seed: u64) -> Tensor<f32> {
+        Tensor::from_vec(shape, random(shape.iter().product(), seed)).unwrap()
+    }
+
+    /// Shapes off every block size, an empty one and a large one (more elements than one grid
+    /// of the grid-stride loops covers in a pass).
+    const SHAPES: [&[usize]; 5] = [&[1], &[3, 5, 7], &[0, 4], &[16, 16, 32, 32], &[1 << 23]];
+
+    #[test]
+    fn tensors_round_trip_exactly() {
+        let Some(dev) = device() else { return };
+        for (i, shape) in SHAPES.iter().enumerate() {
+            let t = tensor(shape, i as u64);
+            let d = t.to_device(&dev).unwrap();
+            assert!(!d.is_cpu());
+            assert_eq!(d.device(), dev);
+            assert_eq!(d.shape(), t.shape());
+            let back = d.to_cpu().unwrap();
+            assert!(back.is_cpu());
+            assert_eq!(back.as_slice(), t.as_slice(), "shape {shape:?}");
+            let r = d.reshape(&[t.len()]).unwrap();
+            assert_eq!(r.to_cpu().unwrap().as_slice(), t.as_slice());
+        }
+        let z = Tensor::<f32>::zeros_on(&dev, &[3, 5]).unwrap();
+        assert_eq!(z.to_cpu().unwrap(), Tensor::zeros(&[3, 5]));
+        assert_eq!(
+            Tensor::scalar(2.5f32)
+                .to_device(&dev)
+                .unwrap()
+                .item()
+                .unwrap(),
+            2.5
+        );
+    }
+
+    #[test]
+    fn f64_tensors_stay_on_the_cpu() {
+        let Some(dev) = device() else { return };
+        let e = Tensor::<f64>::zeros(&[2]).to_device(&dev).unwrap_err();
+        assert!(matches!(e, Error::Device { .. }), "{e}");
+    }
+
+    #[test]
+    fn elementwise_ops_equal_the_cpu_bit_for_bit() {
+        let Some(dev) = device() else { return };
+        for (i, shape) in SHAPES.iter().enumerate() {
+            let (a, b) = (tensor(shape, 10 + i as u64), tensor(shape, 20 + i as u64));
+            let (da, db) = (a.to_device(&dev).unwrap(), b.to_device(&dev).unwrap());
+            let host = |t: Tensor<f32>| t.to_cpu().unwrap();
+            assert_eq!(
+                host(add(&da, &db).unwrap()),
+                add(&a, &b).unwrap(),
+                "add {shape:?}"
+            );
+            let y = add_relu(&a, &b).unwrap();
+            let dy_ = add_relu(&da, &db).unwrap();
+            assert_eq!(host(dy_.clone()), y, "add_relu {shape:?}");
+            assert_eq!(
+                host(relu(&da).unwrap()),
+                relu(&a).unwrap(),
+                "relu {shape:?}"
+            );
+            let g = tensor(shape, 30 + i as u64);
+            let dg = g.to_device(&dev).unwrap();
+            assert_eq!(
+                host(relu_bwd(&dy_, dg).unwrap()),
+                relu_bwd(&y, g).unwrap(),
+                "relu_bwd {shape:?}"
+            );
+            let (mut acc, mut dacc) = (a.clone(), da.clone());
+            acc.add_assign(&b).unwrap();
+            dacc.add_assign(&db).unwrap();
+            assert_eq!(host(dacc), acc, "add_assign {shape:?}");
+        }
+    }
+
+    #[test]
+    fn matmul_matches_the_cpu_in_every_transpose() {
+        let Some(dev) = device() else { return };
+        let no_yes = [Transpose::No, Transpose::Yes];
+        for (m, n, k) in [
+            (1, 1, 1),
+            (3, 7, 5),
+            (128, 100, 64),
+            (33, 1000, 513),
+            (5, 3, 0),
+        ] {
+            for ta in no_yes {
+                for tb in no_yes {
+                    let sa = if ta == Transpose::No { [m, k] } else { [k, m] };
+                    let sb = if tb == Transpose::No { [k, n] } else { [n, k] };
+                    let (a, b) = (tensor(&sa, 1), tensor(&sb, 2));
+                    let (da, db) = (a.to_device(&dev).unwrap(), b.to_device(&dev).unwrap());
+                    let want = matmul(&a, ta, &b, tb).unwrap();
+                    let got = matmul(&da, ta, &db, tb).unwrap().to_cpu().unwrap();
+                    assert_eq!(got.shape(), want.shape());
+                    let what = format!("matmul M={m} N={n} K={k} {ta:?} {tb:?}");
+                    assert_close(&what, got.as_slice(), want.as_slice());
+                }
+            }
+        }
+    }
+
+    /// [N, Ci, H, W, Co, K, stride, pad]: every ResNet-20/32/56/18 layer kind (the stems, 3×3
+    /// stride 1 and 2, the 1×1 stride-2 shortcuts, ResNet-18's 7×7 stem), odd batches and sides.
+    const CONVS: [[usize; 8]; 9] = [
+        [3, 3, 32, 32, 16, 3, 1, 1],
+        [1, 1, 28, 28, 16, 3, 1, 1],
+        [21, 16, 32, 32, 16, 3, 1, 1],
+        [3, 16, 32, 32, 32, 3, 2, 1],
+        [3, 16, 15, 15, 32, 1, 2, 0],
+        [5, 32, 16, 16, 64, 3, 2, 1],
+        [3, 64, 8, 8, 64, 3, 1, 1],
+        [2, 3, 37, 37, 64, 7, 2, 3],
+        [0, 16, 8, 8, 16, 3, 1, 1],
+    ];
+
+    #[test]
+    fn convolutions_match_the_cpu_forward_and_backward() {
+        let Some(dev) = device() else { return };
+        for (i, &[n, ci, h, w, co, k, stride, pad]) in CONVS.iter().enumerate() {
+            let g = Conv2dGeometry { stride, pad };
+            let seed = 100 * i as u64;
+            let (x, wt) = (
+                tensor(&[n, ci, h, w], seed),
+                tensor(&[co, ci, k, k], seed + 1),
+            );
+            let y = conv2d(&x, &wt, g).unwrap();
+            let dy = tensor(y.shape(), seed + 2);
+            let acc = tensor(x.shape(), seed + 3);
+            let on = |t: &Tensor<f32>| t.to_device(&dev).unwrap();
+            let (dx_, dw_, ddy) = (on(&x), on(&wt), on(&dy));
+            let what = format!("N={n} Ci={ci} {h}×{w} Co={co} {k}×{k}/{stride} pad {pad}");
+            let close = |name: &str, got: Tensor<f32>, want: &Tensor<f32>| {
+                let got = got.to_cpu().unwrap();
+                assert_eq!(got.shape(), want.shape(), "{name} {what}");
+                assert_close(&format!("{name} {what}"), got.as_slice(), want.as_slice());
+            };
+            close("y", conv2d(&dx_, &dw_, g).unwrap(), &y);
+            let (dx, dw) = conv2d_bwd(&x, &wt, &dy, g).unwrap();
+            let (gdx, gdw) = conv2d_bwd(&dx_, &dw_, &ddy, g).unwrap();
+            close("dx", gdx, &dx);
+            close("dw", gdw.clone(), &dw);
+            close(
+                "dx alone",
+                conv2d_bwd_data(&dx_, &dw_, &ddy, g).unwrap(),
+                &dx,
+            );
+            close(
+                "dw alone",
+                conv2d_bwd_weight(&dx_, &dw_, &ddy, g).unwrap(),
+                &dw,
+            );
+            let (sum, dw2) = conv2d_bwd_add(&x, &wt, &dy, g, acc.clone()).unwrap();
+            let (gsum, gdw2) = conv2d_bwd_add(&dx_, &dw_, &ddy, g, on(&acc)).unwrap();
+            close("acc + dx", gsum, &sum);
+            close("dw (adding)", gdw2, &dw2);
+            // The same call twice gives the same bits (deterministic algorithms).
+            let again = conv2d_bwd_weight(&dx_, &dw_, &ddy, g).unwrap();
+            assert_eq!(
+                again.to_cpu().unwrap(),
+                gdw.to_cpu().unwrap(),
+                "dw repeats {what}"
+            );
+        }
+    }
+
+    #[test]
+    fn mixed_devices_and_missing_arms_are_errors_naming_the_op() {
+        let Some(dev) = device() else { return };
+        let a = tensor(&[2, 3], 1);
+        let da = a.to_device(&dev).unwrap();
+        let e = add(&a, &da).unwrap_err();
+        assert!(matches!(e, Error::Device { op: "add", .. }), "{e}");
+        let e = lucir::tensor::log_softmax_rows(&da).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Device {
+                    op: "log_softmax_rows",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+}
