@@ -2,7 +2,7 @@
 //! ResNet-32 on 28×28 inputs, batch 128 (the memory-bound part of a step; docs/perf.md §12).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use lucir::tensor::{batch_norm_train, batch_norm_train_bwd};
+use lucir::tensor::{batch_norm_train, batch_norm_train_bwd, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -19,6 +19,10 @@ fn bench(c: &mut Criterion) {
         let dy = random(x.shape(), &mut rng);
         let gamma: Vec<f32> = (0..ch).map(|_| rng.random_range(0.5..1.5)).collect();
         let beta: Vec<f32> = (0..ch).map(|_| rng.random_range(-0.5..0.5)).collect();
+        let (gamma, beta) = (
+            Tensor::from_vec(&[ch], gamma).unwrap(),
+            Tensor::from_vec(&[ch], beta).unwrap(),
+        );
         let (_, stats) = batch_norm_train(&x, &gamma, &beta, 1e-5, true).unwrap();
         let id = format!("b{n}_{ch}x{h}x{h}");
         group.throughput(Throughput::Elements(x.len() as u64));

@@ -6,7 +6,8 @@
 //         ln_sum = ln Σ_j exp(z[b,j] − m), log_p[b,j] = (z[b,j] − m) − ln_sum.
 //         log_softmax bwd: dz = dy − exp(y)·Σ_j dy[b,j], from the forward output y = log_p.
 //         cross_entropy fwd: row_loss[b] = −log_p[b, label_b]; loss = Σ_b row_loss[b] / B (0 when
-//         B = 0); with k = g/B (g the upstream gradient of the loss) also
+//         B = 0); with k = g/B (g the upstream gradient of the loss; cross_entropy_bwd_f32
+//         reads it from device memory) also
 //         dz[b,j] = exp(log_p[b,j])·k − [j = label_b]·k, the CPU op's operations in its order.
 //         A label outside [0, C) gives a NaN row loss and no one-hot term (the CPU op rejects it
 //         before computing).
@@ -111,10 +112,12 @@ extern "C" __global__ void cross_entropy_fwd_f32(const float* z, const int* labe
 }
 
 extern "C" __global__ void cross_entropy_bwd_f32(const float* log_p, const int* labels, int B,
-                                                 int C, float k, float* dz) {
+                                                 int C, const float* g, float* dz) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= B * C) return;
     const int b = i / C;
+    // k = g/B with the upstream gradient read on the device (no host round trip).
+    const float k = __fdiv_rn(g[0], __int2float_rn(B > 1 ? B : 1));
     dz[i] = xent_grad(log_p[i], i - b * C == labels[b], k);
 }
 

@@ -14,7 +14,7 @@ use gpu_common::{assert_close, gpu};
 use lucir::autograd::Tape;
 use lucir::cuda::{BatchNormMode, BatchNormRelu, BatchNormStats, Gpu, MaxPoolWindow, RunningStats};
 use lucir::nn::{BatchNorm2d, Mode};
-use lucir::tensor::{self as lt, ChannelMap, MaxPoolGeometry, Tensor};
+use lucir::tensor::{self as lt, MaxPoolGeometry, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -117,10 +117,11 @@ fn check_grads(
     gpu: &Gpu,
     what: &str,
     grads: &lucir::cuda::BatchNormGrads,
-    (dx, dg, db): &(Tensor<f32>, Vec<f32>, Vec<f32>),
+    (dx, dg, db): &(Tensor<f32>, Tensor<f32>, Tensor<f32>),
     dres: Option<&Tensor<f32>>,
 ) {
     let (len, c) = (dx.as_slice().len(), dg.len());
+    let (dg, db) = (dg.as_slice(), db.as_slice());
     assert_close(
         &format!("dx {what}"),
         &down(gpu, &grads.dx, len),
@@ -143,9 +144,9 @@ fn check_grads(
 /// its recomputed ReLU mask is the device's).
 fn stats_of(gpu: &Gpu, s: &BatchNormStats, c: usize) -> lt::BatchNormStats<f32> {
     lt::BatchNormStats {
-        mean: down(gpu, &s.mean, c),
-        var: down(gpu, &s.var, c),
-        inv_std: down(gpu, &s.inv_std, c),
+        mean: tensor(&[c], &down(gpu, &s.mean, c)),
+        var: tensor(&[c], &down(gpu, &s.var, c)),
+        inv_std: tensor(&[c], &down(gpu, &s.inv_std, c)),
         count: s.count,
     }
 }
@@ -160,6 +161,7 @@ fn batch_norm_train_matches_cpu() {
         let d = BnDev::of(&gpu, &k);
         let [x, gamma, beta, res, dy, ..] = &d.0;
         let (xt, rt) = (tensor(&dims, &k.x), tensor(&dims, &k.res));
+        let (gt, bt) = (tensor(&[c], &k.gamma), tensor(&[c], &k.beta));
         for relu in [false, true] {
             for residual in [false, true] {
                 let what = format!("{dims:?} relu={relu} residual={residual}");
@@ -168,16 +170,20 @@ fn batch_norm_train_matches_cpu() {
                     .batch_norm_train_fwd(x, (gamma, beta), EPS, r, relu, dims)
                     .unwrap();
                 let (y_cpu, st) = match residual {
-                    true => lt::batch_norm_train_add(&xt, &k.gamma, &k.beta, EPS, &rt, relu),
-                    false => lt::batch_norm_train(&xt, &k.gamma, &k.beta, EPS, relu),
+                    true => lt::batch_norm_train_add(&xt, &gt, &bt, EPS, &rt, relu),
+                    false => lt::batch_norm_train(&xt, &gt, &bt, EPS, relu),
                 }
                 .unwrap();
                 let y_dev = down(&gpu, &y, len);
                 assert_close(&format!("y {what}"), &y_dev, y_cpu.as_slice());
                 let sd = stats_of(&gpu, &stats, c);
-                assert_close(&format!("mean {what}"), &sd.mean, &st.mean);
-                assert_close(&format!("var {what}"), &sd.var, &st.var);
-                assert_close(&format!("inv_std {what}"), &sd.inv_std, &st.inv_std);
+                for (name, a, b) in [
+                    ("mean", &sd.mean, &st.mean),
+                    ("var", &sd.var, &st.var),
+                    ("inv_std", &sd.inv_std, &st.inv_std),
+                ] {
+                    assert_close(&format!("{name} {what}"), a.as_slice(), b.as_slice());
+                }
                 assert_eq!(stats.count, st.count, "{what}: count");
 
                 let mask = relu_mask(&y, relu, residual);
@@ -192,7 +198,7 @@ fn batch_norm_train_matches_cpu() {
                     )
                     .unwrap();
                 let (g, fused) = cpu_grad_in(dims, &k, &y_dev, relu, residual);
-                let cpu = lt::batch_norm_train_bwd(&xt, &k.gamma, &k.beta, &sd, &g, fused).unwrap();
+                let cpu = lt::batch_norm_train_bwd(&xt, &gt, &bt, &sd, &g, fused).unwrap();
                 check_grads(&gpu, &what, &grads, &cpu, (relu && residual).then_some(&g));
             }
         }
@@ -212,7 +218,9 @@ fn batch_norm_eval_matches_cpu() {
             var: rv,
             eps: EPS,
         };
-        let (rmh, rvh) = (&k.running.0, &k.running.1);
+        let c = dims[1];
+        let (rmh, rvh) = (tensor(&[c], &k.running.0), tensor(&[c], &k.running.1));
+        let (gt, bt) = (tensor(&[c], &k.gamma), tensor(&[c], &k.beta));
         let (xt, rt) = (tensor(&dims, &k.x), tensor(&dims, &k.res));
         for relu in [false, true] {
             for residual in [false, true] {
@@ -221,14 +229,10 @@ fn batch_norm_eval_matches_cpu() {
                 let y = gpu
                     .batch_norm_eval_fwd(x, (gamma, beta), running, r, relu, dims)
                     .unwrap();
-                let y_cpu = match residual {
-                    true => {
-                        let map = ChannelMap::eval(&k.gamma, &k.beta, (rmh, rvh), EPS, relu);
-                        lt::channel_map_add(&xt, &map, &rt)
-                    }
-                    false => lt::batch_norm_eval(&xt, &k.gamma, &k.beta, rmh, rvh, EPS, relu),
-                }
-                .unwrap();
+                let r_cpu = residual.then_some(&rt);
+                let running_cpu = (&rmh, &rvh);
+                let y_cpu = lt::batch_norm_eval_add(&xt, [&gt, &bt], running_cpu, EPS, r_cpu, relu)
+                    .unwrap();
                 let y_dev = down(&gpu, &y, len);
                 assert_close(&format!("y {what}"), &y_dev, y_cpu.as_slice());
 
@@ -238,8 +242,8 @@ fn batch_norm_eval_matches_cpu() {
                     .batch_norm_bwd(x, (gamma, beta), mode, dy, mask, dims)
                     .unwrap();
                 let (g, fused) = cpu_grad_in(dims, &k, &y_dev, relu, residual);
-                let (gm, bt) = (&k.gamma, &k.beta);
-                let cpu = lt::batch_norm_eval_bwd(&xt, gm, bt, rmh, rvh, EPS, &g, fused).unwrap();
+                let cpu =
+                    lt::batch_norm_eval_bwd(&xt, [&gt, &bt], running_cpu, EPS, &g, fused).unwrap();
                 check_grads(&gpu, &what, &grads, &cpu, (relu && residual).then_some(&g));
             }
         }
@@ -272,9 +276,13 @@ fn batch_norm_running_statistics_match_the_layer() {
 
         let what = format!("{dims:?}");
         let sd = stats_of(&gpu, &stats, c);
-        assert_close(&format!("stats mean {what}"), &sd.mean, &st.mean);
-        assert_close(&format!("stats var {what}"), &sd.var, &st.var);
-        assert_close(&format!("stats inv_std {what}"), &sd.inv_std, &st.inv_std);
+        for (name, a, b) in [
+            ("mean", &sd.mean, &st.mean),
+            ("var", &sd.var, &st.var),
+            ("inv_std", &sd.inv_std, &st.inv_std),
+        ] {
+            assert_close(&format!("stats {name} {what}"), a.as_slice(), b.as_slice());
+        }
         let (rm_cpu, rv_cpu) = (layer.running_mean.as_slice(), layer.running_var.as_slice());
         assert_close(&format!("running mean {what}"), &down(&gpu, &rm, c), rm_cpu);
         assert_close(&format!("running var {what}"), &down(&gpu, &rv, c), rv_cpu);
@@ -452,7 +460,9 @@ fn cross_entropy_matches_autograd() {
         let labels_i32: Vec<i32> = labels.iter().map(|&l| l as i32).collect();
         let (zd, ld) = (up(&gpu, &z), gpu.upload(&labels_i32).unwrap());
         let fwd = gpu.cross_entropy_fwd(&zd, &ld, [b, c]).unwrap();
-        let dz = gpu.cross_entropy_bwd(&fwd, &ld, g).unwrap();
+        let dz = gpu
+            .cross_entropy_bwd(&fwd.log_p, &ld, &up(&gpu, &[g]), [b, c])
+            .unwrap();
         let fused = gpu.cross_entropy_fused(&zd, &ld, g, [b, c]).unwrap();
 
         let mut t = Tape::new();

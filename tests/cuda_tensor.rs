@@ -38,9 +38,25 @@ mod device {
     use super::*;
     use crate::gpu_common::{assert_close, device, random};
     use lucir::tensor::{
-        add, add_relu, conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_data, conv2d_bwd_weight,
-        matmul, relu, relu_bwd, Conv2dGeometry, Transpose,
+        add, add_relu, add_row_bias, batch_norm_eval_add, batch_norm_eval_bwd, batch_norm_train,
+        batch_norm_train_add, batch_norm_train_bwd, batch_norm_update_running, column_sums, conv2d,
+        conv2d_bwd, conv2d_bwd_add, conv2d_bwd_data, conv2d_bwd_weight, cross_entropy,
+        cross_entropy_bwd, global_avg_pool, global_avg_pool_bwd, log_softmax_rows,
+        log_softmax_rows_bwd, matmul, relu, relu_bwd, sgd_update, Conv2dGeometry, SgdHyper,
+        Transpose,
     };
+
+    /// Reads a device tensor back and compares it with the CPU's within the normwise tolerance.
+    fn close(what: &str, got: &Tensor<f32>, want: &Tensor<f32>) {
+        let got = got.to_cpu().unwrap();
+        assert_eq!(got.shape(), want.shape(), "{what}");
+        assert_close(what, got.as_slice(), want.as_slice());
+    }
+
+    /// Reads a device tensor back and requires the CPU's bits.
+    fn same(what: &str, got: &Tensor<f32>, want: &Tensor<f32>) {
+        assert_eq!(&got.to_cpu().unwrap(), want, "{what}");
+    }
 
     fn tensor(shape: &[usize], seed: u64) -> Tensor<f32> {
         Tensor::from_vec(shape, random(shape.iter().product(), seed)).unwrap()
@@ -205,6 +221,154 @@ mod device {
                 again.to_cpu().unwrap(),
                 gdw.to_cpu().unwrap(),
                 "dw repeats {what}"
+            );
+        }
+    }
+
+    #[test]
+    fn batch_norm_ops_match_the_cpu() {
+        let Some(dev) = device() else { return };
+        for (i, dims) in [[3, 5, 7, 7], [16, 16, 32, 32], [1, 4, 1, 1]]
+            .into_iter()
+            .enumerate()
+        {
+            let c = dims[1];
+            let s = 300 + 10 * i as u64;
+            let (x, r, dy) = (tensor(&dims, s), tensor(&dims, s + 1), tensor(&dims, s + 2));
+            let (g, b) = (tensor(&[c], s + 3), tensor(&[c], s + 4));
+            let (rm, rv) = (
+                tensor(&[c], s + 5),
+                tensor(&[c], s + 6).map(|v| v.abs() + 0.5),
+            );
+            let on = |t: &Tensor<f32>| t.to_device(&dev).unwrap();
+            let (dx_, dr, ddy, dg, db, drm, drv) =
+                (on(&x), on(&r), on(&dy), on(&g), on(&b), on(&rm), on(&rv));
+            for relu in [false, true] {
+                let what = format!("{dims:?} relu={relu}");
+                let (y, st) = batch_norm_train(&x, &g, &b, 1e-5, relu).unwrap();
+                let (gy, gst) = batch_norm_train(&dx_, &dg, &db, 1e-5, relu).unwrap();
+                close(&format!("train y {what}"), &gy, &y);
+                close(&format!("mean {what}"), &gst.mean, &st.mean);
+                close(&format!("var {what}"), &gst.var, &st.var);
+                let (ya, _) = batch_norm_train_add(&x, &g, &b, 1e-5, &r, relu).unwrap();
+                let (gya, _) = batch_norm_train_add(&dx_, &dg, &db, 1e-5, &dr, relu).unwrap();
+                close(&format!("train+add y {what}"), &gya, &ya);
+                // The CPU backward with the device's statistics, so both masks agree.
+                let host_st = lucir::tensor::BatchNormStats {
+                    mean: gst.mean.to_cpu().unwrap(),
+                    var: gst.var.to_cpu().unwrap(),
+                    inv_std: gst.inv_std.to_cpu().unwrap(),
+                    count: gst.count,
+                };
+                let (dx, dgam, dbet) =
+                    batch_norm_train_bwd(&x, &g, &b, &host_st, &dy, relu).unwrap();
+                let (gdx, gdgam, gdbet) =
+                    batch_norm_train_bwd(&dx_, &dg, &db, &gst, &ddy, relu).unwrap();
+                close(&format!("train dx {what}"), &gdx, &dx);
+                close(&format!("dγ {what}"), &gdgam, &dgam);
+                close(&format!("dβ {what}"), &gdbet, &dbet);
+                for res in [None, Some((&r, &dr))] {
+                    let ye =
+                        batch_norm_eval_add(&x, [&g, &b], (&rm, &rv), 1e-5, res.map(|p| p.0), relu);
+                    let gye = batch_norm_eval_add(
+                        &dx_,
+                        [&dg, &db],
+                        (&drm, &drv),
+                        1e-5,
+                        res.map(|p| p.1),
+                        relu,
+                    );
+                    close(&format!("eval y {what}"), &gye.unwrap(), &ye.unwrap());
+                }
+                let (edx, edg, edb) =
+                    batch_norm_eval_bwd(&x, [&g, &b], (&rm, &rv), 1e-5, &dy, relu).unwrap();
+                let (gedx, gedg, gedb) =
+                    batch_norm_eval_bwd(&dx_, [&dg, &db], (&drm, &drv), 1e-5, &ddy, relu).unwrap();
+                close(&format!("eval dx {what}"), &gedx, &edx);
+                close(&format!("eval dγ {what}"), &gedg, &edg);
+                close(&format!("eval dβ {what}"), &gedb, &edb);
+                let (mut m, mut v) = (rm.clone(), rv.clone());
+                batch_norm_update_running((&mut m, &mut v), &host_st, 0.1).unwrap();
+                let (mut gm, mut gv) = (drm.clone(), drv.clone());
+                batch_norm_update_running((&mut gm, &mut gv), &gst, 0.1).unwrap();
+                same(&format!("running mean {what}"), &gm, &m);
+                same(&format!("running var {what}"), &gv, &v);
+            }
+        }
+    }
+
+    #[test]
+    fn pooling_softmax_loss_bias_and_sgd_match_the_cpu() {
+        let Some(dev) = device() else { return };
+        let on = |t: &Tensor<f32>| t.to_device(&dev).unwrap();
+        for (i, dims) in [[3, 5, 7, 7], [128, 64, 8, 8]].into_iter().enumerate() {
+            let x = tensor(&dims, 400 + i as u64);
+            let y = global_avg_pool(&x).unwrap();
+            close(
+                &format!("gap {dims:?}"),
+                &global_avg_pool(&on(&x)).unwrap(),
+                &y,
+            );
+            let dy = tensor(y.shape(), 410 + i as u64);
+            let dx = global_avg_pool_bwd(&dims, &dy).unwrap();
+            close(
+                &format!("gap bwd {dims:?}"),
+                &global_avg_pool_bwd(&dims, &on(&dy)).unwrap(),
+                &dx,
+            );
+        }
+        for (i, (b, c)) in [(1, 1), (3, 7), (128, 100), (33, 1000)]
+            .into_iter()
+            .enumerate()
+        {
+            let seed = 500 + 10 * i as u64;
+            let z = tensor(&[b, c], seed).map(|v| 4.0 * v);
+            let labels: Vec<usize> = (0..b).map(|r| (r * 7 + 3) % c).collect();
+            let lp = log_softmax_rows(&z).unwrap();
+            close(
+                &format!("log_softmax {b}×{c}"),
+                &log_softmax_rows(&on(&z)).unwrap(),
+                &lp,
+            );
+            let g = tensor(&[b, c], seed + 1);
+            let dz = log_softmax_rows_bwd(&lp, &g).unwrap();
+            let gdz = log_softmax_rows_bwd(&on(&lp), &on(&g)).unwrap();
+            close(&format!("log_softmax bwd {b}×{c}"), &gdz, &dz);
+            let (loss, log_p) = cross_entropy(&z, &labels).unwrap();
+            let (gloss, glog_p) = cross_entropy(&on(&z), &labels).unwrap();
+            close(&format!("cross-entropy {b}×{c}"), &gloss, &loss);
+            let up = Tensor::scalar(2.5f32);
+            let dz = cross_entropy_bwd(&log_p, &labels, &up).unwrap();
+            let gdz = cross_entropy_bwd(&glog_p, &labels, &on(&up)).unwrap();
+            close(&format!("cross-entropy bwd {b}×{c}"), &gdz, &dz);
+            let bias = tensor(&[c], seed + 2);
+            let (mut yc, mut yg) = (g.clone(), on(&g));
+            add_row_bias(&mut yc, &bias).unwrap();
+            add_row_bias(&mut yg, &on(&bias)).unwrap();
+            same(&format!("bias add {b}×{c}"), &yg, &yc);
+            same(
+                &format!("column sums {b}×{c}"),
+                &column_sums(&on(&g)).unwrap(),
+                &column_sums(&g).unwrap(),
+            );
+        }
+        // Three SGD updates: the same parameter and velocity bits.
+        let h = SgdHyper {
+            lr: 0.1,
+            weight_decay: 5e-4,
+            momentum: 0.9,
+        };
+        let (mut p, mut gp) = (tensor(&[1000, 3], 600), on(&tensor(&[1000, 3], 600)));
+        let (mut v, mut gv) = (None, None);
+        for step in 0..3 {
+            let g = tensor(&[1000, 3], 610 + step);
+            v = Some(sgd_update(&mut p, &g, v.take(), h).unwrap());
+            gv = Some(sgd_update(&mut gp, &on(&g), gv.take(), h).unwrap());
+            same(&format!("sgd p, step {step}"), &gp, &p);
+            same(
+                &format!("sgd v, step {step}"),
+                gv.as_ref().unwrap(),
+                v.as_ref().unwrap(),
             );
         }
     }

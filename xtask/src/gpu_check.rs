@@ -28,7 +28,12 @@ use anyhow::{bail, Context, Result};
 const MAX_BYTES: u64 = 60 << 20;
 
 /// The test binaries that compare device ops with the CPU ops (`tests/<name>.rs`).
-const GPU_TESTS: [&str; 3] = ["cuda_parity", "cuda_tensor", "cuda_kernels"];
+const GPU_TESTS: [&str; 4] = [
+    "cuda_parity",
+    "cuda_tensor",
+    "cuda_kernels",
+    "cuda_training",
+];
 
 fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use lucir_tensor::{Float, Tensor};
+use lucir_tensor::{sgd_update, Float, SgdHyper, Tensor};
 
 use crate::{Error, Param, ParamId, Result, Tape};
 
@@ -54,7 +54,6 @@ impl<T: Float> Sgd<T> {
     /// One update of every parameter in `groups` from its gradient on `tape`. Parameters without
     /// a gradient (unused in this step) are left alone.
     pub fn step(&mut self, tape: &Tape<T>, groups: &mut [ParamGroup<'_, T>]) -> Result<()> {
-        let mu = T::of(self.momentum);
         for group in groups.iter_mut() {
             if !(group.lr.is_finite() && group.lr >= 0.0 && group.weight_decay >= 0.0) {
                 return Err(Error::invalid(
@@ -68,28 +67,18 @@ impl<T: Float> Sgd<T> {
             if group.lr == 0.0 {
                 continue;
             }
-            let (lr, wd) = (T::of(group.lr), T::of(group.weight_decay));
+            let hyper = SgdHyper {
+                lr: group.lr,
+                weight_decay: group.weight_decay,
+                momentum: self.momentum,
+            };
             for p in group.params.iter_mut() {
                 let Some(g) = tape.param_grad(p) else {
                     continue;
                 };
                 g.expect_shape("Sgd::step", p.value.shape())?;
-                let mut d = g.clone();
-                for (dv, pv) in d.as_slice_mut().iter_mut().zip(p.value.as_slice()) {
-                    *dv += wd * *pv;
-                }
-                let v = match self.velocity.remove(&p.id()) {
-                    Some(mut v) => {
-                        for (vv, dv) in v.as_slice_mut().iter_mut().zip(d.as_slice()) {
-                            *vv = mu * *vv + *dv;
-                        }
-                        v
-                    }
-                    None => d,
-                };
-                for (pv, vv) in p.value.as_slice_mut().iter_mut().zip(v.as_slice()) {
-                    *pv -= lr * *vv;
-                }
+                let v = self.velocity.remove(&p.id());
+                let v = sgd_update(&mut p.value, g, v, hyper)?;
                 self.velocity.insert(p.id(), v);
             }
         }

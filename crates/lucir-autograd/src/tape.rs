@@ -229,7 +229,8 @@ impl<T: Float> Tape<T> {
                 "the loss does not depend on anything that requires a gradient",
             ));
         }
-        self.grads[loss.0] = Some(Tensor::full(self.values[loss.0].shape(), T::one()));
+        let seed = &self.values[loss.0];
+        self.grads[loss.0] = Some(Tensor::full_on(&seed.device(), seed.shape(), T::one())?);
         for i in (0..=loss.0).rev() {
             let Some(back) = self.backs[i].take() else {
                 continue;

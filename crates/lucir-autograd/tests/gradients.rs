@@ -72,7 +72,7 @@ proptest! {
         let x = uniform(&mut r, &[n, c, h, w], -2.0, 2.0);
         let gamma = uniform(&mut r, &[c], 0.5, 1.5);
         let beta = uniform(&mut r, &[c], -0.5, 0.5);
-        let (y, _) = lucir_tensor::batch_norm_train(&x, gamma.as_slice(), beta.as_slice(), 1e-5, false).unwrap();
+        let (y, _) = lucir_tensor::batch_norm_train(&x, &gamma, &beta, 1e-5, false).unwrap();
         prop_assume!(y.as_slice().iter().all(|v| v.abs() > 1e-4));
         assert_grads("batch_norm_relu_train", &[x, gamma, beta], |t, v| {
             let y = t.batch_norm_train(v[0], v[1], v[2], 1e-5, true)?.y;
@@ -88,10 +88,10 @@ proptest! {
         let x = uniform(&mut r, &[n, c, h, w], -2.0, 2.0);
         let gamma = uniform(&mut r, &[c], 0.5, 1.5);
         let beta = uniform(&mut r, &[c], -0.5, 0.5);
-        let mean = uniform(&mut r, &[c], -0.5, 0.5).into_vec();
-        let var = uniform(&mut r, &[c], 0.5, 2.0).into_vec();
+        let mean = uniform(&mut r, &[c], -0.5, 0.5);
+        let var = uniform(&mut r, &[c], 0.5, 2.0);
         for relu in [false, true] {
-            let y = lucir_tensor::batch_norm_eval(&x, gamma.as_slice(), beta.as_slice(), &mean, &var, 1e-5, false).unwrap();
+            let y = lucir_tensor::batch_norm_eval(&x, &gamma, &beta, (&mean, &var), 1e-5, false).unwrap();
             if relu && y.as_slice().iter().any(|v| v.abs() < 1e-4) {
                 continue;
             }
@@ -116,7 +116,7 @@ proptest! {
         let beta = uniform(&mut r, &[ci], -0.5, 0.5);
         let wt = uniform(&mut r, &[co, ci, k, k], -1.0, 1.0);
         let g = Conv2dGeometry { stride, pad: k / 2 };
-        let (y, _) = lucir_tensor::batch_norm_train(&x, gamma.as_slice(), beta.as_slice(), 1e-5, false).unwrap();
+        let (y, _) = lucir_tensor::batch_norm_train(&x, &gamma, &beta, 1e-5, false).unwrap();
         prop_assume!(!relu || y.as_slice().iter().all(|v| v.abs() > 1e-4));
         assert_grads("batch_norm_train_conv2d", &[x, gamma, beta, wt], |t, v| {
             let y = t.batch_norm_train_conv2d([v[0], v[1], v[2]], 1e-5, relu, v[3], g)?.y;
@@ -135,10 +135,10 @@ proptest! {
         let gamma = uniform(&mut r, &[ci], 0.5, 1.5);
         let beta = uniform(&mut r, &[ci], -0.5, 0.5);
         let wt = uniform(&mut r, &[co, ci, 3, 3], -1.0, 1.0);
-        let mean = uniform(&mut r, &[ci], -0.5, 0.5).into_vec();
-        let var = uniform(&mut r, &[ci], 0.5, 2.0).into_vec();
+        let mean = uniform(&mut r, &[ci], -0.5, 0.5);
+        let var = uniform(&mut r, &[ci], 0.5, 2.0);
         let g = Conv2dGeometry { stride: 1, pad: 1 };
-        let y = lucir_tensor::batch_norm_eval(&x, gamma.as_slice(), beta.as_slice(), &mean, &var, 1e-5, false).unwrap();
+        let y = lucir_tensor::batch_norm_eval(&x, &gamma, &beta, (&mean, &var), 1e-5, false).unwrap();
         prop_assume!(!relu || y.as_slice().iter().all(|v| v.abs() > 1e-4));
         assert_grads("batch_norm_eval_conv2d", &[x, gamma, beta, wt], |t, v| {
             let y = t.batch_norm_eval_conv2d([v[0], v[1], v[2]], (&mean, &var), 1e-5, relu, v[3], g)?;
@@ -158,13 +158,12 @@ proptest! {
         let res = uniform(&mut r, &[n, c, h, w], -1.0, 1.0);
         let gamma = uniform(&mut r, &[c], 0.5, 1.5);
         let beta = uniform(&mut r, &[c], -0.5, 0.5);
-        let mean = uniform(&mut r, &[c], -0.5, 0.5).into_vec();
-        let var = uniform(&mut r, &[c], 0.5, 2.0).into_vec();
-        let (gv, bv) = (gamma.as_slice(), beta.as_slice());
+        let mean = uniform(&mut r, &[c], -0.5, 0.5);
+        let var = uniform(&mut r, &[c], 0.5, 2.0);
         let y = if train {
-            lucir_tensor::batch_norm_train(&x, gv, bv, 1e-5, false).unwrap().0
+            lucir_tensor::batch_norm_train(&x, &gamma, &beta, 1e-5, false).unwrap().0
         } else {
-            lucir_tensor::batch_norm_eval(&x, gv, bv, &mean, &var, 1e-5, false).unwrap()
+            lucir_tensor::batch_norm_eval(&x, &gamma, &beta, (&mean, &var), 1e-5, false).unwrap()
         };
         let y = lucir_tensor::add(&y, &res).unwrap();
         prop_assume!(!relu || y.as_slice().iter().all(|v| v.abs() > 1e-4));

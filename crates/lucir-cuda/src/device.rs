@@ -47,6 +47,8 @@ pub struct Gpu {
     /// cuDNN, opened at the first convolution (`conv2d.rs`).
     pub(crate) cudnn: OnceLock<Result<Mutex<CudnnState>>>,
     pub(crate) elementwise: elementwise::Kernels,
+    pub(crate) linear: crate::linear::Kernels,
+    pub(crate) sgd: crate::sgd::Kernels,
     pub(crate) cosine_logits: cosine_logits::Kernels,
     pub(crate) margin_rank: margin_rank::Kernels,
     pub(crate) feature_distill: feature_distill::Kernels,
@@ -84,6 +86,8 @@ impl Gpu {
             blas,
             cudnn: OnceLock::new(),
             elementwise: elementwise::Kernels::load(&ctx)?,
+            linear: crate::linear::Kernels::load(&ctx)?,
+            sgd: crate::sgd::Kernels::load(&ctx)?,
             cosine_logits: cosine_logits::Kernels::load(&ctx)?,
             margin_rank: margin_rank::Kernels::load(&ctx)?,
             feature_distill: feature_distill::Kernels::load(&ctx)?,

@@ -95,8 +95,20 @@ pub const SOFTMAX: Kernel = Kernel {
     ],
 };
 
+/// `kernels/linear.cu`, in the order `linear::Kernels` takes them.
+pub const LINEAR: Kernel = Kernel {
+    name: "linear",
+    functions: &["linear_bias_fwd_f32", "linear_bias_bwd_f32"],
+};
+
+/// `kernels/sgd.cu`.
+pub const SGD: Kernel = Kernel {
+    name: "sgd",
+    functions: &["sgd_update_f32"],
+};
+
 /// Every kernel module of the project.
-pub const KERNELS: [Kernel; 7] = [
+pub const KERNELS: [Kernel; 9] = [
     COSINE_LOGITS,
     MARGIN_RANK,
     FEATURE_DISTILL,
@@ -104,6 +116,8 @@ pub const KERNELS: [Kernel; 7] = [
     BATCH_NORM,
     POOL,
     SOFTMAX,
+    LINEAR,
+    SGD,
 ];
 
 /// The committed PTX of a module.
@@ -117,6 +131,8 @@ pub(crate) fn ptx(name: &str) -> Option<&'static str> {
         "batch_norm" => Some(include_str!("../../../kernels/ptx/batch_norm.ptx")),
         "pool" => Some(include_str!("../../../kernels/ptx/pool.ptx")),
         "softmax" => Some(include_str!("../../../kernels/ptx/softmax.ptx")),
+        "linear" => Some(include_str!("../../../kernels/ptx/linear.ptx")),
+        "sgd" => Some(include_str!("../../../kernels/ptx/sgd.ptx")),
         _ => None,
     }
 }

@@ -25,9 +25,13 @@ mod elementwise;
 mod feature_distill;
 mod kernels;
 #[cfg(feature = "cuda")]
+mod linear;
+#[cfg(feature = "cuda")]
 mod margin_rank;
 #[cfg(feature = "cuda")]
 mod pool;
+#[cfg(feature = "cuda")]
+mod sgd;
 #[cfg(feature = "cuda")]
 mod softmax;
 
@@ -42,17 +46,22 @@ pub use device::Gpu;
 /// A device buffer of f32 elements: what a device tensor holds.
 #[cfg(feature = "cuda")]
 pub type Buffer = cudarc::driver::CudaSlice<f32>;
+/// A device buffer of i32: class labels, max-pool positions.
+#[cfg(feature = "cuda")]
+pub type IndexBuffer = cudarc::driver::CudaSlice<i32>;
 #[cfg(feature = "cuda")]
 pub use feature_distill::FeatureDistill;
 pub use kernels::{
     Kernel, BLOCK, COSINE_LOGITS, ELEMENTWISE, FEATURE_DISTILL, KERNELS, MARGIN_RANK, MAX_K,
     MR_ROWS, TILE,
 };
-pub use kernels::{BATCH_NORM, BN_THREADS, POOL, SOFTMAX};
+pub use kernels::{BATCH_NORM, BN_THREADS, LINEAR, POOL, SGD, SOFTMAX};
 #[cfg(feature = "cuda")]
 pub use margin_rank::{MarginRank, MarginRankArgs};
 #[cfg(feature = "cuda")]
 pub use pool::{MaxPool, MaxPoolWindow};
+#[cfg(feature = "cuda")]
+pub use sgd::SgdStep;
 #[cfg(feature = "cuda")]
 pub use softmax::{CrossEntropy, CrossEntropyFused};
 

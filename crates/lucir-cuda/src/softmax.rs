@@ -186,34 +186,36 @@ impl Gpu {
         })
     }
 
-    /// ∂L/∂z (B×C) of a cross-entropy forward pass with the same `labels`, times the upstream
-    /// gradient `g`: `(g/B)·(exp(log_p) − onehot(y))`.
+    /// ∂L/∂z (B×C) from a cross-entropy forward pass's log-probabilities `log_p` (B×C) and
+    /// the same `labels`, times the upstream gradient `g` (one float on the device):
+    /// `(g/B)·(exp(log_p) − onehot(y))`.
     pub fn cross_entropy_bwd(
         &self,
-        fwd: &CrossEntropy,
+        log_p: &CudaSlice<f32>,
         labels: &CudaSlice<i32>,
-        g: f32,
+        g: &CudaSlice<f32>,
+        [b, c]: [usize; 2],
     ) -> Result<CudaSlice<f32>> {
         let op = "cross_entropy_bwd";
-        let [b, c] = fwd.dims;
+        check_len(op, "log_p", log_p.len(), b, c)?;
         check_len(op, "labels", labels.len(), b, 1)?;
+        check_len(op, "g", g.len(), 1, 1)?;
         let (bi, ci) = (i32_of(op, b)?, i32_of(op, c)?);
-        let k = g / b.max(1) as f32;
         let mut dz = self.output::<f32>(b * c)?;
         let mut l = self.stream.launch_builder(&self.softmax.xent_bwd);
-        l.arg(&fwd.log_p)
+        l.arg(log_p)
             .arg(labels)
             .arg(&bi)
             .arg(&ci)
-            .arg(&k)
+            .arg(g)
             .arg(&mut dz);
         let cfg = LaunchConfig {
             grid_dim: (grid(b * c, BLOCK), 1, 1),
             block_dim: (BLOCK, 1, 1),
             shared_mem_bytes: 0,
         };
-        // SAFETY: log_p and dz hold B×C floats, labels B ints (checked); thread i < B·C reads
-        // log_p[i] and label i / C, and writes dz[i] only.
+        // SAFETY: log_p and dz hold B×C floats, labels B ints, g one float (checked); thread
+        // i < B·C reads log_p[i], label i / C and g, and writes dz[i] only.
         unsafe { l.launch(cfg) }.map_err(driver(op))?;
         Ok(dz)
     }

@@ -98,14 +98,14 @@ impl<T: Float> BatchNorm2d<T> {
         match mode {
             Mode::Train => {
                 let out = tape.batch_norm_train(x, gamma, beta, eps, relu)?;
-                self.update_running(&out.stats);
+                self.update_running(&out.stats)?;
                 Ok(out.y)
             }
             Mode::Eval => Ok(tape.batch_norm_eval(
                 x,
                 gamma,
                 beta,
-                (self.running_mean.as_slice(), self.running_var.as_slice()),
+                (&self.running_mean, &self.running_var),
                 eps,
                 relu,
             )?),
@@ -128,12 +128,12 @@ impl<T: Float> BatchNorm2d<T> {
         match mode {
             Mode::Train => {
                 let out = tape.batch_norm_train_conv2d(bn, eps, relu, w, conv.geometry)?;
-                self.update_running(&out.stats);
+                self.update_running(&out.stats)?;
                 Ok(out.y)
             }
             Mode::Eval => Ok(tape.batch_norm_eval_conv2d(
                 bn,
-                (self.running_mean.as_slice(), self.running_var.as_slice()),
+                (&self.running_mean, &self.running_var),
                 eps,
                 relu,
                 w,
@@ -157,12 +157,12 @@ impl<T: Float> BatchNorm2d<T> {
         match mode {
             Mode::Train => {
                 let out = tape.batch_norm_train_add(bn, eps, r, relu)?;
-                self.update_running(&out.stats);
+                self.update_running(&out.stats)?;
                 Ok(out.y)
             }
             Mode::Eval => Ok(tape.batch_norm_eval_add(
                 bn,
-                (self.running_mean.as_slice(), self.running_var.as_slice()),
+                (&self.running_mean, &self.running_var),
                 eps,
                 r,
                 relu,
@@ -171,20 +171,13 @@ impl<T: Float> BatchNorm2d<T> {
     }
 
     /// Moves the running statistics towards a training batch's.
-    fn update_running(&mut self, stats: &BatchNormStats<T>) {
-        let m = T::of(self.momentum);
-        let n = stats.count;
-        let unbias = if n > 1 {
-            T::of_usize(n) / T::of_usize(n - 1)
-        } else {
-            T::one()
-        };
-        for (r, v) in self.running_mean.as_slice_mut().iter_mut().zip(&stats.mean) {
-            *r = (T::one() - m) * *r + m * *v;
-        }
-        for (r, v) in self.running_var.as_slice_mut().iter_mut().zip(&stats.var) {
-            *r = (T::one() - m) * *r + m * *v * unbias;
-        }
+    fn update_running(&mut self, stats: &BatchNormStats<T>) -> Result<()> {
+        let running = (&mut self.running_mean, &mut self.running_var);
+        Ok(lucir_tensor::batch_norm_update_running(
+            running,
+            stats,
+            self.momentum,
+        )?)
     }
 }
 

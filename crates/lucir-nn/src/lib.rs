@@ -61,6 +61,17 @@ pub trait Module<T: Float> {
             *b = t;
         }
     }
+    /// Moves the parameters and buffers to `device` (in place: each parameter keeps its
+    /// identity, so optimiser state keyed on it stays attached).
+    fn to_device(&mut self, device: &lucir_tensor::Device) -> Result<()> {
+        for (_, p) in self.params_mut() {
+            p.value = p.value.to_device(device)?;
+        }
+        for (_, b) in self.buffers_mut() {
+            *b = b.to_device(device)?;
+        }
+        Ok(())
+    }
     /// Number of trainable scalars.
     fn num_params(&self) -> usize {
         self.params().iter().map(|(_, p)| p.value.len()).sum()

@@ -22,8 +22,10 @@ mod elementwise;
 mod error;
 mod float;
 mod gemm;
+mod linear;
 mod normalize;
 mod pool;
+mod sgd;
 mod simd;
 pub use simd::kernel_path;
 mod softmax;
@@ -32,9 +34,9 @@ mod topk;
 
 pub use alloc::{retain_freed_memory, HugePages};
 pub use batch_norm::{
-    batch_norm_bwd_ref, batch_norm_eval, batch_norm_eval_bwd, batch_norm_ref, batch_norm_stats,
-    batch_norm_train, batch_norm_train_add, batch_norm_train_bwd, channel_map, channel_map_add,
-    BatchNormStats, ChannelMap,
+    batch_norm_bwd_ref, batch_norm_eval, batch_norm_eval_add, batch_norm_eval_bwd, batch_norm_ref,
+    batch_norm_stats, batch_norm_train, batch_norm_train_add, batch_norm_train_bwd,
+    batch_norm_update_running, channel_map, channel_map_add, BatchNormStats, ChannelMap,
 };
 pub use conv2d::{
     conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_data, conv2d_bwd_ref, conv2d_bwd_weight,
@@ -46,12 +48,14 @@ pub use elementwise::{add, add_relu, relu, relu_bwd};
 pub use error::{Error, Result};
 pub use float::Float;
 pub use gemm::{gemm, gemm_ref, matmul, Transpose};
+pub use linear::{add_row_bias, column_sums};
 pub use normalize::{l2_normalize_rows, l2_normalize_rows_bwd, NORM_EPS};
 pub use pool::{
     global_avg_pool, global_avg_pool_bwd, max_pool2d, max_pool2d_bwd, max_pool2d_ref,
     MaxPoolGeometry,
 };
-pub use softmax::{log_softmax_rows, log_softmax_rows_bwd};
+pub use sgd::{sgd_update, SgdHyper};
+pub use softmax::{cross_entropy, cross_entropy_bwd, log_softmax_rows, log_softmax_rows_bwd};
 pub use tensor::Tensor;
 pub use topk::{topk_rows, topk_rows_ref};
 

@@ -6,10 +6,12 @@ use crate::{Error, Float, Result, Tensor};
 
 /// `y[n,c] = mean over H×W of x[n,c]`.
 pub fn global_avg_pool<T: Float>(x: &Tensor<T>) -> Result<Tensor<T>> {
-    crate::device::on_cpu("global_avg_pool", &[x])?;
     let [n, c, h, w] = x.dims4("global_avg_pool")?;
     if h * w == 0 {
         return Err(Error::shape("global_avg_pool", "empty spatial size"));
+    }
+    if !x.is_cpu() {
+        return crate::cuda_ops::global_avg_pool(x, [n, c, h, w]);
     }
     let inv = T::one() / T::of_usize(h * w);
     let data = x
@@ -22,7 +24,6 @@ pub fn global_avg_pool<T: Float>(x: &Tensor<T>) -> Result<Tensor<T>> {
 
 /// `dx[n,c,:,:] = dy[n,c] / (H·W)`; `shape` is the forward input's.
 pub fn global_avg_pool_bwd<T: Float>(shape: &[usize], dy: &Tensor<T>) -> Result<Tensor<T>> {
-    crate::device::on_cpu("global_avg_pool_bwd", &[dy])?;
     let [n, c, h, w]: [usize; 4] = shape.try_into().map_err(|_| {
         Error::shape(
             "global_avg_pool_bwd",
@@ -30,6 +31,12 @@ pub fn global_avg_pool_bwd<T: Float>(shape: &[usize], dy: &Tensor<T>) -> Result<
         )
     })?;
     dy.expect_shape("global_avg_pool_bwd", &[n, c])?;
+    if !dy.is_cpu() && h * w > 0 {
+        return crate::cuda_ops::global_avg_pool_bwd(dy, [n, c, h, w]);
+    }
+    if !dy.is_cpu() {
+        return Tensor::zeros_on(&dy.device(), shape);
+    }
     let mut dx = Tensor::zeros(shape);
     if h * w == 0 {
         return Ok(dx);

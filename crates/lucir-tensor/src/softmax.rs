@@ -1,11 +1,15 @@
-//! Row-wise log-softmax of a B×C matrix, numerically stable, and its backward.
+//! Row-wise log-softmax of a B×C matrix, numerically stable, and its backward; the mean
+//! cross-entropy against integer labels built on it.
 
-use crate::{Float, Result, Tensor};
+use crate::device::Device;
+use crate::{cuda_ops, Float, Result, Tensor};
 
 /// `y_bc = z_bc − log Σ_k exp z_bk`.
 pub fn log_softmax_rows<T: Float>(z: &Tensor<T>) -> Result<Tensor<T>> {
-    crate::device::on_cpu("log_softmax_rows", &[z])?;
-    let [_, c] = z.dims2("log_softmax_rows")?;
+    let [b, c] = z.dims2("log_softmax_rows")?;
+    if !z.is_cpu() {
+        return cuda_ops::log_softmax_rows(z, [b, c]);
+    }
     let mut y = z.clone();
     if c == 0 {
         return Ok(y);
@@ -23,9 +27,11 @@ pub fn log_softmax_rows<T: Float>(z: &Tensor<T>) -> Result<Tensor<T>> {
 
 /// `dz = g − softmax(z)·Σ_k g_k`, from the forward output `y` (log-probabilities).
 pub fn log_softmax_rows_bwd<T: Float>(y: &Tensor<T>, dy: &Tensor<T>) -> Result<Tensor<T>> {
-    crate::device::on_cpu("log_softmax_rows_bwd", &[y, dy])?;
-    let [_, c] = y.dims2("log_softmax_rows_bwd")?;
+    let [b, c] = y.dims2("log_softmax_rows_bwd")?;
     dy.expect_shape("log_softmax_rows_bwd", y.shape())?;
+    if crate::device::common("log_softmax_rows_bwd", &[y, dy])? != Device::Cpu {
+        return cuda_ops::log_softmax_rows_bwd(y, dy, [b, c]);
+    }
     let mut dz = dy.clone();
     if c == 0 {
         return Ok(dz);
@@ -37,4 +43,60 @@ pub fn log_softmax_rows_bwd<T: Float>(y: &Tensor<T>, dy: &Tensor<T>) -> Result<T
         }
     }
     Ok(dz)
+}
+
+/// Mean cross-entropy of B×C logits `z` against `labels` (each below C; the caller checks):
+/// `L = −(1/B) Σ_b log softmax(z_b)[y_b]` (0 for an empty batch). Returns the loss (one
+/// element, on `z`'s device) and the log-probabilities its backward pass needs.
+pub fn cross_entropy<T: Float>(z: &Tensor<T>, labels: &[usize]) -> Result<(Tensor<T>, Tensor<T>)> {
+    let [b, c] = z.dims2("cross_entropy")?;
+    check_label_count("cross_entropy", labels, b)?;
+    if !z.is_cpu() {
+        return cuda_ops::cross_entropy(z, labels, [b, c]);
+    }
+    let log_p = log_softmax_rows(z)?;
+    let lp = log_p.as_slice();
+    let total: T = labels
+        .iter()
+        .enumerate()
+        .map(|(r, &y)| -lp[r * c + y])
+        .sum();
+    let loss = Tensor::scalar(if b == 0 {
+        T::zero()
+    } else {
+        total / T::of_usize(b)
+    });
+    Ok((loss, log_p))
+}
+
+/// The backward pass of [`cross_entropy`] from its log-probabilities and the upstream gradient
+/// `g` (one element): `∂z = (g/B)·(softmax(z) − onehot(y))`.
+pub fn cross_entropy_bwd<T: Float>(
+    log_p: &Tensor<T>,
+    labels: &[usize],
+    g: &Tensor<T>,
+) -> Result<Tensor<T>> {
+    let [b, c] = log_p.dims2("cross_entropy_bwd")?;
+    check_label_count("cross_entropy_bwd", labels, b)?;
+    g.expect_shape("cross_entropy_bwd", &[1])?;
+    if crate::device::common("cross_entropy_bwd", &[log_p, g])? != Device::Cpu {
+        return cuda_ops::cross_entropy_bwd(log_p, labels, g, [b, c]);
+    }
+    let k = g.item()? / T::of_usize(b.max(1));
+    let mut dz = log_p.map(|l| l.exp() * k);
+    let d = dz.as_slice_mut();
+    for (r, &y) in labels.iter().enumerate() {
+        d[r * c + y] -= k;
+    }
+    Ok(dz)
+}
+
+fn check_label_count(op: &'static str, labels: &[usize], rows: usize) -> Result<()> {
+    if labels.len() != rows {
+        return Err(crate::Error::shape(
+            op,
+            format!("{} labels for {rows} rows", labels.len()),
+        ));
+    }
+    Ok(())
 }

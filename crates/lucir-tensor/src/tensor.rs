@@ -72,6 +72,14 @@ impl<T: Float> Tensor<T> {
         }
     }
 
+    /// A tensor of `shape` filled with `value` on `device` (f32 on a CUDA device).
+    pub fn full_on(device: &Device, shape: &[usize], value: T) -> Result<Self> {
+        match device {
+            Device::Cpu => Ok(Self::full(shape, value)),
+            Device::Cuda(gpu) => crate::cuda_ops::full(gpu, shape, value.as_f64() as f32),
+        }
+    }
+
     /// A tensor filled with `value`.
     pub fn full(shape: &[usize], value: T) -> Self {
         Self {

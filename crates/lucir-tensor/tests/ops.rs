@@ -58,17 +58,17 @@ proptest! {
     ) {
         let mut r = rng(seed);
         let x = uniform(&mut r, &[n, c, h, w], -3.0, 3.0);
-        let gamma = uniform(&mut r, &[c], 0.5, 1.5).into_vec();
-        let beta = uniform(&mut r, &[c], -1.0, 1.0).into_vec();
-        let (y, stats) = batch_norm_train(&x, &gamma, &beta, 1e-5, false).unwrap();
-        let (y_relu, _) = batch_norm_train(&x, &gamma, &beta, 1e-5, true).unwrap();
+        let (gt, bt) = (uniform(&mut r, &[c], 0.5, 1.5), uniform(&mut r, &[c], -1.0, 1.0));
+        let (gamma, beta) = (gt.as_slice(), bt.as_slice());
+        let (y, stats) = batch_norm_train(&x, &gt, &bt, 1e-5, false).unwrap();
+        let (y_relu, _) = batch_norm_train(&x, &gt, &bt, 1e-5, true).unwrap();
         prop_assert_eq!(y_relu, lt::relu(&y).unwrap());
-        prop_assert!(max_rel(&y, &batch_norm_ref(&x, &gamma, &beta, None, 1e-5).unwrap()) < 1e-12);
+        prop_assert!(max_rel(&y, &batch_norm_ref(&x, gamma, beta, None, 1e-5).unwrap()) < 1e-12);
         prop_assert_eq!(stats.count, n * h * w);
-        let rm = uniform(&mut r, &[c], -1.0, 1.0).into_vec();
-        let rv = uniform(&mut r, &[c], 0.5, 2.0).into_vec();
-        let ye = batch_norm_eval(&x, &gamma, &beta, &rm, &rv, 1e-5, false).unwrap();
-        let ye_ref = batch_norm_ref(&x, &gamma, &beta, Some((&rm, &rv)), 1e-5).unwrap();
+        let (rm, rv) = (uniform(&mut r, &[c], -1.0, 1.0), uniform(&mut r, &[c], 0.5, 2.0));
+        let ye = batch_norm_eval(&x, &gt, &bt, (&rm, &rv), 1e-5, false).unwrap();
+        let running = Some((rm.as_slice(), rv.as_slice()));
+        let ye_ref = batch_norm_ref(&x, gamma, beta, running, 1e-5).unwrap();
         prop_assert!(max_rel(&ye, &ye_ref) < 1e-12);
     }
 
@@ -81,23 +81,37 @@ proptest! {
         let mut r = rng(seed);
         let x = uniform(&mut r, &[n, c, h, w], -3.0, 3.0).cast::<f32>();
         let res = uniform(&mut r, &[n, c, h, w], -1.0, 1.0).cast::<f32>();
-        let gamma: Vec<f32> = uniform(&mut r, &[c], 0.5, 1.5).cast().into_vec();
-        let beta: Vec<f32> = uniform(&mut r, &[c], -1.0, 1.0).cast().into_vec();
+        let gt: Tensor<f32> = uniform(&mut r, &[c], 0.5, 1.5).cast();
+        let bt: Tensor<f32> = uniform(&mut r, &[c], -1.0, 1.0).cast();
+        let (gamma, beta) = (gt.as_slice(), bt.as_slice());
         for relu in [false, true] {
-            let (y, stats) = batch_norm_train(&x, &gamma, &beta, 1e-5, relu).unwrap();
+            let (y, stats) = batch_norm_train(&x, &gt, &bt, 1e-5, relu).unwrap();
             prop_assert_eq!(&lt::batch_norm_stats(&x, 1e-5).unwrap(), &stats);
-            let map = lt::ChannelMap::train(&gamma, &beta, &stats, relu);
+            let map = lt::ChannelMap::train(gamma, beta, &stats, relu);
             prop_assert_eq!(&lt::channel_map(&x, &map).unwrap(), &y);
-            let (y0, _) = batch_norm_train(&x, &gamma, &beta, 1e-5, false).unwrap();
+            let (y0, _) = batch_norm_train(&x, &gt, &bt, 1e-5, false).unwrap();
             let sum = if relu { lt::add_relu(&y0, &res) } else { lt::add(&y0, &res) }.unwrap();
-            let (fused, fstats) = lt::batch_norm_train_add(&x, &gamma, &beta, 1e-5, &res, relu).unwrap();
+            let (fused, fstats) = lt::batch_norm_train_add(&x, &gt, &bt, 1e-5, &res, relu).unwrap();
             prop_assert_eq!(&fused, &sum);
             prop_assert_eq!(&fstats, &stats);
             let (rm, rv) = (&stats.mean, &stats.var);
-            let ye = batch_norm_eval(&x, &gamma, &beta, rm, rv, 1e-5, false).unwrap();
+            let ye = batch_norm_eval(&x, &gt, &bt, (rm, rv), 1e-5, false).unwrap();
             let sum = if relu { lt::add_relu(&ye, &res) } else { lt::add(&ye, &res) }.unwrap();
-            let map = lt::ChannelMap::eval(&gamma, &beta, (rm, rv), 1e-5, relu);
+            let map = lt::ChannelMap::eval(gamma, beta, (rm.as_slice(), rv.as_slice()), 1e-5, relu);
             prop_assert_eq!(&lt::channel_map_add(&x, &map, &res).unwrap(), &sum);
+            let fused = lt::batch_norm_eval_add(&x, [&gt, &bt], (rm, rv), 1e-5, Some(&res), relu);
+            prop_assert_eq!(&fused.unwrap(), &sum);
+            // The running-statistics update, as the layer's formula.
+            let (mut m, mut v) = (rm.clone(), rv.clone());
+            lt::batch_norm_update_running((&mut m, &mut v), &stats, 0.1).unwrap();
+            let count = n * h * w;
+            let unbias = if count > 1 { count as f32 / (count - 1) as f32 } else { 1.0 };
+            let mo = 0.1f32;
+            for ch in 0..c {
+                let (bm, bv) = (stats.mean.as_slice()[ch], stats.var.as_slice()[ch]);
+                prop_assert_eq!(m.as_slice()[ch], (1.0 - mo) * rm.as_slice()[ch] + mo * bm);
+                prop_assert_eq!(v.as_slice()[ch], (1.0 - mo) * rv.as_slice()[ch] + mo * bv * unbias);
+            }
         }
     }
 
@@ -107,21 +121,20 @@ proptest! {
     ) {
         let mut r = rng(seed);
         let x = uniform(&mut r, &[n, c, h, w], -3.0, 3.0);
-        let gamma = uniform(&mut r, &[c], -1.5, 1.5).into_vec();
-        let beta = uniform(&mut r, &[c], -1.0, 1.0).into_vec();
+        let (gt, bt) = (uniform(&mut r, &[c], -1.5, 1.5), uniform(&mut r, &[c], -1.0, 1.0));
         let dy = uniform(&mut r, x.shape(), -1.0, 1.0);
-        let close = |(a, b, c): (Tensor<f64>, Vec<f64>, Vec<f64>), (d, e, f): (Tensor<f64>, Vec<f64>, Vec<f64>)| {
+        let close = |(a, b, c): (Tensor<f64>, Tensor<f64>, Tensor<f64>), (d, e, f): (Tensor<f64>, Vec<f64>, Vec<f64>)| {
             let v = |x: Vec<f64>| Tensor::from_vec(&[x.len()], x).unwrap();
-            max_rel(&a, &d).max(max_rel(&v(b), &v(e))).max(max_rel(&v(c), &v(f)))
+            max_rel(&a, &d).max(max_rel(&b, &v(e))).max(max_rel(&c, &v(f)))
         };
-        let (_, stats) = batch_norm_train(&x, &gamma, &beta, 1e-5, false).unwrap();
-        let fast = lt::batch_norm_train_bwd(&x, &gamma, &beta, &stats, &dy, false).unwrap();
-        let naive = batch_norm_bwd_ref(&x, &gamma, None, 1e-5, &dy).unwrap();
+        let (_, stats) = batch_norm_train(&x, &gt, &bt, 1e-5, false).unwrap();
+        let fast = lt::batch_norm_train_bwd(&x, &gt, &bt, &stats, &dy, false).unwrap();
+        let naive = batch_norm_bwd_ref(&x, gt.as_slice(), None, 1e-5, &dy).unwrap();
         prop_assert!(close(fast, naive) < 1e-12);
-        let rm = uniform(&mut r, &[c], -1.0, 1.0).into_vec();
-        let rv = uniform(&mut r, &[c], 0.5, 2.0).into_vec();
-        let fast = lt::batch_norm_eval_bwd(&x, &gamma, &beta, &rm, &rv, 1e-5, &dy, false).unwrap();
-        let naive = batch_norm_bwd_ref(&x, &gamma, Some((&rm, &rv)), 1e-5, &dy).unwrap();
+        let (rm, rv) = (uniform(&mut r, &[c], -1.0, 1.0), uniform(&mut r, &[c], 0.5, 2.0));
+        let fast = lt::batch_norm_eval_bwd(&x, [&gt, &bt], (&rm, &rv), 1e-5, &dy, false).unwrap();
+        let running = Some((rm.as_slice(), rv.as_slice()));
+        let naive = batch_norm_bwd_ref(&x, gt.as_slice(), running, 1e-5, &dy).unwrap();
         prop_assert!(close(fast, naive) < 1e-12);
     }
 
@@ -133,22 +146,20 @@ proptest! {
         // stored output bit for bit, in both modes.
         let mut r = rng(seed);
         let x = uniform(&mut r, &[n, c, h, w], -3.0, 3.0);
-        let gamma = uniform(&mut r, &[c], -1.5, 1.5).into_vec();
-        let beta = uniform(&mut r, &[c], -1.0, 1.0).into_vec();
+        let (gt, bt) = (uniform(&mut r, &[c], -1.5, 1.5), uniform(&mut r, &[c], -1.0, 1.0));
         let dy = uniform(&mut r, x.shape(), -1.0, 1.0);
-        let (y, stats) = batch_norm_train(&x, &gamma, &beta, 1e-5, true).unwrap();
+        let (y, stats) = batch_norm_train(&x, &gt, &bt, 1e-5, true).unwrap();
         let masked = lt::relu_bwd(&y, dy.clone()).unwrap();
         prop_assert_eq!(
-            lt::batch_norm_train_bwd(&x, &gamma, &beta, &stats, &dy, true).unwrap(),
-            lt::batch_norm_train_bwd(&x, &gamma, &beta, &stats, &masked, false).unwrap()
+            lt::batch_norm_train_bwd(&x, &gt, &bt, &stats, &dy, true).unwrap(),
+            lt::batch_norm_train_bwd(&x, &gt, &bt, &stats, &masked, false).unwrap()
         );
-        let rm = uniform(&mut r, &[c], -1.0, 1.0).into_vec();
-        let rv = uniform(&mut r, &[c], 0.5, 2.0).into_vec();
-        let ye = batch_norm_eval(&x, &gamma, &beta, &rm, &rv, 1e-5, true).unwrap();
+        let (rm, rv) = (uniform(&mut r, &[c], -1.0, 1.0), uniform(&mut r, &[c], 0.5, 2.0));
+        let ye = batch_norm_eval(&x, &gt, &bt, (&rm, &rv), 1e-5, true).unwrap();
         let masked = lt::relu_bwd(&ye, dy.clone()).unwrap();
         prop_assert_eq!(
-            lt::batch_norm_eval_bwd(&x, &gamma, &beta, &rm, &rv, 1e-5, &dy, true).unwrap(),
-            lt::batch_norm_eval_bwd(&x, &gamma, &beta, &rm, &rv, 1e-5, &masked, false).unwrap()
+            lt::batch_norm_eval_bwd(&x, [&gt, &bt], (&rm, &rv), 1e-5, &dy, true).unwrap(),
+            lt::batch_norm_eval_bwd(&x, [&gt, &bt], (&rm, &rv), 1e-5, &masked, false).unwrap()
         );
     }
 
@@ -251,11 +262,24 @@ fn shape_mismatches_are_errors_not_panics() {
         Shape
     );
     assert_err!(
-        batch_norm_train(&x, &[1.0; 2], &[0.0; 3], 1e-5, false),
+        batch_norm_train(
+            &x,
+            &Tensor::full(&[2], 1.0),
+            &Tensor::zeros(&[3]),
+            1e-5,
+            false
+        ),
         Shape
     );
     assert_err!(
-        lt::batch_norm_train_add(&x, &[1.0; 3], &[0.0; 3], 1e-5, &Tensor::zeros(&[1]), true),
+        lt::batch_norm_train_add(
+            &x,
+            &Tensor::full(&[3], 1.0),
+            &Tensor::zeros(&[3]),
+            1e-5,
+            &Tensor::zeros(&[1]),
+            true
+        ),
         Shape
     );
     let map = lt::ChannelMap {

@@ -23,24 +23,29 @@ pub(crate) enum Stats<T> {
     /// Training mode: the batch's.
     Batch(BatchNormStats<T>),
     /// Evaluation mode: running mean and variance (constants), and ε.
-    Running { mean: Vec<T>, var: Vec<T>, eps: T },
+    Running {
+        mean: Tensor<T>,
+        var: Tensor<T>,
+        eps: T,
+    },
 }
 
 impl<T: Float> Stats<T> {
-    pub(crate) fn running((mean, var): (&[T], &[T]), eps: T) -> Self {
+    pub(crate) fn running((mean, var): (&Tensor<T>, &Tensor<T>), eps: T) -> Self {
         Self::Running {
-            mean: mean.to_vec(),
-            var: var.to_vec(),
+            mean: mean.clone(),
+            var: var.clone(),
             eps,
         }
     }
 
-    /// The batch norm (then a ReLU if `relu`) as a per-channel map.
+    /// The batch norm (then a ReLU if `relu`) as a per-channel map (CPU tensors: the map is
+    /// what the CPU convolutions fuse).
     pub(crate) fn map(&self, gamma: &[T], beta: &[T], relu: bool) -> ChannelMap<T> {
         match self {
             Self::Batch(stats) => ChannelMap::train(gamma, beta, stats, relu),
             Self::Running { mean, var, eps } => {
-                ChannelMap::eval(gamma, beta, (mean, var), *eps, relu)
+                ChannelMap::eval(gamma, beta, (mean.as_slice(), var.as_slice()), *eps, relu)
             }
         }
     }
@@ -55,20 +60,16 @@ impl<T: Float> Stats<T> {
         relu: bool,
     ) -> Result<()> {
         let [x, gamma, beta] = bn;
-        let (xv, gv, bv) = (
-            ctx.value(x),
-            ctx.value(gamma).as_slice(),
-            ctx.value(beta).as_slice(),
-        );
+        let (xv, gv, bv) = (ctx.value(x), ctx.value(gamma), ctx.value(beta));
         let (dx, dg, db) = match self {
             Self::Batch(stats) => lucir_tensor::batch_norm_train_bwd(xv, gv, bv, stats, dy, relu)?,
             Self::Running { mean, var, eps } => {
-                lucir_tensor::batch_norm_eval_bwd(xv, gv, bv, mean, var, *eps, dy, relu)?
+                lucir_tensor::batch_norm_eval_bwd(xv, [gv, bv], (mean, var), *eps, dy, relu)?
             }
         };
         ctx.add(x, dx)?;
-        ctx.add(gamma, vector(dg)?)?;
-        ctx.add(beta, vector(db)?)
+        ctx.add(gamma, dg)?;
+        ctx.add(beta, db)
     }
 }
 
@@ -92,8 +93,8 @@ impl<T: Float> Tape<T> {
     ) -> Result<BatchNormTrainOut<T>> {
         let (y, stats) = lucir_tensor::batch_norm_train(
             self.value(x),
-            self.value(gamma).as_slice(),
-            self.value(beta).as_slice(),
+            self.value(gamma),
+            self.value(beta),
             eps,
             relu,
         )?;
@@ -113,16 +114,15 @@ impl<T: Float> Tape<T> {
         x: Var,
         gamma: Var,
         beta: Var,
-        running: (&[T], &[T]),
+        running: (&Tensor<T>, &Tensor<T>),
         eps: T,
         relu: bool,
     ) -> Result<Var> {
         let y = lucir_tensor::batch_norm_eval(
             self.value(x),
-            self.value(gamma).as_slice(),
-            self.value(beta).as_slice(),
-            running.0,
-            running.1,
+            self.value(gamma),
+            self.value(beta),
+            running,
             eps,
             relu,
         )?;
@@ -149,11 +149,6 @@ pub(crate) fn check_channels<T: Float>(op: &'static str, x: &Tensor<T>, vs: &[&[
         )),
         None => Ok(()),
     }
-}
-
-/// A per-channel gradient as a tensor.
-pub(crate) fn vector<T: Float>(v: Vec<T>) -> Result<Tensor<T>> {
-    Ok(Tensor::from_vec(&[v.len()], v)?)
 }
 
 impl<T: Float> Backward<T> for Back<T> {

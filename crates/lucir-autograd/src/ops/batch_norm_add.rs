@@ -4,9 +4,9 @@
 //! norm and to `r`. The values are those of [`Tape::batch_norm_train`] (or
 //! [`Tape::batch_norm_eval`]) followed by [`Tape::add_relu`] (or [`Tape::add`]), bit for bit.
 
-use lucir_tensor::{ChannelMap, Float};
+use lucir_tensor::{Float, Tensor};
 
-use super::batch_norm::{check_channels, BatchNormTrainOut, Stats};
+use super::batch_norm::{BatchNormTrainOut, Stats};
 use crate::tape::Backward;
 use crate::{BackwardCtx, Result, Tape, Var};
 
@@ -32,8 +32,8 @@ impl<T: Float> Tape<T> {
     ) -> Result<BatchNormTrainOut<T>> {
         let (y, stats) = lucir_tensor::batch_norm_train_add(
             self.value(x),
-            self.value(gamma).as_slice(),
-            self.value(beta).as_slice(),
+            self.value(gamma),
+            self.value(beta),
             eps,
             self.value(r),
             relu,
@@ -51,19 +51,19 @@ impl<T: Float> Tape<T> {
     pub fn batch_norm_eval_add(
         &mut self,
         [x, gamma, beta]: [Var; 3],
-        running: (&[T], &[T]),
+        running: (&Tensor<T>, &Tensor<T>),
         eps: T,
         r: Var,
         relu: bool,
     ) -> Result<Var> {
-        let (gv, bv) = (self.value(gamma).as_slice(), self.value(beta).as_slice());
-        check_channels(
-            "batch_norm_eval_add",
+        let y = lucir_tensor::batch_norm_eval_add(
             self.value(x),
-            &[gv, bv, running.0, running.1],
+            [self.value(gamma), self.value(beta)],
+            running,
+            eps,
+            Some(self.value(r)),
+            relu,
         )?;
-        let map = ChannelMap::eval(gv, bv, running, eps, relu);
-        let y = lucir_tensor::channel_map_add(self.value(x), &map, self.value(r))?;
         Ok(self.push_add(y, [x, gamma, beta], r, relu, Stats::running(running, eps)))
     }
 

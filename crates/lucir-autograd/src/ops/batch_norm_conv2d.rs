@@ -2,9 +2,10 @@
 //! convolution, as one node: `conv2d(BN(x), w)` without storing `BN(x)`. The convolution reads
 //! `x` through the batch norm's per-channel map (lucir-tensor's `conv2d_mapped`) and its
 //! backward pass recomputes it the same way; the values are those of [`Tape::batch_norm_train`]
-//! (or [`Tape::batch_norm_eval`]) followed by [`Tape::conv2d`], bit for bit.
+//! (or [`Tape::batch_norm_eval`]) followed by [`Tape::conv2d`], bit for bit. The fusion is the
+//! CPU convolutions'; on a CUDA device these record the two nodes instead.
 
-use lucir_tensor::{ChannelMap, Conv2dGeometry, Float};
+use lucir_tensor::{ChannelMap, Conv2dGeometry, Float, Tensor};
 
 use super::batch_norm::{check_channels, BatchNormTrainOut, Stats};
 use crate::tape::Backward;
@@ -30,6 +31,14 @@ impl<T: Float> Tape<T> {
         w: Var,
         geometry: Conv2dGeometry,
     ) -> Result<BatchNormTrainOut<T>> {
+        if !self.value(x).is_cpu() {
+            let out = self.batch_norm_train(x, gamma, beta, eps, relu)?;
+            let y = self.conv2d(out.y, w, geometry)?;
+            return Ok(BatchNormTrainOut {
+                y,
+                stats: out.stats,
+            });
+        }
         let op = "batch_norm_train_conv2d";
         let (gv, bv) = (self.value(gamma).as_slice(), self.value(beta).as_slice());
         check_channels(op, self.value(x), &[gv, bv])?;
@@ -52,16 +61,21 @@ impl<T: Float> Tape<T> {
     pub fn batch_norm_eval_conv2d(
         &mut self,
         [x, gamma, beta]: [Var; 3],
-        (running_mean, running_var): (&[T], &[T]),
+        (running_mean, running_var): (&Tensor<T>, &Tensor<T>),
         eps: T,
         relu: bool,
         w: Var,
         geometry: Conv2dGeometry,
     ) -> Result<Var> {
+        if !self.value(x).is_cpu() {
+            let y = self.batch_norm_eval(x, gamma, beta, (running_mean, running_var), eps, relu)?;
+            return self.conv2d(y, w, geometry);
+        }
         let op = "batch_norm_eval_conv2d";
         let (gv, bv) = (self.value(gamma).as_slice(), self.value(beta).as_slice());
-        check_channels(op, self.value(x), &[gv, bv, running_mean, running_var])?;
-        let map = ChannelMap::eval(gv, bv, (running_mean, running_var), eps, relu);
+        let (mean, var) = (running_mean.as_slice(), running_var.as_slice());
+        check_channels(op, self.value(x), &[gv, bv, mean, var])?;
+        let map = ChannelMap::eval(gv, bv, (mean, var), eps, relu);
         let y = lucir_tensor::conv2d_mapped(self.value(x), &map, self.value(w), geometry)?;
         let back = Back {
             bn: [x, gamma, beta],

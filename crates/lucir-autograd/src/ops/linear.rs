@@ -1,6 +1,6 @@
 //! Fully connected layer `y = x·Wᵀ + b`: x B×D, W C×D, b C, y B×C.
 
-use lucir_tensor::{matmul, Float, Tensor, Transpose};
+use lucir_tensor::{add_row_bias, column_sums, matmul, Float, Transpose};
 
 use crate::tape::Backward;
 use crate::{BackwardCtx, Error, Result, Tape, Var};
@@ -25,14 +25,7 @@ impl<T: Float> Tape<T> {
                     format!("bias shape {:?} does not match {c} outputs", bias.shape()),
                 ));
             }
-            let bias = bias.as_slice().to_vec();
-            if c > 0 {
-                for row in y.as_slice_mut().chunks_mut(c) {
-                    for (v, bv) in row.iter_mut().zip(&bias) {
-                        *v += *bv;
-                    }
-                }
-            }
+            add_row_bias(&mut y, bias)?;
             inputs.push(b);
         }
         Ok(self.push(y, &inputs, LinearBack { x, w, b }))
@@ -50,21 +43,7 @@ impl<T: Float> Backward<T> for LinearBack {
             .wants(self.w)
             .then(|| matmul(g, Transpose::Yes, ctx.value(self.x), Transpose::No))
             .transpose()?;
-        let db = match self.b {
-            Some(_) => {
-                let [_, c] = g.dims2("linear backward")?;
-                let mut s = vec![T::zero(); c];
-                if c > 0 {
-                    for row in g.as_slice().chunks(c) {
-                        for (a, v) in s.iter_mut().zip(row) {
-                            *a += *v;
-                        }
-                    }
-                }
-                Some(Tensor::from_vec(&[c], s)?)
-            }
-            None => None,
-        };
+        let db = self.b.map(|_| column_sums(g)).transpose()?;
         if let Some(dx) = dx {
             ctx.add(self.x, dx)?;
         }

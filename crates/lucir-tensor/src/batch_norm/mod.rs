@@ -1,8 +1,10 @@
 //! Batch normalisation over N, H, W per channel: `y = γ·(x − μ)/√(σ² + ε) + β`.
 //!
 //! Shapes: `x`, `y` N×C×H×W; `γ`, `β`, statistics C. Training mode uses the batch's mean and
-//! biased variance; evaluation mode uses running statistics. Running-statistics updates are the
-//! caller's (the layer's) business: [`BatchNormStats`] hands back what they need.
+//! biased variance; evaluation mode uses running statistics ([`batch_norm_update_running`]
+//! moves them towards a batch's [`BatchNormStats`]). γ, β and the statistics are C-element
+//! tensors, so that they can live on a CUDA device with `x`; each op has a CUDA arm
+//! (`cuda_ops/`), except the per-channel map ([`ChannelMap`]) the CPU convolutions fuse.
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
@@ -16,19 +18,31 @@ use crate::simd::{
 use crate::{Error, Float, Result, Tensor};
 
 mod reference;
+mod running;
 pub use reference::{batch_norm_bwd_ref, batch_norm_ref};
+pub use running::batch_norm_update_running;
 
-/// Per-channel statistics of one training-mode forward pass.
-#[derive(Clone, Debug, PartialEq)]
+/// Per-channel statistics of one training-mode forward pass (C-element tensors on the device
+/// of `x`).
+#[derive(Clone, Debug)]
 pub struct BatchNormStats<T> {
     /// Batch mean per channel.
-    pub mean: Vec<T>,
+    pub mean: Tensor<T>,
     /// Biased batch variance per channel (divided by N·H·W).
-    pub var: Vec<T>,
+    pub var: Tensor<T>,
     /// `1/√(var + ε)` per channel.
-    pub inv_std: Vec<T>,
+    pub inv_std: Tensor<T>,
     /// Elements per channel, N·H·W.
     pub count: usize,
+}
+
+impl<T: Float> PartialEq for BatchNormStats<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.count == other.count
+            && self.mean == other.mean
+            && self.var == other.var
+            && self.inv_std == other.inv_std
+    }
 }
 
 fn check<T: Float>(op: &'static str, x: &Tensor<T>, params: &[&[T]]) -> Result<[usize; 4]> {
@@ -193,7 +207,7 @@ impl<T: Float> ChannelMap<T> {
         let (scale, shift) = gamma
             .iter()
             .zip(beta)
-            .zip(stats.mean.iter().zip(&stats.inv_std))
+            .zip(stats.mean.as_slice().iter().zip(stats.inv_std.as_slice()))
             .map(|((&g, &b), (&m, &r))| train_affine(g, b, m, r))
             .unzip();
         Self { scale, shift, relu }
@@ -236,11 +250,31 @@ fn eval_affine<T: Float>(gamma: T, beta: T, mean: T, var: T, eps: T) -> (T, T) {
 impl<T: Float> BatchNormStats<T> {
     fn of(moments: Vec<(T, T, T)>, count: usize) -> Self {
         Self {
-            mean: moments.iter().map(|m| m.0).collect(),
-            var: moments.iter().map(|m| m.1).collect(),
-            inv_std: moments.iter().map(|m| m.2).collect(),
+            mean: vector(moments.iter().map(|m| m.0).collect()),
+            var: vector(moments.iter().map(|m| m.1).collect()),
+            inv_std: vector(moments.iter().map(|m| m.2).collect()),
             count,
         }
+    }
+}
+
+/// A per-channel vector as a tensor.
+fn vector<T: Float>(v: Vec<T>) -> Tensor<T> {
+    Tensor::from_vec(&[v.len()], v).expect("the shape is the length")
+}
+
+/// The CUDA arm of an op whose operands `xs` (and per-channel tensors `per_channel`) are not
+/// all on the CPU: `Ok(None)` when they all are (the CPU arm runs), `Ok(Some(device))` when
+/// they all are on one device, else the error naming `op`.
+fn device_of<T: Float>(
+    op: &'static str,
+    xs: &[&Tensor<T>],
+    per_channel: &[&Tensor<T>],
+) -> Result<Option<crate::Device>> {
+    let all: Vec<&Tensor<T>> = xs.iter().chain(per_channel).copied().collect();
+    match crate::device::common(op, &all)? {
+        crate::Device::Cpu => Ok(None),
+        d => Ok(Some(d)),
     }
 }
 
@@ -250,12 +284,11 @@ impl<T: Float> BatchNormStats<T> {
 /// Per channel, in parallel over channels: the mean, then `Σ(x − μ)²`, then the output planes.
 pub fn batch_norm_train<T: Float>(
     x: &Tensor<T>,
-    gamma: &[T],
-    beta: &[T],
+    gamma: &Tensor<T>,
+    beta: &Tensor<T>,
     eps: T,
     relu: bool,
 ) -> Result<(Tensor<T>, BatchNormStats<T>)> {
-    crate::device::on_cpu("batch_norm_train", &[x])?;
     train_with("batch_norm_train", x, gamma, beta, eps, None, relu)
 }
 
@@ -263,13 +296,12 @@ pub fn batch_norm_train<T: Float>(
 /// `max(BN(x) + r, 0)`, the end of a residual block, in the pass that writes the output.
 pub fn batch_norm_train_add<T: Float>(
     x: &Tensor<T>,
-    gamma: &[T],
-    beta: &[T],
+    gamma: &Tensor<T>,
+    beta: &Tensor<T>,
     eps: T,
     r: &Tensor<T>,
     relu: bool,
 ) -> Result<(Tensor<T>, BatchNormStats<T>)> {
-    crate::device::on_cpu("batch_norm_train_add", &[x, r])?;
     r.expect_shape("batch_norm_train_add", x.shape())?;
     train_with("batch_norm_train_add", x, gamma, beta, eps, Some(r), relu)
 }
@@ -277,12 +309,18 @@ pub fn batch_norm_train_add<T: Float>(
 fn train_with<T: Float>(
     op: &'static str,
     x: &Tensor<T>,
-    gamma: &[T],
-    beta: &[T],
+    gamma: &Tensor<T>,
+    beta: &Tensor<T>,
     eps: T,
     residual: Option<&Tensor<T>>,
     relu: bool,
 ) -> Result<(Tensor<T>, BatchNormStats<T>)> {
+    check_shapes(op, x, &[gamma, beta])?;
+    let xs: Vec<&Tensor<T>> = std::iter::once(x).chain(residual).collect();
+    if device_of(op, &xs, &[gamma, beta])?.is_some() {
+        return crate::cuda_ops::batch_norm_train(x, [gamma, beta], eps, residual, relu);
+    }
+    let (gamma, beta) = (gamma.as_slice(), beta.as_slice());
     let pl = ChannelPlanes::of(check(op, x, &[gamma, beta])?);
     let count = pl.count(op, x.shape())?;
     let src = (x.as_slice(), residual.map(Tensor::as_slice));
@@ -305,7 +343,9 @@ fn train_with<T: Float>(
 /// The batch statistics of [`batch_norm_train`] without its output (the same values: for a
 /// batch norm whose map the next convolution applies, see [`ChannelMap`]).
 pub fn batch_norm_stats<T: Float>(x: &Tensor<T>, eps: T) -> Result<BatchNormStats<T>> {
-    crate::device::on_cpu("batch_norm_stats", &[x])?;
+    if device_of("batch_norm_stats", &[x], &[])?.is_some() {
+        return crate::cuda_ops::batch_norm_stats(x, eps);
+    }
     let pl = ChannelPlanes::of(x.dims4("batch_norm_stats")?);
     let count = pl.count("batch_norm_stats", x.shape())?;
     let xv = x.as_slice();
@@ -364,26 +404,29 @@ fn map_with<T: Float>(
 /// `dx = γ·r/M · (M·dy − Σdy − x̂·Σ(dy·x̂))`, `dγ = Σ dy·x̂`, `dβ = Σ dy`.
 pub fn batch_norm_train_bwd<T: Float>(
     x: &Tensor<T>,
-    gamma: &[T],
-    beta: &[T],
+    gamma: &Tensor<T>,
+    beta: &Tensor<T>,
     stats: &BatchNormStats<T>,
     dy: &Tensor<T>,
     relu: bool,
-) -> Result<(Tensor<T>, Vec<T>, Vec<T>)> {
-    crate::device::on_cpu("batch_norm_train_bwd", &[x, dy])?;
-    let d = check(
-        "batch_norm_train_bwd",
-        x,
-        &[gamma, beta, &stats.mean, &stats.inv_std],
-    )?;
-    dy.expect_shape("batch_norm_train_bwd", x.shape())?;
+) -> Result<(Tensor<T>, Tensor<T>, Tensor<T>)> {
+    let op = "batch_norm_train_bwd";
+    let per_channel = [gamma, beta, &stats.mean, &stats.var, &stats.inv_std];
+    check_shapes(op, x, &per_channel)?;
+    dy.expect_shape(op, x.shape())?;
+    if device_of(op, &[x, dy], &per_channel)?.is_some() {
+        return crate::cuda_ops::batch_norm_train_bwd(x, [gamma, beta], stats, dy, relu);
+    }
+    let (gamma, beta) = (gamma.as_slice(), beta.as_slice());
+    let (mean, inv_std) = (stats.mean.as_slice(), stats.inv_std.as_slice());
+    let d = check(op, x, &[gamma, beta, mean, inv_std])?;
     let pl = ChannelPlanes::of(d);
     let (xv, dyv) = (x.as_slice(), dy.as_slice());
     let m = T::of_usize(stats.count);
     // SAFETY: `axpbypc` writes every element of each plane it is given.
     let (dx, grads) = unsafe {
         pl.fill_per_channel(x.shape(), |ch, dxs| {
-            let (mu, r) = (stats.mean[ch], stats.inv_std[ch]);
+            let (mu, r) = (mean[ch], inv_std[ch]);
             let gate = relu.then(|| train_affine(gamma[ch], beta[ch], mu, r));
             let (sg, sgx) = pl.grad_sums(dyv, xv, gate, ch);
             // Σ g·x̂ = r·(Σ g·x − μ·Σ g).
@@ -407,29 +450,62 @@ pub fn batch_norm_train_bwd<T: Float>(
     };
     Ok((
         dx,
-        grads.iter().map(|g| g.0).collect(),
-        grads.iter().map(|g| g.1).collect(),
+        vector(grads.iter().map(|g| g.0).collect()),
+        vector(grads.iter().map(|g| g.1).collect()),
     ))
 }
 
 /// Evaluation-mode forward with running statistics (then `max(·, 0)` when `relu`).
 pub fn batch_norm_eval<T: Float>(
     x: &Tensor<T>,
-    gamma: &[T],
-    beta: &[T],
-    running_mean: &[T],
-    running_var: &[T],
+    gamma: &Tensor<T>,
+    beta: &Tensor<T>,
+    (running_mean, running_var): (&Tensor<T>, &Tensor<T>),
     eps: T,
     relu: bool,
 ) -> Result<Tensor<T>> {
-    crate::device::on_cpu("batch_norm_eval", &[x])?;
-    check(
-        "batch_norm_eval",
+    batch_norm_eval_add(
         x,
-        &[gamma, beta, running_mean, running_var],
-    )?;
+        [gamma, beta],
+        (running_mean, running_var),
+        eps,
+        None,
+        relu,
+    )
+}
+
+/// [`batch_norm_eval`] plus a residual `r` (same shape) before the optional ReLU, when given:
+/// `max(BN(x) + r, 0)`.
+pub fn batch_norm_eval_add<T: Float>(
+    x: &Tensor<T>,
+    [gamma, beta]: [&Tensor<T>; 2],
+    (running_mean, running_var): (&Tensor<T>, &Tensor<T>),
+    eps: T,
+    r: Option<&Tensor<T>>,
+    relu: bool,
+) -> Result<Tensor<T>> {
+    let op = if r.is_some() {
+        "batch_norm_eval_add"
+    } else {
+        "batch_norm_eval"
+    };
+    let per_channel = [gamma, beta, running_mean, running_var];
+    check_shapes(op, x, &per_channel)?;
+    if let Some(r) = r {
+        r.expect_shape(op, x.shape())?;
+    }
+    let xs: Vec<&Tensor<T>> = std::iter::once(x).chain(r).collect();
+    if device_of(op, &xs, &per_channel)?.is_some() {
+        let running = (running_mean, running_var);
+        return crate::cuda_ops::batch_norm_eval(x, [gamma, beta], running, eps, r, relu);
+    }
+    let (gamma, beta) = (gamma.as_slice(), beta.as_slice());
+    let (running_mean, running_var) = (running_mean.as_slice(), running_var.as_slice());
     let map = ChannelMap::eval(gamma, beta, (running_mean, running_var), eps, relu);
-    channel_map(x, &map)
+    match r {
+        Some(r) => channel_map_add(x, &map, r),
+        None => channel_map(x, &map),
+    }
 }
 
 /// Evaluation-mode backward: returns `(dx, dγ, dβ)` with `dx = dy·γ/√(v + ε)` (`dy` masked
@@ -437,21 +513,23 @@ pub fn batch_norm_eval<T: Float>(
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm_eval_bwd<T: Float>(
     x: &Tensor<T>,
-    gamma: &[T],
-    beta: &[T],
-    running_mean: &[T],
-    running_var: &[T],
+    [gamma, beta]: [&Tensor<T>; 2],
+    (running_mean, running_var): (&Tensor<T>, &Tensor<T>),
     eps: T,
     dy: &Tensor<T>,
     relu: bool,
-) -> Result<(Tensor<T>, Vec<T>, Vec<T>)> {
-    crate::device::on_cpu("batch_norm_eval_bwd", &[x, dy])?;
-    let d = check(
-        "batch_norm_eval_bwd",
-        x,
-        &[gamma, beta, running_mean, running_var],
-    )?;
-    dy.expect_shape("batch_norm_eval_bwd", x.shape())?;
+) -> Result<(Tensor<T>, Tensor<T>, Tensor<T>)> {
+    let op = "batch_norm_eval_bwd";
+    let per_channel = [gamma, beta, running_mean, running_var];
+    check_shapes(op, x, &per_channel)?;
+    dy.expect_shape(op, x.shape())?;
+    if device_of(op, &[x, dy], &per_channel)?.is_some() {
+        let running = (running_mean, running_var);
+        return crate::cuda_ops::batch_norm_eval_bwd(x, [gamma, beta], running, eps, dy, relu);
+    }
+    let (gamma, beta) = (gamma.as_slice(), beta.as_slice());
+    let (running_mean, running_var) = (running_mean.as_slice(), running_var.as_slice());
+    let d = check(op, x, &[gamma, beta, running_mean, running_var])?;
     let pl = ChannelPlanes::of(d);
     let (xv, dyv) = (x.as_slice(), dy.as_slice());
     // SAFETY: `scale_gated` writes every element of each plane it is given.
@@ -470,7 +548,28 @@ pub fn batch_norm_eval_bwd<T: Float>(
     };
     Ok((
         dx,
-        grads.iter().map(|g| g.0).collect(),
-        grads.iter().map(|g| g.1).collect(),
+        vector(grads.iter().map(|g| g.0).collect()),
+        vector(grads.iter().map(|g| g.1).collect()),
     ))
+}
+
+/// Errors unless every per-channel tensor is 1-D with one element per channel of `x`
+/// (N×C×H×W).
+fn check_shapes<T: Float>(
+    op: &'static str,
+    x: &Tensor<T>,
+    per_channel: &[&Tensor<T>],
+) -> Result<()> {
+    let c = x.dims4(op)?[1];
+    match per_channel.iter().find(|t| t.shape() != [c]) {
+        Some(t) => Err(Error::shape(
+            op,
+            format!(
+                "{c} channels in x {:?} but a per-channel tensor has shape {:?}",
+                x.shape(),
+                t.shape()
+            ),
+        )),
+        None => Ok(()),
+    }
 }

@@ -1,0 +1,182 @@
+//! The CUDA arms of a build without the `cuda` feature: no device tensor can exist, so each
+//! returns `Error::Cuda(NotCompiled)` (the storage type is uninhabited).
+
+use crate::conv2d::InputGrad;
+use crate::device::{CudaStorage, Gpu};
+use crate::{BatchNormStats, SgdHyper};
+use crate::{Error, Float, Result, Tensor, Transpose};
+
+fn not_compiled<R>() -> Result<R> {
+    Err(Error::Cuda(lucir_cuda::Error::NotCompiled))
+}
+
+pub(crate) fn upload<T: Float>(_: &Gpu, _: &[usize], _: &[f32]) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn download<T: Float>(_: &[usize], c: &CudaStorage) -> Result<Tensor<T>> {
+    match *c {}
+}
+
+pub(crate) fn zeros<T: Float>(_: &Gpu, _: &[usize]) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn add_assign<T: Float>(_: &mut Tensor<T>, _: &Tensor<T>) -> Result<()> {
+    not_compiled()
+}
+
+pub(crate) fn add<T: Float>(_: &Tensor<T>, _: &Tensor<T>) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn add_relu<T: Float>(_: &Tensor<T>, _: &Tensor<T>) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn relu<T: Float>(_: &Tensor<T>) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn relu_bwd<T: Float>(_: &Tensor<T>, _: Tensor<T>) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn matmul<T: Float>(
+    _: [usize; 3],
+    _: &Tensor<T>,
+    _: Transpose,
+    _: &Tensor<T>,
+    _: Transpose,
+) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn conv2d<T: Float>(_: [usize; 9], _: &Tensor<T>, _: &Tensor<T>) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn conv2d_bwd<T: Float>(
+    _: [usize; 9],
+    _: [&Tensor<T>; 3],
+    _: InputGrad<'_, Tensor<T>>,
+    _: bool,
+) -> Result<(Option<Tensor<T>>, Tensor<T>)> {
+    not_compiled()
+}
+
+pub(crate) fn batch_norm_train<T: Float>(
+    _: &Tensor<T>,
+    _: [&Tensor<T>; 2],
+    _: T,
+    _: Option<&Tensor<T>>,
+    _: bool,
+) -> Result<(Tensor<T>, BatchNormStats<T>)> {
+    not_compiled()
+}
+
+pub(crate) fn batch_norm_stats<T: Float>(_: &Tensor<T>, _: T) -> Result<BatchNormStats<T>> {
+    not_compiled()
+}
+
+pub(crate) fn batch_norm_train_bwd<T: Float>(
+    _: &Tensor<T>,
+    _: [&Tensor<T>; 2],
+    _: &BatchNormStats<T>,
+    _: &Tensor<T>,
+    _: bool,
+) -> Result<(Tensor<T>, Tensor<T>, Tensor<T>)> {
+    not_compiled()
+}
+
+pub(crate) fn batch_norm_eval<T: Float>(
+    _: &Tensor<T>,
+    _: [&Tensor<T>; 2],
+    _: (&Tensor<T>, &Tensor<T>),
+    _: T,
+    _: Option<&Tensor<T>>,
+    _: bool,
+) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn batch_norm_eval_bwd<T: Float>(
+    _: &Tensor<T>,
+    _: [&Tensor<T>; 2],
+    _: (&Tensor<T>, &Tensor<T>),
+    _: T,
+    _: &Tensor<T>,
+    _: bool,
+) -> Result<(Tensor<T>, Tensor<T>, Tensor<T>)> {
+    not_compiled()
+}
+
+pub(crate) fn batch_norm_update_running<T: Float>(
+    _: (&mut Tensor<T>, &mut Tensor<T>),
+    _: &BatchNormStats<T>,
+    _: f64,
+) -> Result<()> {
+    not_compiled()
+}
+
+pub(crate) fn global_avg_pool<T: Float>(_: &Tensor<T>, _: [usize; 4]) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn global_avg_pool_bwd<T: Float>(_: &Tensor<T>, _: [usize; 4]) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn log_softmax_rows<T: Float>(_: &Tensor<T>, _: [usize; 2]) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn log_softmax_rows_bwd<T: Float>(
+    _: &Tensor<T>,
+    _: &Tensor<T>,
+    _: [usize; 2],
+) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn cross_entropy<T: Float>(
+    _: &Tensor<T>,
+    _: &[usize],
+    _: [usize; 2],
+) -> Result<(Tensor<T>, Tensor<T>)> {
+    not_compiled()
+}
+
+pub(crate) fn cross_entropy_bwd<T: Float>(
+    _: &Tensor<T>,
+    _: &[usize],
+    _: &Tensor<T>,
+    _: [usize; 2],
+) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn add_row_bias<T: Float>(
+    _: &mut Tensor<T>,
+    _: &Tensor<T>,
+    _: [usize; 2],
+) -> Result<()> {
+    not_compiled()
+}
+
+pub(crate) fn column_sums<T: Float>(_: &Tensor<T>, _: [usize; 2]) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn sgd_update<T: Float>(
+    _: &mut Tensor<T>,
+    _: &Tensor<T>,
+    _: Option<Tensor<T>>,
+    _: SgdHyper,
+) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn full<T: Float>(_: &Gpu, _: &[usize], _: f32) -> Result<Tensor<T>> {
+    not_compiled()
+}

@@ -1,0 +1,54 @@
+//! One SGD-with-momentum update of a parameter tensor (PyTorch's convention), on the CPU or a
+//! CUDA device: `d = g + wd·p; v = μ·v + d` (`v = d` on the first step); `p −= lr·v`. The
+//! optimiser (lucir-autograd's `Sgd`) keeps the velocities and calls this per parameter.
+
+use crate::device::{common, Device};
+use crate::{cuda_ops, Float, Result, Tensor};
+
+/// Hyper-parameters of one update.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SgdHyper {
+    /// Learning rate.
+    pub lr: f64,
+    /// L2 weight decay added to the gradient.
+    pub weight_decay: f64,
+    /// Momentum μ.
+    pub momentum: f64,
+}
+
+/// Updates `p` in place from its gradient `g` and its velocity `v` (`None` on the first step)
+/// and returns the new velocity. All on one device, one shape.
+pub fn sgd_update<T: Float>(
+    p: &mut Tensor<T>,
+    g: &Tensor<T>,
+    v: Option<Tensor<T>>,
+    h: SgdHyper,
+) -> Result<Tensor<T>> {
+    g.expect_shape("sgd_update", p.shape())?;
+    if let Some(v) = &v {
+        v.expect_shape("sgd_update", p.shape())?;
+    }
+    let mut operands = vec![&*p, g];
+    operands.extend(v.as_ref());
+    if common("sgd_update", &operands)? != Device::Cpu {
+        return cuda_ops::sgd_update(p, g, v, h);
+    }
+    let (mu, lr, wd) = (T::of(h.momentum), T::of(h.lr), T::of(h.weight_decay));
+    let mut d = g.clone();
+    for (dv, pv) in d.as_slice_mut().iter_mut().zip(p.as_slice()) {
+        *dv += wd * *pv;
+    }
+    let v = match v {
+        Some(mut v) => {
+            for (vv, dv) in v.as_slice_mut().iter_mut().zip(d.as_slice()) {
+                *vv = mu * *vv + *dv;
+            }
+            v
+        }
+        None => d,
+    };
+    for (pv, vv) in p.as_slice_mut().iter_mut().zip(v.as_slice()) {
+        *pv -= lr * *vv;
+    }
+    Ok(v)
+}

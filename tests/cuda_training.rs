@@ -1,0 +1,154 @@
+//! Training on the device, end to end at the network level: a ResNet-20 with a linear head
+//! trained for 30 SGD steps (momentum 0.9, weight decay 5e-4, learning rate 0.1; cross-entropy
+//! on seeded 3×32×32 batches of 16: ten class patterns plus noise) on the CPU and on a CUDA device from
+//! the same initial weights. Every step's loss must agree within 2e-3 relative (the device sums
+//! in other orders, so the two runs drift apart slowly; each step's pair is printed), and so
+//! must an evaluation-mode forward pass after training (running statistics included). Two
+//! device runs must give the same bits (losses and every parameter): what makes `--resume`
+//! exact on a GPU. Without a GPU the test prints `skipped: no CUDA device` and checks nothing.
+#![cfg(feature = "cuda")]
+
+mod gpu_common;
+
+use gpu_common::device;
+use lucir::autograd::{ParamGroup, Sgd};
+use lucir::nn::{Linear, Mode, Module, ResNet, Tape};
+use lucir::tensor::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const STEPS: usize = 30;
+const BATCH: usize = 16;
+const CLASSES: usize = 10;
+
+/// A network and its head.
+struct Model {
+    net: ResNet<f32>,
+    head: Linear<f32>,
+}
+
+impl Model {
+    fn new() -> Self {
+        let net = ResNet::cifar(3, 3, 7).unwrap();
+        let mut init = lucir::nn::Init::new(8);
+        let head = Linear::new(&mut init, net.feature_dim(), CLASSES);
+        Self { net, head }
+    }
+
+    fn to(&self, device: &Device) -> Self {
+        let mut m = Self {
+            net: self.net.clone(),
+            head: self.head.clone(),
+        };
+        m.net.to_device(device).unwrap();
+        m.head.to_device(device).unwrap();
+        m
+    }
+
+    /// Every parameter and buffer, read back, in listing order.
+    fn state(&self) -> Vec<Vec<f32>> {
+        let params = self.net.params().into_iter().chain(self.head.params());
+        let mut v: Vec<Vec<f32>> = params
+            .map(|(_, p)| p.value.to_cpu().unwrap().into_vec())
+            .collect();
+        v.extend(
+            self.net
+                .buffers()
+                .into_iter()
+                .map(|(_, b)| b.to_cpu().unwrap().into_vec()),
+        );
+        v
+    }
+}
+
+/// The seeded batches: images and labels. Each class has its own pattern, and an image is its
+/// class's pattern plus noise, so the task is learnable and the losses fall (a run that only
+/// fits noise would amplify the two devices' rounding differences without end).
+fn batches() -> Vec<(Tensor<f32>, Vec<usize>)> {
+    let mut rng = ChaCha8Rng::seed_from_u64(2024);
+    let len = 3 * 32 * 32;
+    let patterns: Vec<Vec<f32>> = (0..CLASSES)
+        .map(|_| (0..len).map(|_| rng.random_range(-1.0..1.0)).collect())
+        .collect();
+    (0..STEPS)
+        .map(|_| {
+            let y: Vec<usize> = (0..BATCH).map(|_| rng.random_range(0..CLASSES)).collect();
+            let x: Vec<f32> = y
+                .iter()
+                .flat_map(|&c| patterns[c].clone())
+                .map(|p| p + rng.random_range(-1.0f32..1.0))
+                .collect();
+            (Tensor::from_vec(&[BATCH, 3, 32, 32], x).unwrap(), y)
+        })
+        .collect()
+}
+
+/// Trains `m` on `data` (moved to `device` batch by batch); returns each step's loss and the
+/// logits of an evaluation-mode pass over the first batch afterwards.
+fn train(
+    m: &mut Model,
+    data: &[(Tensor<f32>, Vec<usize>)],
+    device: &Device,
+) -> (Vec<f32>, Vec<f32>) {
+    let mut sgd = Sgd::new(0.9);
+    let mut losses = Vec::new();
+    for (x, y) in data {
+        let mut tape = Tape::new();
+        let xv = tape.constant(x.to_device(device).unwrap());
+        let f = m.net.forward(&mut tape, xv, Mode::Train).unwrap();
+        let z = m.head.forward(&mut tape, f).unwrap().logits;
+        let loss = tape.cross_entropy(z, y).unwrap();
+        tape.backward(loss).unwrap();
+        losses.push(tape.value(loss).item().unwrap());
+        let params = m.net.params_mut().into_iter().chain(m.head.params_mut());
+        let mut groups = [ParamGroup::named(0.1, 5e-4, params)];
+        sgd.step(&tape, &mut groups).unwrap();
+    }
+    let mut tape = Tape::no_grad();
+    let xv = tape.constant(data[0].0.to_device(device).unwrap());
+    let f = m.net.forward(&mut tape, xv, Mode::Eval).unwrap();
+    let z = m.head.forward(&mut tape, f).unwrap().logits;
+    (losses, tape.value(z).to_cpu().unwrap().into_vec())
+}
+
+#[test]
+fn thirty_steps_on_the_device_follow_the_cpu_and_repeat_bit_for_bit() {
+    let Some(dev) = device() else { return };
+    let data = batches();
+    let start = Model::new();
+    let (cpu_losses, cpu_eval) = train(&mut start.to(&Device::Cpu), &data, &Device::Cpu);
+    let mut gpu_model = start.to(&dev);
+    let (gpu_losses, gpu_eval) = train(&mut gpu_model, &data, &dev);
+    for (i, (g, c)) in gpu_losses.iter().zip(&cpu_losses).enumerate() {
+        println!(
+            "step {i:2}: loss gpu {g:.7} cpu {c:.7} (rel {:.2e})",
+            (g - c).abs() / c.abs()
+        );
+    }
+    for (i, (g, c)) in gpu_losses.iter().zip(&cpu_losses).enumerate() {
+        assert!(
+            (g - c).abs() <= 2e-3 * c.abs().max(1.0),
+            "step {i}: loss gpu {g} cpu {c}"
+        );
+    }
+    let spread = cpu_eval.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let worst = gpu_eval
+        .iter()
+        .zip(&cpu_eval)
+        .fold(0.0f32, |m, (g, c)| m.max((g - c).abs()));
+    println!("evaluation logits: worst difference {worst:.3e} of a largest {spread:.3e}");
+    assert!(
+        worst <= 2e-2 * spread.max(1.0),
+        "evaluation logits drifted: {worst}"
+    );
+
+    // The same run again on the device: the same bits.
+    let mut again = start.to(&dev);
+    let (again_losses, again_eval) = train(&mut again, &data, &dev);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&again_losses), bits(&gpu_losses), "losses repeat");
+    assert_eq!(bits(&again_eval), bits(&gpu_eval), "evaluation repeats");
+    for (i, (a, b)) in again.state().iter().zip(gpu_model.state()).enumerate() {
+        assert_eq!(bits(a), bits(&b), "parameter or buffer {i} repeats");
+    }
+}
