@@ -1,7 +1,7 @@
 //! The LUCIR head computations at B = 128: cosine logits (forward + backward), margin ranking
 //! and feature distillation, on the CPU (criterion) and, in a `--features cuda` build on a
 //! machine with a GPU, the `lucir-cuda` launchers as training calls them (transfers included,
-//! and timed alone beside) and the whole head step on a tape with `GpuHeads` against the CPU
+//! and timed alone beside) and the whole head step on a tape of device tensors against the CPU
 //! step — printed as `HEAD|…` table rows that `cargo xtask bench` copies into docs/perf.md.
 //! `benches/reference/pytorch_heads.py` times the same step in PyTorch.
 
@@ -22,8 +22,9 @@ fn random(n: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
-/// One CPU head step: cosine logits, σ, margin ranking and less-forget, forward and backward.
-fn cpu_step(f: &Tensor<f32>, theta: &Tensor<f32>, f_star: &Tensor<f32>, labels: &[usize]) {
+/// One head step on the device of its inputs: cosine logits, σ, margin ranking and
+/// less-forget, forward and backward (`sigma` a one-element tensor beside them).
+fn head_step([f, theta, f_star, sigma]: [&Tensor<f32>; 4], labels: &[usize]) {
     let c = theta.shape()[0];
     let mut t = Tape::new();
     let fv = t.leaf(f.clone());
@@ -31,12 +32,17 @@ fn cpu_step(f: &Tensor<f32>, theta: &Tensor<f32>, f_star: &Tensor<f32>, labels: 
     let cos = t.cosine_logits(fv, tv).unwrap();
     let mr = t.margin_rank(cos, labels, c / 2, 2, 0.5).unwrap();
     let lf = t.feature_distill(fv, f_star, 5.0).unwrap();
-    finish_step(t, cos, mr, lf, labels);
+    finish_step(t, [cos, mr, lf], sigma, labels);
 }
 
-/// The rest of a head step on either device: z = σ·cos, cross-entropy, the sum, backward.
-fn finish_step(mut t: Tape<f32>, cos: Var, mr: Var, lf: Var, labels: &[usize]) {
-    let s = t.leaf(Tensor::scalar(4.0));
+/// One CPU head step.
+fn cpu_step(f: &Tensor<f32>, theta: &Tensor<f32>, f_star: &Tensor<f32>, labels: &[usize]) {
+    head_step([f, theta, f_star, &Tensor::scalar(4.0)], labels);
+}
+
+/// The rest of a head step: z = σ·cos, cross-entropy, the sum, backward.
+fn finish_step(mut t: Tape<f32>, [cos, mr, lf]: [Var; 3], sigma: &Tensor<f32>, labels: &[usize]) {
+    let s = t.leaf(sigma.clone());
     let z = t.scale(cos, s).unwrap();
     let ce = t.cross_entropy(z, labels).unwrap();
     let a = t.add(ce, mr).unwrap();
@@ -53,26 +59,6 @@ fn margin_args(c: usize) -> lucir::cuda::MarginRankArgs {
         k: 2,
         margin: 0.5,
     }
-}
-
-/// [`cpu_step`] with the head ops of `GpuHeads`, as training runs them under `--device cuda`
-/// (the tape's other ops stay on the CPU; inputs go up and gradients come down each step).
-#[cfg(feature = "cuda")]
-fn gpu_step(
-    h: &lucir::method::GpuHeads,
-    f: &Tensor<f32>,
-    theta: &Tensor<f32>,
-    f_star: &Tensor<f32>,
-    labels: &[usize],
-) {
-    let c = theta.shape()[0];
-    let mut t = Tape::new();
-    let fv = t.leaf(f.clone());
-    let tv = t.leaf(theta.clone());
-    let cos = h.cosine_logits(&mut t, fv, tv).unwrap();
-    let mr = h.margin_rank(&mut t, cos, labels, margin_args(c)).unwrap();
-    let lf = h.feature_distill(&mut t, fv, f_star, 5.0).unwrap();
-    finish_step(t, cos, mr, lf, labels);
 }
 
 fn inputs(b: usize, c: usize, d: usize) -> (Tensor<f32>, Tensor<f32>, Tensor<f32>, Vec<usize>) {
@@ -223,19 +209,30 @@ fn mean_secs(reps: usize, run: &mut dyn FnMut()) -> f64 {
 
 #[cfg(feature = "cuda")]
 fn gpu_table() {
-    let open = || lucir::cuda::Gpu::new(0);
-    let (gpu, heads) = match (open(), open()) {
-        (Ok(g), Ok(h)) => (g, lucir::method::GpuHeads::new(h)),
-        (Err(e), _) | (_, Err(e)) => {
+    let (gpu, dev) = match (lucir::cuda::Gpu::new(0), lucir::tensor::Device::cuda(0)) {
+        (Ok(g), Ok(d)) => (g, d),
+        (Err(e), _) => {
             println!("skipped GPU head benchmark: {e}");
             return;
         }
+        (_, Err(e)) => {
+            println!("skipped GPU head benchmark: {e}");
+            return;
+        }
+    };
+    let lucir::tensor::Device::Cuda(dev_gpu) = &dev else {
+        return;
     };
     println!("HEAD|device|{}|", gpu.name());
     for (b, c, d) in SHAPES {
         let (f, theta, f_star, labels) = inputs(b, c, d);
         let cpu = mean_secs(5, &mut || cpu_step(&f, &theta, &f_star, &labels));
-        let on_gpu = mean_secs(50, &mut || gpu_step(&heads, &f, &theta, &f_star, &labels));
+        let on = |t: &Tensor<f32>| t.to_device(&dev).unwrap();
+        let inputs = [on(&f), on(&theta), on(&f_star), on(&Tensor::scalar(4.0))];
+        let on_gpu = mean_secs(50, &mut || {
+            head_step([&inputs[0], &inputs[1], &inputs[2], &inputs[3]], &labels);
+            dev_gpu.synchronize().unwrap();
+        });
         match gpu_rows(&gpu, [b, c, d], 50) {
             Ok(rows) => {
                 for (name, secs, bytes, moved) in rows {

@@ -1,6 +1,7 @@
 // feature_distill.cu — LUCIR's less-forget constraint (docs/design.md §3 "Losses").
 //
-// What:   row_loss[b] = 1 − <F̄_b, F̄*_b>;  L = λ·Σ_b row_loss[b] / B (the launcher sums);
+// What:   row_loss[b] = 1 − <F̄_b, F̄*_b>;  L = λ·Σ_b row_loss[b] / B (summed on the device by
+//         reduce.cu's sum_scaled_f32);
 //         backward with upstream g: ∂F_b = −(λ·g/B)·(F̄*_b − F̄_b<F̄_b, F̄*_b>)/‖F_b‖, without
 //         the projection term when ‖F_b‖ is clamped at ε (as the CPU op).
 // Layout: F, F* (previous model, constant), dF: B×D f32 row-major; row_loss B f32.
@@ -38,7 +39,10 @@ extern "C" __global__ void feature_distill_fwd_f32(const float* f, const float* 
 }
 
 extern "C" __global__ void feature_distill_bwd_f32(const float* f, const float* f_star, int B,
-                                                   int D, float scale, float* df) {
+                                                   int D, const float* g, float neg_lambda,
+                                                   float* df) {
+    // scale = −λ·g/B with the upstream gradient g read from device memory (the CPU's order).
+    const float scale = __fdiv_rn(__fmul_rn(neg_lambda, g[0]), __int2float_rn(B > 1 ? B : 1));
     __shared__ float scratch[32];
     const int b = blockIdx.x;
     if (b >= B) return;
@@ -46,7 +50,6 @@ extern "C" __global__ void feature_distill_bwd_f32(const float* f, const float* 
     const float* sr = f_star + (size_t)b * D;
     const RowStats r = row_stats(fr, sr, D, scratch);
     const float cosv = r.fn > LUCIR_NORM_EPS ? r.dot / (r.fn * r.sn) : 0.0f;
-    // scale = −λ·g/B
     for (int j = threadIdx.x; j < D; j += blockDim.x) {
         const float fb = fr[j] / r.fn, sb = sr[j] / r.sn;
         df[(size_t)b * D + j] = scale * (sb - fb * cosv) / r.fn;

@@ -3,8 +3,10 @@
 // What:   for each row b whose label y_b < n_old: s⁺ = cos[b,y_b], s_1..s_K the K largest of
 //         cos[b, n_old..C) (ties to the lower column; NaNs skipped, and slots they leave
 //         empty filled with the lowest unchosen columns, as lucir_tensor::topk_rows), row_loss[b] = Σ_k max(0, m − s⁺ + s_k);
-//         L = Σ_b row_loss[b] / P with P = (old rows)·K (the launcher sums and divides).
-//         Backward: every active pair adds −g/P to dcos[b,y_b] and +g/P to dcos[b,k].
+//         L = Σ_b row_loss[b] / P with P = (old rows)·K (summed and divided on the device by
+//         reduce.cu's sum_scaled_f32).
+//         Backward: every active pair adds −g/P to dcos[b,y_b] and +g/P to dcos[b,k] (g, the
+//         upstream gradient, read from device memory).
 // Layout: cos and dcos B×C f32 row-major; labels B int32; row_loss B f32.
 // Launch: margin_rank_fwd_f32 / margin_rank_bwd_f32: grid = ⌈B/MR_ROWS⌉, block = 32·MR_ROWS,
 //         one warp per row: each lane keeps the top K of its strided share of the columns
@@ -92,7 +94,8 @@ extern "C" __global__ void margin_rank_fwd_f32(const float* cos_in, const int* l
 
 extern "C" __global__ void margin_rank_bwd_f32(const float* cos_in, const int* labels, int B,
                                                int C, int n_old, int K, float margin,
-                                               float scale, float* dcos) {
+                                               const float* g, float pairs, float* dcos) {
+    const float scale = __fdiv_rn(g[0], pairs);  // g/P, the upstream gradient on the device
     const int b = blockIdx.x * MR_ROWS + (threadIdx.x >> 5);
     if (b >= B) return;  // whole warps leave together
     const int lane = threadIdx.x & 31;

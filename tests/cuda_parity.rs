@@ -1,8 +1,9 @@
 //! CPU ↔ CUDA parity of the LUCIR head kernels: for seeded random inputs of awkward sizes, the
 //! kernels' forward and backward match the CPU ops (the autograd reference) within
-//! |a − b| ≤ 1e-4·|b| + 1e-5·max|b|, reporting the worst element; so does the `GpuHeads` path
-//! training uses. Cases include a feature row whose norm is clamped at ε, old- and new-class
-//! rows for the margin loss, K clamped to the new classes, and a NaN cosine. Without the `cuda`
+//! |a − b| ≤ 1e-4·|b| + 1e-5·max|b|, reporting the worst element; so does the head step on a
+//! tape of device tensors, the path training uses. Cases include a feature row whose norm is
+//! clamped at ε, old- and new-class rows for the margin loss, K clamped to the new classes,
+//! and a NaN cosine. Without the `cuda`
 //! feature or without a GPU every test prints `skipped: no CUDA device` and checks nothing.
 
 /// (B, C, D): not multiples of the block sizes, batch 1 included.
@@ -15,11 +16,10 @@ mod gpu_common;
 #[cfg(feature = "cuda")]
 mod parity {
     use super::SHAPES;
-    use crate::gpu_common::{assert_close, gpu, random};
+    use crate::gpu_common::{assert_close, device, gpu, random};
     use lucir::autograd::Tape;
     use lucir::cuda::MarginRankArgs;
-    use lucir::method::GpuHeads;
-    use lucir::tensor::Tensor;
+    use lucir::tensor::{Device, Tensor};
 
     /// F with its first row zero (when it has two or more), so one norm is clamped at ε.
     fn features(b: usize, d: usize, seed: u64) -> Vec<f32> {
@@ -232,61 +232,43 @@ mod parity {
         }
     }
 
-    /// The path training uses: `GpuHeads` ops on a tape (cosine logits, σ, cross-entropy,
-    /// margin ranking, feature distillation) against the same loss built from the CPU ops —
+    /// The path training uses: the head ops on a tape of device tensors (cosine logits, σ,
+    /// cross-entropy, margin ranking, feature distillation) against the same loss on the CPU —
     /// every loss term and every input gradient.
     #[test]
-    fn gpu_heads_on_a_tape_match_the_cpu_ops() {
-        let Some(gpu) = gpu() else { return };
-        let heads = GpuHeads::new(gpu);
+    fn the_head_step_on_device_tensors_matches_the_cpu() {
+        let Some(dev) = device() else { return };
         let (b, d, n_old, n_new) = (24, 64, 8, 3);
         let c = n_old + n_new;
         let f = Tensor::from_vec(&[b, d], random(b * d, 11)).unwrap();
         let theta = Tensor::from_vec(&[c, d], random(c * d, 12)).unwrap();
         let f_star = Tensor::from_vec(&[b, d], random(b * d, 13)).unwrap();
         let labels: Vec<usize> = (0..b).map(|i| (i * 5) % c).collect();
-        let run = |on_gpu: bool| {
+        let run = |device: &Device| {
+            let on = |t: &Tensor<f32>| t.to_device(device).unwrap();
             let mut t = Tape::<f32>::new();
-            let fv = t.leaf(f.clone());
-            let tv = t.leaf(theta.clone());
-            let sv = t.leaf(Tensor::scalar(4.0f32));
-            let cos = if on_gpu {
-                heads.cosine_logits(&mut t, fv, tv).unwrap()
-            } else {
-                t.cosine_logits(fv, tv).unwrap()
-            };
+            let fv = t.leaf(on(&f));
+            let tv = t.leaf(on(&theta));
+            let sv = t.leaf(on(&Tensor::scalar(4.0f32)));
+            let cos = t.cosine_logits(fv, tv).unwrap();
             let z = t.scale(cos, sv).unwrap();
             let ce = t.cross_entropy(z, &labels).unwrap();
-            let args = MarginRankArgs {
-                n_old,
-                k: 2,
-                margin: 0.5,
-            };
-            let (mr, lf) = if on_gpu {
-                (
-                    heads.margin_rank(&mut t, cos, &labels, args).unwrap(),
-                    heads.feature_distill(&mut t, fv, &f_star, 7.5).unwrap(),
-                )
-            } else {
-                (
-                    t.margin_rank(cos, &labels, n_old, 2, 0.5).unwrap(),
-                    t.feature_distill(fv, &f_star, 7.5).unwrap(),
-                )
-            };
+            let mr = t.margin_rank(cos, &labels, n_old, 2, 0.5).unwrap();
+            let lf = t.feature_distill(fv, &on(&f_star), 7.5).unwrap();
             let s = t.add(ce, mr).unwrap();
             let loss = t.add(s, lf).unwrap();
             t.backward(loss).unwrap();
             let item = |v| t.value(v).item().unwrap();
             let terms = vec![item(ce), item(mr), item(lf), item(loss)];
-            let grad = |v| t.grad(v).unwrap().as_slice().to_vec();
+            let grad = |v| t.grad(v).unwrap().to_cpu().unwrap().into_vec();
             (terms, grad(fv), grad(tv), grad(sv))
         };
-        let (g, cpu) = (run(true), run(false));
+        let (g, cpu) = (run(&dev), run(&Device::Cpu));
         assert!(cpu.0[1] > 0.0, "the batch has active margin pairs");
-        assert_close("GpuHeads loss terms (CE, MR, LF, total)", &g.0, &cpu.0);
-        assert_close("GpuHeads dF", &g.1, &cpu.1);
-        assert_close("GpuHeads dΘ", &g.2, &cpu.2);
-        assert_close("GpuHeads dσ", &g.3, &cpu.3);
+        assert_close("head loss terms (CE, MR, LF, total)", &g.0, &cpu.0);
+        assert_close("head dF", &g.1, &cpu.1);
+        assert_close("head dΘ", &g.2, &cpu.2);
+        assert_close("head dσ", &g.3, &cpu.3);
     }
 }
 

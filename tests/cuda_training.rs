@@ -5,14 +5,19 @@
 //! in other orders, so the two runs drift apart slowly; each step's pair is printed), and so
 //! must an evaluation-mode forward pass after training (running statistics included). Two
 //! device runs must give the same bits (losses and every parameter): what makes `--resume`
-//! exact on a GPU. Without a GPU the test prints `skipped: no CUDA device` and checks nothing.
+//! exact on a GPU. A second test runs the method's own step (`TrainStep`) of an incremental
+//! LUCIR phase — split cosine head, the frozen previous model's features, cross-entropy plus
+//! feature distillation plus margin ranking — for 30 steps on both and compares every loss
+//! term step by step. Without a GPU the tests print `skipped: no CUDA device` and check
+//! nothing.
 #![cfg(feature = "cuda")]
 
 mod gpu_common;
 
 use gpu_common::device;
 use lucir::autograd::{ParamGroup, Sgd};
-use lucir::nn::{Linear, Mode, Module, ResNet, Tape};
+use lucir::method::{adaptive_lambda, Arch, LossTerms, MethodConfig, Network, Stage, TrainStep};
+use lucir::nn::{Init, Linear, Mode, Module, ResNet, Tape};
 use lucir::tensor::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -30,7 +35,7 @@ struct Model {
 impl Model {
     fn new() -> Self {
         let net = ResNet::cifar(3, 3, 7).unwrap();
-        let mut init = lucir::nn::Init::new(8);
+        let mut init = Init::new(8);
         let head = Linear::new(&mut init, net.feature_dim(), CLASSES);
         Self { net, head }
     }
@@ -151,4 +156,67 @@ fn thirty_steps_on_the_device_follow_the_cpu_and_repeat_bit_for_bit() {
     for (i, (a, b)) in again.state().iter().zip(gpu_model.state()).enumerate() {
         assert_eq!(bits(a), bits(&b), "parameter or buffer {i} repeats");
     }
+}
+
+/// `a` within 2e-3 of `b` (relative to |b|, at least 1).
+fn near(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 2e-3 * b.abs().max(1.0)
+}
+
+/// One incremental LUCIR phase's first 30 steps (5 old classes, 5 new, the previous model
+/// frozen) on `device`: the loss terms of each step.
+fn lucir_steps(
+    start: &(Network<f32>, Network<f32>),
+    data: &[(Tensor<f32>, Vec<usize>)],
+    device: &Device,
+) -> Vec<LossTerms> {
+    let (mut net, mut prev) = (start.0.clone(), start.1.clone());
+    net.to_device(device).unwrap();
+    prev.to_device(device).unwrap();
+    let cfg = MethodConfig::lucir(Arch::Resnet20, 30);
+    let step = TrainStep {
+        cfg: &cfg,
+        phase: 1,
+        old: 5,
+        lambda: adaptive_lambda(&cfg, 5, 5),
+        stage: Stage::Train,
+    };
+    let mut sgd = Sgd::new(cfg.momentum);
+    data.iter()
+        .map(|(x, y)| {
+            let x = x.to_device(device).unwrap();
+            step.run(&mut net, Some(&mut prev), x, y, 0.1, &mut sgd)
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn lucir_incremental_steps_on_the_device_follow_the_cpu() {
+    let Some(dev) = device() else { return };
+    let data = batches();
+    let prev = Network::<f32>::new(Arch::Resnet20, 3, 5, true, 11).unwrap();
+    let mut net = prev.clone();
+    let dim = net.backbone.feature_dim();
+    net.head.grow(&mut Init::new(12), 5, dim).unwrap();
+    let start = (net, prev);
+    let cpu = lucir_steps(&start, &data, &Device::Cpu);
+    let gpu = lucir_steps(&start, &data, &dev);
+    for (i, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+        println!(
+            "step {i:2}: gpu ce {:.6} lf {:.6} mr {:.6} | cpu ce {:.6} lf {:.6} mr {:.6}",
+            g.ce, g.lf, g.mr, c.ce, c.lf, c.mr
+        );
+    }
+    assert!(
+        cpu.iter().any(|t| t.mr > 0.0),
+        "the margin loss never acted"
+    );
+    for (i, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+        for (name, a, b) in [("ce", g.ce, c.ce), ("lf", g.lf, c.lf), ("mr", g.mr, c.mr)] {
+            assert!(near(a, b), "step {i}: {name} gpu {a} cpu {b}");
+        }
+    }
+    let again = lucir_steps(&start, &data, &dev);
+    assert_eq!(again, gpu, "a second device run repeats every loss");
 }

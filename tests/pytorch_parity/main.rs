@@ -126,8 +126,6 @@ fn production_step_matches_pytorch_in_f32() {
         old: OLD,
         lambda: lambda(OLD, NEW),
         stage: Stage::Train,
-        #[cfg(feature = "cuda")]
-        gpu: None,
     };
     assert!((run.lambda - meta_lambda(&step)).abs() < 1e-12);
     let before = params_of(&cur);
@@ -341,8 +339,6 @@ fn sequence_matches(name: &str) {
         old,
         lambda,
         stage: Stage::Train,
-        #[cfg(feature = "cuda")]
-        gpu: None,
     };
     let mut sgd = Sgd::new(cfg.momentum);
     let mut worst = 0f64;

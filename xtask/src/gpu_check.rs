@@ -11,12 +11,16 @@
 //! 3. runs every GPU test (`GPU_TESTS`: the head kernels, the device tensors and their ops,
 //!    the network kernels) against the CPU ops (each prints `skipped: no CUDA device` and checks
 //!    nothing without a GPU — the script reports that as a skip, not a pass);
-//! 4. runs the GPU tests again under `compute-sanitizer --tool memcheck`;
-//! 5. runs the GPU benchmarks and PyTorch's same training step on the card (eager and
-//!    `torch.compile(mode="reduce-overhead")`);
+//! 4. runs the op tests again under `compute-sanitizer --tool memcheck`;
+//! 5. times the training step (`lucir-driver bench --device cuda`, ResNet-32, batch 128,
+//!    3×32×32) and PyTorch's same step on the card in three interleaved rounds, then PyTorch
+//!    under `torch.compile(mode="reduce-overhead")`, and the head benchmark;
+//! 6. runs fmnist-quick end to end on the GPU (seed 1993 timed, then seeds 1994–2000) when
+//!    Fashion-MNIST was found here (`/usr/share/datasets/fashion-mnist`) and copied into DIR;
 //!
 //! each step under a time limit, and writes `summary.txt` (one line per step: status, seconds)
-//! beside the logs into `$OUT` (default `DIR/out`). Run it as `bash DIR/gpu-check.sh`.
+//! beside the logs into `$OUT` (default `DIR/out`). Run it as `bash DIR/gpu-check.sh [PART…]`
+//! (parts: `tests`, `bench`, `e2e`; all when none), so that it fits calls of limited length.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +30,10 @@ use anyhow::{bail, Context, Result};
 /// The most the copied files may weigh together, so that the folder can travel with the
 /// working tree to a machine that takes 64 MiB.
 const MAX_BYTES: u64 = 60 << 20;
+
+/// Where Fashion-MNIST is installed here (`apt-get install dataset-fashion-mnist`); its four
+/// files travel with the binaries when present.
+const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
 
 /// The test binaries that compare device ops with the CPU ops (`tests/<name>.rs`).
 const GPU_TESTS: [&str; 4] = [
@@ -131,6 +139,21 @@ pub fn run(args: &[String]) -> Result<()> {
         .map(|b| copy(b, "bench"))
         .collect::<Result<_>>()?;
     copy(&driver[0], "bin")?;
+    let fmnist = Path::new(FMNIST);
+    let with_data = fmnist.join("train-images-idx3-ubyte.gz").is_file();
+    if with_data {
+        let to = out.join("fashion-mnist");
+        std::fs::create_dir_all(&to).with_context(|| format!("creating {}", to.display()))?;
+        for f in std::fs::read_dir(fmnist)? {
+            let f = f?.path();
+            let dest = to.join(f.file_name().unwrap_or_default());
+            std::fs::copy(&f, &dest)
+                .with_context(|| format!("copying {} to {}", f.display(), dest.display()))?;
+            total += std::fs::metadata(&dest)?.len();
+        }
+    } else {
+        println!("{FMNIST} not found: the script will skip the end-to-end runs");
+    }
     if total > MAX_BYTES {
         bail!(
             "{} holds {} MiB of binaries, more than the {} MiB that travel",
@@ -143,10 +166,11 @@ pub fn run(args: &[String]) -> Result<()> {
     std::fs::write(&script, script_text(&test_files, &bench_files))
         .with_context(|| format!("writing {}", script.display()))?;
     println!(
-        "{}: {} test and {} bench binaries and the driver ({} MiB), run with `bash {}`",
+        "{}: {} test and {} bench binaries, the driver{} ({} MiB), run with `bash {}`",
         out.display(),
         test_files.len(),
         bench_files.len(),
+        if with_data { " and Fashion-MNIST" } else { "" },
         total >> 20,
         script.display()
     );
@@ -156,22 +180,27 @@ pub fn run(args: &[String]) -> Result<()> {
 /// The script run on the GPU machine.
 fn script_text(tests: &[String], benches: &[String]) -> String {
     let mut s = String::from(SCRIPT_HEAD);
+    s.push_str("if want tests; then\n");
     for t in tests {
         s.push_str(&format!(
             "step test-{t} 240 \"$HERE/{t}\" --test-threads=1 --nocapture\n"
         ));
     }
-    for t in tests {
+    // The op tests under memcheck (the training sequences would take too long there).
+    for t in tests.iter().filter(|t| !t.ends_with("cuda_training")) {
         s.push_str(&format!(
-            "step memcheck-{t} 300 compute-sanitizer --tool memcheck --error-exitcode 9 \
+            "step memcheck-{t} 150 compute-sanitizer --tool memcheck --error-exitcode 9 \
              \"$HERE/{t}\" --test-threads=1 --nocapture\n"
         ));
     }
+    s.push_str("fi\nif want bench; then\n");
+    s.push_str(BENCH_ROUNDS);
     for b in benches {
         s.push_str(&format!(
             "step bench-{b} 240 \"$HERE/{b}\" --bench --warm-up-time 1 --measurement-time 3\n"
         ));
     }
+    s.push_str("fi\n");
     s.push_str(SCRIPT_TAIL);
     s
 }
@@ -179,8 +208,12 @@ fn script_text(tests: &[String], benches: &[String]) -> String {
 const SCRIPT_HEAD: &str = r#"#!/usr/bin/env bash
 # GPU verification of lucir-rs, written by `cargo xtask gpu-check`: runs the GPU tests, the
 # same tests under compute-sanitizer, the GPU benchmarks and PyTorch's training step on this
-# machine's card, and writes summary.txt and one log per step into $OUT.
+# machine's card, and writes summary.txt and one log per step into $OUT. Arguments name the
+# parts to run (tests, bench, e2e; all when none), so that the check fits calls of limited
+# length: `bash gpu-check.sh tests bench`, then `bash gpu-check.sh e2e`.
 set -u
+PARTS="$*"
+want() { [ -z "$PARTS" ] || [[ " $PARTS " == *" $1 "* ]]; }
 HERE="$(cd "$(dirname "$0")" && pwd)"
 REPO="$(cd "$HERE/.." && pwd)"
 OUT="${OUT:-$HERE/out}"
@@ -232,14 +265,26 @@ step() {
 
 "#;
 
-const SCRIPT_TAIL: &str = r#"if [ -n "$PY" ]; then
-  for m in resnet32 resnet20; do
-    step "pytorch-$m-eager" 240 "$PY" "$REPO/benches/reference/pytorch_train_step.py" --model "$m" --input 3x32x32 --device cuda --steps 50
-    step "pytorch-$m-compiled" 400 "$PY" "$REPO/benches/reference/pytorch_train_step.py" --model "$m" --input 3x32x32 --device cuda --steps 50 --compile
-  done
+/// The training step, ours and PyTorch's eager one, in three interleaved rounds on the card.
+const BENCH_ROUNDS: &str = r#"for r in 1 2 3; do
+  step "bench-lucir-resnet32-r$r" 120 "$HERE/bin-lucir-driver" bench --device cuda --model resnet32 --input 3x32x32 --batch 128 --steps 50
+  if [ -n "$PY" ]; then
+    step "pytorch-resnet32-eager-r$r" 120 "$PY" "$REPO/benches/reference/pytorch_train_step.py" --model resnet32 --input 3x32x32 --device cuda --steps 50
+  fi
+done
+"#;
+
+const SCRIPT_TAIL: &str = r#"if want e2e && [ -d "$HERE/fashion-mnist" ]; then
+  step "fmnist-quick-gpu-seed1993" 240 "$HERE/bin-lucir-driver" --device cuda --data-dir "$HERE/fashion-mnist" --out "$OUT/runs/seed-1993" --quiet
+  step "fmnist-quick-gpu-seeds" 300 "$HERE/bin-lucir-driver" --device cuda --data-dir "$HERE/fashion-mnist" --seeds 1994..2000 --out "$OUT/runs/seeds" --quiet
+elif want e2e; then
+  note "SKIP    fmnist-quick (no Fashion-MNIST beside the script)"
+fi
+if want e2e && [ -n "$PY" ]; then
+  step "pytorch-resnet32-compiled" 300 "$PY" "$REPO/benches/reference/pytorch_train_step.py" --model resnet32 --input 3x32x32 --device cuda --steps 50 --compile
 fi
 note "done: $OUT"
-grep -h '^{' "$OUT"/pytorch-*.log >> "$SUMMARY" 2>/dev/null || true
+grep -h '^{' "$OUT"/bench-lucir-*.log "$OUT"/pytorch-*.log >> "$SUMMARY" 2>/dev/null || true
 "#;
 
 #[cfg(test)]
@@ -248,6 +293,8 @@ mod tests {
     fn the_script_runs_each_binary_as_a_step() {
         let s = super::script_text(&["test-a".into()], &["bench-b".into()]);
         assert!(s.contains("step test-test-a 240 \"$HERE/test-a\""));
+        assert!(s.contains("bench --device cuda"));
+        assert!(s.contains("if want e2e"));
         assert!(s.contains("compute-sanitizer --tool memcheck"));
         assert!(s.contains("step bench-bench-b"));
         assert!(s.starts_with("#!/usr/bin/env bash\n"));

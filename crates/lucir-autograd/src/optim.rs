@@ -97,6 +97,14 @@ impl<T: Float> Sgd<T> {
         Ok(())
     }
 
+    /// Moves every momentum buffer to `device` (with the parameters they belong to).
+    pub fn to_device(&mut self, device: &lucir_tensor::Device) -> Result<()> {
+        for v in self.velocity.values_mut() {
+            *v = v.to_device(device)?;
+        }
+        Ok(())
+    }
+
     /// Forgets all momentum (e.g. at the start of a phase).
     pub fn reset(&mut self) {
         self.velocity.clear();

@@ -49,6 +49,9 @@ pub struct Gpu {
     pub(crate) elementwise: elementwise::Kernels,
     pub(crate) linear: crate::linear::Kernels,
     pub(crate) sgd: crate::sgd::Kernels,
+    pub(crate) normalize: crate::normalize::Kernels,
+    pub(crate) scale: crate::scale::Kernels,
+    pub(crate) reduce: crate::reduce::Kernels,
     pub(crate) cosine_logits: cosine_logits::Kernels,
     pub(crate) margin_rank: margin_rank::Kernels,
     pub(crate) feature_distill: feature_distill::Kernels,
@@ -88,6 +91,9 @@ impl Gpu {
             elementwise: elementwise::Kernels::load(&ctx)?,
             linear: crate::linear::Kernels::load(&ctx)?,
             sgd: crate::sgd::Kernels::load(&ctx)?,
+            normalize: crate::normalize::Kernels::load(&ctx)?,
+            scale: crate::scale::Kernels::load(&ctx)?,
+            reduce: crate::reduce::Kernels::load(&ctx)?,
             cosine_logits: cosine_logits::Kernels::load(&ctx)?,
             margin_rank: margin_rank::Kernels::load(&ctx)?,
             feature_distill: feature_distill::Kernels::load(&ctx)?,
@@ -130,11 +136,6 @@ impl Gpu {
         self.stream
             .alloc_zeros(n.max(1))
             .map_err(driver("alloc_zeros"))
-    }
-
-    /// The sum, in f64, of the first `n` elements of a device buffer (per-row partial losses).
-    pub(crate) fn sum(&self, v: &CudaSlice<f32>, n: usize) -> Result<f64> {
-        Ok(self.download(v, n)?.iter().map(|x| f64::from(*x)).sum())
     }
 
     /// The first `n` elements of a device buffer: the transfer every launcher makes of its

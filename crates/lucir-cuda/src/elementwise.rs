@@ -206,4 +206,52 @@ impl Gpu {
             detail: e.to_string(),
         })
     }
+
+    /// The first `na` elements of `a` then the first `nb` of `b`, in a new buffer (two
+    /// device-to-device copies).
+    pub fn concat(
+        &self,
+        (a, na): (&CudaSlice<f32>, usize),
+        (b, nb): (&CudaSlice<f32>, usize),
+    ) -> Result<CudaSlice<f32>> {
+        check_at_least("concat", na, &[a.len()])?;
+        check_at_least("concat", nb, &[b.len()])?;
+        let mut out = self.output::<f32>(na + nb)?;
+        if na > 0 {
+            let mut dst = out.slice_mut(..na);
+            self.stream
+                .memcpy_dtod(&a.slice(..na), &mut dst)
+                .map_err(driver("memcpy_dtod"))?;
+        }
+        if nb > 0 {
+            let mut dst = out.slice_mut(na..na + nb);
+            self.stream
+                .memcpy_dtod(&b.slice(..nb), &mut dst)
+                .map_err(driver("memcpy_dtod"))?;
+        }
+        Ok(out)
+    }
+
+    /// Elements `[0, na)` and `[na, na + nb)` of `x`, in two new buffers.
+    pub fn split(
+        &self,
+        x: &CudaSlice<f32>,
+        (na, nb): (usize, usize),
+    ) -> Result<(CudaSlice<f32>, CudaSlice<f32>)> {
+        check_at_least("split", na + nb, &[x.len()])?;
+        let (mut a, mut b) = (self.output::<f32>(na)?, self.output::<f32>(nb)?);
+        if na > 0 {
+            let mut dst = a.slice_mut(..na);
+            self.stream
+                .memcpy_dtod(&x.slice(..na), &mut dst)
+                .map_err(driver("memcpy_dtod"))?;
+        }
+        if nb > 0 {
+            let mut dst = b.slice_mut(..nb);
+            self.stream
+                .memcpy_dtod(&x.slice(na..na + nb), &mut dst)
+                .map_err(driver("memcpy_dtod"))?;
+        }
+        Ok((a, b))
+    }
 }

@@ -107,8 +107,26 @@ pub const SGD: Kernel = Kernel {
     functions: &["sgd_update_f32"],
 };
 
+/// `kernels/normalize.cu`, in the order `normalize::Kernels` takes them.
+pub const NORMALIZE: Kernel = Kernel {
+    name: "normalize",
+    functions: &["l2_normalize_rows_fwd_f32", "l2_normalize_rows_bwd_f32"],
+};
+
+/// `kernels/scale.cu`, in the order `scale::Kernels` takes them.
+pub const SCALE: Kernel = Kernel {
+    name: "scale",
+    functions: &["scale_fwd_f32", "scale_dot_f32"],
+};
+
+/// `kernels/reduce.cu`.
+pub const REDUCE: Kernel = Kernel {
+    name: "reduce",
+    functions: &["sum_scaled_f32"],
+};
+
 /// Every kernel module of the project.
-pub const KERNELS: [Kernel; 9] = [
+pub const KERNELS: [Kernel; 12] = [
     COSINE_LOGITS,
     MARGIN_RANK,
     FEATURE_DISTILL,
@@ -118,6 +136,9 @@ pub const KERNELS: [Kernel; 9] = [
     SOFTMAX,
     LINEAR,
     SGD,
+    NORMALIZE,
+    SCALE,
+    REDUCE,
 ];
 
 /// The committed PTX of a module.
@@ -133,6 +154,9 @@ pub(crate) fn ptx(name: &str) -> Option<&'static str> {
         "softmax" => Some(include_str!("../../../kernels/ptx/softmax.ptx")),
         "linear" => Some(include_str!("../../../kernels/ptx/linear.ptx")),
         "sgd" => Some(include_str!("../../../kernels/ptx/sgd.ptx")),
+        "normalize" => Some(include_str!("../../../kernels/ptx/normalize.ptx")),
+        "scale" => Some(include_str!("../../../kernels/ptx/scale.ptx")),
+        "reduce" => Some(include_str!("../../../kernels/ptx/reduce.ptx")),
         _ => None,
     }
 }

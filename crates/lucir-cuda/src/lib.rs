@@ -29,7 +29,13 @@ mod linear;
 #[cfg(feature = "cuda")]
 mod margin_rank;
 #[cfg(feature = "cuda")]
+mod normalize;
+#[cfg(feature = "cuda")]
 mod pool;
+#[cfg(feature = "cuda")]
+mod reduce;
+#[cfg(feature = "cuda")]
+mod scale;
 #[cfg(feature = "cuda")]
 mod sgd;
 #[cfg(feature = "cuda")]
@@ -55,7 +61,7 @@ pub use kernels::{
     Kernel, BLOCK, COSINE_LOGITS, ELEMENTWISE, FEATURE_DISTILL, KERNELS, MARGIN_RANK, MAX_K,
     MR_ROWS, TILE,
 };
-pub use kernels::{BATCH_NORM, BN_THREADS, LINEAR, POOL, SGD, SOFTMAX};
+pub use kernels::{BATCH_NORM, BN_THREADS, LINEAR, NORMALIZE, POOL, REDUCE, SCALE, SGD, SOFTMAX};
 #[cfg(feature = "cuda")]
 pub use margin_rank::{MarginRank, MarginRankArgs};
 #[cfg(feature = "cuda")]
@@ -91,16 +97,22 @@ pub enum Error {
 /// Result of a CUDA call.
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Stand-in for the GPU handle when the crate is built without CUDA support.
+/// Stand-in for the GPU handle when the crate is built without CUDA support: it cannot be
+/// made, so nothing that holds one can exist.
 #[cfg(not(feature = "cuda"))]
 #[derive(Debug)]
-pub struct Gpu(());
+pub struct Gpu(std::convert::Infallible);
 
 #[cfg(not(feature = "cuda"))]
 impl Gpu {
     /// Always [`Error::NotCompiled`] in a build without the `cuda` feature.
     pub fn new(_ordinal: usize) -> Result<Self> {
         Err(Error::NotCompiled)
+    }
+
+    /// The device's name (never called: no stand-in exists).
+    pub fn name(&self) -> String {
+        match self.0 {}
     }
 }
 

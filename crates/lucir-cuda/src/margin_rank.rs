@@ -49,18 +49,40 @@ pub struct MarginRank {
     pub loss: f32,
 }
 
+/// `args` with K clamped to the new classes, or the error of an impossible request.
+fn checked(op: &'static str, args: MarginRankArgs, c: usize) -> Result<MarginRankArgs> {
+    if args.n_old > c {
+        return Err(Error::Shape {
+            op,
+            detail: format!("n_old {} exceeds the {c} classes", args.n_old),
+        });
+    }
+    let args = MarginRankArgs {
+        k: args.k.min(c - args.n_old),
+        ..args
+    };
+    if args.k > MAX_K {
+        return Err(Error::Shape {
+            op,
+            detail: format!("K {} exceeds the kernel's {MAX_K}", args.k),
+        });
+    }
+    Ok(args)
+}
+
 impl Gpu {
-    /// Launches the forward (`scale` = None: per-row hinge sums into `out`, B floats) or the
-    /// backward (∂cos·scale into `out`, B×C floats).
+    /// Launches the forward (`bwd` = None: per-row loss sums into `out`, B floats) or, with
+    /// the upstream gradient `g` (one float on the device) and the pair count P, the backward
+    /// (∂cos into `out`, B×C floats).
     fn margin_rank_launch(
         &self,
         (cos, labels): (&CudaSlice<f32>, &CudaSlice<i32>),
         [b, c]: [usize; 2],
         args: MarginRankArgs,
-        scale: Option<f32>,
+        bwd: Option<(&CudaSlice<f32>, f32)>,
         out: &mut CudaSlice<f32>,
     ) -> Result<()> {
-        let (func, op) = match scale {
+        let (func, op) = match bwd {
             Some(_) => (&self.margin_rank.bwd, "margin_rank_bwd"),
             None => (&self.margin_rank.fwd, "margin_rank_fwd"),
         };
@@ -74,18 +96,62 @@ impl Gpu {
         let mut l = self.stream.launch_builder(func);
         l.arg(cos).arg(labels).arg(&bi).arg(&ci).arg(&oi).arg(&ki);
         l.arg(&args.margin);
-        if let Some(s) = &scale {
-            l.arg(s);
+        if let Some((g, pairs)) = &bwd {
+            l.arg(*g).arg(pairs);
         }
         l.arg(out);
-        // SAFETY: cos is B×C floats, labels B ints (< C, checked), `out` B (forward) or B×C
-        // (backward) floats, each row's written in full by its warp; K ≤ MAX_K (checked) as
-        // the kernel's K-slot arrays require.
+        // SAFETY: cos is B×C floats, labels B ints (< C: the callers check), `out` B (forward)
+        // or B×C (backward) floats, each row's written in full by its warp; K ≤ MAX_K
+        // (checked) as the kernel's K-slot arrays require; g (backward) one float.
         unsafe { l.launch(cfg) }.map_err(driver(op))?;
         Ok(())
     }
 
-    /// Margin-ranking loss of cosines `cos` (B×C) with `labels` (B).
+    /// The margin-ranking loss of device cosines `cos` (B×C) with device `labels` (B, each
+    /// below C) over `pairs` = (old-class rows)·K pairs, as one float on the device.
+    pub fn margin_rank_loss(
+        &self,
+        (cos, labels): (&CudaSlice<f32>, &CudaSlice<i32>),
+        args: MarginRankArgs,
+        pairs: usize,
+        [b, c]: [usize; 2],
+    ) -> Result<CudaSlice<f32>> {
+        let op = "margin_rank_loss";
+        check_len(op, "cos", cos.len().min(b * c), b, c)?;
+        check_len(op, "labels", labels.len().min(b), b, 1)?;
+        let args = checked(op, args, c)?;
+        if pairs == 0 {
+            return self.zeros::<f32>(1);
+        }
+        let mut rows = self.output::<f32>(b)?;
+        self.margin_rank_launch((cos, labels), [b, c], args, None, &mut rows)?;
+        self.sum_scaled(&rows, b, (1.0, pairs as f32))
+    }
+
+    /// ∂L/∂cos (B×C) of [`Gpu::margin_rank_loss`], times the upstream gradient `g` (one float
+    /// on the device).
+    pub fn margin_rank_grad(
+        &self,
+        (cos, labels): (&CudaSlice<f32>, &CudaSlice<i32>),
+        args: MarginRankArgs,
+        (pairs, g): (usize, &CudaSlice<f32>),
+        [b, c]: [usize; 2],
+    ) -> Result<CudaSlice<f32>> {
+        let op = "margin_rank_grad";
+        check_len(op, "cos", cos.len().min(b * c), b, c)?;
+        check_len(op, "labels", labels.len().min(b), b, 1)?;
+        let args = checked(op, args, c)?;
+        if pairs == 0 {
+            return self.zeros::<f32>(b * c);
+        }
+        let mut dcos = self.output::<f32>(b * c)?;
+        let bwd = Some((g, pairs as f32));
+        self.margin_rank_launch((cos, labels), [b, c], args, bwd, &mut dcos)?;
+        Ok(dcos)
+    }
+
+    /// Margin-ranking loss of host cosines `cos` (B×C) with `labels` (B), kept on the device
+    /// for [`Gpu::margin_rank_bwd`].
     pub fn margin_rank_fwd(
         &self,
         cos: &[f32],
@@ -96,22 +162,7 @@ impl Gpu {
         let op = "margin_rank_fwd";
         check_len(op, "cos", cos.len(), b, c)?;
         check_len(op, "labels", labels.len(), b, 1)?;
-        if args.n_old > c {
-            return Err(Error::Shape {
-                op,
-                detail: format!("n_old {} exceeds the {c} classes", args.n_old),
-            });
-        }
-        let args = MarginRankArgs {
-            k: args.k.min(c - args.n_old),
-            ..args
-        };
-        if args.k > MAX_K {
-            return Err(Error::Shape {
-                op,
-                detail: format!("K {} exceeds the kernel's {MAX_K}", args.k),
-            });
-        }
+        let args = checked(op, args, c)?;
         let labels_i32 = labels
             .iter()
             .map(|&l| {
@@ -134,26 +185,17 @@ impl Gpu {
             labels: self.upload(&labels_i32)?,
             loss: 0.0,
         };
-        if pairs > 0 {
-            let mut rows = self.output::<f32>(b)?;
-            let inputs = (&saved.cos, &saved.labels);
-            self.margin_rank_launch(inputs, [b, c], args, None, &mut rows)?;
-            let total = self.sum(&rows, b)?;
-            saved.loss = (total / pairs as f64) as f32;
-        }
+        let loss = self.margin_rank_loss((&saved.cos, &saved.labels), args, pairs, [b, c])?;
+        saved.loss = self.download(&loss, 1)?[0];
         Ok(saved)
     }
 
-    /// ∂L/∂cos (B×C) of a forward pass, times the upstream gradient `g`.
+    /// ∂L/∂cos (B×C) of a forward pass, times the upstream gradient `g`, in host memory.
     pub fn margin_rank_bwd(&self, fwd: &MarginRank, g: f32) -> Result<Vec<f32>> {
         let [b, c] = fwd.dims;
-        if fwd.pairs == 0 {
-            return Ok(vec![0.0; b * c]);
-        }
-        let mut dcos = self.output::<f32>(b * c)?;
-        let scale = g / fwd.pairs as f32;
+        let g = self.upload(&[g])?;
         let inputs = (&fwd.cos, &fwd.labels);
-        self.margin_rank_launch(inputs, [b, c], fwd.args, Some(scale), &mut dcos)?;
+        let dcos = self.margin_rank_grad(inputs, fwd.args, (fwd.pairs, &g), fwd.dims)?;
         self.download(&dcos, b * c)
     }
 }

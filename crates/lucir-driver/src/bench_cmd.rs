@@ -8,7 +8,7 @@ use clap::Args;
 use lucir_autograd::{ParamGroup, Sgd, Tape};
 use lucir_method::Network;
 use lucir_nn::{Mode, Module};
-use lucir_tensor::Tensor;
+use lucir_tensor::{Device, Tensor};
 
 use crate::config::parse_arch;
 use crate::outln;
@@ -40,6 +40,9 @@ pub struct BenchArgs {
         value_name = "direct|winograd|winograd4"
     )]
     pub conv: String,
+    /// cpu, or cuda (a `--features cuda` build): where the step runs.
+    #[arg(long, default_value = "cpu", value_name = "cpu|cuda")]
+    pub device: String,
 }
 
 /// Peak resident set size in MiB (`VmHWM` of /proc/self/status), if readable.
@@ -72,18 +75,26 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     if c * h * w == 0 {
         return usage(Err(format!("--input {:?} has a zero size", args.input)));
     }
+    let device = match args.device.as_str() {
+        "cpu" => Device::Cpu,
+        "cuda" => crate::run::open_gpu()?,
+        other => return usage(Err(format!("--device {other:?} is not cpu or cuda"))),
+    };
     let classes = 10;
     let mut net = Network::new(arch, c, classes, true, 1)?;
+    net.set_device(&device)?;
     let n = args.batch * c * h * w;
     let x = Tensor::from_vec(
         &[args.batch, c, h, w],
         (0..n)
             .map(|i| ((i * 7919 % 1000) as f32 / 500.0) - 1.0)
             .collect(),
-    )?;
+    )?
+    .to_device(&device)?;
     let labels: Vec<usize> = (0..args.batch).map(|i| i % classes).collect();
     let mut sgd = Sgd::new(0.9);
-    let mut step = || -> Result<()> {
+    // One step; returns its loss (on the device: reading it waits for the step to finish).
+    let mut step = || -> Result<Tensor<f32>> {
         let mut tape = Tape::new();
         let xv = tape.constant(x.clone());
         let (_, out) = net.forward(&mut tape, xv, Mode::Train)?;
@@ -91,24 +102,29 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         tape.backward(loss)?;
         let mut groups = [ParamGroup::named(0.1, 5e-4, net.params_mut())];
         sgd.step(&tape, &mut groups)?;
-        Ok(())
+        Ok(tape.value(loss).clone())
     };
     for _ in 0..3 {
-        step()?;
+        step()?.item()?;
     }
     let t0 = Instant::now();
+    let mut last = None;
     for _ in 0..args.steps {
-        step()?;
+        last = Some(step()?);
+    }
+    if let Some(loss) = last {
+        loss.item()?;
     }
     let secs = t0.elapsed().as_secs_f64();
     let images = (args.batch * args.steps) as f64;
     let flops = 3.0 * net.backbone.forward_flops(h, w) as f64 * images;
     let threads = rayon::current_num_threads();
     outln!(
-        "{{\"model\":\"{}\",\"batch\":{},\"input\":\"{}\",\"threads\":{threads},\"conv\":\"{}\",\"images_per_s\":{:.1},\"gflops\":{:.1},\"peak_rss_mb\":{:.1}}}",
+        "{{\"model\":\"{}\",\"batch\":{},\"input\":\"{}\",\"device\":\"{}\",\"threads\":{threads},\"conv\":\"{}\",\"images_per_s\":{:.1},\"gflops\":{:.1},\"peak_rss_mb\":{:.1}}}",
         args.model,
         args.batch,
         args.input,
+        args.device,
         args.conv,
         images / secs,
         flops / secs / 1e9,

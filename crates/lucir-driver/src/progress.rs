@@ -370,7 +370,7 @@ impl Observer for Progress {
     fn epoch_done(&mut self, learner: &IncrementalLearner) -> lucir_method::Result<()> {
         checkpoint::save(
             &self.dir,
-            &learner.snapshot(),
+            &learner.snapshot().map_err(to_method_err)?,
             &self.machine,
             self.elapsed(),
         )
@@ -413,7 +413,7 @@ impl Observer for Progress {
         write_all(&self.dir, &self.results, &self.baselines).map_err(to_method_err)?;
         checkpoint::save(
             &self.dir,
-            &learner.snapshot(),
+            &learner.snapshot().map_err(to_method_err)?,
             &self.machine,
             self.elapsed(),
         )

@@ -8,6 +8,7 @@ use anyhow::{bail, Context, Result};
 use lucir_data::{load, ClassOrder, DatasetKind, FolderOptions, Phases};
 use lucir_method::{run_protocol, IncrementalLearner, Method, ProtocolData};
 use lucir_nn::write_atomic;
+use lucir_tensor::Device;
 
 use crate::checkpoint;
 use crate::config::{self, method_name, read_config_file, resolve, RunArgs, RunConfig};
@@ -27,32 +28,28 @@ pub(crate) fn timestamp() -> String {
 }
 
 /// Opens device 0 for `--device cuda`, with a one-line error naming what is missing.
-fn open_gpu() -> Result<lucir_cuda::Gpu> {
-    lucir_cuda::Gpu::new(0).map_err(|e| match e {
-        lucir_cuda::Error::NotCompiled => anyhow::anyhow!(
+pub(crate) fn open_gpu() -> Result<Device> {
+    Device::cuda(0).map_err(|e| match e {
+        lucir_tensor::Error::Cuda(lucir_cuda::Error::NotCompiled) => anyhow::anyhow!(
             "--device cuda: {e}; rebuild with `cargo build --release -p lucir-driver --features cuda`"
         ),
         e => anyhow::anyhow!("--device cuda: {e}"),
     })
 }
 
-/// Puts the LUCIR head ops of `learner` on the GPU opened for `--device cuda`.
-#[cfg(feature = "cuda")]
-fn use_gpu(learner: &mut IncrementalLearner, gpu: Option<lucir_cuda::Gpu>, display: Display) {
+/// Puts the learner, its networks and its optimiser state on the GPU opened for
+/// `--device cuda`.
+fn use_gpu(learner: &mut IncrementalLearner, gpu: Option<Device>, display: Display) -> Result<()> {
     let Some(gpu) = gpu else {
-        return;
+        return Ok(());
     };
-    let heads = lucir_method::GpuHeads::new(gpu);
     if display != Display::Quiet {
-        eprintln!("LUCIR head ops on {}", heads.name());
+        if let Device::Cuda(g) = &gpu {
+            eprintln!("training on {}", g.name());
+        }
     }
-    learner.use_gpu(heads);
-}
-
-/// A build without CUDA support never gets a GPU: [`open_gpu`] fails.
-#[cfg(not(feature = "cuda"))]
-fn use_gpu(_: &mut IncrementalLearner, gpu: Option<lucir_cuda::Gpu>, _: Display) {
-    debug_assert!(gpu.is_none(), "a GPU opened without CUDA support");
+    learner.set_device(gpu).context("--device cuda")?;
+    Ok(())
 }
 
 /// The method name with its ablation switches, e.g. `lucir-no-margin-cbf`.
@@ -374,7 +371,7 @@ pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
         }
     };
     learner.skip_base_training = cfg.skip_base_training;
-    use_gpu(&mut learner, gpu, display);
+    use_gpu(&mut learner, gpu, display)?;
     let mut results = results;
     results.set_phases(learner.results.clone());
     let mut info = RunInfo::start(RunInfo::earlier(&dir), earlier, &machine);

@@ -25,7 +25,7 @@ const PATH: &str = "fuzz.ckpt";
 /// A small learner state with every field filled: networks, momentum, exemplars, class means,
 /// history and a phase result.
 fn state() -> LearnerState {
-    let net = StateDict::of(&BatchNorm2d::<f32>::new(2));
+    let net = StateDict::of(&BatchNorm2d::<f32>::new(2)).unwrap();
     let mut memory = ExemplarMemory::new(MemoryBudget::PerClass(2));
     memory.set(0, vec![4, 9]);
     memory.set(1, vec![7]);

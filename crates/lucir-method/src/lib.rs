@@ -6,14 +6,13 @@
 //! [`Learner::evaluate`] — and [`run_protocol`] drives it over all phases. One learner,
 //! [`IncrementalLearner`], covers LUCIR, its ablations and the fine-tuning / iCaRL-style
 //! baselines through [`MethodConfig`]. This crate reads no files and prints nothing: progress
-//! and results go to an [`Observer`].
+//! and results go to an [`Observer`]. It knows no device: a learner given a CUDA device
+//! ([`IncrementalLearner::set_device`]) runs the same code on device tensors.
 
 mod config;
 mod error;
 mod eval;
 mod features;
-#[cfg(feature = "cuda")]
-mod gpu_heads;
 mod herding;
 mod imprint;
 mod learner;
@@ -28,8 +27,6 @@ pub use eval::{
     predict_argmax, predict_nme,
 };
 pub use features::Features;
-#[cfg(feature = "cuda")]
-pub use gpu_heads::GpuHeads;
 pub use herding::{herding, herding_ref};
 pub use imprint::imprint_weights;
 pub use learner::{

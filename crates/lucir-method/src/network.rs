@@ -7,7 +7,7 @@ use lucir_autograd::{Param, ParamGroup, Tape, Var};
 use lucir_nn::{
     prefixed, CosineLinear, HeadOut, Init, Linear, Mode, Module, ResNet, SplitCosineLinear,
 };
-use lucir_tensor::{Float, Tensor};
+use lucir_tensor::{Device, Float, Tensor};
 
 use crate::{Arch, Error, Result};
 
@@ -63,7 +63,25 @@ impl<T: Float> Head<T> {
     /// Adds `new` classes: a cosine head splits (old block copied), a linear head gets fresh
     /// rows after its old ones.
     pub fn grow(&mut self, init: &mut Init, new: usize, dim: usize) -> Result<()> {
-        self.merge()?;
+        self.on_cpu(|h| h.grow_here(init, new, dim))
+    }
+
+    /// Runs the structural edit `edit` (grow, merge, imprint) on the CPU and puts the head back
+    /// where it lives: the edits are host code, once a phase, on a few thousand numbers.
+    fn on_cpu(&mut self, edit: impl FnOnce(&mut Self) -> Result<()>) -> Result<()> {
+        let device = self.device();
+        if device != Device::Cpu {
+            self.to_device(&Device::Cpu)?;
+        }
+        let done = edit(self);
+        if device != Device::Cpu {
+            self.to_device(&device)?;
+        }
+        done
+    }
+
+    fn grow_here(&mut self, init: &mut Init, new: usize, dim: usize) -> Result<()> {
+        self.merge_here()?;
         *self = match &*self {
             Head::Cosine(h) => Head::Split(SplitCosineLinear::grow(h, init, new)?),
             Head::Linear(h) => {
@@ -89,18 +107,23 @@ impl<T: Float> Head<T> {
 
     /// Merges a split head back into one cosine head (no-op otherwise).
     pub fn merge(&mut self) -> Result<()> {
+        self.on_cpu(Self::merge_here)
+    }
+
+    fn merge_here(&mut self) -> Result<()> {
         if let Head::Split(h) = self {
             *self = Head::Cosine(h.merge()?);
         }
         Ok(())
     }
 
-    /// Replaces the new-class rows of a split head (imprinting).
+    /// Replaces the new-class rows of a split head (imprinting), on the head's device.
     pub fn set_new_rows(&mut self, rows: Tensor<T>) -> Result<()> {
+        let device = self.device();
         match self {
             Head::Split(h) => {
                 rows.expect_shape("imprint", h.new.value.shape())?;
-                h.new.value = rows;
+                h.new.value = rows.to_device(&device)?;
                 Ok(())
             }
             _ => Err(Error::Internal("only a split cosine head can be imprinted")),
@@ -216,9 +239,24 @@ impl<T: Float> Network<T> {
         Ok(lucir_nn::load_safetensors(self, n, path)?)
     }
 
-    /// Whether every parameter is finite.
-    pub fn all_finite(&self) -> bool {
-        self.params().iter().all(|(_, p)| p.value.all_finite())
+    /// Whether every parameter is finite (read back from a device first).
+    pub fn all_finite(&self) -> Result<bool> {
+        for (_, p) in self.params() {
+            let finite = if p.value.is_cpu() {
+                p.value.all_finite()
+            } else {
+                p.value.to_cpu()?.all_finite()
+            };
+            if !finite {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Moves the network to `device` (parameters and batch-norm statistics).
+    pub fn set_device(&mut self, device: &Device) -> Result<()> {
+        Ok(self.to_device(device)?)
     }
 }
 

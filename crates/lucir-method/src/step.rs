@@ -56,9 +56,6 @@ pub struct TrainStep<'a> {
     pub lambda: f64,
     /// Training or class-balanced fine-tuning.
     pub stage: Stage,
-    /// Where the LUCIR head ops run, when not on the CPU.
-    #[cfg(feature = "cuda")]
-    pub gpu: Option<&'a crate::GpuHeads>,
 }
 
 impl TrainStep<'_> {
@@ -152,59 +149,29 @@ impl TrainStep<'_> {
         Ok(terms)
     }
 
-    /// The classifier on features `f`: on the GPU when one is set, the head is cosine and the
-    /// step runs in f32.
+    /// The classifier on features `f`.
     fn head_forward<T: Float>(
         &self,
         net: &Network<T>,
         tape: &mut Tape<T>,
         f: Var,
     ) -> Result<HeadOut> {
-        #[cfg(feature = "cuda")]
-        if let Some(gpu) = self.gpu {
-            let theta_sigma = net.head.theta_sigma(tape)?;
-            let tape32 = (tape as &mut dyn std::any::Any).downcast_mut::<Tape<f32>>();
-            if let (Some((theta, sigma)), Some(tape)) = (theta_sigma, tape32) {
-                let cos = gpu.cosine_logits(tape, f, theta)?;
-                return Ok(HeadOut::scaled_cosines(tape, cos, sigma)?);
-            }
-        }
         net.head.forward(tape, f)
     }
 
-    /// The feature-distillation (less-forget) loss, on the GPU when one is set (f32 steps).
+    /// The feature-distillation (less-forget) loss.
     fn feature_distill<T: Float>(
         &self,
         tape: &mut Tape<T>,
         f: Var,
         f_star: &Tensor<T>,
     ) -> Result<Var> {
-        #[cfg(feature = "cuda")]
-        if let Some(gpu) = self.gpu {
-            let star32 = (f_star as &dyn std::any::Any).downcast_ref::<Tensor<f32>>();
-            let tape32 = (&mut *tape as &mut dyn std::any::Any).downcast_mut::<Tape<f32>>();
-            if let (Some(tape), Some(f_star)) = (tape32, star32) {
-                return gpu.feature_distill(tape, f, f_star, self.lambda as f32);
-            }
-        }
         Ok(tape.feature_distill(f, f_star, T::of(self.lambda))?)
     }
 
-    /// The margin-ranking loss, on the GPU when one is set (f32 steps).
+    /// The margin-ranking loss.
     fn margin_rank<T: Float>(&self, tape: &mut Tape<T>, cos: Var, labels: &[usize]) -> Result<Var> {
         let (k, m) = (self.cfg.k, self.cfg.margin);
-        #[cfg(feature = "cuda")]
-        if let Some(gpu) = self.gpu {
-            let tape32 = (&mut *tape as &mut dyn std::any::Any).downcast_mut::<Tape<f32>>();
-            if let Some(tape) = tape32 {
-                let args = lucir_cuda::MarginRankArgs {
-                    n_old: self.old,
-                    k,
-                    margin: m as f32,
-                };
-                return gpu.margin_rank(tape, cos, labels, args);
-            }
-        }
         Ok(tape.margin_rank(cos, labels, self.old, k, T::of(m))?)
     }
 }

@@ -61,6 +61,13 @@ pub trait Module<T: Float> {
             *b = t;
         }
     }
+    /// Where the parameters live (those of the first; the CPU for a module without any).
+    fn device(&self) -> lucir_tensor::Device {
+        self.params()
+            .first()
+            .map(|(_, p)| p.value.device())
+            .unwrap_or_default()
+    }
     /// Moves the parameters and buffers to `device` (in place: each parameter keeps its
     /// identity, so optimiser state keyed on it stays attached).
     fn to_device(&mut self, device: &lucir_tensor::Device) -> Result<()> {

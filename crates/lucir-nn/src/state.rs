@@ -46,32 +46,43 @@ pub struct StateDict {
     pub entries: Vec<StateEntry>,
 }
 
-fn encode<T: Float>(t: &Tensor<T>) -> StateData {
+/// The elements of `t` (read back from a device first).
+fn encode<T: Float>(t: &Tensor<T>) -> Result<StateData> {
+    let host;
+    let t = if t.is_cpu() {
+        t
+    } else {
+        host = t.to_cpu()?;
+        &host
+    };
     // f32 → f64 → f32 and f64 → f64 are exact, so the round trip is bit-exact.
-    if T::NAME == "f32" {
+    Ok(if T::NAME == "f32" {
         StateData::F32(t.as_slice().iter().map(|v| v.as_f64() as f32).collect())
     } else {
         StateData::F64(t.as_slice().iter().map(|v| v.as_f64()).collect())
-    }
+    })
 }
 
 impl StateDict {
-    /// Captures a module's parameters and buffers.
-    pub fn of<T: Float, M: Module<T>>(module: &M) -> Self {
+    /// Captures a module's parameters and buffers (read back from a device if they live on
+    /// one).
+    pub fn of<T: Float, M: Module<T>>(module: &M) -> Result<Self> {
         let params = module.params().into_iter().map(|(n, p)| (n, &p.value));
         let entries = params
             .chain(module.buffers())
-            .map(|(name, t)| StateEntry {
-                name,
-                shape: t.shape().to_vec(),
-                data: encode(t),
+            .map(|(name, t)| {
+                Ok(StateEntry {
+                    name,
+                    shape: t.shape().to_vec(),
+                    data: encode(t)?,
+                })
             })
-            .collect();
-        Self {
+            .collect::<Result<_>>()?;
+        Ok(Self {
             format: STATE_FORMAT.into(),
             version: STATE_VERSION,
             entries,
-        }
+        })
     }
 
     /// Decodes the bytes of a state file written by [`save_state`]; `path` names it in errors.
@@ -189,7 +200,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Saves a module's state to `path`.
 pub fn save_state<T: Float, M: Module<T>>(module: &M, path: &Path) -> Result<()> {
-    let bytes = postcard::to_stdvec(&StateDict::of(module)).map_err(|e| Error::State {
+    let bytes = postcard::to_stdvec(&StateDict::of(module)?).map_err(|e| Error::State {
         path: path.to_path_buf(),
         detail: format!("cannot encode state: {e}"),
     })?;

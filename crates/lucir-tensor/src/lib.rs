@@ -22,9 +22,11 @@ mod elementwise;
 mod error;
 mod float;
 mod gemm;
+mod head_losses;
 mod linear;
 mod normalize;
 mod pool;
+mod rows;
 mod sgd;
 mod simd;
 pub use simd::kernel_path;
@@ -48,12 +50,16 @@ pub use elementwise::{add, add_relu, relu, relu_bwd};
 pub use error::{Error, Result};
 pub use float::Float;
 pub use gemm::{gemm, gemm_ref, matmul, Transpose};
+pub use head_losses::{
+    feature_distill, feature_distill_bwd, margin_rank, margin_rank_bwd, MarginRankPairs,
+};
 pub use linear::{add_row_bias, column_sums};
 pub use normalize::{l2_normalize_rows, l2_normalize_rows_bwd, NORM_EPS};
 pub use pool::{
     global_avg_pool, global_avg_pool_bwd, max_pool2d, max_pool2d_bwd, max_pool2d_ref,
     MaxPoolGeometry,
 };
+pub use rows::{concat_rows, dot, scale_by, split_rows};
 pub use sgd::{sgd_update, SgdHyper};
 pub use softmax::{cross_entropy, cross_entropy_bwd, log_softmax_rows, log_softmax_rows_bwd};
 pub use tensor::Tensor;

@@ -307,7 +307,7 @@ fn l2_normalize_rows_gives_unit_rows_and_clamps_zero_rows() {
     let x = Tensor::<f64>::from_vec(&[2, 2], vec![3.0, 4.0, 0.0, 0.0]).unwrap();
     let (y, norms) = lt::l2_normalize_rows(&x).unwrap();
     assert_eq!(y.as_slice(), &[0.6, 0.8, 0.0, 0.0]);
-    assert_eq!(norms, vec![5.0, lt::NORM_EPS]);
+    assert_eq!(norms.as_slice(), &[5.0, lt::NORM_EPS]);
 }
 
 #[test]

@@ -14,9 +14,9 @@ struct CosineLogitsBack<T> {
     f: Var,
     theta: Var,
     f_bar: Tensor<T>,
-    f_norm: Vec<T>,
+    f_norm: Tensor<T>,
     t_bar: Tensor<T>,
-    t_norm: Vec<T>,
+    t_norm: Tensor<T>,
 }
 
 impl<T: Float> Tape<T> {

@@ -4,6 +4,7 @@
 
 use lucir_tensor::{log_softmax_rows, Float, Tensor};
 
+use crate::ops::host_only;
 use crate::tape::Backward;
 use crate::{BackwardCtx, Error, Result, Tape, Var};
 
@@ -17,6 +18,7 @@ struct KdBack<T> {
 impl<T: Float> Tape<T> {
     /// Distillation loss of logits `z` (B×C) towards target logits `targets` (B×C).
     pub fn kd(&mut self, z: Var, targets: &Tensor<T>, tau: T) -> Result<Var> {
+        host_only("kd", &[self.value(z), targets])?;
         let [b, _] = self.value(z).dims2("kd")?;
         targets.expect_shape("kd", self.value(z).shape())?;
         if tau.is_nan() || tau <= T::zero() {

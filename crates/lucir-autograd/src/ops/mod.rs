@@ -23,8 +23,6 @@ pub mod scale;
 pub mod slice_cols;
 pub mod sum;
 
-use lucir_tensor::Float;
-
 use crate::{Error, Result};
 
 /// Checks that every label indexes one of `classes` columns and that there is one per row.
@@ -51,7 +49,18 @@ pub(crate) fn check_labels(
     Ok(())
 }
 
-/// `Σ a_j·b_j`.
-pub(crate) fn dot<T: Float>(a: &[T], b: &[T]) -> T {
-    a.iter().zip(b).map(|(x, y)| *x * *y).sum()
+/// Errors unless every operand is in host memory: the guard of a tape op computed on the host
+/// whose device arm is not written (KD, `slice_cols`, MSE: the iCaRL baseline's and the
+/// checks' ops), so that device tensors get an error naming the op, not a panic.
+pub(crate) fn host_only<T: lucir_tensor::Float>(
+    op: &'static str,
+    operands: &[&lucir_tensor::Tensor<T>],
+) -> Result<()> {
+    match operands.iter().find(|t| !t.is_cpu()) {
+        Some(t) => Err(Error::Tensor(lucir_tensor::Error::Device {
+            op,
+            detail: format!("has no {} implementation yet", t.device().kind()),
+        })),
+        None => Ok(()),
+    }
 }

@@ -2,6 +2,7 @@
 
 use lucir_tensor::{Float, Tensor};
 
+use crate::ops::host_only;
 use crate::tape::Backward;
 use crate::{BackwardCtx, Result, Tape, Var};
 
@@ -13,6 +14,7 @@ struct MseBack {
 impl<T: Float> Tape<T> {
     /// Mean squared difference of two same-shaped tensors.
     pub fn mse(&mut self, a: Var, b: Var) -> Result<Var> {
+        host_only("mse", &[self.value(a), self.value(b)])?;
         self.value(b).expect_shape("mse", self.value(a).shape())?;
         let n = self.value(a).len().max(1);
         let s: T = self

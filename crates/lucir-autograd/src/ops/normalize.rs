@@ -1,6 +1,6 @@
 //! Row L2 normalisation of a B×D matrix: `v̄ = v / max(‖v‖, ε)`.
 
-use lucir_tensor::Float;
+use lucir_tensor::{Float, Tensor};
 
 use crate::tape::Backward;
 use crate::{BackwardCtx, Result, Tape, Var};
@@ -8,7 +8,7 @@ use crate::{BackwardCtx, Result, Tape, Var};
 struct NormalizeBack<T> {
     x: Var,
     y: Var,
-    norms: Vec<T>,
+    norms: Tensor<T>,
 }
 
 impl<T: Float> Tape<T> {

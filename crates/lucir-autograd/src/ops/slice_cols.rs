@@ -2,6 +2,7 @@
 
 use lucir_tensor::{Float, Tensor};
 
+use crate::ops::host_only;
 use crate::tape::Backward;
 use crate::{BackwardCtx, Error, Result, Tape, Var};
 
@@ -14,6 +15,7 @@ struct SliceColsBack {
 impl<T: Float> Tape<T> {
     /// Columns `start..end` of `x`.
     pub fn slice_cols(&mut self, x: Var, start: usize, end: usize) -> Result<Var> {
+        host_only("slice_cols", &[self.value(x)])?;
         let [b, c] = self.value(x).dims2("slice_cols")?;
         if start > end || end > c {
             return Err(Error::invalid(

@@ -130,7 +130,7 @@ pub struct RunArgs {
     /// the summation order, so a run's bits hold for one count.
     #[arg(long)]
     pub threads: Option<usize>,
-    /// cpu, or cuda to run the LUCIR head ops on the GPU (a `--features cuda` build).
+    /// cpu, or cuda to train and evaluate on the GPU (a `--features cuda` build).
     #[arg(long)]
     pub device: Option<String>,
     /// How the 3×3 stride-1 convolutions run on the CPU: direct (the default), winograd

@@ -60,7 +60,7 @@ pub struct RunConfig {
     pub preset: String,
     /// rayon threads (0 = one per core).
     pub threads: usize,
-    /// `cpu`, or `cuda` to run the LUCIR head ops on the GPU.
+    /// `cpu`, or `cuda` to train and evaluate on the GPU.
     #[serde(default = "cpu")]
     pub device: String,
     /// How the 3×3 stride-1 convolutions run on the CPU: `direct`, `winograd` or `winograd4`

@@ -36,7 +36,7 @@ impl Learner for IncrementalLearner {
                 .head
                 .old_rows()
                 .ok_or(Error::Internal("imprinting needs a split head"))?
-                .clone();
+                .to_cpu()?;
             let rows = imprint_weights(&per_class, &old)?;
             self.net.head.set_new_rows(rows)?;
         }

@@ -15,7 +15,7 @@ use std::time::Instant;
 use lucir_autograd::{MultiStepLr, Sgd};
 use lucir_data::{ExemplarMemory, Loader, Sample};
 use lucir_nn::Init;
-use lucir_tensor::Tensor;
+use lucir_tensor::{Device, Tensor};
 
 use crate::features::{backbone_features, features_and_logits};
 use crate::{predict_argmax, predict_nme};
@@ -116,8 +116,8 @@ pub struct IncrementalLearner {
     sgd: Option<Sgd<f32>>,
     /// Where the epoch after `training`'s completed ones stopped, if it did inside.
     mid_epoch: Option<MidEpoch>,
-    #[cfg(feature = "cuda")]
-    gpu: Option<crate::GpuHeads>,
+    /// Where the networks, the optimiser state and each step's batch live.
+    device: Device,
     data: Arc<ProtocolData>,
     train_ids: Vec<Vec<usize>>,
     test_ids: Vec<Vec<usize>>,
@@ -157,18 +157,31 @@ impl IncrementalLearner {
             skip_base_training: false,
             sgd: None,
             mid_epoch: None,
-            #[cfg(feature = "cuda")]
-            gpu: None,
+            device: Device::Cpu,
             data,
             train_ids,
             test_ids,
         })
     }
 
-    /// Runs the LUCIR head ops (cosine, margin ranking, less-forget) of training steps on `gpu`.
-    #[cfg(feature = "cuda")]
-    pub fn use_gpu(&mut self, gpu: crate::GpuHeads) {
-        self.gpu = Some(gpu);
+    /// Trains and runs every feature pass on `device` from now on: the networks and the
+    /// optimiser state move there, each batch is uploaded to it, and what the host needs
+    /// (features, logits, loss terms, checkpoints) is read back.
+    pub fn set_device(&mut self, device: Device) -> Result<()> {
+        self.net.set_device(&device)?;
+        if let Some(prev) = &mut self.prev {
+            prev.set_device(&device)?;
+        }
+        if let Some(sgd) = &mut self.sgd {
+            sgd.to_device(&device)?;
+        }
+        self.device = device;
+        Ok(())
+    }
+
+    /// Where the learner trains.
+    pub fn device(&self) -> &Device {
+        &self.device
     }
 
     /// The protocol data.
@@ -311,7 +324,7 @@ impl IncrementalLearner {
                 let batch = batch?;
                 let n = batch.labels.len();
                 let terms = self.step(ctx, batch.images, &batch.labels, lr, stage, &mut sgd)?;
-                if !terms.total.is_finite() || !self.net.all_finite() {
+                if !terms.total.is_finite() || !self.net.all_finite()? {
                     let what = if terms.total.is_finite() {
                         "a parameter".to_string()
                     } else {
@@ -424,8 +437,10 @@ impl IncrementalLearner {
             old: ctx.old(),
             lambda: self.lambda,
             stage,
-            #[cfg(feature = "cuda")]
-            gpu: self.gpu.as_ref(),
+        };
+        let images = match self.device {
+            Device::Cpu => images,
+            ref d => images.to_device(d)?,
         };
         step.run(&mut self.net, self.prev.as_mut(), images, labels, lr, sgd)
     }

@@ -54,29 +54,29 @@ pub struct MidEpoch {
 }
 
 impl IncrementalLearner {
-    /// A snapshot of the learner for a checkpoint.
-    pub fn snapshot(&self) -> LearnerState {
-        let velocity = match &self.sgd {
-            Some(sgd) => self
-                .net
-                .params()
-                .into_iter()
-                .filter_map(|(n, p)| sgd.velocity(p).map(|v| (n, v.as_slice().to_vec())))
-                .collect(),
-            None => Vec::new(),
-        };
-        LearnerState {
+    /// A snapshot of the learner for a checkpoint (read back from the device the learner
+    /// trains on).
+    pub fn snapshot(&self) -> Result<LearnerState> {
+        let mut velocity = Vec::new();
+        if let Some(sgd) = &self.sgd {
+            for (n, p) in self.net.params() {
+                if let Some(v) = sgd.velocity(p) {
+                    velocity.push((n, v.to_cpu()?.into_vec()));
+                }
+            }
+        }
+        Ok(LearnerState {
             training: self.training,
             lambda: self.lambda,
-            net: StateDict::of(&self.net),
-            prev: self.prev.as_ref().map(StateDict::of),
+            net: StateDict::of(&self.net)?,
+            prev: self.prev.as_ref().map(StateDict::of).transpose()?,
             velocity,
             memory: self.memory.clone(),
             class_means: self.class_means.clone(),
             history: self.history.clone(),
             results: self.results.clone(),
             mid_epoch: self.mid_epoch,
-        }
+        })
     }
 
     /// Rebuilds a learner from a snapshot taken with the same configuration and data. `source`

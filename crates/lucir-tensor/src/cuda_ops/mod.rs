@@ -5,10 +5,14 @@
 
 #[cfg(feature = "cuda")]
 mod real;
+#[cfg(feature = "cuda")]
+mod real_heads;
 #[cfg(not(feature = "cuda"))]
 mod stub;
 
 #[cfg(feature = "cuda")]
 pub(crate) use real::*;
+#[cfg(feature = "cuda")]
+pub(crate) use real_heads::*;
 #[cfg(not(feature = "cuda"))]
 pub(crate) use stub::*;

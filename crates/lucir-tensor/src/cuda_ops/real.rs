@@ -34,7 +34,11 @@ pub(crate) fn download<T: Float>(shape: &[usize], c: &CudaStorage) -> Result<Ten
 }
 
 /// Wraps an output buffer of `like`'s GPU as a tensor of `shape`.
-fn wrap<T: Float>(like: &CudaStorage, shape: &[usize], buf: lucir_cuda::Buffer) -> Tensor<T> {
+pub(super) fn wrap<T: Float>(
+    like: &CudaStorage,
+    shape: &[usize],
+    buf: lucir_cuda::Buffer,
+) -> Tensor<T> {
     Tensor::from_cuda(
         shape,
         CudaStorage {
@@ -203,7 +207,10 @@ pub(crate) fn conv2d_bwd<T: Float>(
 }
 
 /// The buffer of a device tensor, or the error naming `op` for a CPU one.
-fn buf<'a, T: Float>(op: &'static str, t: &'a Tensor<T>) -> Result<&'a lucir_cuda::Buffer> {
+pub(super) fn buf<'a, T: Float>(
+    op: &'static str,
+    t: &'a Tensor<T>,
+) -> Result<&'a lucir_cuda::Buffer> {
     Ok(&CudaStorage::of(op, t)?.buf)
 }
 
@@ -423,7 +430,7 @@ pub(crate) fn log_softmax_rows_bwd<T: Float>(
 }
 
 /// The labels as the kernels read them (B int32 on the device).
-fn labels_on(gpu: &Gpu, labels: &[usize]) -> Result<lucir_cuda::IndexBuffer> {
+pub(super) fn labels_on(gpu: &Gpu, labels: &[usize]) -> Result<lucir_cuda::IndexBuffer> {
     let v: Vec<i32> = labels
         .iter()
         .map(|&l| i32::try_from(l).unwrap_or(i32::MAX))

@@ -3,7 +3,7 @@
 
 use crate::conv2d::InputGrad;
 use crate::device::{CudaStorage, Gpu};
-use crate::{BatchNormStats, SgdHyper};
+use crate::{BatchNormStats, MarginRankPairs, SgdHyper};
 use crate::{Error, Float, Result, Tensor, Transpose};
 
 fn not_compiled<R>() -> Result<R> {
@@ -178,5 +178,79 @@ pub(crate) fn sgd_update<T: Float>(
 }
 
 pub(crate) fn full<T: Float>(_: &Gpu, _: &[usize], _: f32) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn l2_normalize_rows<T: Float>(
+    _: &Tensor<T>,
+    _: [usize; 2],
+) -> Result<(Tensor<T>, Tensor<T>)> {
+    not_compiled()
+}
+
+pub(crate) fn l2_normalize_rows_bwd<T: Float>(
+    _: &Tensor<T>,
+    _: &Tensor<T>,
+    _: &Tensor<T>,
+    _: [usize; 2],
+) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn concat_rows<T: Float>(
+    _: &Tensor<T>,
+    _: &Tensor<T>,
+    _: [usize; 2],
+) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn split_rows<T: Float>(_: &Tensor<T>, _: [usize; 3]) -> Result<(Tensor<T>, Tensor<T>)> {
+    not_compiled()
+}
+
+pub(crate) fn scale_by<T: Float>(_: &Tensor<T>, _: &Tensor<T>) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn dot<T: Float>(_: &Tensor<T>, _: &Tensor<T>) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn feature_distill<T: Float>(
+    _: &Tensor<T>,
+    _: &Tensor<T>,
+    _: T,
+    _: [usize; 2],
+) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn feature_distill_bwd<T: Float>(
+    _: &Tensor<T>,
+    _: &Tensor<T>,
+    _: T,
+    _: &Tensor<T>,
+    _: [usize; 2],
+) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn margin_rank<T: Float>(
+    _: &Tensor<T>,
+    _: &[usize],
+    _: &MarginRankPairs,
+    _: [usize; 2],
+) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn margin_rank_bwd<T: Float>(
+    _: &Tensor<T>,
+    _: &[usize],
+    _: &MarginRankPairs,
+    _: &Tensor<T>,
+    _: [usize; 2],
+) -> Result<Tensor<T>> {
     not_compiled()
 }

@@ -1,0 +1,48 @@
+//! The device-side sum that turns per-row losses into a loss — the launcher of
+//! `kernels/reduce.cu`.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+
+use crate::device::{driver, i32_of, load};
+use crate::kernels::REDUCE;
+use crate::{check_len, Gpu, Result};
+
+/// The module's function, resolved once when the device is opened.
+#[derive(Debug)]
+pub(crate) struct Kernels {
+    sum_scaled: CudaFunction,
+}
+
+impl Kernels {
+    pub(crate) fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
+        let [sum_scaled] = load(ctx, &REDUCE)?;
+        Ok(Self { sum_scaled })
+    }
+}
+
+impl Gpu {
+    /// `(mul·Σ x) / div` of the first `n` elements, into one float on the device.
+    pub fn sum_scaled(
+        &self,
+        x: &CudaSlice<f32>,
+        n: usize,
+        (mul, div): (f32, f32),
+    ) -> Result<CudaSlice<f32>> {
+        let op = "sum_scaled";
+        check_len(op, "x", x.len().min(n), n, 1)?;
+        let ni = i32_of(op, n)?;
+        let mut out = self.output::<f32>(1)?;
+        let mut l = self.stream.launch_builder(&self.reduce.sum_scaled);
+        l.arg(x).arg(&ni).arg(&mul).arg(&div).arg(&mut out);
+        let cfg = LaunchConfig {
+            grid_dim: (1, 1, 1),
+            block_dim: (1024, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        // SAFETY: x holds at least n floats (checked), out one, written by thread 0.
+        unsafe { l.launch(cfg) }.map_err(driver(op))?;
+        Ok(out)
+    }
+}
