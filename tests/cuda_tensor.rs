@@ -373,6 +373,35 @@ mod device {
         }
     }
 
+    /// ResNet-18's stem pool (3×3, stride 2, padding 1) and a window without padding: the
+    /// same maxima and the same routed gradients (each input adds the gradients of the
+    /// windows it won, in the CPU's order).
+    #[test]
+    fn max_pooling_matches_the_cpu() {
+        let Some(dev) = device() else { return };
+        let cases = [
+            ([2, 3, 9, 9], 3, 2, 1),
+            ([4, 64, 56, 56], 3, 2, 1),
+            ([1, 2, 6, 7], 2, 2, 0),
+        ];
+        for (i, (dims, kernel, stride, pad)) in cases.into_iter().enumerate() {
+            let g = lucir::tensor::MaxPoolGeometry {
+                kernel,
+                stride,
+                pad,
+            };
+            let x = tensor(&dims, 700 + i as u64);
+            let (y, arg) = lucir::tensor::max_pool2d(&x, g).unwrap();
+            let (gy, garg) = lucir::tensor::max_pool2d(&x.to_device(&dev).unwrap(), g).unwrap();
+            same(&format!("max pool {dims:?}"), &gy, &y);
+            let dy = tensor(y.shape(), 710 + i as u64);
+            let dx = lucir::tensor::max_pool2d_bwd(&dims, &arg, g, &dy).unwrap();
+            let gdy = dy.to_device(&dev).unwrap();
+            let gdx = lucir::tensor::max_pool2d_bwd(&dims, &garg, g, &gdy).unwrap();
+            same(&format!("max pool bwd {dims:?}"), &gdx, &dx);
+        }
+    }
+
     #[test]
     fn mixed_devices_and_missing_arms_are_errors_naming_the_op() {
         let Some(dev) = device() else { return };
@@ -380,12 +409,12 @@ mod device {
         let da = a.to_device(&dev).unwrap();
         let e = add(&a, &da).unwrap_err();
         assert!(matches!(e, Error::Device { op: "add", .. }), "{e}");
-        let e = lucir::tensor::log_softmax_rows(&da).unwrap_err();
+        let e = lucir::tensor::topk_rows(&da, 1).unwrap_err();
         assert!(
             matches!(
                 e,
                 Error::Device {
-                    op: "log_softmax_rows",
+                    op: "topk_rows",
                     ..
                 }
             ),

@@ -15,8 +15,8 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
-use crate::device::{driver, grid, i32_of, load, NULL};
-use crate::kernels::{BATCH_NORM, BLOCK, BN_THREADS};
+use crate::device::{driver, i32_of, load, per_element, NULL};
+use crate::kernels::{BATCH_NORM, BN_THREADS};
 use crate::{check_len, Error, Gpu, Result};
 
 /// The module's functions, resolved once when the device is opened.
@@ -133,15 +133,6 @@ fn per_channel_cfg(c: usize) -> LaunchConfig {
     }
 }
 
-/// One thread per element (or per channel) of `n`.
-fn flat_cfg(n: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (grid(n, BLOCK), 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
 impl Gpu {
     /// Launches `batch_norm_stats_f32` for x (N×C×H×W): mean, variance and `1/√(var + ε)` per
     /// channel, and with `(γ, β)` the training map's scale and shift.
@@ -220,7 +211,7 @@ impl Gpu {
         l.arg(&mut y);
         // SAFETY: x, the residual (or null) and y hold N×C×H×W floats (checked; y allocated so),
         // scale and shift C floats; thread i < N·C·H·W writes y[i] and nothing else.
-        unsafe { l.launch(flat_cfg(total)) }.map_err(driver(op))?;
+        unsafe { l.launch(per_element(total)) }.map_err(driver(op))?;
         Ok(y)
     }
 
@@ -290,7 +281,7 @@ impl Gpu {
         l.arg(scale).arg(shift);
         // SAFETY: γ, β and the running statistics hold C floats (checked); thread c < C writes
         // element c of scale and shift, C floats each.
-        unsafe { l.launch(flat_cfg(c)) }.map_err(driver(op))?;
+        unsafe { l.launch(per_element(c)) }.map_err(driver(op))?;
         self.batch_norm_map_launch(op, (x, residual), &map, relu, dims)
     }
 
@@ -326,7 +317,7 @@ impl Gpu {
         l.arg(running_mean).arg(running_var);
         // SAFETY: the batch and running statistics hold C floats each (checked); thread c < C
         // reads and writes element c only.
-        unsafe { l.launch(flat_cfg(c)) }.map_err(driver(op))?;
+        unsafe { l.launch(per_element(c)) }.map_err(driver(op))?;
         Ok(())
     }
 
@@ -422,7 +413,7 @@ impl Gpu {
         };
         // SAFETY: x, dy, y (or null), dx and dres (or null) hold N×C×H×W floats, coef the 6·C
         // floats the reduction wrote; thread i < N·C·H·W writes element i of dx (and dres).
-        unsafe { l.launch(flat_cfg(total)) }.map_err(driver(op))?;
+        unsafe { l.launch(per_element(total)) }.map_err(driver(op))?;
         Ok(BatchNormGrads {
             dx,
             dgamma,

@@ -6,12 +6,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, ValidAsZeroBits,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, ValidAsZeroBits,
 };
 use cudarc::nvrtc::Ptx;
 
 use crate::conv2d::CudnnState;
-use crate::kernels::{ptx, Kernel};
+use crate::kernels::{ptx, Kernel, BLOCK};
 use crate::{cosine_logits, elementwise, feature_distill, margin_rank, Error, Result};
 
 /// Maps a driver error of operation `op` to [`Error::Driver`].
@@ -33,6 +33,58 @@ pub(crate) fn i32_of(op: &'static str, v: usize) -> Result<i32> {
         op,
         detail: format!("{v} does not fit a 32-bit kernel argument"),
     })
+}
+
+/// Most blocks a grid-stride launch uses (enough to fill any current card several times).
+const MAX_BLOCKS: u32 = 65_535 * 4;
+
+/// One thread per element of `n`, blocks of [`BLOCK`].
+pub(crate) fn per_element(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (grid(n, BLOCK), 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// A grid-stride loop over `n` elements: [`per_element`] capped at `MAX_BLOCKS` blocks.
+pub(crate) fn grid_stride(n: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (grid(n, BLOCK).min(MAX_BLOCKS), 1, 1),
+        ..per_element(n)
+    }
+}
+
+/// One block of [`BLOCK`] threads per row of `b` (at least one block).
+pub(crate) fn per_row(b: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (b.max(1) as u32, 1, 1),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// One block of 1024 threads: a whole-buffer reduction into one value.
+pub(crate) fn one_block() -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (1, 1, 1),
+        block_dim: (1024, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// The functions of a module with one forward and one backward kernel, in that order.
+#[derive(Debug)]
+pub(crate) struct FwdBwd {
+    pub(crate) fwd: CudaFunction,
+    pub(crate) bwd: CudaFunction,
+}
+
+impl FwdBwd {
+    pub(crate) fn load(ctx: &Arc<CudaContext>, k: &Kernel) -> Result<Self> {
+        let [fwd, bwd] = load(ctx, k)?;
+        Ok(Self { fwd, bwd })
+    }
 }
 
 /// A null device pointer, for optional kernel inputs.
@@ -89,14 +141,14 @@ impl Gpu {
             blas,
             cudnn: OnceLock::new(),
             elementwise: elementwise::Kernels::load(&ctx)?,
-            linear: crate::linear::Kernels::load(&ctx)?,
+            linear: crate::linear::kernels(&ctx)?,
             sgd: crate::sgd::Kernels::load(&ctx)?,
-            normalize: crate::normalize::Kernels::load(&ctx)?,
+            normalize: crate::normalize::kernels(&ctx)?,
             scale: crate::scale::Kernels::load(&ctx)?,
             reduce: crate::reduce::Kernels::load(&ctx)?,
             cosine_logits: cosine_logits::Kernels::load(&ctx)?,
-            margin_rank: margin_rank::Kernels::load(&ctx)?,
-            feature_distill: feature_distill::Kernels::load(&ctx)?,
+            margin_rank: margin_rank::kernels(&ctx)?,
+            feature_distill: feature_distill::kernels(&ctx)?,
             batch_norm: crate::batch_norm::Kernels::load(&ctx)?,
             pool: crate::pool::Kernels::load(&ctx)?,
             softmax: crate::softmax::Kernels::load(&ctx)?,
@@ -118,6 +170,11 @@ impl Gpu {
     /// Copies `v` to a new device buffer: the transfer every launcher makes of its inputs
     /// (public for benchmarks that separate transfers from kernels).
     pub fn upload<T: DeviceRepr>(&self, v: &[T]) -> Result<CudaSlice<T>> {
+        if v.is_empty() {
+            // No zero-byte allocation: an empty tensor gets a one-element buffer nothing reads.
+            // SAFETY: the buffer is never read (its tensor has no element).
+            return unsafe { self.stream.alloc::<T>(1) }.map_err(driver("alloc"));
+        }
         self.stream.clone_htod(v).map_err(driver("clone_htod"))
     }
 

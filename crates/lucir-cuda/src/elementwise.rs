@@ -5,14 +5,11 @@
 use std::sync::Arc;
 
 use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, PushKernelArg};
 
-use crate::device::{driver, grid, i32_of, load};
-use crate::kernels::{BLOCK, ELEMENTWISE};
+use crate::device::{driver, grid_stride, i32_of, load};
+use crate::kernels::ELEMENTWISE;
 use crate::{Error, Gpu, Result};
-
-/// Most blocks a grid-stride launch uses (enough to fill any current card several times).
-const MAX_BLOCKS: u32 = 65_535 * 4;
 
 /// The module's functions, resolved once when the device is opened.
 #[derive(Debug)]
@@ -34,15 +31,6 @@ impl Kernels {
             relu_bwd,
             axpy,
         })
-    }
-}
-
-/// The launch geometry of a grid-stride loop over `n` elements.
-fn flat(n: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (grid(n, BLOCK).min(MAX_BLOCKS), 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
     }
 }
 
@@ -83,7 +71,7 @@ impl Gpu {
         l.arg(a).arg(b).arg(&n64).arg(&mut out);
         // SAFETY: `a`, `b` hold at least n floats (checked), `out` n; each thread touches its
         // own elements below n.
-        unsafe { l.launch(flat(n)) }.map_err(driver(op))?;
+        unsafe { l.launch(grid_stride(n)) }.map_err(driver(op))?;
         Ok(out)
     }
 
@@ -110,7 +98,7 @@ impl Gpu {
         let mut l = self.stream.launch_builder(&self.elementwise.relu);
         l.arg(x).arg(&n64).arg(&mut out);
         // SAFETY: `x` holds at least n floats (checked), `out` n.
-        unsafe { l.launch(flat(n)) }.map_err(driver("relu"))?;
+        unsafe { l.launch(grid_stride(n)) }.map_err(driver("relu"))?;
         Ok(out)
     }
 
@@ -122,7 +110,7 @@ impl Gpu {
         let mut l = self.stream.launch_builder(&self.elementwise.relu_bwd);
         l.arg(y).arg(&n64).arg(g);
         // SAFETY: `y` and `g` hold at least n floats (checked).
-        unsafe { l.launch(flat(n)) }.map_err(driver("relu_bwd"))?;
+        unsafe { l.launch(grid_stride(n)) }.map_err(driver("relu_bwd"))?;
         Ok(())
     }
 
@@ -140,7 +128,7 @@ impl Gpu {
         let mut l = self.stream.launch_builder(&self.elementwise.axpy);
         l.arg(x).arg(&n64).arg(&alpha).arg(y);
         // SAFETY: `x` and `y` hold at least n floats (checked).
-        unsafe { l.launch(flat(n)) }.map_err(driver("axpy"))?;
+        unsafe { l.launch(grid_stride(n)) }.map_err(driver("axpy"))?;
         Ok(())
     }
 

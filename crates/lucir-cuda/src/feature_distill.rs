@@ -5,24 +5,18 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaSlice, PushKernelArg};
 
-use crate::device::{driver, i32_of, load};
-use crate::kernels::{BLOCK, FEATURE_DISTILL};
+use crate::device::{driver, i32_of, per_row};
+use crate::kernels::FEATURE_DISTILL;
 use crate::{check_len, Gpu, Result};
 
-/// The module's functions, resolved once when the device is opened.
-#[derive(Debug)]
-pub(crate) struct Kernels {
-    fwd: CudaFunction,
-    bwd: CudaFunction,
-}
+/// The module's two functions, resolved once when the device is opened.
+pub(crate) type Kernels = crate::device::FwdBwd;
 
-impl Kernels {
-    pub(crate) fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
-        let [fwd, bwd] = load(ctx, &FEATURE_DISTILL)?;
-        Ok(Self { fwd, bwd })
-    }
+/// Loads them.
+pub(crate) fn kernels(ctx: &Arc<CudaContext>) -> Result<Kernels> {
+    Kernels::load(ctx, &FEATURE_DISTILL)
 }
 
 /// A forward pass, kept on the device for the backward pass.
@@ -52,11 +46,6 @@ impl Gpu {
             None => (&self.feature_distill.fwd, "feature_distill_fwd"),
         };
         let (bi, di) = (i32_of(op, b)?, i32_of(op, d)?);
-        let cfg = LaunchConfig {
-            grid_dim: (b.max(1) as u32, 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
         let mut l = self.stream.launch_builder(func);
         l.arg(f).arg(f_star).arg(&bi).arg(&di);
         if let Some((g, neg_lambda)) = &bwd {
@@ -65,7 +54,7 @@ impl Gpu {
         l.arg(out);
         // SAFETY: F and F* hold B×D floats; `out` B (forward) or B×D (backward) floats, each
         // row written in full by its block; g (backward) one float.
-        unsafe { l.launch(cfg) }.map_err(driver(op))?;
+        unsafe { l.launch(per_row(b)) }.map_err(driver(op))?;
         Ok(())
     }
 

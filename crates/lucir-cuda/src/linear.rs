@@ -3,32 +3,18 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaSlice, PushKernelArg};
 
-use crate::device::{driver, grid, i32_of, load};
-use crate::kernels::{BLOCK, LINEAR};
+use crate::device::{driver, i32_of, per_element};
+use crate::kernels::LINEAR;
 use crate::{check_len, Gpu, Result};
 
-/// The module's functions, resolved once when the device is opened.
-#[derive(Debug)]
-pub(crate) struct Kernels {
-    fwd: CudaFunction,
-    bwd: CudaFunction,
-}
+/// The module's two functions, resolved once when the device is opened.
+pub(crate) type Kernels = crate::device::FwdBwd;
 
-impl Kernels {
-    pub(crate) fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
-        let [fwd, bwd] = load(ctx, &LINEAR)?;
-        Ok(Self { fwd, bwd })
-    }
-}
-
-fn cfg(n: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (grid(n, BLOCK), 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
+/// Loads them.
+pub(crate) fn kernels(ctx: &Arc<CudaContext>) -> Result<Kernels> {
+    Kernels::load(ctx, &LINEAR)
 }
 
 impl Gpu {
@@ -51,7 +37,7 @@ impl Gpu {
         l.arg(y).arg(b).arg(&ri).arg(&ci);
         // SAFETY: y holds rows×cols floats and b cols (checked); thread i < rows·cols touches
         // y[i] and reads b[i % cols].
-        unsafe { l.launch(cfg(rows * cols)) }.map_err(driver(op))?;
+        unsafe { l.launch(per_element(rows * cols)) }.map_err(driver(op))?;
         Ok(())
     }
 
@@ -71,7 +57,7 @@ impl Gpu {
         let mut l = self.stream.launch_builder(&self.linear.bwd);
         l.arg(g).arg(&ri).arg(&ci).arg(&mut db);
         // SAFETY: g holds rows×cols floats and db cols (checked); thread j < cols writes db[j].
-        unsafe { l.launch(cfg(cols)) }.map_err(driver(op))?;
+        unsafe { l.launch(per_element(cols)) }.map_err(driver(op))?;
         Ok(db)
     }
 }

@@ -5,24 +5,18 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaSlice, LaunchConfig, PushKernelArg};
 
-use crate::device::{driver, grid, i32_of, load};
+use crate::device::{driver, grid, i32_of};
 use crate::kernels::{MARGIN_RANK, MAX_K, MR_ROWS};
 use crate::{check_len, Error, Gpu, Result};
 
-/// The module's functions, resolved once when the device is opened.
-#[derive(Debug)]
-pub(crate) struct Kernels {
-    fwd: CudaFunction,
-    bwd: CudaFunction,
-}
+/// The module's two functions, resolved once when the device is opened.
+pub(crate) type Kernels = crate::device::FwdBwd;
 
-impl Kernels {
-    pub(crate) fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
-        let [fwd, bwd] = load(ctx, &MARGIN_RANK)?;
-        Ok(Self { fwd, bwd })
-    }
+/// Loads them.
+pub(crate) fn kernels(ctx: &Arc<CudaContext>) -> Result<Kernels> {
+    Kernels::load(ctx, &MARGIN_RANK)
 }
 
 /// The loss's settings: the first `n_old` columns are old classes, the hardest `k` new classes

@@ -2,33 +2,18 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaSlice, PushKernelArg};
 
-use crate::device::{driver, i32_of, load};
-use crate::kernels::{BLOCK, NORMALIZE};
+use crate::device::{driver, i32_of, per_row};
+use crate::kernels::NORMALIZE;
 use crate::{check_len, Gpu, Result};
 
-/// The module's functions, resolved once when the device is opened.
-#[derive(Debug)]
-pub(crate) struct Kernels {
-    fwd: CudaFunction,
-    bwd: CudaFunction,
-}
+/// The module's two functions, resolved once when the device is opened.
+pub(crate) type Kernels = crate::device::FwdBwd;
 
-impl Kernels {
-    pub(crate) fn load(ctx: &Arc<CudaContext>) -> Result<Self> {
-        let [fwd, bwd] = load(ctx, &NORMALIZE)?;
-        Ok(Self { fwd, bwd })
-    }
-}
-
-/// One block per row.
-fn rows(b: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (b as u32, 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
+/// Loads them.
+pub(crate) fn kernels(ctx: &Arc<CudaContext>) -> Result<Kernels> {
+    Kernels::load(ctx, &NORMALIZE)
 }
 
 impl Gpu {
@@ -51,7 +36,7 @@ impl Gpu {
         l.arg(v).arg(&bi).arg(&di).arg(&mut y).arg(&mut norms);
         // SAFETY: v and y hold B×D floats, norms B (checked/allocated); block b writes row b
         // of y and norms[b] only.
-        unsafe { l.launch(rows(b)) }.map_err(driver(op))?;
+        unsafe { l.launch(per_row(b)) }.map_err(driver(op))?;
         Ok((y, norms))
     }
 
@@ -75,7 +60,7 @@ impl Gpu {
         let mut l = self.stream.launch_builder(&self.normalize.bwd);
         l.arg(y).arg(norms).arg(g).arg(&bi).arg(&di).arg(&mut dx);
         // SAFETY: y, g and dx hold B×D floats, norms B (checked); block b writes row b of dx.
-        unsafe { l.launch(rows(b)) }.map_err(driver(op))?;
+        unsafe { l.launch(per_row(b)) }.map_err(driver(op))?;
         Ok(dx)
     }
 }

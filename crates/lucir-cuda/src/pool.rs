@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
-use crate::device::{driver, grid, i32_of, load};
+use crate::device::{driver, grid, i32_of, load, per_element};
 use crate::kernels::{BLOCK, POOL};
 use crate::{check_len, Error, Gpu, Result};
 
@@ -105,15 +105,6 @@ impl MaxPool {
     }
 }
 
-/// One thread per element of `n`.
-fn flat_cfg(n: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (grid(n, BLOCK), 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
 /// `[N·C, H, W, Ho, Wo, kernel, stride, pad]` as kernel arguments.
 fn max_pool_args(
     op: &'static str,
@@ -184,7 +175,7 @@ impl Gpu {
         l.arg(dy).arg(&ti).arg(&hwi).arg(&inv).arg(&mut dx);
         // SAFETY: dy holds N·C floats (checked) and dx N·C·H·W; thread i < N·C·H·W reads
         // dy[i / (H·W)] < N·C and writes dx[i] only.
-        unsafe { l.launch(flat_cfg(total)) }.map_err(driver(op))?;
+        unsafe { l.launch(per_element(total)) }.map_err(driver(op))?;
         Ok(dx)
     }
 
@@ -213,7 +204,7 @@ impl Gpu {
         l.arg(&mut y).arg(&mut argmax);
         // SAFETY: x holds N×C×H×W floats (checked), y and argmax N×C×Ho×Wo elements; thread
         // o < N·C·Ho·Wo reads x inside its plane's image and writes y[o] and argmax[o] only.
-        unsafe { l.launch(flat_cfg(total)) }.map_err(driver(op))?;
+        unsafe { l.launch(per_element(total)) }.map_err(driver(op))?;
         Ok(MaxPool {
             y,
             argmax,
@@ -249,7 +240,7 @@ impl Gpu {
         // SAFETY: dy and argmax hold N×C×Ho×Wo elements (checked), dx N×C×H×W floats; thread
         // i < N·C·H·W reads the outputs of its plane whose windows hold it (rows and columns
         // clamped to Ho and Wo) and writes dx[i] only.
-        unsafe { l.launch(flat_cfg(total)) }.map_err(driver(op))?;
+        unsafe { l.launch(per_element(total)) }.map_err(driver(op))?;
         Ok(dx)
     }
 }

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, PushKernelArg};
 
-use crate::device::{driver, i32_of, load};
+use crate::device::{driver, i32_of, load, one_block};
 use crate::kernels::REDUCE;
 use crate::{check_len, Gpu, Result};
 
@@ -36,13 +36,8 @@ impl Gpu {
         let mut out = self.output::<f32>(1)?;
         let mut l = self.stream.launch_builder(&self.reduce.sum_scaled);
         l.arg(x).arg(&ni).arg(&mul).arg(&div).arg(&mut out);
-        let cfg = LaunchConfig {
-            grid_dim: (1, 1, 1),
-            block_dim: (1024, 1, 1),
-            shared_mem_bytes: 0,
-        };
         // SAFETY: x holds at least n floats (checked), out one, written by thread 0.
-        unsafe { l.launch(cfg) }.map_err(driver(op))?;
+        unsafe { l.launch(one_block()) }.map_err(driver(op))?;
         Ok(out)
     }
 }

@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, PushKernelArg};
 
-use crate::device::{driver, grid, load};
-use crate::kernels::{BLOCK, SCALE};
+use crate::device::{driver, grid_stride, load, one_block};
+use crate::kernels::SCALE;
 use crate::{Error, Gpu, Result};
 
 /// The module's functions, resolved once when the device is opened.
@@ -51,13 +51,8 @@ impl Gpu {
         let n64 = n as i64;
         let mut l = self.stream.launch_builder(&self.scale.fwd);
         l.arg(x).arg(s).arg(&n64).arg(&mut y);
-        let cfg = LaunchConfig {
-            grid_dim: (grid(n, BLOCK).min(65_535 * 4), 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
         // SAFETY: x and y hold at least n floats, s one (checked); each index is one thread's.
-        unsafe { l.launch(cfg) }.map_err(driver(op))?;
+        unsafe { l.launch(grid_stride(n)) }.map_err(driver(op))?;
         Ok(y)
     }
 
@@ -74,11 +69,7 @@ impl Gpu {
         let n64 = n as i64;
         let mut l = self.stream.launch_builder(&self.scale.dot);
         l.arg(a).arg(b).arg(&n64).arg(&mut out);
-        let cfg = LaunchConfig {
-            grid_dim: (1, 1, 1),
-            block_dim: (1024, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = one_block();
         // SAFETY: a and b hold at least n floats (checked), out one, written by thread 0.
         unsafe { l.launch(cfg) }.map_err(driver(op))?;
         Ok(out)

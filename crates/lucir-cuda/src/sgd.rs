@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, PushKernelArg};
 
-use crate::device::{driver, grid, load};
-use crate::kernels::{BLOCK, SGD};
+use crate::device::{driver, grid_stride, load};
+use crate::kernels::SGD;
 use crate::{Error, Gpu, Result};
 
 /// The module's function, resolved once when the device is opened.
@@ -71,14 +71,9 @@ impl Gpu {
             .arg(&s.weight_decay)
             .arg(&s.momentum)
             .arg(&first);
-        let cfg = LaunchConfig {
-            grid_dim: (grid(n, BLOCK).min(65_535 * 4), 1, 1),
-            block_dim: (BLOCK, 1, 1),
-            shared_mem_bytes: 0,
-        };
         // SAFETY: p, g and v hold at least n floats (checked); each index below n is touched
         // by one thread.
-        unsafe { l.launch(cfg) }.map_err(driver(op))?;
+        unsafe { l.launch(grid_stride(n)) }.map_err(driver(op))?;
         Ok(())
     }
 }

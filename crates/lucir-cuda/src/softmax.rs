@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, LaunchConfig, PushKernelArg};
 
-use crate::device::{driver, grid, i32_of, load, NULL};
+use crate::device::{driver, grid, i32_of, load, per_row, NULL};
 use crate::kernels::{BLOCK, SOFTMAX};
 use crate::{check_len, Gpu, Result};
 
@@ -63,15 +63,6 @@ pub struct CrossEntropyFused {
     pub dz: CudaSlice<f32>,
 }
 
-/// One block per row.
-fn row_cfg(b: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (b.max(1) as u32, 1, 1),
-        block_dim: (BLOCK, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
 impl Gpu {
     /// `y_bc = z_bc − log Σ_k exp z_bk` of z (B×C), numerically stable (the row maximum is
     /// subtracted first).
@@ -89,7 +80,7 @@ impl Gpu {
         l.arg(z).arg(&bi).arg(&ci).arg(&mut y);
         // SAFETY: z and y hold B×C floats (checked; y allocated so); block b reads and writes
         // row b only.
-        unsafe { l.launch(row_cfg(b)) }.map_err(driver(op))?;
+        unsafe { l.launch(per_row(b)) }.map_err(driver(op))?;
         Ok(y)
     }
 
@@ -111,7 +102,7 @@ impl Gpu {
         l.arg(y).arg(dy).arg(&bi).arg(&ci).arg(&mut dz);
         // SAFETY: y, dy and dz hold B×C floats (checked; dz allocated so); block b reads and
         // writes row b only.
-        unsafe { l.launch(row_cfg(b)) }.map_err(driver(op))?;
+        unsafe { l.launch(per_row(b)) }.map_err(driver(op))?;
         Ok(dz)
     }
 
@@ -142,7 +133,7 @@ impl Gpu {
         // dz (or null) B×C floats (allocated so by the callers); block b reads label b (a label
         // outside [0, C) is never used as an index) and row b of z, and writes row_loss[b] and
         // row b of each output.
-        unsafe { l.launch(row_cfg(b)) }.map_err(driver(op))?;
+        unsafe { l.launch(per_row(b)) }.map_err(driver(op))?;
         Ok(())
     }
 
@@ -155,7 +146,7 @@ impl Gpu {
         l.arg(row_loss).arg(&bi).arg(&mut loss);
         // SAFETY: row_loss holds B floats (written by the forward pass), loss one float, which
         // the single block's thread 0 writes.
-        unsafe { l.launch(row_cfg(1)) }.map_err(driver(op))?;
+        unsafe { l.launch(per_row(1)) }.map_err(driver(op))?;
         Ok(loss)
     }
 

@@ -65,6 +65,16 @@ pub struct CudaStorage {
 #[derive(Clone, Debug)]
 pub enum CudaStorage {}
 
+/// Indices on a device (a max pool's positions): an i32 buffer.
+#[cfg(feature = "cuda")]
+#[derive(Clone, Debug)]
+pub struct CudaIndices(pub(crate) lucir_cuda::IndexBuffer);
+
+/// Indices on a device; uninhabited in a build without the `cuda` feature.
+#[cfg(not(feature = "cuda"))]
+#[derive(Clone, Debug)]
+pub enum CudaIndices {}
+
 /// The error of an op that has no CUDA arm yet, or whose operands are on different devices.
 pub(crate) fn unsupported(op: &'static str, device: &Device) -> Error {
     Error::Device {

@@ -45,7 +45,7 @@ pub use conv2d::{
     conv2d_mapped, conv2d_mapped_bwd, conv2d_ref, conv3x3, set_conv3x3, Conv2dGeometry, Conv3x3,
 };
 pub use cpu::Avx512;
-pub use device::{CudaStorage, Device, Gpu};
+pub use device::{CudaIndices, CudaStorage, Device, Gpu};
 pub use elementwise::{add, add_relu, relu, relu_bwd};
 pub use error::{Error, Result};
 pub use float::Float;
@@ -57,7 +57,7 @@ pub use linear::{add_row_bias, column_sums};
 pub use normalize::{l2_normalize_rows, l2_normalize_rows_bwd, NORM_EPS};
 pub use pool::{
     global_avg_pool, global_avg_pool_bwd, max_pool2d, max_pool2d_bwd, max_pool2d_ref,
-    MaxPoolGeometry,
+    MaxPoolArgmax, MaxPoolGeometry,
 };
 pub use rows::{concat_rows, dot, scale_by, split_rows};
 pub use sgd::{sgd_update, SgdHyper};

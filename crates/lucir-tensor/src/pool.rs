@@ -2,6 +2,7 @@
 
 use rayon::prelude::*;
 
+use crate::device::CudaIndices;
 use crate::{Error, Float, Result, Tensor};
 
 /// `y[n,c] = mean over H×W of x[n,c]`.
@@ -74,16 +75,41 @@ impl MaxPoolGeometry {
     }
 }
 
+/// Per output of a max pool, the flat index into its input of the maximum: what the backward
+/// pass routes the gradient by, on the device of the pooled tensor.
+#[derive(Clone, Debug)]
+pub enum MaxPoolArgmax {
+    /// In host memory.
+    Cpu(Vec<usize>),
+    /// On a CUDA device (i32).
+    Cuda(CudaIndices),
+}
+
 /// Max pool: returns `y` (N×C×Ho×Wo) and, per output, the flat index into `x` of its maximum
 /// (the first one in scan order on ties).
-pub fn max_pool2d<T: Float>(x: &Tensor<T>, g: MaxPoolGeometry) -> Result<(Tensor<T>, Vec<usize>)> {
-    crate::device::on_cpu("max_pool2d", &[x])?;
+pub fn max_pool2d<T: Float>(
+    x: &Tensor<T>,
+    g: MaxPoolGeometry,
+) -> Result<(Tensor<T>, MaxPoolArgmax)> {
     let [n, c, h, w] = x.dims4("max_pool2d")?;
     let (ho, wo) = (g.out("max_pool2d", h)?, g.out("max_pool2d", w)?);
+    if !x.is_cpu() {
+        return crate::cuda_ops::max_pool2d(x, g, [n, c, h, w]);
+    }
+    let (y, arg) = max_pool2d_cpu(x, g, [n, c, h, w], [ho, wo]);
+    Ok((y, MaxPoolArgmax::Cpu(arg)))
+}
+
+fn max_pool2d_cpu<T: Float>(
+    x: &Tensor<T>,
+    g: MaxPoolGeometry,
+    [n, c, h, w]: [usize; 4],
+    [ho, wo]: [usize; 2],
+) -> (Tensor<T>, Vec<usize>) {
     let mut y = Tensor::zeros(&[n, c, ho, wo]);
     let mut arg = vec![0usize; n * c * ho * wo];
     if y.is_empty() {
-        return Ok((y, arg));
+        return (y, arg);
     }
     let xv = x.as_slice();
     y.as_slice_mut()
@@ -113,16 +139,28 @@ pub fn max_pool2d<T: Float>(x: &Tensor<T>, g: MaxPoolGeometry) -> Result<(Tensor
                 }
             }
         });
-    Ok((y, arg))
+    (y, arg)
 }
 
 /// Max-pool backward: routes each `dy` to the input position that won the forward max.
 pub fn max_pool2d_bwd<T: Float>(
     shape: &[usize],
-    argmax: &[usize],
+    argmax: &MaxPoolArgmax,
+    g: MaxPoolGeometry,
     dy: &Tensor<T>,
 ) -> Result<Tensor<T>> {
-    crate::device::on_cpu("max_pool2d_bwd", &[dy])?;
+    let argmax = match argmax {
+        MaxPoolArgmax::Cpu(a) if dy.is_cpu() => a,
+        MaxPoolArgmax::Cuda(a) if !dy.is_cpu() => {
+            return crate::cuda_ops::max_pool2d_bwd(shape, a, g, dy);
+        }
+        _ => {
+            return Err(Error::Device {
+                op: "max_pool2d_bwd",
+                detail: "the positions and the gradient are on different devices".into(),
+            })
+        }
+    };
     if argmax.len() != dy.len() {
         return Err(Error::shape(
             "max_pool2d_bwd",

@@ -1,6 +1,6 @@
 //! Global average pooling (N×C×H×W → N×C) and max pooling.
 
-use lucir_tensor::{Float, MaxPoolGeometry};
+use lucir_tensor::{Float, MaxPoolArgmax, MaxPoolGeometry};
 
 use crate::tape::Backward;
 use crate::{BackwardCtx, Result, Tape, Var};
@@ -11,7 +11,8 @@ struct GapBack {
 
 struct MaxPoolBack {
     x: Var,
-    argmax: Vec<usize>,
+    argmax: MaxPoolArgmax,
+    geometry: MaxPoolGeometry,
 }
 
 impl<T: Float> Tape<T> {
@@ -24,7 +25,12 @@ impl<T: Float> Tape<T> {
     /// Max over square windows.
     pub fn max_pool2d(&mut self, x: Var, geometry: MaxPoolGeometry) -> Result<Var> {
         let (y, argmax) = lucir_tensor::max_pool2d(self.value(x), geometry)?;
-        Ok(self.push(y, &[x], MaxPoolBack { x, argmax }))
+        let back = MaxPoolBack {
+            x,
+            argmax,
+            geometry,
+        };
+        Ok(self.push(y, &[x], back))
     }
 }
 
@@ -37,7 +43,8 @@ impl<T: Float> Backward<T> for GapBack {
 
 impl<T: Float> Backward<T> for MaxPoolBack {
     fn backward(&self, ctx: &mut BackwardCtx<'_, T>) -> Result<()> {
-        let dx = lucir_tensor::max_pool2d_bwd(ctx.value(self.x).shape(), &self.argmax, ctx.g())?;
+        let shape = ctx.value(self.x).shape();
+        let dx = lucir_tensor::max_pool2d_bwd(shape, &self.argmax, self.geometry, ctx.g())?;
         ctx.add(self.x, dx)
     }
 }

@@ -324,7 +324,10 @@ impl IncrementalLearner {
                 let batch = batch?;
                 let n = batch.labels.len();
                 let terms = self.step(ctx, batch.images, &batch.labels, lr, stage, &mut sgd)?;
-                if !terms.total.is_finite() || !self.net.all_finite()? {
+                // On a device the parameters are checked once an epoch (below): reading them
+                // all back after every step would stall the device each step.
+                let on_cpu = self.device == Device::Cpu;
+                if !terms.total.is_finite() || (on_cpu && !self.net.all_finite()?) {
                     let what = if terms.total.is_finite() {
                         "a parameter".to_string()
                     } else {
@@ -357,6 +360,14 @@ impl IncrementalLearner {
                     };
                     return Err(self.preempt(ctx, stage, epoch, sgd, obs, done));
                 }
+            }
+            if self.device != Device::Cpu && !self.net.all_finite()? {
+                return Err(Error::Diverged {
+                    phase: ctx.phase,
+                    epoch,
+                    step: batches.saturating_sub(1),
+                    what: "a parameter (checked at the end of the epoch on the device)".into(),
+                });
             }
             let mean = sum.scaled(1.0 / seen.max(1) as f64);
             stats.last_epoch = mean;

@@ -2,8 +2,8 @@
 //! storage of device tensors.
 
 use crate::conv2d::InputGrad;
-use crate::device::{CudaStorage, Gpu};
-use crate::{BatchNormStats, SgdHyper};
+use crate::device::{CudaIndices, CudaStorage, Gpu};
+use crate::{BatchNormStats, MaxPoolArgmax, MaxPoolGeometry, SgdHyper};
 use crate::{Error, Float, Result, Tensor, Transpose};
 
 /// A device tensor of `shape` holding the f32 elements `v`.
@@ -244,6 +244,28 @@ fn stats_view<T: Float>(
     })
 }
 
+/// The backward pass's ReLU: recomputed from `x` when fused, none otherwise.
+fn relu_gate(relu: bool) -> lucir_cuda::BatchNormRelu<'static> {
+    if relu {
+        lucir_cuda::BatchNormRelu::Fused
+    } else {
+        lucir_cuda::BatchNormRelu::Off
+    }
+}
+
+/// The launchers' view of running statistics held as tensors.
+fn running_stats<'a, T: Float>(
+    op: &'static str,
+    (mean, var): (&'a Tensor<T>, &'a Tensor<T>),
+    eps: T,
+) -> Result<lucir_cuda::RunningStats<'a>> {
+    Ok(lucir_cuda::RunningStats {
+        mean: buf(op, mean)?,
+        var: buf(op, var)?,
+        eps: eps.as_f64() as f32,
+    })
+}
+
 /// Training-mode batch norm (plus a residual, then a ReLU) with its batch statistics.
 pub(crate) fn batch_norm_train<T: Float>(
     x: &Tensor<T>,
@@ -286,11 +308,7 @@ pub(crate) fn batch_norm_train_bwd<T: Float>(
     let op = "batch_norm_train_bwd";
     let cx = CudaStorage::of(op, x)?;
     let view = stats_view(op, stats)?;
-    let relu = if relu {
-        lucir_cuda::BatchNormRelu::Fused
-    } else {
-        lucir_cuda::BatchNormRelu::Off
-    };
+    let relu = relu_gate(relu);
     let g = cx.gpu.batch_norm_bwd(
         &cx.buf,
         (buf(op, gamma)?, buf(op, beta)?),
@@ -326,11 +344,7 @@ pub(crate) fn batch_norm_eval<T: Float>(
 ) -> Result<Tensor<T>> {
     let op = "batch_norm_eval";
     let cx = CudaStorage::of(op, x)?;
-    let running = lucir_cuda::RunningStats {
-        mean: buf(op, mean)?,
-        var: buf(op, var)?,
-        eps: eps.as_f64() as f32,
-    };
+    let running = running_stats(op, (mean, var), eps)?;
     let res = residual.map(|r| buf(op, r)).transpose()?;
     let y = cx.gpu.batch_norm_eval_fwd(
         &cx.buf,
@@ -354,16 +368,8 @@ pub(crate) fn batch_norm_eval_bwd<T: Float>(
 ) -> Result<(Tensor<T>, Tensor<T>, Tensor<T>)> {
     let op = "batch_norm_eval_bwd";
     let cx = CudaStorage::of(op, x)?;
-    let running = lucir_cuda::RunningStats {
-        mean: buf(op, mean)?,
-        var: buf(op, var)?,
-        eps: eps.as_f64() as f32,
-    };
-    let relu = if relu {
-        lucir_cuda::BatchNormRelu::Fused
-    } else {
-        lucir_cuda::BatchNormRelu::Off
-    };
+    let running = running_stats(op, (mean, var), eps)?;
+    let relu = relu_gate(relu);
     let g = cx.gpu.batch_norm_bwd(
         &cx.buf,
         (buf(op, gamma)?, buf(op, beta)?),
@@ -516,4 +522,41 @@ pub(crate) fn sgd_update<T: Float>(
     };
     gpu.sgd_update(pb, gb, vb, n, step)?;
     Ok(v)
+}
+
+fn window(g: MaxPoolGeometry) -> lucir_cuda::MaxPoolWindow {
+    lucir_cuda::MaxPoolWindow {
+        kernel: g.kernel,
+        stride: g.stride,
+        pad: g.pad,
+    }
+}
+
+/// Max pool and the positions of the maxima (kept on the device).
+pub(crate) fn max_pool2d<T: Float>(
+    x: &Tensor<T>,
+    g: MaxPoolGeometry,
+    dims: [usize; 4],
+) -> Result<(Tensor<T>, MaxPoolArgmax)> {
+    let c = CudaStorage::of("max_pool2d", x)?;
+    let p = c.gpu.max_pool2d_fwd(&c.buf, window(g), dims)?;
+    let y = wrap(c, &p.dims, p.y);
+    Ok((y, MaxPoolArgmax::Cuda(CudaIndices(p.argmax))))
+}
+
+/// The max pool's backward pass: each input element gathers the gradients of the windows it
+/// won.
+pub(crate) fn max_pool2d_bwd<T: Float>(
+    shape: &[usize],
+    argmax: &CudaIndices,
+    g: MaxPoolGeometry,
+    dy: &Tensor<T>,
+) -> Result<Tensor<T>> {
+    let c = CudaStorage::of("max_pool2d_bwd", dy)?;
+    let dims: [usize; 4] = shape.try_into().map_err(|_| Error::Device {
+        op: "max_pool2d_bwd",
+        detail: format!("input shape {shape:?} is not 4-D"),
+    })?;
+    let dx = c.gpu.max_pool2d_bwd(&argmax.0, &c.buf, window(g), dims)?;
+    Ok(wrap(c, shape, dx))
 }

@@ -2,8 +2,8 @@
 //! returns `Error::Cuda(NotCompiled)` (the storage type is uninhabited).
 
 use crate::conv2d::InputGrad;
-use crate::device::{CudaStorage, Gpu};
-use crate::{BatchNormStats, MarginRankPairs, SgdHyper};
+use crate::device::{CudaIndices, CudaStorage, Gpu};
+use crate::{BatchNormStats, MarginRankPairs, MaxPoolArgmax, MaxPoolGeometry, SgdHyper};
 use crate::{Error, Float, Result, Tensor, Transpose};
 
 fn not_compiled<R>() -> Result<R> {
@@ -253,4 +253,21 @@ pub(crate) fn margin_rank_bwd<T: Float>(
     _: [usize; 2],
 ) -> Result<Tensor<T>> {
     not_compiled()
+}
+
+pub(crate) fn max_pool2d<T: Float>(
+    _: &Tensor<T>,
+    _: MaxPoolGeometry,
+    _: [usize; 4],
+) -> Result<(Tensor<T>, MaxPoolArgmax)> {
+    not_compiled()
+}
+
+pub(crate) fn max_pool2d_bwd<T: Float>(
+    _: &[usize],
+    a: &CudaIndices,
+    _: MaxPoolGeometry,
+    _: &Tensor<T>,
+) -> Result<Tensor<T>> {
+    match *a {}
 }
