@@ -17,10 +17,15 @@
 //!    under `torch.compile(mode="reduce-overhead")`, and the head benchmark;
 //! 6. runs fmnist-quick end to end on the GPU (seed 1993 timed, then seeds 1994–2000) when
 //!    Fashion-MNIST was found here (`/usr/share/datasets/fashion-mnist`) and copied into DIR;
+//! 7. writes synthetic data in the CIFAR-100 binary layout (random pixels, 500 training and
+//!    100 test images a class) and times the paper's CIFAR-100 50+5×10 protocol at one epoch
+//!    a phase, whose per-phase times project the 160-epoch schedule (the time is real, the
+//!    accuracy is not);
 //!
 //! each step under a time limit, and writes `summary.txt` (one line per step: status, seconds)
 //! beside the logs into `$OUT` (default `DIR/out`). Run it as `bash DIR/gpu-check.sh [PART…]`
-//! (parts: `tests`, `bench`, `e2e`; all when none), so that it fits calls of limited length.
+//! (parts: `tests`, `bench`, `e2e`, `cifar`; all when none), so that it fits calls of limited
+//! length.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -209,8 +214,8 @@ const SCRIPT_HEAD: &str = r#"#!/usr/bin/env bash
 # GPU verification of lucir-rs, written by `cargo xtask gpu-check`: runs the GPU tests, the
 # same tests under compute-sanitizer, the GPU benchmarks and PyTorch's training step on this
 # machine's card, and writes summary.txt and one log per step into $OUT. Arguments name the
-# parts to run (tests, bench, e2e; all when none), so that the check fits calls of limited
-# length: `bash gpu-check.sh tests bench`, then `bash gpu-check.sh e2e`.
+# parts to run (tests, bench, e2e, cifar; all when none), so that the check fits calls of
+# limited length: `bash gpu-check.sh tests bench`, then `bash gpu-check.sh e2e cifar`.
 set -u
 PARTS="$*"
 want() { [ -z "$PARTS" ] || [[ " $PARTS " == *" $1 "* ]]; }
@@ -283,6 +288,26 @@ fi
 if want e2e && [ -n "$PY" ]; then
   step "pytorch-resnet32-compiled" 300 "$PY" "$REPO/benches/reference/pytorch_train_step.py" --model resnet32 --input 3x32x32 --device cuda --steps 50 --compile
 fi
+# The paper's CIFAR-100 protocol on synthetic data in the CIFAR-100 binary layout, one epoch a
+# phase: results.json gives each phase's training seconds, ×160 the paper's schedule.
+if want cifar && [ -n "$PY" ]; then
+  CIFAR="${TMPDIR:-/tmp}/lucir-cifar100-synthetic"
+  step cifar100-synthetic-data 120 "$PY" -c '
+import os, sys, numpy as np
+d = sys.argv[1]; os.makedirs(d, exist_ok=True)
+rng = np.random.default_rng(1993)
+for name, n in (("train.bin", 50000), ("test.bin", 10000)):
+    fine = np.repeat(np.arange(100, dtype=np.uint8), n // 100); rng.shuffle(fine)
+    rec = np.empty((n, 3074), np.uint8)
+    rec[:, 0] = fine // 5; rec[:, 1] = fine
+    rec[:, 2:] = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+    rec.tofile(os.path.join(d, name))
+' "$CIFAR"
+  step cifar100-b50-inc10-one-epoch-a-phase 500 "$HERE/bin-lucir-driver" --preset cifar100-b50-inc10 --device cuda --data-dir "$CIFAR" --epochs 1 --out "$OUT/runs/cifar100-one-epoch" --quiet
+  grep -h '"train_seconds"' "$OUT"/runs/cifar100-one-epoch/results.json >> "$SUMMARY" 2>/dev/null || true
+elif want cifar; then
+  note "SKIP    cifar100 (no python3 with numpy to write the data)"
+fi
 note "done: $OUT"
 grep -h '^{' "$OUT"/bench-lucir-*.log "$OUT"/pytorch-*.log >> "$SUMMARY" 2>/dev/null || true
 "#;
@@ -295,6 +320,7 @@ mod tests {
         assert!(s.contains("step test-test-a 240 \"$HERE/test-a\""));
         assert!(s.contains("bench --device cuda"));
         assert!(s.contains("if want e2e"));
+        assert!(s.contains("--preset cifar100-b50-inc10 --device cuda"));
         assert!(s.contains("compute-sanitizer --tool memcheck"));
         assert!(s.contains("step bench-bench-b"));
         assert!(s.starts_with("#!/usr/bin/env bash\n"));
