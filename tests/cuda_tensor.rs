@@ -352,6 +352,26 @@ mod device {
                 &column_sums(&g).unwrap(),
             );
         }
+        // Distillation towards the previous model's logits of the old classes (a column
+        // slice), forward and backward.
+        let (b, c, old) = (33, 12, 7);
+        let (z, t) = (
+            tensor(&[b, c], 520).map(|v| 3.0 * v),
+            tensor(&[b, old], 521),
+        );
+        let zo = lucir::tensor::slice_cols(&z, 0, old).unwrap();
+        let gzo = lucir::tensor::slice_cols(&on(&z), 0, old).unwrap();
+        same("slice_cols", &gzo, &zo);
+        let (loss, lq, lp) = lucir::tensor::kd(&zo, &t, 2.0).unwrap();
+        let (gloss, glq, glp) = lucir::tensor::kd(&gzo, &on(&t), 2.0).unwrap();
+        close("kd loss", &gloss, &loss);
+        let up = Tensor::scalar(1.5f32);
+        let dz = lucir::tensor::kd_bwd(&lq, &lp, 2.0, &up).unwrap();
+        let gdz = lucir::tensor::kd_bwd(&glq, &glp, 2.0, &on(&up)).unwrap();
+        close("kd dz", &gdz, &dz);
+        let dx = lucir::tensor::slice_cols_bwd(&dz, c, 0).unwrap();
+        let gdx = lucir::tensor::slice_cols_bwd(&on(&dz), c, 0).unwrap();
+        same("slice_cols bwd", &gdx, &dx);
         // Three SGD updates: the same parameter and velocity bits.
         let h = SgdHyper {
             lr: 0.1,

@@ -11,7 +11,9 @@ average pooling) with a cosine classifier (learnable scale) and cross-entropy, t
 
 On CUDA the timing synchronises before and after the timed steps (not inside), reports the
 peak GPU memory, and `--compile` wraps the step in torch.compile(mode="reduce-overhead"),
-which captures it in CUDA graphs.
+which captures it in CUDA graphs. Convolutions and products run in true f32, as lucir-rs's
+do (cuDNN's FMA math): PyTorch's default would let cuDNN use TF32 on Ampere and later;
+`--tf32` allows it, for a comparison with PyTorch as it ships.
 """
 
 import argparse
@@ -47,7 +49,11 @@ def main():
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--compile", action="store_true",
                    help='torch.compile(mode="reduce-overhead") around the step (CUDA graphs)')
+    p.add_argument("--tf32", action="store_true",
+                   help="let cuDNN and cuBLAS use TF32 (PyTorch's default for convolutions)")
     a = p.parse_args()
+    torch.backends.cudnn.allow_tf32 = a.tf32
+    torch.backends.cuda.matmul.allow_tf32 = a.tf32
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dev = torch.device(a.device)
@@ -84,7 +90,7 @@ def main():
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {
         "model": a.model, "batch": a.batch, "input": a.input, "threads": a.threads,
-        "device": a.device, "compile": a.compile,
+        "device": a.device, "compile": a.compile, "tf32": a.tf32,
         "framework": f"pytorch {torch.__version__}",
         "images_per_s": round(a.batch * a.steps / secs, 1), "peak_rss_mb": round(rss_mb, 1),
         "rss_after_import_mb": round(rss_import_mb, 1),

@@ -265,10 +265,10 @@ impl Gpu {
     ) -> Result<CudaSlice<f32>> {
         let [_, _, ly] = s.lens();
         s.check("conv2d_fwd", x.len(), w.len(), ly)?;
-        let mut y = self.output::<f32>(ly)?;
-        if ly == 0 {
-            return Ok(y);
+        if s.lens().contains(&0) {
+            return self.zeros::<f32>(ly); // no output, or an empty sum over no input channel
         }
+        let mut y = self.output::<f32>(ly)?;
         let mut st = self.cudnn()?;
         let (p, ws) = st.plan(self, s)?;
         let op = ConvForward {
@@ -296,7 +296,13 @@ impl Gpu {
     ) -> Result<()> {
         s.check("conv2d_bwd_data", dx.len(), w.len(), dy.len())?;
         if s.lens().contains(&0) {
-            return Ok(()); // an empty batch or channel set: nothing to add (or all zeros)
+            // An empty batch or channel set: nothing to add, or an input gradient of zeros.
+            if !accumulate {
+                self.stream
+                    .memset_zeros(dx)
+                    .map_err(crate::device::driver("memset_zeros"))?;
+            }
+            return Ok(());
         }
         let mut st = self.cudnn()?;
         let (p, ws) = st.plan(self, s)?;

@@ -104,6 +104,7 @@ pub struct Gpu {
     pub(crate) normalize: crate::normalize::Kernels,
     pub(crate) scale: crate::scale::Kernels,
     pub(crate) reduce: crate::reduce::Kernels,
+    pub(crate) kd: crate::kd::Kernels,
     pub(crate) cosine_logits: cosine_logits::Kernels,
     pub(crate) margin_rank: margin_rank::Kernels,
     pub(crate) feature_distill: feature_distill::Kernels,
@@ -146,6 +147,7 @@ impl Gpu {
             normalize: crate::normalize::kernels(&ctx)?,
             scale: crate::scale::Kernels::load(&ctx)?,
             reduce: crate::reduce::Kernels::load(&ctx)?,
+            kd: crate::kd::Kernels::load(&ctx)?,
             cosine_logits: cosine_logits::Kernels::load(&ctx)?,
             margin_rank: margin_rank::kernels(&ctx)?,
             feature_distill: feature_distill::kernels(&ctx)?,
@@ -160,6 +162,12 @@ impl Gpu {
     /// The device's name.
     pub fn name(&self) -> String {
         self.ctx.name().unwrap_or_else(|_| "CUDA device".into())
+    }
+
+    /// Device memory in use (all of the card's, by every process) and its total, in bytes.
+    pub fn memory(&self) -> Result<(usize, usize)> {
+        let (free, total) = self.ctx.mem_get_info().map_err(driver("mem_get_info"))?;
+        Ok((total - free, total))
     }
 
     /// Waits until every launch so far has finished (for timing).

@@ -125,8 +125,20 @@ pub const REDUCE: Kernel = Kernel {
     functions: &["sum_scaled_f32"],
 };
 
+/// `kernels/kd.cu`, in the order `kd::Kernels` takes them.
+pub const KD: Kernel = Kernel {
+    name: "kd",
+    functions: &[
+        "kd_temper_f32",
+        "kd_terms_f32",
+        "kd_bwd_f32",
+        "slice_cols_fwd_f32",
+        "slice_cols_bwd_f32",
+    ],
+};
+
 /// Every kernel module of the project.
-pub const KERNELS: [Kernel; 12] = [
+pub const KERNELS: [Kernel; 13] = [
     COSINE_LOGITS,
     MARGIN_RANK,
     FEATURE_DISTILL,
@@ -139,6 +151,7 @@ pub const KERNELS: [Kernel; 12] = [
     NORMALIZE,
     SCALE,
     REDUCE,
+    KD,
 ];
 
 /// The committed PTX of a module.
@@ -157,6 +170,7 @@ pub(crate) fn ptx(name: &str) -> Option<&'static str> {
         "normalize" => Some(include_str!("../../../kernels/ptx/normalize.ptx")),
         "scale" => Some(include_str!("../../../kernels/ptx/scale.ptx")),
         "reduce" => Some(include_str!("../../../kernels/ptx/reduce.ptx")),
+        "kd" => Some(include_str!("../../../kernels/ptx/kd.ptx")),
         _ => None,
     }
 }

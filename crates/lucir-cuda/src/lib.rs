@@ -23,6 +23,8 @@ mod device;
 mod elementwise;
 #[cfg(feature = "cuda")]
 mod feature_distill;
+#[cfg(feature = "cuda")]
+mod kd;
 mod kernels;
 #[cfg(feature = "cuda")]
 mod linear;
@@ -61,7 +63,9 @@ pub use kernels::{
     Kernel, BLOCK, COSINE_LOGITS, ELEMENTWISE, FEATURE_DISTILL, KERNELS, MARGIN_RANK, MAX_K,
     MR_ROWS, TILE,
 };
-pub use kernels::{BATCH_NORM, BN_THREADS, LINEAR, NORMALIZE, POOL, REDUCE, SCALE, SGD, SOFTMAX};
+pub use kernels::{
+    BATCH_NORM, BN_THREADS, KD, LINEAR, NORMALIZE, POOL, REDUCE, SCALE, SGD, SOFTMAX,
+};
 #[cfg(feature = "cuda")]
 pub use margin_rank::{MarginRank, MarginRankArgs};
 #[cfg(feature = "cuda")]
@@ -112,6 +116,11 @@ impl Gpu {
 
     /// The device's name (never called: no stand-in exists).
     pub fn name(&self) -> String {
+        match self.0 {}
+    }
+
+    /// Device memory in use and its total (never called: no stand-in exists).
+    pub fn memory(&self) -> Result<(usize, usize)> {
         match self.0 {}
     }
 }

@@ -192,6 +192,7 @@ impl Gpu {
         check_len(op, "labels", labels.len(), b, 1)?;
         check_len(op, "g", g.len(), 1, 1)?;
         let (bi, ci) = (i32_of(op, b)?, i32_of(op, c)?);
+        i32_of(op, b * c)?;
         let mut dz = self.output::<f32>(b * c)?;
         let mut l = self.stream.launch_builder(&self.softmax.xent_bwd);
         l.arg(log_p)

@@ -119,8 +119,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let images = (args.batch * args.steps) as f64;
     let flops = 3.0 * net.backbone.forward_flops(h, w) as f64 * images;
     let threads = rayon::current_num_threads();
+    // On a GPU: the card's memory in use after the timed steps (every process's), in MiB.
+    let gpu_mb = match &device {
+        Device::Cuda(g) => g
+            .memory()
+            .ok()
+            .map(|(used, _)| used as f64 / (1 << 20) as f64),
+        Device::Cpu => None,
+    };
     outln!(
-        "{{\"model\":\"{}\",\"batch\":{},\"input\":\"{}\",\"device\":\"{}\",\"threads\":{threads},\"conv\":\"{}\",\"images_per_s\":{:.1},\"gflops\":{:.1},\"peak_rss_mb\":{:.1}}}",
+        "{{\"model\":\"{}\",\"batch\":{},\"input\":\"{}\",\"device\":\"{}\",\"threads\":{threads},\"conv\":\"{}\",\"images_per_s\":{:.1},\"gflops\":{:.1},\"peak_rss_mb\":{:.1},\"gpu_mem_mb\":{}}}",
         args.model,
         args.batch,
         args.input,
@@ -128,7 +136,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.conv,
         images / secs,
         flops / secs / 1e9,
-        peak_rss_mb().unwrap_or(f64::NAN)
+        peak_rss_mb().unwrap_or(f64::NAN),
+        gpu_mb.map_or("null".to_string(), |m| format!("{m:.0}"))
     )?;
     Ok(())
 }

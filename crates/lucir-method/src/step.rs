@@ -5,7 +5,7 @@
 
 use lucir_autograd::{Param, ParamGroup, Sgd, Tape, Var};
 use lucir_nn::{HeadOut, Mode, Module};
-use lucir_tensor::{Float, Tensor};
+use lucir_tensor::{concat_rows, Float, Tensor};
 
 use crate::{Error, Method, MethodConfig, Network, Result, Stage};
 
@@ -104,30 +104,43 @@ impl TrainStep<'_> {
             let f = net.backbone.forward(&mut tape, x, Mode::Train)?;
             (f, self.head_forward(net, &mut tape, f)?)
         };
-        let mut terms = LossTerms::default();
-        let value = |t: &Tape<T>, v: Var| t.value(v).item().map(T::as_f64);
-        let mut loss = tape.cross_entropy(out.logits, labels)?;
-        terms.ce = value(&tape, loss)?;
+        // The loss terms are read back together after the forward pass: on a device, one
+        // transfer (and one wait) a step instead of one a term.
+        let ce = tape.cross_entropy(out.logits, labels)?;
+        let mut loss = ce;
+        let (mut lf, mut kd, mut mr) = (None, None, None);
         if let Some((f_star, old_logits)) = &prev_out {
             if lucir {
-                let lf = self.feature_distill(&mut tape, f, f_star)?;
-                terms.lf = value(&tape, lf)?;
-                loss = tape.add(loss, lf)?;
+                let v = self.feature_distill(&mut tape, f, f_star)?;
+                loss = tape.add(loss, v)?;
+                lf = Some(v);
             } else {
                 let z_old = tape.slice_cols(out.logits, 0, self.old)?;
                 // The previous model scores exactly the old classes.
-                let kd = tape.kd(z_old, old_logits, T::of(self.cfg.kd_temperature))?;
-                terms.kd = value(&tape, kd)?;
-                loss = tape.add(loss, kd)?;
+                let v = tape.kd(z_old, old_logits, T::of(self.cfg.kd_temperature))?;
+                loss = tape.add(loss, v)?;
+                kd = Some(v);
             }
         }
         if incremental && lucir && self.cfg.margin_rank {
             let cos = out.cos.unwrap_or(out.logits);
-            let mr = self.margin_rank(&mut tape, cos, labels)?;
-            terms.mr = value(&tape, mr)?;
-            loss = tape.add(loss, mr)?;
+            let v = self.margin_rank(&mut tape, cos, labels)?;
+            loss = tape.add(loss, v)?;
+            mr = Some(v);
         }
-        terms.total = value(&tape, loss)?;
+        let vars: Vec<Var> = [Some(ce), lf, kd, mr, Some(loss)]
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut values = read_back(&tape, &vars)?.into_iter();
+        let mut next = |v: Option<Var>| v.map_or(Ok(0.0), |_| values.next().ok_or(READ_BACK));
+        let terms = LossTerms {
+            ce: next(Some(ce))?,
+            lf: next(lf)?,
+            kd: next(kd)?,
+            mr: next(mr)?,
+            total: next(Some(loss))?,
+        };
         if !terms.total.is_finite() {
             return Ok(terms);
         }
@@ -174,4 +187,27 @@ impl TrainStep<'_> {
         let (k, m) = (self.cfg.k, self.cfg.margin);
         Ok(tape.margin_rank(cos, labels, self.old, k, T::of(m))?)
     }
+}
+
+/// What a short read-back says (it cannot happen: one value is read per node).
+const READ_BACK: Error = Error::Internal("fewer loss values read back than loss terms");
+
+/// The values of one-element nodes `vars`, in order: on the CPU each as it is, on a device
+/// stacked into one tensor and read back with one transfer.
+fn read_back<T: Float>(tape: &Tape<T>, vars: &[Var]) -> Result<Vec<f64>> {
+    let values: Vec<&Tensor<T>> = vars.iter().map(|v| tape.value(*v)).collect();
+    if values.iter().all(|t| t.is_cpu()) {
+        return values.iter().map(|t| Ok(t.item()?.as_f64())).collect();
+    }
+    let one = |t: &Tensor<T>| t.clone().reshape(&[1, 1]);
+    let mut stacked = one(values[0])?;
+    for t in &values[1..] {
+        stacked = concat_rows(&stacked, &one(t)?)?;
+    }
+    Ok(stacked
+        .to_cpu()?
+        .as_slice()
+        .iter()
+        .map(|v| v.as_f64())
+        .collect())
 }

@@ -1,12 +1,15 @@
 //! LUCIR's two head losses (docs/design.md §3 "Losses") on the CPU or a CUDA device, forward
-//! and backward: feature distillation (the less-forget constraint)
+//! and backward, and the iCaRL-style baseline's distillation: feature distillation (the
+//! less-forget constraint)
 //! `L = λ·mean_b(1 − ⟨F̄_b, F̄*_b⟩)` and margin ranking on old-class rows
 //! `L = Σ_b Σ_k max(0, m − cos[b, y_b] + cos[b, top_k]) / (rows·K)` over the K hardest new
-//! classes. The device arms are `kernels/feature_distill.cu` and `kernels/margin_rank.cu`;
-//! the losses stay on the device as one-element tensors.
+//! classes; knowledge distillation `L = τ²·(1/B) Σ_b KL(softmax(t_b/τ) ‖ softmax(z_b/τ))`.
+//! The device arms are `kernels/{feature_distill,margin_rank,kd}.cu`; the losses stay on the
+//! device as one-element tensors.
 
 use crate::device::{common, Device};
-use crate::{cuda_ops, l2_normalize_rows, l2_normalize_rows_bwd, topk_rows, Error, Float};
+use crate::{cuda_ops, l2_normalize_rows, l2_normalize_rows_bwd, log_softmax_rows, topk_rows};
+use crate::{Error, Float};
 use crate::{Result, Tensor};
 
 /// The feature-distillation loss of features `f` against the previous model's `f_star`
@@ -157,4 +160,55 @@ pub fn margin_rank_bwd<T: Float>(
         dv[neg] += w;
     }
     Ok(d)
+}
+
+/// Knowledge distillation of logits `z` towards constant target logits `targets` (B×C each)
+/// at temperature `tau` (> 0, the caller checks): the loss and the log-probabilities
+/// `(log q, log p)` its backward pass needs.
+pub fn kd<T: Float>(
+    z: &Tensor<T>,
+    targets: &Tensor<T>,
+    tau: T,
+) -> Result<(Tensor<T>, Tensor<T>, Tensor<T>)> {
+    let [b, c] = z.dims2("kd")?;
+    targets.expect_shape("kd", &[b, c])?;
+    if common("kd", &[z, targets])? != Device::Cpu {
+        return cuda_ops::kd(z, targets, tau, [b, c]);
+    }
+    let log_q = log_softmax_rows(&z.map(|v| v / tau))?;
+    let log_p = log_softmax_rows(&targets.map(|v| v / tau))?;
+    let kl: T = log_p
+        .as_slice()
+        .iter()
+        .zip(log_q.as_slice())
+        .map(|(lp, lq)| lp.exp() * (*lp - *lq))
+        .sum();
+    let loss = Tensor::scalar(if b == 0 {
+        T::zero()
+    } else {
+        tau * tau * kl / T::of_usize(b)
+    });
+    Ok((loss, log_q, log_p))
+}
+
+/// `∂L/∂z = τ·(q − p)/B` of [`kd`] times the upstream gradient `g` (one element).
+pub fn kd_bwd<T: Float>(
+    log_q: &Tensor<T>,
+    log_p: &Tensor<T>,
+    tau: T,
+    g: &Tensor<T>,
+) -> Result<Tensor<T>> {
+    let [b, c] = log_q.dims2("kd_bwd")?;
+    log_p.expect_shape("kd_bwd", &[b, c])?;
+    if common("kd_bwd", &[log_q, log_p, g])? != Device::Cpu {
+        return cuda_ops::kd_bwd(log_q, log_p, tau, g, [b, c]);
+    }
+    let k = g.item()? * tau / T::of_usize(b.max(1));
+    let data = log_q
+        .as_slice()
+        .iter()
+        .zip(log_p.as_slice())
+        .map(|(lq, lp)| (lq.exp() - lp.exp()) * k)
+        .collect();
+    Tensor::from_vec(&[b, c], data)
 }

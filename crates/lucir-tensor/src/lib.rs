@@ -51,7 +51,7 @@ pub use error::{Error, Result};
 pub use float::Float;
 pub use gemm::{gemm, gemm_ref, matmul, Transpose};
 pub use head_losses::{
-    feature_distill, feature_distill_bwd, margin_rank, margin_rank_bwd, MarginRankPairs,
+    feature_distill, feature_distill_bwd, kd, kd_bwd, margin_rank, margin_rank_bwd, MarginRankPairs,
 };
 pub use linear::{add_row_bias, column_sums};
 pub use normalize::{l2_normalize_rows, l2_normalize_rows_bwd, NORM_EPS};
@@ -59,7 +59,7 @@ pub use pool::{
     global_avg_pool, global_avg_pool_bwd, max_pool2d, max_pool2d_bwd, max_pool2d_ref,
     MaxPoolArgmax, MaxPoolGeometry,
 };
-pub use rows::{concat_rows, dot, scale_by, split_rows};
+pub use rows::{concat_rows, dot, scale_by, slice_cols, slice_cols_bwd, split_rows};
 pub use sgd::{sgd_update, SgdHyper};
 pub use softmax::{cross_entropy, cross_entropy_bwd, log_softmax_rows, log_softmax_rows_bwd};
 pub use tensor::Tensor;

@@ -1,6 +1,6 @@
 //! Row and scalar plumbing of the classifier heads, on the CPU or a CUDA device: stacking two
 //! matrices' rows (the old- and new-class weights of a split cosine head) and splitting a
-//! gradient back, multiplying by a scalar held in a one-element tensor (σ), and the dot
+//! gradient back, taking a block of columns (the old classes' logits) and its backward, multiplying by a scalar held in a one-element tensor (σ), and the dot
 //! product of two tensors as a one-element tensor (σ's gradient).
 
 use crate::device::{common, Device};
@@ -71,4 +71,46 @@ pub fn dot<T: Float>(a: &Tensor<T>, b: &Tensor<T>) -> Result<Tensor<T>> {
         .map(|(x, y)| *x * *y)
         .sum();
     Ok(Tensor::scalar(s))
+}
+
+/// Columns `start..end` of `x` (B×C) as a B×(end − start) matrix.
+pub fn slice_cols<T: Float>(x: &Tensor<T>, start: usize, end: usize) -> Result<Tensor<T>> {
+    let [b, c] = x.dims2("slice_cols")?;
+    if start > end || end > c {
+        return Err(Error::arg(
+            "slice_cols",
+            format!("columns {start}..{end} of {c}"),
+        ));
+    }
+    let w = end - start;
+    if !x.is_cpu() {
+        return cuda_ops::slice_cols(x, [b, c], (start, w), false);
+    }
+    let mut data = Vec::with_capacity(b * w);
+    for r in 0..b {
+        data.extend_from_slice(&x.as_slice()[r * c + start..r * c + end]);
+    }
+    Tensor::from_vec(&[b, w], data)
+}
+
+/// The backward pass of [`slice_cols`]: `g` (B×w) placed at columns `start..start + w` of a
+/// B×C matrix of zeros.
+pub fn slice_cols_bwd<T: Float>(g: &Tensor<T>, c: usize, start: usize) -> Result<Tensor<T>> {
+    let [b, w] = g.dims2("slice_cols_bwd")?;
+    if start + w > c {
+        return Err(Error::arg(
+            "slice_cols_bwd",
+            format!("columns {start}..{} of {c}", start + w),
+        ));
+    }
+    if !g.is_cpu() {
+        return cuda_ops::slice_cols(g, [b, c], (start, w), true);
+    }
+    let mut dx = Tensor::zeros(&[b, c]);
+    let gv = g.as_slice();
+    let d = dx.as_slice_mut();
+    for r in 0..b {
+        d[r * c + start..r * c + start + w].copy_from_slice(&gv[r * w..(r + 1) * w]);
+    }
+    Ok(dx)
 }

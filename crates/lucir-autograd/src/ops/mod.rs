@@ -50,8 +50,8 @@ pub(crate) fn check_labels(
 }
 
 /// Errors unless every operand is in host memory: the guard of a tape op computed on the host
-/// whose device arm is not written (KD, `slice_cols`, MSE: the iCaRL baseline's and the
-/// checks' ops), so that device tensors get an error naming the op, not a panic.
+/// whose device arm is not written (MSE, which only the checks use), so that device tensors
+/// get an error naming the op, not a panic.
 pub(crate) fn host_only<T: lucir_tensor::Float>(
     op: &'static str,
     operands: &[&lucir_tensor::Tensor<T>],

@@ -147,3 +147,50 @@ pub(crate) fn margin_rank_bwd<T: Float>(
         .margin_rank_grad((&c.buf, &l), margin_args(state), pairs, bc)?;
     Ok(wrap(c, &bc, d))
 }
+
+/// Knowledge distillation: the loss and `(log q, log p)`.
+pub(crate) fn kd<T: Float>(
+    z: &Tensor<T>,
+    targets: &Tensor<T>,
+    tau: T,
+    bc: [usize; 2],
+) -> Result<(Tensor<T>, Tensor<T>, Tensor<T>)> {
+    let op = "kd";
+    let c = CudaStorage::of(op, z)?;
+    let (t, n) = (tau.as_f64() as f32, z.len());
+    let zq = c.gpu.kd_temper(&c.buf, n, t)?;
+    let zp = c.gpu.kd_temper(buf(op, targets)?, n, t)?;
+    let lq = c.gpu.log_softmax_rows_fwd(&zq, bc)?;
+    let lp = c.gpu.log_softmax_rows_fwd(&zp, bc)?;
+    let loss = c.gpu.kd_loss((&lp, &lq), t, bc)?;
+    Ok((wrap(c, &[1], loss), wrap(c, &bc, lq), wrap(c, &bc, lp)))
+}
+
+/// Its gradient with respect to `z`.
+pub(crate) fn kd_bwd<T: Float>(
+    log_q: &Tensor<T>,
+    log_p: &Tensor<T>,
+    tau: T,
+    g: &Tensor<T>,
+    bc: [usize; 2],
+) -> Result<Tensor<T>> {
+    let op = "kd_bwd";
+    let c = CudaStorage::of(op, log_q)?;
+    let t = tau.as_f64() as f32;
+    let dz = c
+        .gpu
+        .kd_bwd((&c.buf, buf(op, log_p)?), buf(op, g)?, t, bc)?;
+    Ok(wrap(c, &bc, dz))
+}
+
+/// A block of columns (`bwd` = false: B×C → B×w), or its backward (B×w → B×C).
+pub(crate) fn slice_cols<T: Float>(
+    x: &Tensor<T>,
+    [b, c]: [usize; 2],
+    (start, w): (usize, usize),
+    bwd: bool,
+) -> Result<Tensor<T>> {
+    let s = CudaStorage::of("slice_cols", x)?;
+    let y = s.gpu.slice_cols(&s.buf, [b, c], (start, w), bwd)?;
+    Ok(wrap(s, &[b, if bwd { c } else { w }], y))
+}

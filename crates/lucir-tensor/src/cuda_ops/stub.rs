@@ -271,3 +271,31 @@ pub(crate) fn max_pool2d_bwd<T: Float>(
 ) -> Result<Tensor<T>> {
     match *a {}
 }
+
+pub(crate) fn kd<T: Float>(
+    _: &Tensor<T>,
+    _: &Tensor<T>,
+    _: T,
+    _: [usize; 2],
+) -> Result<(Tensor<T>, Tensor<T>, Tensor<T>)> {
+    not_compiled()
+}
+
+pub(crate) fn kd_bwd<T: Float>(
+    _: &Tensor<T>,
+    _: &Tensor<T>,
+    _: T,
+    _: &Tensor<T>,
+    _: [usize; 2],
+) -> Result<Tensor<T>> {
+    not_compiled()
+}
+
+pub(crate) fn slice_cols<T: Float>(
+    _: &Tensor<T>,
+    _: [usize; 2],
+    _: (usize, usize),
+    _: bool,
+) -> Result<Tensor<T>> {
+    not_compiled()
+}
