@@ -9,7 +9,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, PushKernelArg};
 
 use crate::device::{driver, grid_stride, i32_of, load};
 use crate::kernels::ELEMENTWISE;
-use crate::{Error, Gpu, Result};
+use crate::{check_at_least, Error, Gpu, Result};
 
 /// The module's functions, resolved once when the device is opened.
 #[derive(Debug)]
@@ -31,17 +31,6 @@ impl Kernels {
             relu_bwd,
             axpy,
         })
-    }
-}
-
-/// Errors unless every buffer holds at least `n` elements.
-fn check_at_least(op: &'static str, n: usize, lens: &[usize]) -> Result<()> {
-    match lens.iter().find(|&&l| l < n) {
-        Some(l) => Err(Error::Shape {
-            op,
-            detail: format!("a buffer holds {l} elements, the op needs {n}"),
-        }),
-        None => Ok(()),
     }
 }
 

@@ -142,3 +142,15 @@ pub(crate) fn check_len(
     }
     Ok(())
 }
+
+/// Errors unless every buffer holds at least `n` elements.
+#[cfg(feature = "cuda")]
+pub(crate) fn check_at_least(op: &'static str, n: usize, lens: &[usize]) -> Result<()> {
+    match lens.iter().find(|&&l| l < n) {
+        Some(l) => Err(Error::Shape {
+            op,
+            detail: format!("a buffer holds {l} elements, the op needs {n}"),
+        }),
+        None => Ok(()),
+    }
+}

@@ -7,7 +7,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, PushKernelArg};
 
 use crate::device::{driver, grid_stride, load, one_block};
 use crate::kernels::SCALE;
-use crate::{Error, Gpu, Result};
+use crate::{check_at_least, Gpu, Result};
 
 /// The module's functions, resolved once when the device is opened.
 #[derive(Debug)]
@@ -23,16 +23,6 @@ impl Kernels {
     }
 }
 
-fn check(op: &'static str, n: usize, lens: &[usize]) -> Result<()> {
-    match lens.iter().find(|&&l| l < n) {
-        Some(l) => Err(Error::Shape {
-            op,
-            detail: format!("a buffer holds {l} elements, the op needs {n}"),
-        }),
-        None => Ok(()),
-    }
-}
-
 impl Gpu {
     /// `x·s` over the first `n` elements, `s` one float on the device.
     pub fn scale_fwd(
@@ -42,8 +32,8 @@ impl Gpu {
         n: usize,
     ) -> Result<CudaSlice<f32>> {
         let op = "scale_fwd";
-        check(op, n, &[x.len()])?;
-        check(op, 1, &[s.len()])?;
+        check_at_least(op, n, &[x.len()])?;
+        check_at_least(op, 1, &[s.len()])?;
         let mut y = self.output::<f32>(n)?;
         if n == 0 {
             return Ok(y);
@@ -64,7 +54,7 @@ impl Gpu {
         n: usize,
     ) -> Result<CudaSlice<f32>> {
         let op = "scale_dot";
-        check(op, n, &[a.len(), b.len()])?;
+        check_at_least(op, n, &[a.len(), b.len()])?;
         let mut out = self.output::<f32>(1)?;
         let n64 = n as i64;
         let mut l = self.stream.launch_builder(&self.scale.dot);

@@ -3,7 +3,7 @@
 use lucir_autograd::Tape;
 use lucir_data::Loader;
 use lucir_nn::{Mode, Module, ResNet};
-use lucir_tensor::{l2_normalize_rows, Device, Tensor};
+use lucir_tensor::{l2_normalize_rows, Tensor};
 
 use crate::{Network, Result};
 
@@ -51,9 +51,9 @@ pub fn backbone_features(backbone: &mut ResNet<f32>, loader: &Loader) -> Result<
     for batch in loader.epoch(0) {
         let batch = batch?;
         let mut tape = Tape::no_grad();
-        let x = tape.constant(on(&device, batch.images)?);
+        let x = tape.constant(batch.images.into_device(&device)?);
         let f = backbone.forward(&mut tape, x, Mode::Eval)?;
-        out.data.extend_from_slice(host(tape.value(f))?.as_slice());
+        out.data.extend_from_slice(tape.value(f).host()?.as_slice());
         out.labels.extend(batch.labels);
     }
     Ok(out)
@@ -78,34 +78,17 @@ pub fn features_and_logits(
     for batch in loader.epoch(0) {
         let batch = batch?;
         let mut tape = Tape::no_grad();
-        let x = tape.constant(on(&device, batch.images)?);
+        let x = tape.constant(batch.images.into_device(&device)?);
         let (f, out) = net.forward(&mut tape, x, Mode::Eval)?;
         feats
             .data
-            .extend_from_slice(host(tape.value(f))?.as_slice());
+            .extend_from_slice(tape.value(f).host()?.as_slice());
         logits
             .data
-            .extend_from_slice(host(tape.value(out.logits))?.as_slice());
+            .extend_from_slice(tape.value(out.logits).host()?.as_slice());
         feats.labels.extend(batch.labels.iter().copied());
         logits.labels.extend(batch.labels);
         progress(feats.labels.len(), loader.len())?;
     }
     Ok((feats, logits))
-}
-
-/// A batch on `device` (moved only when that is not the CPU).
-fn on(device: &Device, images: Tensor<f32>) -> Result<Tensor<f32>> {
-    Ok(match device {
-        Device::Cpu => images,
-        d => images.to_device(d)?,
-    })
-}
-
-/// A result in host memory (borrowed when it is there already).
-fn host(t: &Tensor<f32>) -> Result<std::borrow::Cow<'_, Tensor<f32>>> {
-    Ok(if t.is_cpu() {
-        std::borrow::Cow::Borrowed(t)
-    } else {
-        std::borrow::Cow::Owned(t.to_cpu()?)
-    })
 }

@@ -242,12 +242,7 @@ impl<T: Float> Network<T> {
     /// Whether every parameter is finite (read back from a device first).
     pub fn all_finite(&self) -> Result<bool> {
         for (_, p) in self.params() {
-            let finite = if p.value.is_cpu() {
-                p.value.all_finite()
-            } else {
-                p.value.to_cpu()?.all_finite()
-            };
-            if !finite {
+            if !p.value.host()?.all_finite() {
                 return Ok(false);
             }
         }

@@ -243,13 +243,7 @@ pub fn save_safetensors<T: Float, M: Module<T>>(
     let params = module.params().into_iter().map(|(n, p)| (n, &p.value));
     let mut entries: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, t) in params.chain(module.buffers()) {
-        let host;
-        let t = if t.is_cpu() {
-            t
-        } else {
-            host = t.to_cpu()?;
-            &host
-        };
+        let t = t.host()?;
         let bytes: Vec<u8> = if T::NAME == "f32" {
             t.as_slice()
                 .iter()

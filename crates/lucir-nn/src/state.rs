@@ -48,13 +48,7 @@ pub struct StateDict {
 
 /// The elements of `t` (read back from a device first).
 fn encode<T: Float>(t: &Tensor<T>) -> Result<StateData> {
-    let host;
-    let t = if t.is_cpu() {
-        t
-    } else {
-        host = t.to_cpu()?;
-        &host
-    };
+    let t = t.host()?;
     // f32 → f64 → f32 and f64 → f64 are exact, so the round trip is bit-exact.
     Ok(if T::NAME == "f32" {
         StateData::F32(t.as_slice().iter().map(|v| v.as_f64() as f32).collect())

@@ -263,6 +263,22 @@ impl<T: Float> Tensor<T> {
         }
     }
 
+    /// The tensor moved to `device`: itself, without a copy, when it is there already.
+    pub fn into_device(self, device: &Device) -> Result<Self> {
+        if self.device() == *device {
+            return Ok(self);
+        }
+        self.to_device(device)
+    }
+
+    /// The tensor in host memory: borrowed when it is there already, else read back.
+    pub fn host(&self) -> Result<std::borrow::Cow<'_, Self>> {
+        Ok(match &self.data {
+            Data::Cpu(_) => std::borrow::Cow::Borrowed(self),
+            Data::Cuda(..) => std::borrow::Cow::Owned(self.to_cpu()?),
+        })
+    }
+
     /// A copy in host memory (a clone when it is there already).
     pub fn to_cpu(&self) -> Result<Self> {
         match &self.data {

@@ -449,10 +449,7 @@ impl IncrementalLearner {
             lambda: self.lambda,
             stage,
         };
-        let images = match self.device {
-            Device::Cpu => images,
-            ref d => images.to_device(d)?,
-        };
+        let images = images.into_device(&self.device)?;
         step.run(&mut self.net, self.prev.as_mut(), images, labels, lr, sgd)
     }
 }
