@@ -16,7 +16,9 @@ mod gpu_common;
 
 use gpu_common::device;
 use lucir::autograd::{ParamGroup, Sgd};
-use lucir::method::{adaptive_lambda, Arch, LossTerms, MethodConfig, Network, Stage, TrainStep};
+use lucir::method::{
+    adaptive_lambda, Arch, LossTerms, MethodConfig, Network, Stage, StepLoss, TrainStep,
+};
 use lucir::nn::{Init, Linear, Mode, Module, ResNet, Tape};
 use lucir::tensor::{Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -164,11 +166,13 @@ fn near(a: f64, b: f64) -> bool {
 }
 
 /// One incremental LUCIR phase's first 30 steps (5 old classes, 5 new, the previous model
-/// frozen) on `device`: the loss terms of each step.
+/// frozen) on `device`: the loss terms of each step, read after each step or (`deferred`, as the
+/// learner's loop runs) all after the last.
 fn lucir_steps(
     start: &(Network<f32>, Network<f32>),
     data: &[(Tensor<f32>, Vec<usize>)],
     device: &Device,
+    deferred: bool,
 ) -> Vec<LossTerms> {
     let (mut net, mut prev) = (start.0.clone(), start.1.clone());
     net.to_device(device).unwrap();
@@ -182,13 +186,20 @@ fn lucir_steps(
         stage: Stage::Train,
     };
     let mut sgd = Sgd::new(cfg.momentum);
-    data.iter()
+    let held: Vec<StepLoss<f32>> = data
+        .iter()
         .map(|(x, y)| {
             let x = x.to_device(device).unwrap();
-            step.run(&mut net, Some(&mut prev), x, y, 0.1, &mut sgd)
-                .unwrap()
+            if deferred {
+                step.run_deferred(&mut net, Some(&mut prev), x, y, 0.1, &mut sgd)
+            } else {
+                step.run(&mut net, Some(&mut prev), x, y, 0.1, &mut sgd)
+                    .map(StepLoss::Host)
+            }
+            .unwrap()
         })
-        .collect()
+        .collect();
+    held.iter().map(|l| l.read().unwrap()).collect()
 }
 
 #[test]
@@ -200,8 +211,8 @@ fn lucir_incremental_steps_on_the_device_follow_the_cpu() {
     let dim = net.backbone.feature_dim();
     net.head.grow(&mut Init::new(12), 5, dim).unwrap();
     let start = (net, prev);
-    let cpu = lucir_steps(&start, &data, &Device::Cpu);
-    let gpu = lucir_steps(&start, &data, &dev);
+    let cpu = lucir_steps(&start, &data, &Device::Cpu, false);
+    let gpu = lucir_steps(&start, &data, &dev, false);
     for (i, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
         println!(
             "step {i:2}: gpu ce {:.6} lf {:.6} mr {:.6} | cpu ce {:.6} lf {:.6} mr {:.6}",
@@ -217,6 +228,11 @@ fn lucir_incremental_steps_on_the_device_follow_the_cpu() {
             assert!(near(a, b), "step {i}: {name} gpu {a} cpu {b}");
         }
     }
-    let again = lucir_steps(&start, &data, &dev);
-    assert_eq!(again, gpu, "a second device run repeats every loss");
+    // The second run leaves each step's terms on the device (no wait inside a step) and reads
+    // them all at the end, as the learner does: the same bits.
+    let again = lucir_steps(&start, &data, &dev, true);
+    assert_eq!(
+        again, gpu,
+        "a second device run, terms read at the end, repeats every loss"
+    );
 }

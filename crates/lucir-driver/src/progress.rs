@@ -309,6 +309,8 @@ impl Observer for Progress {
             Event::Batch { loss, .. } => {
                 if let Some(bar) = &self.bar {
                     bar.inc(1);
+                }
+                if let (Some(bar), Some(loss)) = (&self.bar, loss) {
                     bar.set_message(format!(
                         "loss {:.4} (ce {:.4} lf {:.4} mr {:.4} kd {:.4})",
                         loss.total, loss.ce, loss.lf, loss.mr, loss.kd

@@ -36,4 +36,4 @@ pub use network::{Head, Network};
 pub use protocol::{
     run_protocol, Event, Observer, PhaseResult, ProtocolData, ProtocolResult, Stage,
 };
-pub use step::{LossTerms, TrainStep};
+pub use step::{LossTerms, StepLoss, TrainStep};

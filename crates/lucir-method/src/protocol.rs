@@ -97,8 +97,9 @@ pub enum Event {
         batch: usize,
         /// Batches per epoch.
         batches: usize,
-        /// The step's losses.
-        loss: LossTerms,
+        /// The step's losses: every step on the CPU; on a device only the steps whose terms
+        /// were read back (every few steps and the last of an epoch), `None` for the others.
+        loss: Option<LossTerms>,
     },
     /// A batch of test images was evaluated.
     Eval {

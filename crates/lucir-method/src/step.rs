@@ -63,6 +63,8 @@ impl TrainStep<'_> {
     /// positions); `prev` is the frozen previous model (incremental phases). Returns the loss
     /// terms; a non-finite loss is returned without updating anything. Training runs in f32;
     /// f64 serves reference computations (the GPU head ops are f32 only and skipped in f64).
+    /// On a device the terms are read back before the backward pass, one wait a step; the
+    /// learner's loop uses [`TrainStep::run_deferred`] instead.
     pub fn run<T: Float>(
         &self,
         net: &mut Network<T>,
@@ -72,6 +74,40 @@ impl TrainStep<'_> {
         lr: f64,
         sgd: &mut Sgd<T>,
     ) -> Result<LossTerms> {
+        match self.step(net, prev, images, labels, lr, sgd, false)? {
+            StepLoss::Host(terms) => Ok(terms),
+            StepLoss::Device { .. } => Err(READ_BACK),
+        }
+    }
+
+    /// [`TrainStep::run`] without waiting for the device: on the CPU it is `run` (the terms are
+    /// read, and a non-finite loss updates nothing); on a device the terms stay there, stacked
+    /// in one tensor for the caller to accumulate and read when it chooses, and the update is
+    /// made whatever the loss (a non-finite one is found at that read, and at the end of the
+    /// epoch in the parameters). The host never waits for the device inside such a step.
+    pub fn run_deferred<T: Float>(
+        &self,
+        net: &mut Network<T>,
+        prev: Option<&mut Network<T>>,
+        images: Tensor<T>,
+        labels: &[usize],
+        lr: f64,
+        sgd: &mut Sgd<T>,
+    ) -> Result<StepLoss<T>> {
+        self.step(net, prev, images, labels, lr, sgd, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step<T: Float>(
+        &self,
+        net: &mut Network<T>,
+        prev: Option<&mut Network<T>>,
+        images: Tensor<T>,
+        labels: &[usize],
+        lr: f64,
+        sgd: &mut Sgd<T>,
+        defer: bool,
+    ) -> Result<StepLoss<T>> {
         let cbf = self.stage == Stage::Cbf;
         let incremental = self.phase > 0;
         let lucir = self.cfg.method == Method::Lucir;
@@ -104,8 +140,8 @@ impl TrainStep<'_> {
             let f = net.backbone.forward(&mut tape, x, Mode::Train)?;
             (f, self.head_forward(net, &mut tape, f)?)
         };
-        // The loss terms are read back together after the forward pass: on a device, one
-        // transfer (and one wait) a step instead of one a term.
+        // On a device the loss terms are stacked into one tensor: read back after the forward
+        // pass, one transfer (and one wait) a step instead of one a term, or left there.
         let ce = tape.cross_entropy(out.logits, labels)?;
         let mut loss = ce;
         let (mut lf, mut kd, mut mr) = (None, None, None);
@@ -128,22 +164,23 @@ impl TrainStep<'_> {
             loss = tape.add(loss, v)?;
             mr = Some(v);
         }
+        let present = [true, lf.is_some(), kd.is_some(), mr.is_some(), true];
         let vars: Vec<Var> = [Some(ce), lf, kd, mr, Some(loss)]
             .into_iter()
             .flatten()
             .collect();
-        let mut values = read_back(&tape, &vars)?.into_iter();
-        let mut next = |v: Option<Var>| v.map_or(Ok(0.0), |_| values.next().ok_or(READ_BACK));
-        let terms = LossTerms {
-            ce: next(Some(ce))?,
-            lf: next(lf)?,
-            kd: next(kd)?,
-            mr: next(mr)?,
-            total: next(Some(loss))?,
+        let result = if defer && !tape.value(loss).is_cpu() {
+            StepLoss::Device {
+                values: stack(&tape, &vars)?,
+                present,
+            }
+        } else {
+            let terms = LossTerms::from_values(present, &read_back(&tape, &vars)?)?;
+            if !terms.total.is_finite() {
+                return Ok(StepLoss::Host(terms));
+            }
+            StepLoss::Host(terms)
         };
-        if !terms.total.is_finite() {
-            return Ok(terms);
-        }
         tape.backward(loss)?;
         let wd = self.cfg.weight_decay;
         let Network { backbone, head } = net;
@@ -159,7 +196,7 @@ impl TrainStep<'_> {
         }
         groups.extend(head.groups(lr, wd, cbf));
         sgd.step(&tape, &mut groups)?;
-        Ok(terms)
+        Ok(result)
     }
 
     /// The classifier on features `f`.
@@ -192,6 +229,72 @@ impl TrainStep<'_> {
 /// What a short read-back says (it cannot happen: one value is read per node).
 const READ_BACK: Error = Error::Internal("fewer loss values read back than loss terms");
 
+/// The loss terms of a step where its loss was computed.
+#[derive(Clone, Debug)]
+pub enum StepLoss<T> {
+    /// Read on the host (every CPU step, and a device step run by [`TrainStep::run`]).
+    Host(LossTerms),
+    /// Still on the device: the terms present, in the order ce, lf, kd, mr, total, stacked
+    /// into a k×1 tensor; `present` says which of the five it holds.
+    Device {
+        /// The values, k×1.
+        values: Tensor<T>,
+        /// Which of ce, lf, kd, mr, total are in `values` (ce and total always are).
+        present: [bool; 5],
+    },
+}
+
+impl<T: Float> StepLoss<T> {
+    /// The terms, read back from the device if they are there (one transfer, one wait).
+    pub fn read(&self) -> Result<LossTerms> {
+        match self {
+            StepLoss::Host(terms) => Ok(*terms),
+            StepLoss::Device { values, present } => LossTerms::read(values, *present),
+        }
+    }
+}
+
+impl LossTerms {
+    /// The terms held in `values` (k×1, see [`StepLoss::Device`]), read back if on a device.
+    pub(crate) fn read<T: Float>(values: &Tensor<T>, present: [bool; 5]) -> Result<Self> {
+        let v: Vec<f64> = values
+            .host()?
+            .as_slice()
+            .iter()
+            .map(|v| v.as_f64())
+            .collect();
+        LossTerms::from_values(present, &v)
+    }
+
+    /// The terms from the values of those `present` (ce, lf, kd, mr, total order), 0 for the
+    /// others.
+    pub(crate) fn from_values(present: [bool; 5], values: &[f64]) -> Result<Self> {
+        let mut values = values.iter().copied();
+        let mut t = [0.0; 5];
+        for (slot, _) in t.iter_mut().zip(present).filter(|(_, p)| *p) {
+            *slot = values.next().ok_or(READ_BACK)?;
+        }
+        let [ce, lf, kd, mr, total] = t;
+        Ok(LossTerms {
+            total,
+            ce,
+            lf,
+            mr,
+            kd,
+        })
+    }
+}
+
+/// The one-element nodes `vars` stacked into a k×1 tensor on their device.
+fn stack<T: Float>(tape: &Tape<T>, vars: &[Var]) -> Result<Tensor<T>> {
+    let one = |v: &Var| tape.value(*v).clone().reshape(&[1, 1]);
+    let mut stacked = one(&vars[0])?;
+    for v in &vars[1..] {
+        stacked = concat_rows(&stacked, &one(v)?)?;
+    }
+    Ok(stacked)
+}
+
 /// The values of one-element nodes `vars`, in order: on the CPU each as it is, on a device
 /// stacked into one tensor and read back with one transfer.
 fn read_back<T: Float>(tape: &Tape<T>, vars: &[Var]) -> Result<Vec<f64>> {
@@ -199,12 +302,7 @@ fn read_back<T: Float>(tape: &Tape<T>, vars: &[Var]) -> Result<Vec<f64>> {
     if values.iter().all(|t| t.is_cpu()) {
         return values.iter().map(|t| Ok(t.item()?.as_f64())).collect();
     }
-    let one = |t: &Tensor<T>| t.clone().reshape(&[1, 1]);
-    let mut stacked = one(values[0])?;
-    for t in &values[1..] {
-        stacked = concat_rows(&stacked, &one(t)?)?;
-    }
-    Ok(stacked
+    Ok(stack(tape, vars)?
         .to_cpu()?
         .as_slice()
         .iter()

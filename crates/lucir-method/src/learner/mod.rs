@@ -1,8 +1,9 @@
 //! The learner lifecycle (before phase → train → after phase → evaluate) and the one learner
 //! that implements LUCIR, its ablations and the baselines: the learner and its optimisation
-//! loop here, the lifecycle in `lifecycle.rs`, checkpoint snapshots in `state.rs`, one
-//! optimisation step in `crate::step`.
+//! loop here, the lifecycle in `lifecycle.rs`, checkpoint snapshots in `state.rs`, the epoch's
+//! loss sums in `epoch_sum.rs`, one optimisation step in `crate::step`.
 
+mod epoch_sum;
 mod lifecycle;
 mod state;
 
@@ -23,7 +24,8 @@ use crate::{
     Error, Event, Features, MethodConfig, Network, Observer, PhaseResult, ProtocolData, Result,
     Stage,
 };
-use crate::{LossTerms, TrainStep};
+use crate::{LossTerms, StepLoss, TrainStep};
+use epoch_sum::{EpochSum, READ_EVERY};
 
 /// Where a phase stands: its index and the class positions involved.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -315,7 +317,7 @@ impl IncrementalLearner {
                 images: 0,
                 seconds: 0.0,
             });
-            let (mut sum, mut seen) = (done.sum, done.images);
+            let (mut sum, mut seen) = (EpochSum::new(done.sum), done.images);
             for (step, batch) in loader
                 .epoch_from(epoch as u64, done.steps)
                 .enumerate()
@@ -323,15 +325,27 @@ impl IncrementalLearner {
             {
                 let batch = batch?;
                 let n = batch.labels.len();
-                let terms = self.step(ctx, batch.images, &batch.labels, lr, stage, &mut sgd)?;
+                let loss = self.step(ctx, batch.images, &batch.labels, lr, stage, &mut sgd)?;
+                sum.add(&loss, n)?;
+                // A CPU step's terms are read; a device step's every READ_EVERY steps and at
+                // the end of the epoch, so that the host does not wait for the device each step.
+                let terms = match &loss {
+                    StepLoss::Host(terms) => Some(*terms),
+                    StepLoss::Device { .. }
+                        if (step + 1) % READ_EVERY == 0 || step + 1 == batches =>
+                    {
+                        Some(loss.read()?)
+                    }
+                    StepLoss::Device { .. } => None,
+                };
+                let bad_loss = terms.filter(|t| !t.total.is_finite());
                 // On a device the parameters are checked once an epoch (below): reading them
                 // all back after every step would stall the device each step.
                 let on_cpu = self.device == Device::Cpu;
-                if !terms.total.is_finite() || (on_cpu && !self.net.all_finite()?) {
-                    let what = if terms.total.is_finite() {
-                        "a parameter".to_string()
-                    } else {
-                        format!("the loss ({terms:?})")
+                if bad_loss.is_some() || (on_cpu && !self.net.all_finite()?) {
+                    let what = match bad_loss {
+                        Some(terms) => format!("the loss ({terms:?})"),
+                        None => "a parameter".to_string(),
                     };
                     return Err(Error::Diverged {
                         phase: ctx.phase,
@@ -340,7 +354,6 @@ impl IncrementalLearner {
                         what,
                     });
                 }
-                sum.add(&terms.scaled(n as f64));
                 seen += n;
                 stats.images += n;
                 obs.event(&Event::Batch {
@@ -354,7 +367,7 @@ impl IncrementalLearner {
                 if obs.preempted() && step + 1 < batches {
                     let done = MidEpoch {
                         steps: step + 1,
-                        sum,
+                        sum: sum.read()?,
                         images: seen,
                         seconds: done.seconds + t0.elapsed().as_secs_f64(),
                     };
@@ -369,7 +382,7 @@ impl IncrementalLearner {
                     what: "a parameter (checked at the end of the epoch on the device)".into(),
                 });
             }
-            let mean = sum.scaled(1.0 / seen.max(1) as f64);
+            let mean = sum.read()?.scaled(1.0 / seen.max(1) as f64);
             stats.last_epoch = mean;
             obs.event(&Event::EpochEnd {
                 phase: ctx.phase,
@@ -432,7 +445,7 @@ impl IncrementalLearner {
         Error::Preempted(at)
     }
 
-    /// One SGD step on a batch; returns its loss terms.
+    /// One SGD step on a batch; returns its loss terms (on a device, left there).
     fn step(
         &mut self,
         ctx: &PhaseContext,
@@ -441,7 +454,7 @@ impl IncrementalLearner {
         lr: f64,
         stage: Stage,
         sgd: &mut Sgd<f32>,
-    ) -> Result<LossTerms> {
+    ) -> Result<StepLoss<f32>> {
         let step = TrainStep {
             cfg: &self.cfg,
             phase: ctx.phase,
@@ -450,6 +463,6 @@ impl IncrementalLearner {
             stage,
         };
         let images = images.into_device(&self.device)?;
-        step.run(&mut self.net, self.prev.as_mut(), images, labels, lr, sgd)
+        step.run_deferred(&mut self.net, self.prev.as_mut(), images, labels, lr, sgd)
     }
 }
