@@ -42,8 +42,8 @@ mod device {
         batch_norm_train_add, batch_norm_train_bwd, batch_norm_update_running, column_sums, conv2d,
         conv2d_bwd, conv2d_bwd_add, conv2d_bwd_data, conv2d_bwd_weight, cross_entropy,
         cross_entropy_bwd, global_avg_pool, global_avg_pool_bwd, log_softmax_rows,
-        log_softmax_rows_bwd, matmul, relu, relu_bwd, sgd_update, Conv2dGeometry, SgdHyper,
-        Transpose,
+        log_softmax_rows_bwd, matmul, relu, relu_bwd, sgd_update, sgd_update_many, Conv2dGeometry,
+        SgdHyper, SgdTarget, Transpose,
     };
 
     /// Reads a device tensor back and compares it with the CPU's within the normwise tolerance.
@@ -390,6 +390,40 @@ mod device {
                 gv.as_ref().unwrap(),
                 v.as_ref().unwrap(),
             );
+        }
+        // A grouped update (one launch) of tensors of several sizes, one of them on its first
+        // step: the CPU's bits, tensor by tensor.
+        let shapes: [&[usize]; 4] = [&[1000, 3], &[16, 3, 3, 3], &[70_000], &[1]];
+        let mut cpu: Vec<Tensor<f32>> = (0..4).map(|i| tensor(shapes[i], 620 + i as u64)).collect();
+        let mut gpu: Vec<Tensor<f32>> = cpu.iter().map(on).collect();
+        let mut vc: Vec<Option<Tensor<f32>>> = vec![None; 4];
+        let mut vg = vc.clone();
+        for step in 0..3u64 {
+            let grads: Vec<Tensor<f32>> = (0..4)
+                .map(|i| tensor(shapes[i], 630 + 4 * step + i as u64))
+                .collect();
+            let on_grads: Vec<Tensor<f32>> = grads.iter().map(on).collect();
+            // The last tensor joins at the second step: its first update inside a group.
+            let live = if step == 0 { 3 } else { 4 };
+            let group =
+                |ps: &mut [Tensor<f32>], gs: &[Tensor<f32>], vs: &mut [Option<Tensor<f32>>]| {
+                    let targets = ps[..live]
+                        .iter_mut()
+                        .zip(gs)
+                        .zip(vs.iter_mut())
+                        .map(|((p, g), v)| SgdTarget { p, g, v: v.take() })
+                        .collect();
+                    for (slot, v) in vs.iter_mut().zip(sgd_update_many(targets, h).unwrap()) {
+                        *slot = Some(v);
+                    }
+                };
+            group(&mut cpu, &grads, &mut vc);
+            group(&mut gpu, &on_grads, &mut vg);
+            for i in 0..live {
+                same(&format!("grouped sgd p{i}, step {step}"), &gpu[i], &cpu[i]);
+                let (a, b) = (vg[i].as_ref().unwrap(), vc[i].as_ref().unwrap());
+                same(&format!("grouped sgd v{i}, step {step}"), a, b);
+            }
         }
     }
 

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use lucir_tensor::{sgd_update, Float, SgdHyper, Tensor};
+use lucir_tensor::{sgd_update_many, Float, SgdHyper, SgdTarget, Tensor};
 
 use crate::{Error, Param, ParamId, Result, Tape};
 
@@ -72,14 +72,25 @@ impl<T: Float> Sgd<T> {
                 weight_decay: group.weight_decay,
                 momentum: self.momentum,
             };
+            // One grouped update (on a device one launch; on the CPU one update per
+            // parameter, in order).
+            let mut ids = Vec::new();
+            let mut targets = Vec::new();
             for p in group.params.iter_mut() {
                 let Some(g) = tape.param_grad(p) else {
                     continue;
                 };
                 g.expect_shape("Sgd::step", p.value.shape())?;
-                let v = self.velocity.remove(&p.id());
-                let v = sgd_update(&mut p.value, g, v, hyper)?;
-                self.velocity.insert(p.id(), v);
+                let id = p.id();
+                ids.push(id);
+                targets.push(SgdTarget {
+                    v: self.velocity.remove(&id),
+                    p: &mut p.value,
+                    g,
+                });
+            }
+            for (id, v) in ids.into_iter().zip(sgd_update_many(targets, hyper)?) {
+                self.velocity.insert(id, v);
             }
         }
         Ok(())

@@ -154,6 +154,16 @@ impl<T: Float> Tape<T> {
         v
     }
 
+    /// Drops the tape's handles on the parameters' values (after the backward pass, before an
+    /// optimiser updates the parameters in place). A device tensor shares its buffer with its
+    /// clones and copies it when written while shared, so without this each update would
+    /// first copy its parameter; after it, [`Tape::value`] of a parameter's node is empty.
+    pub fn release_param_values(&mut self) {
+        for v in self.params.values() {
+            self.values[v.0] = Tensor::zeros(&[0]);
+        }
+    }
+
     /// Makes later [`Tape::param`] calls for `p` return `v` (gradient checks route parameters
     /// through their own leaves this way).
     pub fn bind_param(&mut self, p: &Param<T>, v: Var) {

@@ -45,15 +45,16 @@ impl Kernels {
 }
 
 /// Per-channel statistics of one training-mode forward pass, on the device (the counterpart of
-/// `lucir_tensor::BatchNormStats`).
-#[derive(Debug)]
+/// `lucir_tensor::BatchNormStats`, whose tensors share these buffers: handing the statistics to
+/// the backward pass copies nothing).
+#[derive(Clone, Debug)]
 pub struct BatchNormStats {
     /// Batch mean per channel, C floats.
-    pub mean: CudaSlice<f32>,
+    pub mean: Arc<CudaSlice<f32>>,
     /// Biased batch variance per channel (divided by N·H·W), C floats.
-    pub var: CudaSlice<f32>,
+    pub var: Arc<CudaSlice<f32>>,
     /// `1/√(var + ε)` per channel, C floats.
-    pub inv_std: CudaSlice<f32>,
+    pub inv_std: Arc<CudaSlice<f32>>,
     /// Elements per channel, N·H·W.
     pub count: usize,
 }
@@ -148,12 +149,7 @@ impl Gpu {
         check_len(op, "x", x.len(), n * c, h * w)?;
         i32_of(op, n * c * h * w)?;
         let (ni, ci, hwi) = (i32_of(op, n)?, i32_of(op, c)?, i32_of(op, h * w)?);
-        let mut stats = BatchNormStats {
-            mean: self.output(c)?,
-            var: self.output(c)?,
-            inv_std: self.output(c)?,
-            count,
-        };
+        let [mut mean, mut var, mut inv_std] = [self.output(c)?, self.output(c)?, self.output(c)?];
         let mut map = match affine {
             Some(_) => Some([self.output::<f32>(c)?, self.output::<f32>(c)?]),
             None => None,
@@ -165,9 +161,7 @@ impl Gpu {
             None => l.arg(&NULL).arg(&NULL),
         };
         l.arg(&ni).arg(&ci).arg(&hwi).arg(&eps);
-        l.arg(&mut stats.mean)
-            .arg(&mut stats.var)
-            .arg(&mut stats.inv_std);
+        l.arg(&mut mean).arg(&mut var).arg(&mut inv_std);
         match &mut map {
             Some([scale, shift]) => l.arg(scale).arg(shift),
             None => l.arg(&NULL).arg(&NULL),
@@ -176,6 +170,12 @@ impl Gpu {
         // block c writes element c of each of the five C-float outputs (scale and shift only
         // when γ is given, null otherwise), and the grid has exactly C blocks.
         unsafe { l.launch(per_channel_cfg(c)) }.map_err(driver(op))?;
+        let stats = BatchNormStats {
+            mean: Arc::new(mean),
+            var: Arc::new(var),
+            inv_std: Arc::new(inv_std),
+            count,
+        };
         Ok((stats, map))
     }
 
@@ -309,8 +309,8 @@ impl Gpu {
         };
         let ci = i32_of(op, c)?;
         let mut l = self.stream.launch_builder(&self.batch_norm.running);
-        l.arg(&stats.mean)
-            .arg(&stats.var)
+        l.arg(&*stats.mean)
+            .arg(&*stats.var)
             .arg(&ci)
             .arg(&momentum)
             .arg(&unbias);
@@ -341,7 +341,7 @@ impl Gpu {
         check_len(op, "x", x.len(), n * c, h * w)?;
         check_len(op, "dy", dy.len(), n * c, h * w)?;
         let (mean, spread, eps, eval) = match mode {
-            BatchNormMode::Train(s) => (&s.mean, &s.inv_std, 0.0f32, 0i32),
+            BatchNormMode::Train(s) => (&*s.mean, &*s.inv_std, 0.0f32, 0i32),
             BatchNormMode::Eval(r) => (r.mean, r.var, r.eps, 1),
         };
         check_channels(

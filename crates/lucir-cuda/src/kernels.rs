@@ -104,7 +104,7 @@ pub const LINEAR: Kernel = Kernel {
 /// `kernels/sgd.cu`.
 pub const SGD: Kernel = Kernel {
     name: "sgd",
-    functions: &["sgd_update_f32"],
+    functions: &["sgd_update_f32", "sgd_update_many_f32"],
 };
 
 /// `kernels/normalize.cu`, in the order `normalize::Kernels` takes them.

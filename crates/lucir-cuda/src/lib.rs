@@ -71,7 +71,7 @@ pub use margin_rank::{MarginRank, MarginRankArgs};
 #[cfg(feature = "cuda")]
 pub use pool::{MaxPool, MaxPoolWindow};
 #[cfg(feature = "cuda")]
-pub use sgd::SgdStep;
+pub use sgd::{SgdSlot, SgdStep};
 #[cfg(feature = "cuda")]
 pub use softmax::{CrossEntropy, CrossEntropyFused};
 

@@ -182,6 +182,8 @@ impl TrainStep<'_> {
             StepLoss::Host(terms)
         };
         tape.backward(loss)?;
+        // The parameters are updated where they are (no copy of a buffer the tape shares).
+        tape.release_param_values();
         let wd = self.cfg.weight_decay;
         let Network { backbone, head } = net;
         let mut groups: Vec<ParamGroup<'_, T>> = Vec::new();

@@ -52,12 +52,16 @@ impl Device {
     }
 }
 
-/// The elements of a device tensor: an f32 buffer and the GPU it lives on.
+/// The elements of a device tensor: an f32 buffer and the GPU it lives on. The buffer is
+/// shared between clones and copied when one of them writes to it while shared
+/// (`CudaStorage::buf_mut`): cloning a device tensor (a tape keeping a value, a layer's
+/// statistics handed to its backward pass) costs no device memory and no launch, and a copy
+/// that finds the device out of memory returns that error instead of panicking.
 #[cfg(feature = "cuda")]
 #[derive(Clone, Debug)]
 pub struct CudaStorage {
     pub(crate) gpu: Gpu,
-    pub(crate) buf: lucir_cuda::Buffer,
+    pub(crate) buf: Arc<lucir_cuda::Buffer>,
 }
 
 /// The elements of a device tensor; uninhabited in a build without the `cuda` feature.
@@ -108,6 +112,31 @@ pub(crate) fn common<T: Float>(op: &'static str, operands: &[&Tensor<T>]) -> Res
 
 #[cfg(feature = "cuda")]
 impl CudaStorage {
+    /// Storage over a buffer of `gpu`.
+    pub(crate) fn new(gpu: Gpu, buf: lucir_cuda::Buffer) -> Self {
+        Self {
+            gpu,
+            buf: Arc::new(buf),
+        }
+    }
+
+    /// Storage over a buffer that other storage may share.
+    pub(crate) fn shared(gpu: Gpu, buf: Arc<lucir_cuda::Buffer>) -> Self {
+        Self { gpu, buf }
+    }
+
+    /// The buffer, to write to: copied first when another tensor shares it (an error, not a
+    /// panic, when the device has no memory left for the copy).
+    pub(crate) fn buf_mut(&mut self) -> Result<&mut lucir_cuda::Buffer> {
+        if Arc::get_mut(&mut self.buf).is_none() {
+            self.buf = Arc::new(self.gpu.copy(&self.buf)?);
+        }
+        Arc::get_mut(&mut self.buf).ok_or(Error::Device {
+            op: "CudaStorage::buf_mut",
+            detail: "a freshly copied buffer is shared".into(),
+        })
+    }
+
     /// The buffer of a tensor on the device, for ops that read it.
     pub(crate) fn of<'a, T: Float>(op: &'static str, t: &'a Tensor<T>) -> Result<&'a CudaStorage> {
         t.cuda().ok_or_else(|| Error::Device {

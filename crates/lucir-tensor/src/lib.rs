@@ -60,7 +60,7 @@ pub use pool::{
     MaxPoolArgmax, MaxPoolGeometry,
 };
 pub use rows::{concat_rows, dot, scale_by, slice_cols, slice_cols_bwd, split_rows};
-pub use sgd::{sgd_update, SgdHyper};
+pub use sgd::{sgd_update, sgd_update_many, SgdHyper, SgdTarget};
 pub use softmax::{cross_entropy, cross_entropy_bwd, log_softmax_rows, log_softmax_rows_bwd};
 pub use tensor::Tensor;
 pub use topk::{topk_rows, topk_rows_ref};

@@ -9,13 +9,7 @@ use crate::{Error, Float, Result, Tensor, Transpose};
 /// A device tensor of `shape` holding the f32 elements `v`.
 pub(crate) fn upload<T: Float>(gpu: &Gpu, shape: &[usize], v: &[f32]) -> Result<Tensor<T>> {
     let buf = gpu.upload(v)?;
-    Ok(Tensor::from_cuda(
-        shape,
-        CudaStorage {
-            gpu: gpu.clone(),
-            buf,
-        },
-    ))
+    Ok(Tensor::from_cuda(shape, CudaStorage::new(gpu.clone(), buf)))
 }
 
 /// The elements of a device tensor, in host memory.
@@ -39,13 +33,7 @@ pub(super) fn wrap<T: Float>(
     shape: &[usize],
     buf: lucir_cuda::Buffer,
 ) -> Tensor<T> {
-    Tensor::from_cuda(
-        shape,
-        CudaStorage {
-            gpu: like.gpu.clone(),
-            buf,
-        },
-    )
+    Tensor::from_cuda(shape, CudaStorage::new(like.gpu.clone(), buf))
 }
 
 /// A device tensor of `shape` filled with `value` (uploaded: for small tensors such as a
@@ -57,24 +45,19 @@ pub(crate) fn full<T: Float>(gpu: &Gpu, shape: &[usize], value: f32) -> Result<T
 /// A device tensor of zeros on `gpu`.
 pub(crate) fn zeros<T: Float>(gpu: &Gpu, shape: &[usize]) -> Result<Tensor<T>> {
     let buf = gpu.zeros::<f32>(shape.iter().product())?;
-    Ok(Tensor::from_cuda(
-        shape,
-        CudaStorage {
-            gpu: gpu.clone(),
-            buf,
-        },
-    ))
+    Ok(Tensor::from_cuda(shape, CudaStorage::new(gpu.clone(), buf)))
 }
 
 /// `a += b` (same shape, both on the device).
 pub(crate) fn add_assign<T: Float>(a: &mut Tensor<T>, b: &Tensor<T>) -> Result<()> {
     let n = a.len();
     let cb = CudaStorage::of("Tensor::add_assign", b)?;
-    let CudaStorage { gpu, buf } = a.cuda_mut().ok_or(Error::Device {
+    let ca = a.cuda_mut().ok_or(Error::Device {
         op: "Tensor::add_assign",
         detail: "operand is on the cpu, the other on cuda".into(),
     })?;
-    gpu.axpy(1.0, &cb.buf, buf, n)?;
+    let gpu = ca.gpu.clone();
+    gpu.axpy(1.0, &cb.buf, ca.buf_mut()?, n)?;
     Ok(())
 }
 
@@ -111,7 +94,7 @@ pub(crate) fn relu_bwd<T: Float>(y: &Tensor<T>, mut dy: Tensor<T>) -> Result<Ten
         op: "relu_bwd",
         detail: "the gradient is on the cpu, the output on cuda".into(),
     })?;
-    cy.gpu.relu_bwd(&cy.buf, &mut g.buf, n)?;
+    cy.gpu.relu_bwd(&cy.buf, g.buf_mut()?, n)?;
     Ok(dy)
 }
 
@@ -194,7 +177,7 @@ pub(crate) fn conv2d_bwd<T: Float>(
                 op,
                 detail: "the gradient so far is on the cpu, the operands on cuda".into(),
             })?;
-            gpu.conv2d_bwd_data(s, &cw.buf, &cdy.buf, &mut ca.buf, true)?;
+            gpu.conv2d_bwd_data(s, &cw.buf, &cdy.buf, ca.buf_mut()?, true)?;
             None
         }
     };
@@ -223,23 +206,24 @@ fn dims4<T: Float>(x: &Tensor<T>) -> [usize; 4] {
 /// Device statistics as C-element tensors beside `like`.
 fn stats_of<T: Float>(like: &CudaStorage, s: lucir_cuda::BatchNormStats) -> BatchNormStats<T> {
     let c = [s.mean.len()];
+    let shared = |buf| Tensor::from_cuda(&c, CudaStorage::shared(like.gpu.clone(), buf));
     BatchNormStats {
-        mean: wrap(like, &c, s.mean),
-        var: wrap(like, &c, s.var),
-        inv_std: wrap(like, &c, s.inv_std),
+        mean: shared(s.mean),
+        var: shared(s.var),
+        inv_std: shared(s.inv_std),
         count: s.count,
     }
 }
 
-/// The launchers' view of statistics held as tensors.
+/// The launchers' view of statistics held as tensors (the buffers shared, not copied).
 fn stats_view<T: Float>(
     op: &'static str,
     s: &BatchNormStats<T>,
 ) -> Result<lucir_cuda::BatchNormStats> {
     Ok(lucir_cuda::BatchNormStats {
-        mean: buf(op, &s.mean)?.clone(),
-        var: buf(op, &s.var)?.clone(),
-        inv_std: buf(op, &s.inv_std)?.clone(),
+        mean: CudaStorage::of(op, &s.mean)?.buf.clone(),
+        var: CudaStorage::of(op, &s.var)?.buf.clone(),
+        inv_std: CudaStorage::of(op, &s.inv_std)?.buf.clone(),
         count: s.count,
     })
 }
@@ -394,8 +378,8 @@ pub(crate) fn batch_norm_update_running<T: Float>(
         op,
         detail: "the running statistics are on the cpu, the batch's on cuda".into(),
     };
-    let m = &mut mean.cuda_mut().ok_or_else(missing)?.buf;
-    let v = &mut var.cuda_mut().ok_or_else(missing)?.buf;
+    let m = mean.cuda_mut().ok_or_else(missing)?.buf_mut()?;
+    let v = var.cuda_mut().ok_or_else(missing)?.buf_mut()?;
     gpu.batch_norm_update_running(&view, momentum as f32, m, v)?;
     Ok(())
 }
@@ -478,11 +462,12 @@ pub(crate) fn add_row_bias<T: Float>(
 ) -> Result<()> {
     let op = "add_row_bias";
     let bb = buf(op, b)?;
-    let CudaStorage { gpu, buf: yb } = y.cuda_mut().ok_or(Error::Device {
+    let cy = y.cuda_mut().ok_or(Error::Device {
         op,
         detail: "the output is on the cpu, the bias on cuda".into(),
     })?;
-    gpu.linear_bias_fwd(yb, bb, rc)?;
+    let gpu = cy.gpu.clone();
+    gpu.linear_bias_fwd(cy.buf_mut()?, bb, rc)?;
     Ok(())
 }
 
@@ -512,8 +497,8 @@ pub(crate) fn sgd_update<T: Float>(
         op,
         detail: "the parameter or its velocity is on the cpu, the gradient on cuda".into(),
     };
-    let pb = &mut p.cuda_mut().ok_or_else(missing)?.buf;
-    let vb = &mut v.cuda_mut().ok_or_else(missing)?.buf;
+    let pb = p.cuda_mut().ok_or_else(missing)?.buf_mut()?;
+    let vb = v.cuda_mut().ok_or_else(missing)?.buf_mut()?;
     let step = lucir_cuda::SgdStep {
         lr: h.lr as f32,
         weight_decay: h.weight_decay as f32,
@@ -522,6 +507,49 @@ pub(crate) fn sgd_update<T: Float>(
     };
     gpu.sgd_update(pb, gb, vb, n, step)?;
     Ok(v)
+}
+
+/// Every target's SGD update in one launch; returns the velocities.
+pub(crate) fn sgd_update_many<T: Float>(
+    mut targets: Vec<crate::SgdTarget<'_, T>>,
+    h: SgdHyper,
+) -> Result<Vec<Tensor<T>>> {
+    let op = "sgd_update_many";
+    let Some(first) = targets.first() else {
+        return Ok(Vec::new());
+    };
+    let gpu = CudaStorage::of(op, first.g)?.gpu.clone();
+    let mut firsts = Vec::with_capacity(targets.len());
+    let mut velocities = Vec::with_capacity(targets.len());
+    for t in &mut targets {
+        firsts.push(t.v.is_none());
+        velocities.push(match t.v.take() {
+            Some(v) => v,
+            None => zeros(&gpu, t.p.shape())?,
+        });
+    }
+    let missing = || Error::Device {
+        op,
+        detail: "a parameter or its velocity is on the cpu, the gradients on cuda".into(),
+    };
+    let mut slots = Vec::with_capacity(targets.len());
+    for ((t, v), first) in targets.iter_mut().zip(&mut velocities).zip(firsts) {
+        let n = t.p.len();
+        slots.push(lucir_cuda::SgdSlot {
+            p: t.p.cuda_mut().ok_or_else(missing)?.buf_mut()?,
+            g: buf(op, t.g)?,
+            v: v.cuda_mut().ok_or_else(missing)?.buf_mut()?,
+            n,
+            first,
+        });
+    }
+    gpu.sgd_update_many(
+        &mut slots,
+        h.lr as f32,
+        h.weight_decay as f32,
+        h.momentum as f32,
+    )?;
+    Ok(velocities)
 }
 
 fn window(g: MaxPoolGeometry) -> lucir_cuda::MaxPoolWindow {

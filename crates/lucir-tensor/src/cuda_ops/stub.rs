@@ -177,6 +177,13 @@ pub(crate) fn sgd_update<T: Float>(
     not_compiled()
 }
 
+pub(crate) fn sgd_update_many<T: Float>(
+    _: Vec<crate::SgdTarget<'_, T>>,
+    _: SgdHyper,
+) -> Result<Vec<Tensor<T>>> {
+    not_compiled()
+}
+
 pub(crate) fn full<T: Float>(_: &Gpu, _: &[usize], _: f32) -> Result<Tensor<T>> {
     not_compiled()
 }
