@@ -475,4 +475,64 @@ mod device {
             "{e}"
         );
     }
+
+    /// A loader's batches rendered on the device from its uploaded split: the host loader's
+    /// images bit for bit, its labels and ids, for two training epochs (the second resumed
+    /// after its first batch, a short last batch) and the mirrored test transform.
+    #[test]
+    fn batches_rendered_on_the_device_match_the_host_loader() {
+        use lucir::data::{Augment, Loader, Normalization, Pixels, Sample, Split};
+        use std::sync::Arc;
+        let Some(dev) = device() else { return };
+        let (n, shape) = (40, [3, 10, 12]);
+        let pixels: Vec<u8> = random(n * 360, 900)
+            .iter()
+            .map(|v| ((v + 1.0) * 127.5).clamp(0.0, 255.0) as u8)
+            .collect();
+        let split = Arc::new(Split {
+            images: Pixels::Memory(pixels),
+            labels: (0..n).map(|i| i % 5).collect(),
+            shape,
+        });
+        // Every split image but a few, so that positions and split indices differ.
+        let samples: Vec<Sample> = (0..n)
+            .filter(|i| i % 7 != 3)
+            .map(|id| Sample { id, label: id % 5 })
+            .collect();
+        let augment = Augment {
+            crop: 8,
+            pad: 2,
+            flip: true,
+        };
+        let train = Loader::train(
+            split.clone(),
+            samples.clone(),
+            16,
+            Normalization::cifar(),
+            augment,
+            7,
+        );
+        let test = Loader::test(split, samples, 16, Normalization::cifar(), augment, true);
+        for (loader, epoch, first) in [(&train, 0, 0), (&train, 1, 1), (&test, 0, 0)] {
+            let px = loader
+                .upload_pixels(&dev)
+                .unwrap()
+                .expect("an in-memory split");
+            let host: Vec<_> = loader
+                .epoch_from(epoch, first)
+                .map(|b| b.unwrap())
+                .collect();
+            let on: Vec<_> = loader
+                .epoch_on(&px, epoch, first)
+                .map(|b| b.unwrap())
+                .collect();
+            assert_eq!(on.len(), host.len(), "epoch {epoch} from {first}");
+            for (k, (d, h)) in on.iter().zip(&host).enumerate() {
+                assert_eq!((&d.labels, &d.ids), (&h.labels, &h.ids), "batch {k}");
+                assert!(!d.images.is_cpu(), "batch {k} is rendered on the device");
+                same(&format!("epoch {epoch}, batch {k}"), &d.images, &h.images);
+            }
+        }
+        assert!(train.upload_pixels(&Device::Cpu).unwrap().is_none());
+    }
 }

@@ -101,6 +101,12 @@ pub const LINEAR: Kernel = Kernel {
     functions: &["linear_bias_fwd_f32", "linear_bias_bwd_f32"],
 };
 
+/// `kernels/augment.cu`.
+pub const AUGMENT: Kernel = Kernel {
+    name: "augment",
+    functions: &["augment_f32"],
+};
+
 /// `kernels/sgd.cu`.
 pub const SGD: Kernel = Kernel {
     name: "sgd",
@@ -138,7 +144,7 @@ pub const KD: Kernel = Kernel {
 };
 
 /// Every kernel module of the project.
-pub const KERNELS: [Kernel; 13] = [
+pub const KERNELS: [Kernel; 14] = [
     COSINE_LOGITS,
     MARGIN_RANK,
     FEATURE_DISTILL,
@@ -152,6 +158,7 @@ pub const KERNELS: [Kernel; 13] = [
     SCALE,
     REDUCE,
     KD,
+    AUGMENT,
 ];
 
 /// The committed PTX of a module.
@@ -171,6 +178,7 @@ pub(crate) fn ptx(name: &str) -> Option<&'static str> {
         "scale" => Some(include_str!("../../../kernels/ptx/scale.ptx")),
         "reduce" => Some(include_str!("../../../kernels/ptx/reduce.ptx")),
         "kd" => Some(include_str!("../../../kernels/ptx/kd.ptx")),
+        "augment" => Some(include_str!("../../../kernels/ptx/augment.ptx")),
         _ => None,
     }
 }

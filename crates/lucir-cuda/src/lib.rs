@@ -12,6 +12,8 @@
 //! Shapes: B rows (batch), C classes, D feature width.
 
 #[cfg(feature = "cuda")]
+mod augment;
+#[cfg(feature = "cuda")]
 mod batch_norm;
 #[cfg(feature = "cuda")]
 mod conv2d;
@@ -57,6 +59,11 @@ pub type Buffer = cudarc::driver::CudaSlice<f32>;
 /// A device buffer of i32: class labels, max-pool positions.
 #[cfg(feature = "cuda")]
 pub type IndexBuffer = cudarc::driver::CudaSlice<i32>;
+/// A device buffer of bytes: a split's u8 images.
+#[cfg(feature = "cuda")]
+pub type ByteBuffer = cudarc::driver::CudaSlice<u8>;
+#[cfg(feature = "cuda")]
+pub use augment::{AugmentArgs, AugmentPick};
 #[cfg(feature = "cuda")]
 pub use feature_distill::FeatureDistill;
 pub use kernels::{
@@ -64,7 +71,7 @@ pub use kernels::{
     MR_ROWS, TILE,
 };
 pub use kernels::{
-    BATCH_NORM, BN_THREADS, KD, LINEAR, NORMALIZE, POOL, REDUCE, SCALE, SGD, SOFTMAX,
+    AUGMENT, BATCH_NORM, BN_THREADS, KD, LINEAR, NORMALIZE, POOL, REDUCE, SCALE, SGD, SOFTMAX,
 };
 #[cfg(feature = "cuda")]
 pub use margin_rank::{MarginRank, MarginRankArgs};

@@ -14,7 +14,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use lucir_tensor::Tensor;
+use lucir_tensor::{Device, DeviceImages, ImagePick, RenderArgs, Tensor};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -275,6 +275,80 @@ impl Loader {
             rx: Some(rx),
             handle: Some(handle),
         }
+    }
+}
+
+impl Loader {
+    /// This loader's split's pixels on `device`, for [`Loader::epoch_on`]: `None` on the CPU,
+    /// and for a split of image files (decoded on the host, batch by batch).
+    pub fn upload_pixels(&self, device: &Device) -> Result<Option<DeviceImages>> {
+        match (&self.split.images, device) {
+            (Pixels::Memory(v), Device::Cuda(_)) => {
+                Ok(Some(DeviceImages::upload(device, v, self.split.shape)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// The batches of `epoch` from batch `first` on, rendered on the device from `images`
+    /// (this loader's split, from [`Loader::upload_pixels`]): the draws of
+    /// [`Loader::epoch_from`] and the same bits, with the host drawing and the device
+    /// rendering.
+    pub fn epoch_on<'a>(
+        &'a self,
+        images: &'a DeviceImages,
+        epoch: u64,
+        first: usize,
+    ) -> impl Iterator<Item = Result<Batch>> + 'a {
+        let draws = self.draws(epoch);
+        let batches: Vec<(Vec<usize>, Vec<Crop>)> = draws
+            .order
+            .chunks(self.batch)
+            .zip(draws.crops.chunks(self.batch))
+            .skip(first)
+            .map(|(which, crops)| (which.to_vec(), crops.to_vec()))
+            .collect();
+        batches
+            .into_iter()
+            .map(move |(which, crops)| self.render_on(images, &which, &crops))
+    }
+
+    /// [`Loader::render`] on the device, from `images`.
+    fn render_on(&self, images: &DeviceImages, which: &[usize], crops: &[Crop]) -> Result<Batch> {
+        if images.len() != self.split.len() || images.shape() != self.split.shape {
+            return Err(crate::Error::Config(format!(
+                "the device holds {} images of {:?}; this loader's split has {} of {:?}",
+                images.len(),
+                images.shape(),
+                self.split.len(),
+                self.split.shape
+            )));
+        }
+        let samples: Vec<Sample> = which.iter().map(|&i| self.samples[i]).collect();
+        let picks: Vec<ImagePick> = samples
+            .iter()
+            .zip(crops)
+            .map(|(s, c)| ImagePick {
+                index: s.id,
+                dy: c.dy,
+                dx: c.dx,
+                flip: c.flip,
+            })
+            .collect();
+        let args = RenderArgs {
+            pad: match self.transform {
+                Transform::Train => self.augment.pad,
+                Transform::Test { .. } => 0,
+            },
+            crop: self.augment.crop,
+            mean: &self.norm.mean,
+            std: &self.norm.std,
+        };
+        Ok(Batch {
+            images: images.render(&picks, args)?,
+            labels: samples.iter().map(|s| s.label).collect(),
+            ids: samples.iter().map(|s| s.id).collect(),
+        })
     }
 }
 

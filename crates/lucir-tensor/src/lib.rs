@@ -23,6 +23,7 @@ mod error;
 mod float;
 mod gemm;
 mod head_losses;
+mod images;
 mod linear;
 mod normalize;
 mod pool;
@@ -53,6 +54,7 @@ pub use gemm::{gemm, gemm_ref, matmul, Transpose};
 pub use head_losses::{
     feature_distill, feature_distill_bwd, kd, kd_bwd, margin_rank, margin_rank_bwd, MarginRankPairs,
 };
+pub use images::{DeviceImages, ImagePick, RenderArgs};
 pub use linear::{add_row_bias, column_sums};
 pub use normalize::{l2_normalize_rows, l2_normalize_rows_bwd, NORM_EPS};
 pub use pool::{

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use lucir_autograd::{MultiStepLr, Sgd};
-use lucir_data::{ExemplarMemory, Loader, Sample};
+use lucir_data::{Batch, ExemplarMemory, Loader, Sample};
 use lucir_nn::Init;
-use lucir_tensor::{Device, Tensor};
+use lucir_tensor::{Device, DeviceImages, Tensor};
 
 use crate::features::{backbone_features, features_and_logits};
 use crate::{predict_argmax, predict_nme};
@@ -120,6 +120,9 @@ pub struct IncrementalLearner {
     mid_epoch: Option<MidEpoch>,
     /// Where the networks, the optimiser state and each step's batch live.
     device: Device,
+    /// The training split's pixels on the device, uploaded at the first training stage there
+    /// (batches are then rendered on the device); `None` on the CPU and for image files.
+    train_pixels: Option<DeviceImages>,
     data: Arc<ProtocolData>,
     train_ids: Vec<Vec<usize>>,
     test_ids: Vec<Vec<usize>>,
@@ -160,6 +163,7 @@ impl IncrementalLearner {
             sgd: None,
             mid_epoch: None,
             device: Device::Cpu,
+            train_pixels: None,
             data,
             train_ids,
             test_ids,
@@ -178,6 +182,7 @@ impl IncrementalLearner {
             sgd.to_device(&device)?;
         }
         self.device = device;
+        self.train_pixels = None;
         Ok(())
     }
 
@@ -297,6 +302,10 @@ impl IncrementalLearner {
             (false, Some(m)) if self.training == Some((ctx.phase, first)) => Some(m),
             _ => None,
         };
+        if self.train_pixels.is_none() {
+            self.train_pixels = loader.upload_pixels(&self.device)?;
+        }
+        let pixels = self.train_pixels.clone();
         let start = Instant::now();
         let mut stats = TrainStats::default();
         let batches = loader.batches();
@@ -318,11 +327,13 @@ impl IncrementalLearner {
                 seconds: 0.0,
             });
             let (mut sum, mut seen) = (EpochSum::new(done.sum), done.images);
-            for (step, batch) in loader
-                .epoch_from(epoch as u64, done.steps)
-                .enumerate()
-                .map(|(i, b)| (i + done.steps, b))
-            {
+            // On a device the batches of an in-memory split are rendered there (the same
+            // draws and bits); otherwise on CPU threads, one batch ahead.
+            let epoch_batches: Box<dyn Iterator<Item = lucir_data::Result<Batch>>> = match &pixels {
+                Some(px) => Box::new(loader.epoch_on(px, epoch as u64, done.steps)),
+                None => Box::new(loader.epoch_from(epoch as u64, done.steps)),
+            };
+            for (step, batch) in epoch_batches.enumerate().map(|(i, b)| (i + done.steps, b)) {
                 let batch = batch?;
                 let n = batch.labels.len();
                 let loss = self.step(ctx, batch.images, &batch.labels, lr, stage, &mut sgd)?;

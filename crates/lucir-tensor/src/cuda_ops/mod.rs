@@ -7,6 +7,8 @@
 mod real;
 #[cfg(feature = "cuda")]
 mod real_heads;
+#[cfg(feature = "cuda")]
+mod real_images;
 #[cfg(not(feature = "cuda"))]
 mod stub;
 
@@ -14,5 +16,7 @@ mod stub;
 pub(crate) use real::*;
 #[cfg(feature = "cuda")]
 pub(crate) use real_heads::*;
+#[cfg(feature = "cuda")]
+pub(crate) use real_images::*;
 #[cfg(not(feature = "cuda"))]
 pub(crate) use stub::*;

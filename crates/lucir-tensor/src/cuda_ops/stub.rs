@@ -306,3 +306,19 @@ pub(crate) fn slice_cols<T: Float>(
 ) -> Result<Tensor<T>> {
     not_compiled()
 }
+
+/// A device's bytes; uninhabited without the `cuda` feature.
+#[derive(Clone, Debug)]
+pub enum ByteStorage {}
+
+pub(crate) fn upload_bytes(_: &Gpu, _: &[u8]) -> Result<ByteStorage> {
+    not_compiled()
+}
+
+pub(crate) fn render_images(
+    images: &crate::DeviceImages,
+    _: &[crate::ImagePick],
+    _: crate::RenderArgs<'_>,
+) -> Result<Tensor<f32>> {
+    match images.storage {}
+}
