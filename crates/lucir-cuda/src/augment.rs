@@ -102,7 +102,7 @@ impl Gpu {
         );
         let (padi, cropi) = (i32_of(op, a.pad)?, i32_of(op, a.crop)?);
         let table = self.upload(&table)?;
-        let (mean, std) = (self.upload(a.mean)?, self.upload(a.std)?);
+        let norm = self.upload(&[a.mean, a.std].concat())?;
         let mut l = self.stream.launch_builder(&self.augment.render);
         l.arg(images)
             .arg(&table)
@@ -112,13 +112,13 @@ impl Gpu {
             .arg(&wi)
             .arg(&padi)
             .arg(&cropi)
-            .arg(&mean)
-            .arg(&std)
+            .arg(&norm)
             .arg(&mut out);
         // SAFETY: every pick's index is below the number of whole images held and its offsets
         // keep the window inside the padded image (checked; reads outside the image proper are
-        // not made, the padding's value is computed); the table holds 4 i32 per pick, mean and
-        // std C floats (checked), out n·C·crop·crop floats, each written by one thread.
+        // not made, the padding's value is computed); the table holds 4 i32 per pick, norm the C
+        // means and C deviations (checked), out n·C·crop·crop floats, each written by one
+        // thread.
         unsafe { l.launch(grid_stride(total)) }.map_err(driver(op))?;
         Ok(out)
     }

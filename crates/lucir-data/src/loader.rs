@@ -301,16 +301,11 @@ impl Loader {
         first: usize,
     ) -> impl Iterator<Item = Result<Batch>> + 'a {
         let draws = self.draws(epoch);
-        let batches: Vec<(Vec<usize>, Vec<Crop>)> = draws
-            .order
-            .chunks(self.batch)
-            .zip(draws.crops.chunks(self.batch))
-            .skip(first)
-            .map(|(which, crops)| (which.to_vec(), crops.to_vec()))
-            .collect();
-        batches
-            .into_iter()
-            .map(move |(which, crops)| self.render_on(images, &which, &crops))
+        let (n, b) = (draws.order.len(), self.batch);
+        (first * b..n).step_by(b).map(move |start| {
+            let end = (start + b).min(n);
+            self.render_on(images, &draws.order[start..end], &draws.crops[start..end])
+        })
     }
 
     /// [`Loader::render`] on the device, from `images`.

@@ -169,18 +169,28 @@ impl TrainStep<'_> {
             .into_iter()
             .flatten()
             .collect();
-        let result = if defer && !tape.value(loss).is_cpu() {
-            StepLoss::Device {
+        let result = if tape.value(loss).is_cpu() {
+            let values = vars
+                .iter()
+                .map(|v| Ok(tape.value(*v).item()?.as_f64()))
+                .collect::<Result<Vec<f64>>>()?;
+            StepLoss::Host(LossTerms::from_values(present, &values)?)
+        } else {
+            let held = StepLoss::Device {
                 values: stack(&tape, &vars)?,
                 present,
+            };
+            if defer {
+                held
+            } else {
+                StepLoss::Host(held.read()?)
             }
-        } else {
-            let terms = LossTerms::from_values(present, &read_back(&tape, &vars)?)?;
-            if !terms.total.is_finite() {
-                return Ok(StepLoss::Host(terms));
-            }
-            StepLoss::Host(terms)
         };
+        if let StepLoss::Host(terms) = &result {
+            if !terms.total.is_finite() {
+                return Ok(result);
+            }
+        }
         tape.backward(loss)?;
         // The parameters are updated where they are (no copy of a buffer the tape shares).
         tape.release_param_values();
@@ -295,19 +305,4 @@ fn stack<T: Float>(tape: &Tape<T>, vars: &[Var]) -> Result<Tensor<T>> {
         stacked = concat_rows(&stacked, &one(v)?)?;
     }
     Ok(stacked)
-}
-
-/// The values of one-element nodes `vars`, in order: on the CPU each as it is, on a device
-/// stacked into one tensor and read back with one transfer.
-fn read_back<T: Float>(tape: &Tape<T>, vars: &[Var]) -> Result<Vec<f64>> {
-    let values: Vec<&Tensor<T>> = vars.iter().map(|v| tape.value(*v)).collect();
-    if values.iter().all(|t| t.is_cpu()) {
-        return values.iter().map(|t| Ok(t.item()?.as_f64())).collect();
-    }
-    Ok(stack(tape, vars)?
-        .to_cpu()?
-        .as_slice()
-        .iter()
-        .map(|v| v.as_f64())
-        .collect())
 }
