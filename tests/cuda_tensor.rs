@@ -478,14 +478,21 @@ mod device {
 
     /// A loader's batches rendered on the device from its uploaded split: the host loader's
     /// images bit for bit, its labels and ids, for two training epochs (the second resumed
-    /// after its first batch, a short last batch) and the mirrored test transform.
+    /// after its first batch, a short last batch) and the mirrored test transform, on RGB
+    /// images and on grey images twice as wide as high (a central window far along the row).
     #[test]
     fn batches_rendered_on_the_device_match_the_host_loader() {
+        let Some(dev) = device() else { return };
+        for shape in [[3, 10, 12], [1, 10, 20]] {
+            device_batches_match(&dev, shape);
+        }
+    }
+
+    fn device_batches_match(dev: &Device, shape: [usize; 3]) {
         use lucir::data::{Augment, Loader, Normalization, Pixels, Sample, Split};
         use std::sync::Arc;
-        let Some(dev) = device() else { return };
-        let (n, shape) = (40, [3, 10, 12]);
-        let pixels: Vec<u8> = random(n * 360, 900)
+        let n = 40;
+        let pixels: Vec<u8> = random(n * shape.iter().product::<usize>(), 900)
             .iter()
             .map(|v| ((v + 1.0) * 127.5).clamp(0.0, 255.0) as u8)
             .collect();
@@ -504,18 +511,15 @@ mod device {
             pad: 2,
             flip: true,
         };
-        let train = Loader::train(
-            split.clone(),
-            samples.clone(),
-            16,
-            Normalization::cifar(),
-            augment,
-            7,
-        );
-        let test = Loader::test(split, samples, 16, Normalization::cifar(), augment, true);
+        let norm = || match shape[0] {
+            3 => Normalization::cifar(),
+            _ => Normalization::fmnist(),
+        };
+        let train = Loader::train(split.clone(), samples.clone(), 16, norm(), augment, 7);
+        let test = Loader::test(split, samples, 16, norm(), augment, true);
         for (loader, epoch, first) in [(&train, 0, 0), (&train, 1, 1), (&test, 0, 0)] {
             let px = loader
-                .upload_pixels(&dev)
+                .upload_pixels(dev)
                 .unwrap()
                 .expect("an in-memory split");
             let host: Vec<_> = loader
@@ -530,7 +534,11 @@ mod device {
             for (k, (d, h)) in on.iter().zip(&host).enumerate() {
                 assert_eq!((&d.labels, &d.ids), (&h.labels, &h.ids), "batch {k}");
                 assert!(!d.images.is_cpu(), "batch {k} is rendered on the device");
-                same(&format!("epoch {epoch}, batch {k}"), &d.images, &h.images);
+                same(
+                    &format!("{shape:?} epoch {epoch}, batch {k}"),
+                    &d.images,
+                    &h.images,
+                );
             }
         }
         assert!(train.upload_pixels(&Device::Cpu).unwrap().is_none());

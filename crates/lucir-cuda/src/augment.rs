@@ -73,12 +73,15 @@ impl Gpu {
                 a.std.len()
             )));
         }
-        let span = (h.min(w) + 2 * a.pad).saturating_sub(a.crop) + 1;
+        // Window offsets per axis (a central test window of a non-square image sits further
+        // along its longer side than a square training window can).
+        let span = |side: usize| (side + 2 * a.pad).saturating_sub(a.crop) + 1;
+        let (rows, cols) = (span(h), span(w));
         let mut table = Vec::with_capacity(4 * picks.len());
         for p in picks {
-            if p.index >= held || p.dy >= span || p.dx >= span {
+            if p.index >= held || p.dy >= rows || p.dx >= cols {
                 return Err(shape_err(format!(
-                    "image {} at ({}, {}) of {held} images with {span} window offsets",
+                    "image {} at ({}, {}) of {held} images with {rows}×{cols} window offsets",
                     p.index, p.dy, p.dx
                 )));
             }
