@@ -13,12 +13,17 @@
 //! kernels' (a ratio; Winograd does fewer FLOPs, so it gets no rate), and the largest error of
 //! each result, every algorithm's, relative to the largest value of the f64 result
 //! (`WINOGRAD|…` rows).
+//!
+//! Where the CPU has AVX512-BF16, each 3×3 stride-1 shape with 16 or more input channels once
+//! more with bf16 products (`Precision::Bf16`): each pass's time beside the direct kernels' and
+//! its rate against the bf16 peak (a `vdpbf16ps` loop, `PEAK_BF16|…`), and the same errors
+//! (`BF16|…` rows).
 
 use std::time::Instant;
 
 use lucir::tensor::{
-    conv2d, conv2d_bwd, conv2d_bwd_data, conv2d_bwd_weight, set_conv3x3, Conv2dGeometry, Conv3x3,
-    Tensor,
+    conv2d, conv2d_bwd, conv2d_bwd_data, conv2d_bwd_weight, set_conv3x3, set_precision,
+    Conv2dGeometry, Conv3x3, Precision, Tensor,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -54,6 +59,50 @@ fn fma_loop_avx512(seed: f32) -> f32 {
         }
     }
     acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
+}
+
+/// The bf16 dot-product loop: `CHAINS` chains of `vdpbf16ps`, each instruction 2 products
+/// and 2 additions per f32 lane.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+fn dp_loop_bf16(seed: f32) -> f32 {
+    use std::arch::x86_64::*;
+    let a = _mm512_cvtne2ps_pbh(_mm512_set1_ps(0.5), _mm512_set1_ps(0.25));
+    let b = _mm512_cvtne2ps_pbh(_mm512_set1_ps(1e-3), _mm512_set1_ps(2e-3));
+    let mut acc = [_mm512_set1_ps(seed); CHAINS];
+    for _ in 0..ITERS {
+        for v in acc.iter_mut() {
+            *v = _mm512_dpbf16_ps(*v, a, b);
+        }
+    }
+    acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
+}
+
+/// Peak bf16 GFLOP/s of all rayon threads running [`dp_loop_bf16`] at once (best of 3), where
+/// the CPU has AVX512-BF16.
+fn peak_bf16() -> Option<f64> {
+    if !Precision::Bf16.available() {
+        return None;
+    }
+    let threads = rayon::current_num_threads();
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let out: Vec<f32> = (0..threads)
+            .into_par_iter()
+            .map(|i| {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the CPU has AVX512-BF16 (`Precision::Bf16.available`).
+                return unsafe { dp_loop_bf16(i as f32 * 1e-3) };
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("no AVX512-BF16 off x86-64: {i}")
+            })
+            .collect();
+        let secs = t0.elapsed().as_secs_f64();
+        std::hint::black_box(out);
+        best = best.max(threads as f64 * 2.0 * loop_flops(16) / secs / 1e9);
+    }
+    Some(best)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -215,6 +264,10 @@ fn main() {
         .unwrap_or_else(|| "unknown CPU".into());
     let threads = rayon::current_num_threads();
     println!("PEAK|{cpu}, {threads} threads|{isa} FMA loop|{peak:.0} GFLOP/s|");
+    let peak16 = peak_bf16();
+    if let Some(p) = peak16 {
+        println!("PEAK_BF16|{cpu}, {threads} threads|vdpbf16ps loop|{p:.0} GFLOP/s|");
+    }
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let n = 128;
     for (c, s) in [(1, 28), (3, 32)] {
@@ -268,6 +321,31 @@ fn main() {
                     )
                 };
                 let errs = |e: [f64; 3]| format!("{:.1e} / {:.1e} / {:.1e}", e[0], e[1], e[2]);
+                if let Some(peak16) = peak16 {
+                    set_precision(Precision::Bf16);
+                    let t = pass_times(&x, &w, &dy, g);
+                    let e = errors(&x, &w, &dy, g);
+                    set_precision(Precision::F32);
+                    let cell = |i: usize, old: f64, flops: f64| {
+                        format!(
+                            "{:.2} → {:.2} ({:.2}×, {:.0}%)",
+                            old * 1e3,
+                            t[i] * 1e3,
+                            old / t[i],
+                            100.0 * flops / t[i] / 1e9 / peak16
+                        )
+                    };
+                    println!(
+                        "BF16|{c}×{s}×{s}|{layer} (×{count})|{}|{}|{}|{}|{:.1e} / {:.1e} / {:.1e}|",
+                        cell(0, fwd, flops),
+                        cell(1, bwd, 2.0 * flops),
+                        cell(2, bwd_data, flops),
+                        cell(3, bwd_weight, flops),
+                        e[0],
+                        e[1],
+                        e[2]
+                    );
+                }
                 println!(
                     "WINOGRAD|{c}×{s}×{s}|{layer} (×{count})|{}|{}|{}|{}|{}|{}|{}|",
                     cell(0, fwd),

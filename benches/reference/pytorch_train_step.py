@@ -14,6 +14,10 @@ peak GPU memory, and `--compile` wraps the step in torch.compile(mode="reduce-ov
 which captures it in CUDA graphs. Convolutions and products run in true f32, as lucir-rs's
 do (cuDNN's FMA math): PyTorch's default would let cuDNN use TF32 on Ampere and later;
 `--tf32` allows it, for a comparison with PyTorch as it ships.
+
+`--precision bf16` runs the forward pass under CPU autocast to bfloat16 (convolutions and
+matrix products in bf16, batch norm, losses, weights and the optimiser in f32), the
+comparison for `lucir-driver bench --precision bf16`.
 """
 
 import argparse
@@ -51,7 +55,11 @@ def main():
                    help='torch.compile(mode="reduce-overhead") around the step (CUDA graphs)')
     p.add_argument("--tf32", action="store_true",
                    help="let cuDNN and cuBLAS use TF32 (PyTorch's default for convolutions)")
+    p.add_argument("--precision", default="f32", choices=["f32", "bf16"],
+                   help="bf16: the forward pass under torch.autocast (CPU, bfloat16)")
     a = p.parse_args()
+    if a.precision == "bf16" and a.device != "cpu":
+        p.error("--precision bf16 is CPU autocast; the cuda comparison is f32 (or --tf32)")
     torch.backends.cudnn.allow_tf32 = a.tf32
     torch.backends.cuda.matmul.allow_tf32 = a.tf32
     torch.set_num_threads(a.threads)
@@ -66,7 +74,9 @@ def main():
 
     def step():
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(net(x), y).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.precision == "bf16"):
+            loss = F.cross_entropy(net(x), y)
+        loss.backward()
         opt.step()
 
     if a.compile:
@@ -90,7 +100,7 @@ def main():
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     out = {
         "model": a.model, "batch": a.batch, "input": a.input, "threads": a.threads,
-        "device": a.device, "compile": a.compile, "tf32": a.tf32,
+        "device": a.device, "compile": a.compile, "tf32": a.tf32, "precision": a.precision,
         "framework": f"pytorch {torch.__version__}",
         "images_per_s": round(a.batch * a.steps / secs, 1), "peak_rss_mb": round(rss_mb, 1),
         "rss_after_import_mb": round(rss_import_mb, 1),

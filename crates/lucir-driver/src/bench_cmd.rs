@@ -40,6 +40,10 @@ pub struct BenchArgs {
         value_name = "direct|winograd|winograd4"
     )]
     pub conv: String,
+    /// The number format of the 3×3 stride-1 layers' products: f32 or bf16 (as a run's
+    /// `--precision`).
+    #[arg(long, default_value = "f32", value_name = "f32|bf16")]
+    pub precision: String,
     /// cpu, or cuda (a `--features cuda` build): where the step runs.
     #[arg(long, default_value = "cpu", value_name = "cpu|cuda")]
     pub device: String,
@@ -59,6 +63,8 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         crate::run::set_threads(n)?;
     }
     lucir_tensor::set_conv3x3(usage(crate::config::conv3x3(&args.conv).context("--conv"))?);
+    let precision = crate::config::precision(&args.precision).context("--precision");
+    lucir_tensor::set_precision(usage(precision)?);
     let arch = usage(parse_arch(&args.model).context("--model"))?;
     let dims: Option<Vec<usize>> = args.input.split('x').map(|v| v.parse().ok()).collect();
     let Some([c, h, w]) = dims.and_then(|d| <[usize; 3]>::try_from(d).ok()) else {
@@ -128,12 +134,13 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         Device::Cpu => None,
     };
     outln!(
-        "{{\"model\":\"{}\",\"batch\":{},\"input\":\"{}\",\"device\":\"{}\",\"threads\":{threads},\"conv\":\"{}\",\"images_per_s\":{:.1},\"gflops\":{:.1},\"peak_rss_mb\":{:.1},\"gpu_mem_mb\":{}}}",
+        "{{\"model\":\"{}\",\"batch\":{},\"input\":\"{}\",\"device\":\"{}\",\"threads\":{threads},\"conv\":\"{}\",\"precision\":\"{}\",\"images_per_s\":{:.1},\"gflops\":{:.1},\"peak_rss_mb\":{:.1},\"gpu_mem_mb\":{}}}",
         args.model,
         args.batch,
         args.input,
         args.device,
         args.conv,
+        args.precision,
         images / secs,
         flops / secs / 1e9,
         peak_rss_mb().unwrap_or(f64::NAN),

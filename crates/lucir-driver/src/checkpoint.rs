@@ -44,7 +44,7 @@ impl Machine {
     pub fn current(device: &str) -> Self {
         Self {
             threads: rayon::current_num_threads(),
-            cpu_kernels: lucir_tensor::kernel_path().into(),
+            cpu_kernels: lucir_tensor::kernel_path(),
             device: device.into(),
         }
     }

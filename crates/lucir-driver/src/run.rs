@@ -254,6 +254,7 @@ pub(crate) fn run_one(args: &RunArgs) -> Result<()> {
     }
     // Before anything computes (and before `Machine::current` names the CPU kernels).
     lucir_tensor::set_conv3x3(config::conv3x3(&cfg.conv)?);
+    lucir_tensor::set_precision(config::precision(&cfg.precision)?);
     // Fails before anything is written when there is no usable GPU.
     let gpu = (cfg.device == "cuda").then(open_gpu).transpose()?;
     let (data, kind, _) = protocol_data(&cfg)?;

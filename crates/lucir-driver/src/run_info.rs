@@ -87,7 +87,7 @@ impl RunInfo {
                 Vec::new()
             },
             cpu_model: cpu_model(),
-            cpu_kernels: lucir_tensor::kernel_path().into(),
+            cpu_kernels: lucir_tensor::kernel_path(),
             threads: rayon::current_num_threads(),
             wall_seconds,
             segments,

@@ -393,34 +393,37 @@ fn partial_configs_resolve_over_their_preset() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// `--conv winograd`: stated in the resolved settings (and absent from them when direct, so
-/// earlier configurations print as they did), refused by name when misspelt or where the CPU
-/// lacks AVX-512, named in run.json's CPU kernels, and repeatable: two runs give the same
-/// results and model files.
-#[test]
-fn winograd_runs_are_stated_named_and_repeatable() {
+/// A kernel setting (`--conv winograd`, `--precision bf16`): stated in the resolved settings
+/// (and absent from them at its default, so earlier configurations print as they did),
+/// refused by name when misspelt (`misspelt` the message) or where the CPU lacks it (`lacks`),
+/// named in run.json's CPU kernels, and repeatable: two runs give the same results and model
+/// files.
+fn kernel_setting_is_stated_named_and_repeatable(
+    (flag, key, value): (&str, &str, &str),
+    available: bool,
+    misspelt: &str,
+    lacks: &str,
+) {
     let o = driver(&["--print-config"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(!String::from_utf8_lossy(&o.stdout).contains("conv ="));
-    let o = driver(&["--conv", "fast", "--print-config"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(&format!("{key} =")));
+    let o = driver(&[flag, "fast", "--print-config"]);
     let e = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{e}");
-    assert!(
-        e.contains("conv \"fast\" is none of direct, winograd and winograd4"),
-        "{e}"
-    );
-    let o = driver(&["--conv", "winograd", "--print-config"]);
-    if !lucir_tensor::Conv3x3::Winograd.available() {
+    assert!(e.contains(misspelt), "{e}");
+    let o = driver(&[flag, value, "--print-config"]);
+    if !available {
         let e = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{e}");
-        assert!(e.contains("needs a CPU with AVX-512F"), "{e}");
-        eprintln!("skipped: the Winograd runs: this CPU has no AVX-512");
+        assert!(e.contains(lacks), "{e}");
+        eprintln!("skipped: the {flag} {value} runs: this CPU lacks it");
         return;
     }
+    let line = format!("{key} = \"{value}\"\n");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert!(String::from_utf8_lossy(&o.stdout).contains("conv = \"winograd\"\n"));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&line));
 
-    let data = temp_dir("wino-data");
+    let data = temp_dir(&format!("{value}-data"));
     write_mnist_like(&data, 6);
     let run = |name: &str| {
         let out = temp_dir(name);
@@ -439,23 +442,65 @@ fn winograd_runs_are_stated_named_and_repeatable() {
             "16",
             "--memory",
             "3",
-            "--conv",
-            "winograd",
+            flag,
+            value,
             "--out",
             out.to_str().unwrap(),
         ]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         out
     };
-    let (a, b) = (run("wino-a"), run("wino-b"));
+    let (a, b) = (run(&format!("{value}-a")), run(&format!("{value}-b")));
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(a.join("run.json")).unwrap()).unwrap();
     let kernels = info["cpu_kernels"].as_str().unwrap();
-    assert!(kernels.ends_with("+winograd"), "{info}");
+    assert!(kernels.ends_with(&format!("+{value}")), "{info}");
     let cfg = std::fs::read_to_string(a.join("config.toml")).unwrap();
-    assert!(cfg.contains("conv = \"winograd\""), "{cfg}");
+    assert!(cfg.contains(&line), "{cfg}");
     assert_same_run(&a, &b);
     for d in [data, a, b] {
         std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn winograd_runs_are_stated_named_and_repeatable() {
+    kernel_setting_is_stated_named_and_repeatable(
+        ("--conv", "conv", "winograd"),
+        lucir_tensor::Conv3x3::Winograd.available(),
+        "conv \"fast\" is none of direct, winograd and winograd4",
+        "needs a CPU with AVX-512F",
+    );
+}
+
+#[test]
+fn bf16_runs_are_stated_named_and_repeatable() {
+    kernel_setting_is_stated_named_and_repeatable(
+        ("--precision", "precision", "bf16"),
+        lucir_tensor::Precision::Bf16.available(),
+        "precision \"fast\" is neither f32 nor bf16",
+        "needs a CPU with AVX512-BF16",
+    );
+}
+
+/// `--precision bf16` does not combine with Winograd (its own kernels run those layers) or
+/// with the GPU (which trains in f32): each refused in one line before anything runs.
+#[test]
+fn bf16_refuses_winograd_and_the_gpu() {
+    if !lucir_tensor::Precision::Bf16.available() {
+        eprintln!("skipped: bf16_refuses_winograd_and_the_gpu: no AVX512-BF16 on this CPU");
+        return;
+    }
+    for (args, says) in [
+        (
+            ["--conv", "winograd"],
+            "does not combine with conv winograd",
+        ),
+        (["--device", "cuda"], "device cuda trains in f32"),
+    ] {
+        let o = driver(&["--precision", "bf16", args[0], args[1], "--print-config"]);
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{e}");
+        assert!(e.contains(says), "{e}");
     }
 }

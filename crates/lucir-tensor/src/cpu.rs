@@ -24,6 +24,34 @@ impl Avx512 {
     }
 }
 
+/// Proof that this CPU runs the AVX-512 bf16 dot product `vdpbf16ps` (AVX512-BF16) beside
+/// AVX-512F, BW and VL: the token of the bf16 convolution kernels ([`crate::Precision::Bf16`]),
+/// built, like [`Avx512`], only by asking the CPU at run time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Avx512Bf16(Avx512);
+
+impl Avx512Bf16 {
+    /// The token if this CPU has AVX512-BF16, AVX-512F, BW and VL; `None` otherwise, and
+    /// always off x86-64.
+    pub fn detect() -> Option<Self> {
+        let f = Avx512::detect()?;
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512bf16") && has!("avx512bw") && has!("avx512vl") {
+                return Some(Self(f));
+            }
+        }
+        let _ = f;
+        None
+    }
+
+    /// The AVX-512F token it includes.
+    pub fn avx512(self) -> Avx512 {
+        self.0
+    }
+}
+
 /// The versions the slice loops of `simd` are compiled in, widest first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Version {

@@ -14,25 +14,22 @@ use crate::Float;
 
 /// The CPU kernels this process runs: the version of the memory-bound loops, `avx512`
 /// (AVX-512F+VL), `avx2-fma` or `baseline`, then `+winograd` or `+winograd4` where the 3×3
-/// stride-1 convolutions run as Winograd's ([`crate::Conv3x3`]). Two runs with the same name
-/// give the same bits for the same inputs and thread count.
-pub fn kernel_path() -> &'static str {
-    use crate::Conv3x3;
+/// stride-1 convolutions run as Winograd's ([`crate::Conv3x3`]), then `+bf16` where their
+/// products are bf16 ([`crate::Precision`]). Two runs with the same name give the same bits for
+/// the same inputs and thread count.
+pub fn kernel_path() -> String {
+    use crate::{Conv3x3, Precision};
     let conv = crate::conv3x3();
-    let conv = if conv.available() {
-        conv
-    } else {
-        Conv3x3::Direct
+    let conv = match conv.available() {
+        true if conv != Conv3x3::Direct => format!("+{}", conv.name()),
+        _ => String::new(),
     };
-    match (Version::detected(), conv) {
-        (v, Conv3x3::Direct) => v.name(),
-        (Version::Avx512, Conv3x3::Winograd) => "avx512+winograd",
-        (Version::Avx2Fma, Conv3x3::Winograd) => "avx2-fma+winograd",
-        (Version::Portable, Conv3x3::Winograd) => "baseline+winograd",
-        (Version::Avx512, Conv3x3::Winograd4) => "avx512+winograd4",
-        (Version::Avx2Fma, Conv3x3::Winograd4) => "avx2-fma+winograd4",
-        (Version::Portable, Conv3x3::Winograd4) => "baseline+winograd4",
-    }
+    let precision = crate::precision();
+    let precision = match precision.available() {
+        true if precision != Precision::F32 => format!("+{}", precision.name()),
+        _ => String::new(),
+    };
+    format!("{}{conv}{precision}", Version::detected().name())
 }
 
 /// Each function compiled three times — its body in a portable inner function, inlined into

@@ -138,6 +138,11 @@ pub struct RunArgs {
     /// only. docs/perf.md compares their speed and accuracy.
     #[arg(long, value_name = "direct|winograd|winograd4")]
     pub conv: Option<String>,
+    /// f32 (the default), or bf16: the 3×3 stride-1 layers with 16 or more input channels
+    /// multiply bf16 roundings and sum in f32 (CPUs with AVX512-BF16 only; other bits, about
+    /// twice the products per instruction). docs/perf.md compares speed and accuracy.
+    #[arg(long, value_name = "f32|bf16")]
+    pub precision: Option<String>,
     /// Explicit class order, e.g. 4,2,7,6,0,3,5,8,9,1.
     #[arg(long, value_delimiter = ',')]
     pub class_order: Option<Vec<usize>>,

@@ -28,6 +28,7 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
     ("", "threads", Kind::Count, "a number of worker threads (0: one per core), e.g. `threads = 2`"),
     ("", "device", Kind::Str, "`\"cpu\"` or `\"cuda\"`"),
     ("", "conv", Kind::Str, "`\"direct\"`, `\"winograd\"` or `\"winograd4\"` (how the 3×3 stride-1 convolutions run)"),
+    ("", "precision", Kind::Str, "`\"f32\"` or `\"bf16\"` (the number format of the 3×3 stride-1 convolutions' products)"),
     ("", "init_from", Kind::Str, "the path of a safetensors model, e.g. `init_from = \"runs/r/model-phase-0.safetensors\"`"),
     ("", "skip_base_training", Kind::Bool, "true or false"),
     ("data", "dataset", Kind::Str, "one of `\"fmnist\"`, `\"mnist\"`, `\"cifar10\"`, `\"cifar100\"`, `\"folder\"`"),

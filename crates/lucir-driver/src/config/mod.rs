@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 pub use cli::{parse_seeds, RunArgs, Seeds};
 pub use presets::{preset, CIFAR100_ORDER, DEFAULT_PRESET, FMNIST_ORDER, PRESETS};
 pub use resolve::{
-    apply, conv3x3, method_name, parse_arch, parse_config, read_config_file, resolve, validate,
+    apply, conv3x3, method_name, parse_arch, parse_config, precision, read_config_file, resolve,
+    validate,
 };
 
 /// What data a run uses and how it is split into phases.
@@ -68,6 +69,11 @@ pub struct RunConfig {
     /// the setting existed read and print as they did.
     #[serde(default = "direct", skip_serializing_if = "is_direct")]
     pub conv: String,
+    /// The number format of the CPU convolutions' products: `f32`, or `bf16` for the 3×3
+    /// stride-1 layers (`lucir_tensor::Precision`). Written only when not `f32`, so
+    /// configurations from before the setting existed read and print as they did.
+    #[serde(default = "precision_f32", skip_serializing_if = "is_f32")]
+    pub precision: String,
     /// A safetensors model (PyTorch tensor names) the base phase starts from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_from: Option<PathBuf>,
@@ -90,6 +96,14 @@ pub(crate) fn direct() -> String {
 
 fn is_direct(conv: &str) -> bool {
     conv == "direct"
+}
+
+pub(crate) fn precision_f32() -> String {
+    "f32".into()
+}
+
+fn is_f32(precision: &str) -> bool {
+    precision == "f32"
 }
 
 /// One setting that differs between two configurations.

@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 use lucir_method::{Arch, MethodConfig};
 
-use super::{cpu, direct, DataConfig, RunConfig};
+use super::{cpu, direct, precision_f32, DataConfig, RunConfig};
 
 /// The paper's CIFAR-100 class order (numpy seed 1993), docs/design.md §7.
 pub const CIFAR100_ORDER: [usize; 100] = [
@@ -37,6 +37,7 @@ pub fn preset(name: &str) -> Result<RunConfig> {
         threads: 0,
         device: cpu(),
         conv: direct(),
+        precision: precision_f32(),
         init_from: None,
         skip_base_training: false,
         data,

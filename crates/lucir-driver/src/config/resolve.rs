@@ -232,6 +232,9 @@ pub fn apply(args: &RunArgs) -> Result<RunConfig> {
     if let Some(v) = &args.conv {
         c.conv = v.clone();
     }
+    if let Some(v) = &args.precision {
+        c.precision = v.clone();
+    }
     if let Some(v) = &args.init_from {
         c.init_from = Some(v.clone());
     }
@@ -271,6 +274,20 @@ pub fn conv3x3(conv: &str) -> Result<lucir_tensor::Conv3x3> {
     Ok(c)
 }
 
+/// The precision `precision` names, if this CPU runs it.
+pub fn precision(precision: &str) -> Result<lucir_tensor::Precision> {
+    let Some(p) = lucir_tensor::Precision::from_name(precision) else {
+        bail!("precision {precision:?} is neither f32 nor bf16");
+    };
+    if !p.available() {
+        bail!(
+            "precision {precision} needs a CPU with AVX512-BF16 (the vdpbf16ps instruction), \
+             which this one lacks; use precision f32"
+        );
+    }
+    Ok(p)
+}
+
 /// The command-line name of a method.
 pub fn method_name(m: Method) -> &'static str {
     match m {
@@ -301,6 +318,21 @@ pub fn validate(c: &RunConfig) -> Result<()> {
         bail!("device {:?} is neither cpu nor cuda", c.device);
     }
     conv3x3(&c.conv)?;
+    if precision(&c.precision)? == lucir_tensor::Precision::Bf16 {
+        if c.conv != "direct" {
+            bail!(
+                "precision bf16 runs the 3×3 stride-1 layers with its own kernels; it does not \
+                 combine with conv {}",
+                c.conv
+            );
+        }
+        if c.device != "cpu" {
+            bail!(
+                "precision bf16 is for the CPU's kernels; device {} trains in f32",
+                c.device
+            );
+        }
+    }
     if c.method.method != Method::Lucir && c.method.cbf {
         bail!(
             "class-balanced fine-tuning (cbf) is part of LUCIR; method {} has none",

@@ -2,8 +2,8 @@
 //! of its tensors and of an input map, the input gradient's mode, and the results back as
 //! tensors. `None` from these sends the caller to the gemm path.
 
-use super::{conv3x3, direct, winograd, Conv3x3, Dims, InputGrad};
-use crate::{Avx512, ChannelMap, Float, Result, Tensor};
+use super::{conv3x3, direct, precision, winograd, Conv3x3, Dims, InputGrad, Precision};
+use crate::{Avx512, Avx512Bf16, ChannelMap, Float, Result, Tensor};
 
 /// The fewest input channels for which Winograd runs a layer, chosen by measurement (`cargo
 /// bench --bench layers`, docs/perf.md §36): every layer measured faster with it has 16 or
@@ -42,6 +42,18 @@ impl Dims {
             Conv3x3::Winograd4 => 2,
         };
         (self.stride == 1 && self.kh == 3 && self.ci >= WINOGRAD_MIN_CI).then_some(tile)
+    }
+
+    /// Whether the bf16 kernels run this convolution (one the direct kernels run), and then
+    /// their token: with [`Precision::Bf16`] set, a 3×3 stride-1 one with at least
+    /// [`WINOGRAD_MIN_CI`] input channels (the stems' products are too few to pay for their
+    /// planes' conversion), on a CPU with AVX512-BF16. It takes precedence over Winograd.
+    fn runs_bf16(&self) -> Option<Avx512Bf16> {
+        let takes = precision() == Precision::Bf16
+            && self.stride == 1
+            && self.kh == 3
+            && self.ci >= WINOGRAD_MIN_CI;
+        takes.then(Avx512Bf16::detect).flatten()
     }
 
     /// The sizes the Winograd kernels take.
@@ -94,7 +106,9 @@ pub(super) fn direct_forward<T: Float>(
     ) else {
         return Ok(None);
     };
-    let y = if let Some(m) = d.runs_winograd() {
+    let y = if let Some(b) = d.runs_bf16() {
+        direct::bf16_forward(b, xs, ws, d.winograd_shape(), map)
+    } else if let Some(m) = d.runs_winograd() {
         winograd::forward(cpu, m, xs, ws, d.winograd_shape(), map)
     } else {
         direct::forward(cpu, xs, ws, d.direct_shape(), map)
@@ -134,7 +148,9 @@ pub(super) fn direct_backward<T: Float>(
             None => return Ok(None),
         },
     };
-    let (dx, dw) = if let Some(m) = d.runs_winograd() {
+    let (dx, dw) = if let Some(b) = d.runs_bf16() {
+        direct::bf16_backward(b, xs, ws, dys, d.winograd_shape(), map, (dx, want_dw))
+    } else if let Some(m) = d.runs_winograd() {
         winograd::backward(cpu, m, xs, ws, dys, d.winograd_shape(), map, (dx, want_dw))
     } else {
         direct::backward(cpu, xs, ws, dys, d.direct_shape(), map, (dx, want_dw))

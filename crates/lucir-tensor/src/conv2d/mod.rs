@@ -92,6 +92,63 @@ pub fn conv3x3() -> Conv3x3 {
     }
 }
 
+/// The number format of the f32 convolutions' products on the CPU. One setting for the
+/// process, [`set_precision`]; the two give different bits, so a run keeps one from start to
+/// end.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 products and sums everywhere.
+    #[default]
+    F32,
+    /// The 3×3 stride-1 "same" convolutions with 16 or more input channels (forward, input
+    /// gradient and weight gradient) multiply bf16 roundings of their two operands and sum the
+    /// products in f32 (`vdpbf16ps`, [`crate::Avx512Bf16`]): two products per f32 lane and
+    /// instruction. Everything else — the stems, the stride-2 layers, batch norm, the losses,
+    /// the weights and the optimiser — stays f32, as under PyTorch's CPU autocast. bf16 keeps
+    /// 8 significant bits: each operand carries a relative rounding error of at most 2⁻⁸, each
+    /// product at most 2⁻⁷ (`tests/conv2d_bf16.rs` holds the kernels to that bound).
+    Bf16,
+}
+
+impl Precision {
+    /// Both, the default first.
+    pub const ALL: [Precision; 2] = [Precision::F32, Precision::Bf16];
+
+    /// `f32` or `bf16`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// The one called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+
+    /// Whether this CPU runs it: bf16 needs AVX512-BF16 ([`crate::Avx512Bf16`]).
+    pub fn available(self) -> bool {
+        self == Precision::F32 || crate::Avx512Bf16::detect().is_some()
+    }
+}
+
+static PRECISION: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the convolutions' precision from now on, for the whole process (see [`Precision`]);
+/// [`Precision::Bf16`] where it is not [`Precision::available`] leaves them f32.
+pub fn set_precision(p: Precision) {
+    PRECISION.store(p as u8, Ordering::Relaxed);
+}
+
+/// The convolutions' precision now ([`set_precision`]).
+pub fn precision() -> Precision {
+    match PRECISION.load(Ordering::Relaxed) {
+        0 => Precision::F32,
+        _ => Precision::Bf16,
+    }
+}
+
 /// Stride and zero padding of a convolution (the same on both spatial axes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Conv2dGeometry {

@@ -227,10 +227,32 @@ pub(super) struct Taps {
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(super) use avx512::channel_map;
+
+#[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
     use super::{Grid, Map};
+
+    /// Channel `p`'s map as a function of 16 floats: `x·scale + shift` as two roundings and
+    /// `max(v, 0)` (0 for NaN and −0), the bits of `crate::channel_map`.
+    ///
+    /// # Panics
+    /// If the map has no channel `p`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(in crate::conv2d) fn channel_map(m: Map<'_>, p: usize) -> impl Fn(__m512) -> __m512 {
+        let (s, t) = (_mm512_set1_ps(m.scale[p]), _mm512_set1_ps(m.shift[p]));
+        move |v: __m512| {
+            let v = _mm512_add_ps(_mm512_mul_ps(v, s), t);
+            if m.relu {
+                _mm512_max_ps(v, _mm512_setzero_ps())
+            } else {
+                v
+            }
+        }
+    }
 
     /// See [`Grid::fill`]; no CPU check is needed, `g` holds the [`crate::Avx512`] token.
     ///
@@ -246,19 +268,7 @@ mod avx512 {
     ) {
         let (hw, w) = (g.h * g.w, g.w);
         for p in 0..planes {
-            // `x·scale + shift` as two roundings and `max(v, 0)` (0 for NaN and −0): the bits
-            // of `crate::channel_map`.
-            let affine = map.map(|m| {
-                let (s, t) = (_mm512_set1_ps(m.scale[p]), _mm512_set1_ps(m.shift[p]));
-                move |v: __m512| {
-                    let v = _mm512_add_ps(_mm512_mul_ps(v, s), t);
-                    if m.relu {
-                        _mm512_max_ps(v, _mm512_setzero_ps())
-                    } else {
-                        v
-                    }
-                }
-            });
+            let affine = map.map(|m| channel_map(m, p));
             for r in 0..g.h {
                 let from = src.as_ptr().wrapping_add(p * hw + r * w);
                 let to = dst
@@ -270,7 +280,7 @@ mod avx512 {
                     // and the interior of bordered plane p in `dst`.
                     unsafe {
                         let mut v = _mm512_maskz_loadu_ps(m, from.wrapping_add(k));
-                        if let Some(f) = affine {
+                        if let Some(f) = &affine {
                             v = f(v);
                         }
                         _mm512_mask_storeu_ps(to.wrapping_add(k), m, v);

@@ -46,10 +46,12 @@ use super::{chunk_slices, sum_in_order, InputGrad};
 use crate::tensor::filled_vec;
 use crate::Avx512;
 
+mod bf16;
 mod grid;
 mod strided;
 mod weight_grad;
 
+pub(super) use bf16::{backward as bf16_backward, forward as bf16_forward};
 use grid::{Ahead, Grid, Taps};
 pub(super) use grid::{AlignedPlanes, Map};
 #[cfg(target_arch = "x86_64")]
@@ -358,7 +360,7 @@ mod avx512 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    use super::{Ahead, Forward, NB, V};
+    use super::{Ahead, Forward, Grid, NB, V};
 
     /// One image through the forward kernel: blocks of [`NB`] output channels (then the rest
     /// one at a time), each over the position vectors in tiles of [`V`] (then the rest). `T`
@@ -447,6 +449,24 @@ mod avx512 {
                 }
             }
         }
+        // SAFETY: this function's contract.
+        unsafe { store_tile::<B, K, ADD>(g, &acc, (o, v), y) };
+    }
+
+    /// Stores a tile's sums, output channels `o..o + B` at position vectors `v..v + K`: the
+    /// real lanes of each vector packed and written to their NCHW places in `y` (with `ADD`,
+    /// added to the values there).
+    ///
+    /// # Safety
+    /// `y` holds at least `(o + B)·H·W` floats, initialised if `ADD`, and `v + K ≤ nvec`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(super) unsafe fn store_tile<const B: usize, const K: usize, const ADD: bool>(
+        g: &Grid,
+        acc: &[[__m512; K]; B],
+        (o, v): (usize, usize),
+        y: &mut [MaybeUninit<f32>],
+    ) {
         let hw = g.h * g.w;
         for (b, accb) in acc.iter().enumerate() {
             let out = y.as_mut_ptr().cast::<f32>().wrapping_add((o + b) * hw);

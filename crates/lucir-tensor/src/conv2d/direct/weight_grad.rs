@@ -76,16 +76,25 @@ impl<'a> WeightGrad<'a> {
 
     /// The sums as a Co×Ci×taps weight gradient.
     pub(super) fn into_dw(self) -> Vec<f32> {
-        let acc = self.acc.get();
-        let per = self.ci * self.taps.offs.len();
-        let mut dw = vec![0.0f32; self.co * per];
-        for (o, dwo) in dw.chunks_exact_mut(per.max(1)).enumerate() {
-            for (t, d) in dwo.iter_mut().enumerate() {
-                *d = acc[t * self.co16 + o];
-            }
-        }
-        dw
+        unpack_sums(
+            self.acc.get(),
+            self.co,
+            self.ci * self.taps.offs.len(),
+            self.co16,
+        )
     }
+}
+
+/// Running sums laid out `acc[t·co16 + o]` (`t` the (input channel, tap) index, `per` of
+/// them) as a Co × per weight gradient.
+pub(super) fn unpack_sums(acc: &[f32], co: usize, per: usize, co16: usize) -> Vec<f32> {
+    let mut dw = vec![0.0f32; co * per];
+    for (o, dwo) in dw.chunks_exact_mut(per.max(1)).enumerate() {
+        for (t, d) in dwo.iter_mut().enumerate() {
+            *d = acc[t * co16 + o];
+        }
+    }
+    dw
 }
 
 #[cfg(target_arch = "x86_64")]
