@@ -1,13 +1,14 @@
 //! The weight gradient with bf16 products: as the f32 one (`super::super::weight_grad`), output
 //! channels in the lanes and `x` broadcast, but over *pairs of neighbouring positions*.
 //!
-//! `dw[o, c, tap] = Σ_q dy[o, q] · x[c, q + tap offset]` runs over the grid's positions `q =
-//! r·wp + col` (the positions past each row's end carry `dy = 0`), two at a time: `dyt` holds,
-//! per pair `(2j, 2j + 1)`, the bf16 values of `dy` at both positions for every output channel
-//! (a 32-bit lane per channel), and the input planes hold plain bf16 values, so the two inputs a
-//! tap reads for the pair sit side by side — one 32-bit broadcast. One `vdpbf16ps` then adds
-//! both positions' products to each channel's sum. Each `dw` entry is one running sum over the
-//! pairs of every image in order, kept between images.
+//! `dw[o, c, tap] = Σ_p dy[o, p] · x[c, p + tap offset]` runs over each row's positions two
+//! at a time, columns `(2k, 2k + 1)` (on an odd width the last pair's second position is the
+//! zero border, with `dy = 0`): `dyt` holds, per pair, the bf16 values of `dy` at both
+//! positions for every output channel (a 32-bit lane per channel), and the input planes hold
+//! plain bf16 values, so the two inputs a tap reads for the pair sit side by side — one 32-bit
+//! broadcast. One `vdpbf16ps` then adds both positions' products to each channel's sum. Each
+//! `dw` entry is one running sum over the pairs of every image in order (row by row), kept
+//! between images.
 
 #[cfg(target_arch = "x86_64")]
 use super::super::weight_grad::transpose_dy;
@@ -24,11 +25,11 @@ pub(super) struct PairWeightGrad<'a> {
     co: usize,
     /// Co rounded up to a multiple of 16.
     co16: usize,
-    /// Pairs of grid positions: (H·wp)/2 rounded up.
-    npairs: usize,
+    /// Pairs of positions in a row: W/2 rounded up.
+    row_pairs: usize,
     /// The current image's `dy` transposed, H·W rows of `co16` floats (f32).
     dyt32: AlignedPlanes,
-    /// The current image's `dy` in pairs: `npairs` rows of `co16` bf16 pairs.
+    /// The current image's `dy` in pairs: H·`row_pairs` rows of `co16` bf16 pairs.
     dyt: AlignedPlanes,
     /// The current image's input, `ci` planes of bf16 values (a plane of the grid's
     /// `plane` 16-bit elements, the bordered layout).
@@ -40,7 +41,7 @@ pub(super) struct PairWeightGrad<'a> {
 impl<'a> PairWeightGrad<'a> {
     pub(super) fn new(cpu: Avx512Bf16, grid: &'a Grid, ci: usize, co: usize) -> Self {
         let co16 = co.next_multiple_of(16);
-        let npairs = (grid.h * grid.wp).div_ceil(2);
+        let row_pairs = grid.w.div_ceil(2);
         Self {
             cpu,
             grid,
@@ -48,9 +49,9 @@ impl<'a> PairWeightGrad<'a> {
             ci,
             co,
             co16,
-            npairs,
+            row_pairs,
             dyt32: AlignedPlanes::zeroed(grid.h * grid.w * co16),
-            dyt: AlignedPlanes::zeroed(npairs * co16),
+            dyt: AlignedPlanes::zeroed(grid.h * row_pairs * co16),
             // Two bf16 values per float; `plane` is a multiple of 16.
             xb: AlignedPlanes::zeroed(ci * grid.plane / 2),
             acc: AlignedPlanes::zeroed(ci * 9 * co16),
@@ -64,8 +65,9 @@ impl<'a> PairWeightGrad<'a> {
         let hw = g.h * g.w;
         assert!(x.len() == self.ci * hw && dy.len() == self.co * hw);
         assert!(map.is_none_or(|m| m.scale.len() >= self.ci && m.shift.len() >= self.ci));
-        // The furthest 16-bit element a pair's tap reads, plus one: the pair's second input.
-        let reach = 2 * self.npairs + self.offs[8] + 1;
+        // The furthest 16-bit element a pair's tap reads, plus one: the last row's last pair's
+        // second input.
+        let reach = (g.h.max(1) - 1) * g.wp + 2 * self.row_pairs + self.offs[8];
         assert!(
             reach <= g.plane,
             "bf16 weight gradient: taps past the plane"
@@ -143,8 +145,8 @@ mod avx512 {
         }
     }
 
-    /// `wg.dyt` from `wg.dyt32`: per pair of grid positions, both positions' `dy` rows as
-    /// bf16 pairs (zeros for a position past its row's end or past the last row).
+    /// `wg.dyt` from `wg.dyt32`: per pair of positions in a row, both positions' `dy` rows as
+    /// bf16 pairs (zeros for the border column after an odd width).
     ///
     /// # Safety
     /// `wg.dyt32` holds the image's transposed `dy`; the buffers have `new`'s sizes.
@@ -152,14 +154,17 @@ mod avx512 {
     pub(super) unsafe fn pair_rows(wg: &mut PairWeightGrad<'_>) {
         let g = wg.grid;
         let co16 = wg.co16;
-        let real = |q: usize| (q < g.h * g.wp && q % g.wp < g.w).then(|| q / g.wp * g.w + q % g.wp);
         let src = wg.dyt32.get().as_ptr();
         let dst = wg.dyt.get_mut().as_mut_ptr().cast::<i32>();
-        for j in 0..wg.npairs {
-            let (p0, p1) = (real(2 * j), real(2 * j + 1));
+        for j in 0..g.h * wg.row_pairs {
+            let (r, col) = (j / wg.row_pairs, 2 * (j % wg.row_pairs));
+            let (p0, p1) = (
+                Some(r * g.w + col),
+                (col + 1 < g.w).then_some(r * g.w + col + 1),
+            );
             for ob in (0..co16).step_by(16) {
                 // SAFETY: real positions p < H·W and channels ob + 16 ≤ co16 read inside
-                // `dyt32`; pair j < npairs writes inside `dyt`.
+                // `dyt32`; pair j < H·row_pairs writes inside `dyt`.
                 unsafe {
                     let row = |p: Option<usize>| match p {
                         Some(p) => _mm512_loadu_ps(src.wrapping_add(p * co16 + ob)),
@@ -214,7 +219,7 @@ mod avx512 {
         wg: &mut PairWeightGrad<'_>,
         (v, c): (usize, usize),
     ) {
-        let (co16, plane) = (wg.co16, wg.grid.plane);
+        let (co16, plane, wp) = (wg.co16, wg.grid.plane, wg.grid.wp);
         let acc_ptr = wg.acc.get_mut().as_mut_ptr();
         let at = |cc: usize, t: usize, m: usize| ((c + cc) * 9 + t) * co16 + 16 * (v + m);
         let mut acc: [[[__m512; M]; 9]; C] = std::array::from_fn(|cc| {
@@ -228,15 +233,16 @@ mod avx512 {
         });
         let dyt = wg.dyt.get().as_ptr().cast::<i32>().wrapping_add(16 * v);
         let xb = wg.xb.get().as_ptr().cast::<i16>();
-        for j in 0..wg.npairs {
+        for j in 0..wg.grid.h * wg.row_pairs {
             let d: [__m512i; M] = std::array::from_fn(|m| {
-                // SAFETY: pair j < npairs, channels 16·(v + m) + 16 ≤ co16: inside `dyt`.
+                // SAFETY: pair j < H·row_pairs, channels 16·(v + m) + 16 ≤ co16: inside `dyt`.
                 unsafe { _mm512_loadu_epi32(dyt.wrapping_add(j * co16 + 16 * m)) }
             });
+            let q = j / wg.row_pairs * wp + 2 * (j % wg.row_pairs);
             for (cc, accc) in acc.iter_mut().enumerate() {
-                let x = xb.wrapping_add((c + cc) * plane + 2 * j);
+                let x = xb.wrapping_add((c + cc) * plane + q);
                 for (acct, &off) in accc.iter_mut().zip(&wg.offs) {
-                    // SAFETY: elements 2j + off and 2j + off + 1 of plane c + cc, inside it
+                    // SAFETY: elements q + off and q + off + 1 of plane c + cc, inside it
                     // (`add_image` checks the reach).
                     let xv = _mm512_set1_epi32(unsafe {
                         x.wrapping_add(off).cast::<i32>().read_unaligned()
