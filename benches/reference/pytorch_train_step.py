@@ -15,9 +15,10 @@ which captures it in CUDA graphs. Convolutions and products run in true f32, as 
 do (cuDNN's FMA math): PyTorch's default would let cuDNN use TF32 on Ampere and later;
 `--tf32` allows it, for a comparison with PyTorch as it ships.
 
-`--precision bf16` runs the forward pass under CPU autocast to bfloat16 (convolutions and
-matrix products in bf16, batch norm, losses, weights and the optimiser in f32), the
-comparison for `lucir-driver bench --precision bf16`.
+`--precision bf16` runs the forward pass under CPU autocast to bfloat16, PyTorch's own mixed
+precision and the comparison for `lucir-driver bench --precision bf16`: every convolution and
+linear layer in bf16 (lucir-rs keeps the stems, the stride-2 layers and the classifier in
+f32), activations in bf16 between them, losses, weights and the optimiser in f32.
 """
 
 import argparse

@@ -109,6 +109,25 @@ pub fn run(extra: &[String]) -> Result<()> {
             &winograd,
         );
     }
+    let bf16: Vec<&str> = text.lines().filter(|l| l.starts_with("BF16|")).collect();
+    if !bf16.is_empty() {
+        let peak16: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("PEAK_BF16|"))
+            .collect();
+        let header = "| input | convolution (count in ResNet-32) \
+                      | forward ms, f32 → bf16 (speed-up, % of bf16 peak) | backward \
+                      | input gradient alone | weight gradient alone \
+                      | error: forward / input gradient / weight gradient |";
+        doc = with_table(
+            &doc,
+            "bf16",
+            "bf16 products against the direct kernels",
+            header,
+            &peak16,
+            &bf16,
+        );
+    }
     let heads: Vec<&str> = text.lines().filter(|l| l.starts_with("HEAD|")).collect();
     if heads.is_empty() {
         println!("no GPU head rows (no GPU, or not a --features cuda build)");
@@ -124,7 +143,7 @@ pub fn run(extra: &[String]) -> Result<()> {
 
 /// `doc` with the table between `<!-- {key}:begin -->` and `<!-- {key}:end -->` replaced (or
 /// appended under a `## {title} (cargo xtask bench)` heading): `lead` rows as lines above it
-/// (`PEAK|…` → "Peak: …"), then `header` and one row per `KIND|a|b|…|` line.
+/// (`PEAK|…` or `PEAK_BF16|…` → "Peak: …"), then `header` and one row per `KIND|a|b|…|` line.
 fn with_table(
     doc: &str,
     key: &str,
@@ -146,7 +165,7 @@ fn with_table(
     };
     let mut table = String::new();
     for l in lead {
-        let what = if l.starts_with("PEAK|") {
+        let what = if l.starts_with("PEAK") {
             "Peak"
         } else {
             "Machine"

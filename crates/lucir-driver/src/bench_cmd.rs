@@ -63,8 +63,16 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         crate::run::set_threads(n)?;
     }
     lucir_tensor::set_conv3x3(usage(crate::config::conv3x3(&args.conv).context("--conv"))?);
-    let precision = crate::config::precision(&args.precision).context("--precision");
-    lucir_tensor::set_precision(usage(precision)?);
+    let precision = usage(crate::config::precision(&args.precision).context("--precision"))?;
+    if precision == lucir_tensor::Precision::Bf16 && (args.conv != "direct" || args.device != "cpu")
+    {
+        return usage(Err(format!(
+            "--precision bf16 runs on the CPU with its own 3×3 kernels; it does not combine \
+             with --conv {} --device {}",
+            args.conv, args.device
+        )));
+    }
+    lucir_tensor::set_precision(precision);
     let arch = usage(parse_arch(&args.model).context("--model"))?;
     let dims: Option<Vec<usize>> = args.input.split('x').map(|v| v.parse().ok()).collect();
     let Some([c, h, w]) = dims.and_then(|d| <[usize; 3]>::try_from(d).ok()) else {

@@ -88,6 +88,9 @@ fn or_zero(accuracy: f64) -> f64 {
 /// Runs the command.
 pub fn run(args: &EvalArgs) -> Result<()> {
     let cfg = usage(read_config_file(&args.run.join("config.toml"), None))?;
+    // The run's convolution kernels, so the accuracies are the run's own.
+    lucir_tensor::set_conv3x3(crate::config::conv3x3(&cfg.conv)?);
+    lucir_tensor::set_precision(crate::config::precision(&cfg.precision)?);
     let (data, _, names) = protocol_data(&cfg)?;
     let last = (0..data.phases.len()).rev().find(|p| {
         args.run

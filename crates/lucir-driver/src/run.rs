@@ -115,6 +115,8 @@ pub(crate) fn run_changing_flags(a: &RunArgs) -> Vec<&'static str> {
         (a.seed.is_some(), "--seed"),
         (a.threads.is_some(), "--threads"),
         (a.device.is_some(), "--device"),
+        (a.conv.is_some(), "--conv"),
+        (a.precision.is_some(), "--precision"),
         (a.class_order.is_some(), "--class-order"),
         (a.data_dir.is_some(), "--data-dir"),
         (a.dataset.is_some(), "--dataset"),

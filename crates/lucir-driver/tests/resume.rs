@@ -136,6 +136,14 @@ fn runs_are_deterministic_and_resume_exactly_after_sigkill() {
         e.contains("method.epochs 3 → 5") && e.contains("method.seed 1993 → 3"),
         "{e}"
     );
+    // The kernel settings too (where the CPU runs bf16 at all; elsewhere that is the refusal).
+    let o = driver(&["--resume", a.to_str().unwrap(), "--precision", "bf16"]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains("precision (not set) → \"bf16\"") || e.contains("needs a CPU with AVX512-BF16"),
+        "{e}"
+    );
     for dir in [&data, &a, &b, &c] {
         std::fs::remove_dir_all(dir).unwrap();
     }

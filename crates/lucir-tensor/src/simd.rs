@@ -14,19 +14,19 @@ use crate::Float;
 
 /// The CPU kernels this process runs: the version of the memory-bound loops, `avx512`
 /// (AVX-512F+VL), `avx2-fma` or `baseline`, then `+winograd` or `+winograd4` where the 3×3
-/// stride-1 convolutions run as Winograd's ([`crate::Conv3x3`]), then `+bf16` where their
-/// products are bf16 ([`crate::Precision`]). Two runs with the same name give the same bits for
-/// the same inputs and thread count.
+/// stride-1 convolutions run as Winograd's ([`crate::Conv3x3`]), or `+bf16` where their
+/// products are bf16 ([`crate::Precision`], which takes Winograd's layers). Two runs with the
+/// same name give the same bits for the same inputs and thread count.
 pub fn kernel_path() -> String {
     use crate::{Conv3x3, Precision};
-    let conv = crate::conv3x3();
-    let conv = match conv.available() {
-        true if conv != Conv3x3::Direct => format!("+{}", conv.name()),
-        _ => String::new(),
-    };
     let precision = crate::precision();
     let precision = match precision.available() {
         true if precision != Precision::F32 => format!("+{}", precision.name()),
+        _ => String::new(),
+    };
+    let conv = crate::conv3x3();
+    let conv = match conv.available() && precision.is_empty() {
+        true if conv != Conv3x3::Direct => format!("+{}", conv.name()),
         _ => String::new(),
     };
     format!("{}{conv}{precision}", Version::detected().name())

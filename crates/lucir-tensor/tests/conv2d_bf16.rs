@@ -6,6 +6,10 @@
 //! 21), odd channel counts (a pair plane with one channel), sides off the vectors, the fused
 //! input map, gradient addition, and random shapes.
 //!
+//! Winograd (`Conv3x3::Winograd`) is set as well, for the whole binary: bf16 takes its layers,
+//! so every check here also shows that it does (Winograd's results would miss the rounded
+//! reference by far more than [`TOL_ROUNDED`]).
+//!
 //! On a CPU without AVX512-BF16 the setting has no effect; each test says `skipped: …`.
 
 mod common;
@@ -13,8 +17,9 @@ mod common;
 use common::{max_rel, rng, uniform};
 use half::bf16;
 use lucir_tensor::{
-    channel_map, conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_ref, conv2d_bwd_weight,
-    conv2d_mapped, conv2d_mapped_bwd, conv2d_ref, ChannelMap, Conv2dGeometry, Precision, Tensor,
+    channel_map, conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_data, conv2d_bwd_ref,
+    conv2d_bwd_weight, conv2d_mapped, conv2d_mapped_bwd, conv2d_ref, ChannelMap, Conv2dGeometry,
+    Conv3x3, Precision, Tensor,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
@@ -26,8 +31,10 @@ const SAME: Conv2dGeometry = Conv2dGeometry { stride: 1, pad: 1 };
 /// rounding of their f32 sums.
 const TOL_ROUNDED: f64 = 1e-4;
 
-/// Sets bf16 for this test binary; false (after saying so) where the CPU lacks it.
+/// Sets bf16 (and Winograd) for this test binary; false (after saying so) where the CPU lacks
+/// bf16.
 fn bf16_runs(test: &str) -> bool {
+    lucir_tensor::set_conv3x3(Conv3x3::Winograd);
     lucir_tensor::set_precision(Precision::Bf16);
     assert_eq!(lucir_tensor::precision(), Precision::Bf16);
     if Precision::Bf16.available() {
@@ -113,6 +120,12 @@ fn check(r: &mut rand_chacha::ChaCha8Rng, (n, ci, co, h, w): (usize, usize, usiz
         dw_only.as_slice(),
         dw.as_slice(),
         "weight gradient alone {what}"
+    );
+    let dx_only = conv2d_bwd_data(&xf, &kf, &dyf, SAME).unwrap().cast::<f64>();
+    assert_eq!(
+        dx_only.as_slice(),
+        dx.as_slice(),
+        "input gradient alone {what}"
     );
 }
 
@@ -260,7 +273,7 @@ fn bf16_leaves_the_other_layers_f32() {
 }
 
 /// The setting shows in the name of the CPU kernels a run records (so a resume with the other
-/// one is refused).
+/// one is refused), in place of Winograd's, whose layers it takes.
 #[test]
 fn bf16_is_named_in_the_kernel_path() {
     if !bf16_runs("bf16_is_named_in_the_kernel_path") {

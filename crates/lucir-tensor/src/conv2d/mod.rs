@@ -103,10 +103,12 @@ pub enum Precision {
     /// The 3×3 stride-1 "same" convolutions with 16 or more input channels (forward, input
     /// gradient and weight gradient) multiply bf16 roundings of their two operands and sum the
     /// products in f32 (`vdpbf16ps`, [`crate::Avx512Bf16`]): two products per f32 lane and
-    /// instruction. Everything else — the stems, the stride-2 layers, batch norm, the losses,
-    /// the weights and the optimiser — stays f32, as under PyTorch's CPU autocast. bf16 keeps
-    /// 8 significant bits: each operand carries a relative rounding error of at most 2⁻⁸, each
-    /// product at most 2⁻⁷ (`tests/conv2d_bf16.rs` holds the kernels to that bound).
+    /// instruction. Everything else — the stems, the stride-2 layers, the classifier, batch
+    /// norm and the activations it reads, the losses, the weights and the optimiser — stays
+    /// f32 (PyTorch's CPU autocast puts every convolution and linear layer in bf16, and the
+    /// activations between them). bf16 keeps 8 significant bits: each operand carries a
+    /// relative rounding error of at most 2⁻⁸, each product at most 2⁻⁷ + 2⁻¹⁶
+    /// (`tests/conv2d_bf16.rs` holds the kernels to that bound).
     Bf16,
 }
 

@@ -393,9 +393,13 @@ mod avx512 {
                 // SAFETY: this function's contract; o + NB ≤ Co, v + V ≤ nvec.
                 unsafe { tile::<NB, V, T, ADD>(f, offs, src, wts, (o, v), y) };
             }
-            for v in tiled..nvec {
+            match nvec - tiled {
+                // SAFETY: as above, v + 2 ≤ nvec.
+                2 => unsafe { tile::<NB, 2, T, ADD>(f, offs, src, wts, (o, tiled), y) },
                 // SAFETY: as above, v < nvec.
-                unsafe { tile::<NB, 1, T, ADD>(f, offs, src, wts, (o, v), y) };
+                1 => unsafe { tile::<NB, 1, T, ADD>(f, offs, src, wts, (o, tiled), y) },
+                0 => {}
+                r => unreachable!("{r} vectors left after tiles of {V}"),
             }
         }
         for o in full..f.co {

@@ -9,12 +9,13 @@
 //!   (channel 2p in the low half, 2p + 1 in the high half; a missing last channel is zero). A
 //!   tap's load brings 16 positions × 2 channels, the broadcast weight the two channels'
 //!   weights, and one `vdpbf16ps` adds both products to each accumulator. Each output sums its
-//!   terms by (channel pair, ky, kx), the two products of a pair first.
+//!   terms by (channel pair, ky, kx), the pair's two products one after the other.
 //! - **Weight gradient** (`weight_grad`): pairs of neighbouring positions instead of channels,
 //!   see there.
 //!
 //! The reference is the f32 one on bf16-rounded operands: [`super::super::conv2d_ref`] of the
-//! rounded tensors equals these kernels up to the f32 sums' rounding (`tests/conv2d_bf16.rs`).
+//! rounded tensors equals these kernels up to the f32 sums' rounding and the subnormal
+//! operands the instructions flush to zero (`tests/conv2d_bf16.rs`).
 //! Every entry point takes an [`Avx512Bf16`] token: no kernel runs on a CPU without the
 //! instructions.
 
@@ -212,7 +213,7 @@ pub(in crate::conv2d) fn backward(
             .zip(x.par_chunks(per * in_len))
             .zip(dy.par_chunks(per * out_len))
             .map(|((dxc, xc), dyc)| {
-                let mut wg = PairWeightGrad::new(cpu, &grid, ci, co);
+                let mut wg = want_dw.then(|| PairWeightGrad::new(cpu, &grid, ci, co));
                 let mut db = grid.buffer(if want_dx { co.div_ceil(2) } else { 0 });
                 for (i, (xi, dyi)) in xc.chunks(in_len).zip(dyc.chunks(out_len)).enumerate() {
                     if want_dx {
@@ -220,11 +221,11 @@ pub(in crate::conv2d) fn backward(
                         let ahead = Ahead::next(i, [(xc, in_len), (dyc, out_len)]);
                         bwd.image(&db, &mut dxc[i * in_len..][..in_len], add, ahead);
                     }
-                    if want_dw {
+                    if let Some(wg) = &mut wg {
                         wg.add_image(xi, dyi, map);
                     }
                 }
-                wg.into_dw()
+                wg.map_or_else(|| vec![0.0; co * ci * 9], PairWeightGrad::into_dw)
             })
             .collect();
         sum_in_order(partials)
@@ -348,9 +349,13 @@ mod avx512 {
                 // SAFETY: this function's contract; o + NB ≤ Co, v + V ≤ nvec.
                 unsafe { tile::<NB, V, ADD>(f, src, wts, (o, v), y) };
             }
-            for v in tiled..nvec {
+            match nvec - tiled {
+                // SAFETY: as above, v + 2 ≤ nvec.
+                2 => unsafe { tile::<NB, 2, ADD>(f, src, wts, (o, tiled), y) },
                 // SAFETY: as above, v < nvec.
-                unsafe { tile::<NB, 1, ADD>(f, src, wts, (o, v), y) };
+                1 => unsafe { tile::<NB, 1, ADD>(f, src, wts, (o, tiled), y) },
+                0 => {}
+                r => unreachable!("{r} vectors left after tiles of {V}"),
             }
         }
         for o in full..f.co {
