@@ -178,6 +178,26 @@ mod device {
     #[test]
     fn convolutions_match_the_cpu_forward_and_backward() {
         let Some(dev) = device() else { return };
+        convolutions_match(&dev);
+    }
+
+    /// The same through im2col and cuBLAS (what runs where cuDNN cannot be loaded): whole
+    /// batches at once, then in chunks of a few images (as large batches go), down to one.
+    #[test]
+    fn im2col_convolutions_match_the_cpu_forward_and_backward() {
+        let Some(dev) = device() else { return };
+        let Device::Cuda(gpu) = &dev else {
+            unreachable!("a CUDA device")
+        };
+        gpu.use_im2col_convolutions(true);
+        convolutions_match(&dev);
+        gpu.set_im2col_chunk_floats(40_000);
+        convolutions_match(&dev);
+    }
+
+    /// Every shape of [`CONVS`] on `dev` against the CPU: forward, both gradients together and
+    /// alone, the gradient added into another, and the weight gradient's bits repeated.
+    fn convolutions_match(dev: &Device) {
         for (i, &[n, ci, h, w, co, k, stride, pad]) in CONVS.iter().enumerate() {
             let g = Conv2dGeometry { stride, pad };
             let seed = 100 * i as u64;
@@ -188,7 +208,7 @@ mod device {
             let y = conv2d(&x, &wt, g).unwrap();
             let dy = tensor(y.shape(), seed + 2);
             let acc = tensor(x.shape(), seed + 3);
-            let on = |t: &Tensor<f32>| t.to_device(&dev).unwrap();
+            let on = |t: &Tensor<f32>| t.to_device(dev).unwrap();
             let (dx_, dw_, ddy) = (on(&x), on(&wt), on(&dy));
             let what = format!("N={n} Ci={ci} {h}×{w} Co={co} {k}×{k}/{stride} pad {pad}");
             let close = |name: &str, got: Tensor<f32>, want: &Tensor<f32>| {

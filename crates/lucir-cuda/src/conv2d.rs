@@ -7,11 +7,13 @@
 //! data `ALGO_0`, backward filter `ALGO_0` and `ALGO_3`, which add with atomics) are replaced
 //! by the deterministic `ALGO_1`, so that a run repeats bit for bit. The math type is
 //! `CUDNN_FMA_MATH`: true f32 products, as on the CPU, never TF32. One workspace buffer, grown
-//! to the largest plan's need, serves every call. cuDNN is opened at the first convolution, so
-//! a machine without it can still use the other device ops; there the convolutions return
-//! [`Error::MissingLibrary`].
+//! to the largest plan's need, serves every call. cuDNN is opened at the first convolution;
+//! where it cannot be loaded ([`Gpu::cudnn_status`] says why), or where
+//! [`Gpu::use_im2col_convolutions`] asks for it, the convolutions run through im2col and
+//! cuBLAS instead (`im2col.rs`): slower, as exact.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::cudnn::sys::{
@@ -256,6 +258,25 @@ impl Gpu {
         }
     }
 
+    /// cuDNN's state for a convolution, or `None` where the convolutions run through im2col
+    /// and cuBLAS (asked for, or cuDNN missing); another failure to open cuDNN is an error.
+    fn conv_engine(&self) -> Result<Option<MutexGuard<'_, CudnnState>>> {
+        if self.im2col_forced.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        match self.cudnn() {
+            Ok(st) => Ok(Some(st)),
+            Err(Error::MissingLibrary { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether cuDNN runs the convolutions: `Ok` once it is open, else the error that says why
+    /// not (the convolutions then run through im2col and cuBLAS). Opens it if need be.
+    pub fn cudnn_status(&self) -> Result<()> {
+        self.cudnn().map(drop)
+    }
+
     /// `y = conv(x, w)` for shape `s`, into a new buffer.
     pub fn conv2d_fwd(
         &self,
@@ -269,7 +290,10 @@ impl Gpu {
             return self.zeros::<f32>(ly); // no output, or an empty sum over no input channel
         }
         let mut y = self.output::<f32>(ly)?;
-        let mut st = self.cudnn()?;
+        let Some(mut st) = self.conv_engine()? else {
+            self.conv2d_fwd_im2col(s, x, w, &mut y)?;
+            return Ok(y);
+        };
         let (p, ws) = st.plan(self, s)?;
         let op = ConvForward {
             conv: &p.conv,
@@ -304,7 +328,9 @@ impl Gpu {
             }
             return Ok(());
         }
-        let mut st = self.cudnn()?;
+        let Some(mut st) = self.conv_engine()? else {
+            return self.conv2d_bwd_data_im2col(s, w, dy, dx, accumulate);
+        };
         let (p, ws) = st.plan(self, s)?;
         let op = ConvBackwardData {
             conv: &p.conv,
@@ -331,7 +357,10 @@ impl Gpu {
             return self.zeros::<f32>(lw); // a sum over no image
         }
         let mut dw = self.output::<f32>(lw)?;
-        let mut st = self.cudnn()?;
+        let Some(mut st) = self.conv_engine()? else {
+            self.conv2d_bwd_filter_im2col(s, x, dy, &mut dw)?;
+            return Ok(dw);
+        };
         let (p, ws) = st.plan(self, s)?;
         let op = ConvBackwardFilter {
             conv: &p.conv,

@@ -2,6 +2,7 @@
 //! handles, and the transfer helpers the op launchers share (built with the `cuda` feature
 //! only).
 
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::cublas::CudaBlas;
@@ -98,6 +99,11 @@ pub struct Gpu {
     pub(crate) blas: CudaBlas,
     /// cuDNN, opened at the first convolution (`conv2d.rs`).
     pub(crate) cudnn: OnceLock<Result<Mutex<CudnnState>>>,
+    /// Convolutions through im2col and cuBLAS even where cuDNN loads (`im2col.rs`).
+    pub(crate) im2col_forced: AtomicBool,
+    /// Floats of column matrix per chunk of images there (`im2col.rs`).
+    pub(crate) im2col_chunk: AtomicUsize,
+    pub(crate) im2col: crate::im2col::Kernels,
     pub(crate) elementwise: elementwise::Kernels,
     pub(crate) linear: crate::linear::Kernels,
     pub(crate) sgd: crate::sgd::Kernels,
@@ -151,6 +157,9 @@ impl Gpu {
         Ok(Self {
             blas,
             cudnn: OnceLock::new(),
+            im2col_forced: AtomicBool::new(false),
+            im2col_chunk: AtomicUsize::new(crate::im2col::COL_FLOATS),
+            im2col: crate::im2col::Kernels::load(&ctx)?,
             elementwise: elementwise::Kernels::load(&ctx)?,
             linear: crate::linear::kernels(&ctx)?,
             sgd: crate::sgd::Kernels::load(&ctx)?,

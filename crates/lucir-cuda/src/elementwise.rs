@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
-use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, PushKernelArg};
+use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig, StridedBatchedConfig};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, DevicePtr, DevicePtrMut, PushKernelArg,
+};
 
 use crate::device::{driver, grid_stride, i32_of, load};
 use crate::kernels::ELEMENTWISE;
@@ -32,6 +34,31 @@ impl Kernels {
             axpy,
         })
     }
+}
+
+/// cuBLAS's configuration of the row-major `C = op(A)·op(B)` of [`Gpu::gemm`] (`A` M×K, `B`
+/// K×N as used): cuBLAS is column-major, so it computes `Cᵀ = op(B)ᵀ·op(A)ᵀ`, with our `B` as
+/// its first operand.
+fn gemm_config(
+    op: &'static str,
+    [m, n, k]: [usize; 3],
+    (ta, tb): (bool, bool),
+    accumulate: bool,
+) -> Result<GemmConfig<f32>> {
+    let (mi, ni, ki) = (i32_of(op, m)?, i32_of(op, n)?, i32_of(op, k)?);
+    Ok(GemmConfig {
+        transa: op_of(tb),
+        transb: op_of(ta),
+        m: ni,
+        n: mi,
+        k: ki,
+        alpha: 1.0f32,
+        // Leading dimensions of the stored (row-major) matrices.
+        lda: if tb { ki } else { ni },
+        ldb: if ta { mi } else { ki },
+        beta: if accumulate { 1.0f32 } else { 0.0 },
+        ldc: ni,
+    })
 }
 
 /// Whether an operand of [`Gpu::gemm`] is used as stored or transposed.
@@ -162,24 +189,75 @@ impl Gpu {
             }
             return Ok(());
         }
-        let (mi, ni, ki) = (i32_of(op, m)?, i32_of(op, n)?, i32_of(op, k)?);
-        let cfg = GemmConfig {
-            transa: op_of(tb),
-            transb: op_of(ta),
-            m: ni,
-            n: mi,
-            k: ki,
-            alpha: 1.0f32,
-            // Leading dimensions of the stored (row-major) matrices.
-            lda: if tb { ki } else { ni },
-            ldb: if ta { mi } else { ki },
-            beta: if accumulate { 1.0f32 } else { 0.0 },
-            ldc: ni,
-        };
+        let cfg = gemm_config(op, [m, n, k], (ta, tb), accumulate)?;
         // SAFETY: the buffers hold at least the elements the shapes need (checked above), and
         // the leading dimensions are those of the stored matrices.
         unsafe { self.blas.gemm(cfg, b, a, c) }.map_err(|e| Error::Driver {
             op: "cublasSgemm",
+            detail: e.to_string(),
+        })
+    }
+
+    /// `batches` products as [`Gpu::gemm`] (`accumulate` false) in one call: product `i` reads
+    /// `A` at element `i·stride_a` of `a`, `B` at `i·stride_b`, and writes `C` at `i·stride_c`
+    /// (a stride of 0 shares one matrix between the products). Buffers or views of buffers.
+    pub fn gemm_batched<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
+        &self,
+        [m, n, k]: [usize; 3],
+        (a, ta, stride_a): (&A, bool, usize),
+        (b, tb, stride_b): (&B, bool, usize),
+        (c, stride_c): (&mut C, usize),
+        batches: usize,
+    ) -> Result<()> {
+        let op = "gemm_batched";
+        let last = batches.saturating_sub(1);
+        let need = [
+            last * stride_a + m * k,
+            last * stride_b + k * n,
+            last * stride_c + m * n,
+        ];
+        if batches > 0 && (a.len() < need[0] || b.len() < need[1] || c.len() < need[2]) {
+            return Err(Error::Shape {
+                op,
+                detail: format!(
+                    "{batches} products of M={m} N={n} K={k} with strides {stride_a}, \
+                     {stride_b}, {stride_c} need A {} B {} C {} elements, got {} {} {}",
+                    need[0],
+                    need[1],
+                    need[2],
+                    a.len(),
+                    b.len(),
+                    c.len()
+                ),
+            });
+        }
+        if batches == 0 || m == 0 || n == 0 || k == 0 {
+            if batches > 0 && m * n > 0 {
+                // Empty sums: every C is zero.
+                self.stream
+                    .memset_zeros(c)
+                    .map_err(driver("memset_zeros"))?;
+            }
+            return Ok(());
+        }
+        let stride = |s: usize| {
+            i64::try_from(s).map_err(|_| Error::Shape {
+                op,
+                detail: format!("stride {s} is too large for cuBLAS"),
+            })
+        };
+        let cfg = StridedBatchedConfig {
+            gemm: gemm_config(op, [m, n, k], (ta, tb), false)?,
+            batch_size: i32_of(op, batches)?,
+            // cuBLAS's A is our B and its B our A (see `gemm_config`).
+            stride_a: stride(stride_b)?,
+            stride_b: stride(stride_a)?,
+            stride_c: stride(stride_c)?,
+        };
+        // SAFETY: every product's matrices lie inside the buffers (checked above), and the
+        // leading dimensions are those of the stored matrices.
+        unsafe { self.blas.gemm_strided_batched(cfg, b, a, c) }.map_err(|e| Error::Driver {
+            op: "cublasSgemmStridedBatched",
             detail: e.to_string(),
         })
     }

@@ -107,6 +107,12 @@ pub const AUGMENT: Kernel = Kernel {
     functions: &["augment_f32"],
 };
 
+/// `kernels/im2col.cu`, in the order `im2col::Kernels` takes them.
+pub const IM2COL: Kernel = Kernel {
+    name: "im2col",
+    functions: &["im2col_f32", "col2im_f32", "sum_batches_f32"],
+};
+
 /// `kernels/sgd.cu`.
 pub const SGD: Kernel = Kernel {
     name: "sgd",
@@ -144,7 +150,7 @@ pub const KD: Kernel = Kernel {
 };
 
 /// Every kernel module of the project.
-pub const KERNELS: [Kernel; 14] = [
+pub const KERNELS: [Kernel; 15] = [
     COSINE_LOGITS,
     MARGIN_RANK,
     FEATURE_DISTILL,
@@ -159,6 +165,7 @@ pub const KERNELS: [Kernel; 14] = [
     REDUCE,
     KD,
     AUGMENT,
+    IM2COL,
 ];
 
 /// The committed PTX of a module.
@@ -179,6 +186,7 @@ pub(crate) fn ptx(name: &str) -> Option<&'static str> {
         "reduce" => Some(include_str!("../../../kernels/ptx/reduce.ptx")),
         "kd" => Some(include_str!("../../../kernels/ptx/kd.ptx")),
         "augment" => Some(include_str!("../../../kernels/ptx/augment.ptx")),
+        "im2col" => Some(include_str!("../../../kernels/ptx/im2col.ptx")),
         _ => None,
     }
 }

@@ -26,6 +26,8 @@ mod elementwise;
 #[cfg(feature = "cuda")]
 mod feature_distill;
 #[cfg(feature = "cuda")]
+mod im2col;
+#[cfg(feature = "cuda")]
 mod kd;
 mod kernels;
 #[cfg(feature = "cuda")]

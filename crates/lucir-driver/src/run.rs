@@ -29,12 +29,25 @@ pub(crate) fn timestamp() -> String {
 
 /// Opens device 0 for `--device cuda`, with a one-line error naming what is missing.
 pub(crate) fn open_gpu() -> Result<Device> {
-    Device::cuda(0).map_err(|e| match e {
+    let dev = Device::cuda(0).map_err(|e| match e {
         lucir_tensor::Error::Cuda(lucir_cuda::Error::NotCompiled) => anyhow::anyhow!(
             "--device cuda: {e}; rebuild with `cargo build --release -p lucir-driver --features cuda`"
         ),
         e => anyhow::anyhow!("--device cuda: {e}"),
-    })
+    })?;
+    #[cfg(feature = "cuda")]
+    if let Device::Cuda(gpu) = &dev {
+        // Said once, here: without cuDNN the convolutions still run, through im2col and cuBLAS.
+        match gpu.cudnn_status() {
+            Ok(()) => {}
+            Err(e @ lucir_cuda::Error::MissingLibrary { .. }) => eprintln!(
+                "warning: {e}; the convolutions run through im2col and cuBLAS instead \
+                 (slower, and other bits than cuDNN's)"
+            ),
+            Err(e) => anyhow::bail!("--device cuda: {e}"),
+        }
+    }
+    Ok(dev)
 }
 
 /// Puts the learner, its networks and its optimiser state on the GPU opened for
