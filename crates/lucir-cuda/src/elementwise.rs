@@ -200,7 +200,8 @@ impl Gpu {
 
     /// `batches` products as [`Gpu::gemm`] (`accumulate` false) in one call: product `i` reads
     /// `A` at element `i·stride_a` of `a`, `B` at `i·stride_b`, and writes `C` at `i·stride_c`
-    /// (a stride of 0 shares one matrix between the products). Buffers or views of buffers.
+    /// (a stride of 0 shares `A` or `B` between the products; the `C`s must not overlap). With
+    /// K = 0 every product is an empty sum, and all of `c` is zeroed. Buffers or views.
     pub fn gemm_batched<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
         &self,
         [m, n, k]: [usize; 3],
@@ -211,11 +212,24 @@ impl Gpu {
     ) -> Result<()> {
         let op = "gemm_batched";
         let last = batches.saturating_sub(1);
+        let reach = |stride: usize, size: usize| {
+            let r = last.checked_mul(stride).and_then(|s| s.checked_add(size));
+            r.ok_or_else(|| Error::Shape {
+                op,
+                detail: format!("{batches} products with a stride of {stride}: too large"),
+            })
+        };
         let need = [
-            last * stride_a + m * k,
-            last * stride_b + k * n,
-            last * stride_c + m * n,
+            reach(stride_a, m * k)?,
+            reach(stride_b, k * n)?,
+            reach(stride_c, m * n)?,
         ];
+        if batches > 1 && stride_c < m * n {
+            return Err(Error::Shape {
+                op,
+                detail: format!("products of {m}×{n} a stride of {stride_c} apart overlap"),
+            });
+        }
         if batches > 0 && (a.len() < need[0] || b.len() < need[1] || c.len() < need[2]) {
             return Err(Error::Shape {
                 op,

@@ -23,6 +23,7 @@ use crate::{Gpu, Result};
 
 /// Most floats of column matrix (and of per-image weight-gradient products) one chunk of
 /// images holds, unless [`Gpu::set_im2col_chunk_floats`] says otherwise: 64 Mi floats, 256 MiB.
+/// The weight gradient holds both at once, so up to twice that.
 pub(crate) const COL_FLOATS: usize = 64 << 20;
 
 /// The module's functions, resolved once when the device is opened.
