@@ -322,8 +322,9 @@ mod avx512 {
     }
 
     /// One image through the pair kernel: blocks of [`NB`] output channels (then the rest one
-    /// at a time), each over the position vectors in tiles of [`V`] (then the rest). The token
-    /// is the proof of the instructions.
+    /// at a time), each over the position vectors in tiles of [`V`] (then the rest in tiles
+    /// of 2 and 1; four left, as on 7×7 images, in two of 2). The token is the proof of the
+    /// instructions.
     ///
     /// # Safety
     /// `src` holds `f.pairs` pair planes, so that every tap of every position vector reads
@@ -339,7 +340,13 @@ mod avx512 {
     ) {
         let full = f.co / NB * NB;
         let nvec = f.grid.nvec;
-        let tiled = nvec / V * V;
+        // The vectors after the tiles of `V`: four go as two tiles of 2 (a tile of 1 keeps 8
+        // accumulators for 9 loads a tap).
+        let rest = match nvec % V {
+            1 if nvec > V => V + 1,
+            r => r,
+        };
+        let tiled = nvec - rest;
         let per = f.pairs * 9;
         let tiles = full / NB * (tiled / V);
         for o in (0..full).step_by(NB) {
@@ -349,7 +356,12 @@ mod avx512 {
                 // SAFETY: this function's contract; o + NB ≤ Co, v + V ≤ nvec.
                 unsafe { tile::<NB, V, ADD>(f, src, wts, (o, v), y) };
             }
-            match nvec - tiled {
+            match rest {
+                // SAFETY: as above, v + 4 ≤ nvec.
+                4 => unsafe {
+                    tile::<NB, 2, ADD>(f, src, wts, (o, tiled), y);
+                    tile::<NB, 2, ADD>(f, src, wts, (o, tiled + 2), y);
+                },
                 // SAFETY: as above, v + 2 ≤ nvec.
                 2 => unsafe { tile::<NB, 2, ADD>(f, src, wts, (o, tiled), y) },
                 // SAFETY: as above, v < nvec.
