@@ -287,6 +287,30 @@ fn conv3x3(
     unsafe { filled_vec(n * out_len, fill) }.0
 }
 
+/// Checks the lengths of a 3×3 backward pass's slices (`kernel` names the kernels in the
+/// message), and gives its result when there is nothing to compute: zeros, and a new input
+/// gradient of zeros if one is asked for.
+///
+/// # Panics
+/// If `x`, `w` or `dy` does not hold N×Ci×H×W, Co×Ci×3×3 or N×Co×H×W floats.
+pub(super) fn checked_bwd(
+    kernel: &str,
+    [x, w, dy]: [&[f32]; 3],
+    [n, ci, co, h, wd]: [usize; 5],
+    dx: &InputGrad<'_, [f32]>,
+) -> Option<(Option<Vec<f32>>, Vec<f32>)> {
+    let (in_len, out_len) = (ci * h * wd, co * h * wd);
+    assert_eq!(x.len(), n * in_len, "{kernel} kernel: input length");
+    assert_eq!(w.len(), co * ci * 9, "{kernel} kernel: weight length");
+    assert_eq!(dy.len(), n * out_len, "{kernel} kernel: gradient length");
+    (n == 0 || in_len == 0 || out_len == 0).then(|| {
+        (
+            matches!(dx, InputGrad::New).then(|| vec![0.0; n * in_len]),
+            vec![0.0; co * ci * 9],
+        )
+    })
+}
+
 /// The backward pass: from `dy` (N×Co×H×W) the weight gradient (Co×Ci×3×3) and the input
 /// gradient (N×Ci×H×W) as `dx` asks. Rayon over chunks of images, one per thread.
 ///
@@ -303,14 +327,8 @@ fn conv3x3_bwd(
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     let want_dx = dx.wanted();
     let (in_len, out_len) = (ci * h * wd, co * h * wd);
-    assert_eq!(x.len(), n * in_len, "direct kernel: input length");
-    assert_eq!(w.len(), co * ci * 9, "direct kernel: weight length");
-    assert_eq!(dy.len(), n * out_len, "direct kernel: gradient length");
-    if n == 0 || in_len == 0 || out_len == 0 {
-        return (
-            matches!(dx, InputGrad::New).then(|| vec![0.0; n * in_len]),
-            vec![0.0; co * ci * 9],
-        );
+    if let Some(empty) = checked_bwd("direct", [x, w, dy], [n, ci, co, h, wd], &dx) {
+        return empty;
     }
     let grid = Grid::same(cpu, h, wd);
     let taps = grid.taps3x3();

@@ -25,7 +25,7 @@ use half::bf16;
 use rayon::prelude::*;
 
 use super::super::{chunk_slices, sum_in_order, InputGrad};
-use super::{Ahead, AlignedPlanes, Grid, Map, NB, V};
+use super::{checked_bwd, Ahead, AlignedPlanes, Grid, Map, NB, V};
 use crate::tensor::filled_vec;
 use crate::Avx512Bf16;
 
@@ -194,14 +194,8 @@ pub(in crate::conv2d) fn backward(
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     let want_dx = dx.wanted();
     let (in_len, out_len) = (ci * h * wd, co * h * wd);
-    assert_eq!(x.len(), n * in_len, "bf16 kernel: input length");
-    assert_eq!(w.len(), co * ci * 9, "bf16 kernel: weight length");
-    assert_eq!(dy.len(), n * out_len, "bf16 kernel: gradient length");
-    if n == 0 || in_len == 0 || out_len == 0 {
-        return (
-            matches!(dx, InputGrad::New).then(|| vec![0.0; n * in_len]),
-            vec![0.0; co * ci * 9],
-        );
+    if let Some(empty) = checked_bwd("bf16", [x, w, dy], [n, ci, co, h, wd], &dx) {
+        return empty;
     }
     let grid = Grid::same(cpu.avx512(), h, wd);
     let flipped = super::super::gemm_path::flip_kernel(w, [ci, co, 9]);
