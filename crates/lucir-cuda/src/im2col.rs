@@ -97,7 +97,7 @@ impl Gpu {
     }
 
     /// The most floats of column matrix the im2col convolutions hold at a time (at least one
-    /// image's; default [`COL_FLOATS`]): a batch larger than that goes in chunks of images.
+    /// image's; default 64 Mi floats): a batch larger than that goes in chunks of images.
     /// Small values make the chunks that tests check.
     pub fn set_im2col_chunk_floats(&self, floats: usize) {
         self.im2col_chunk.store(floats, Ordering::Relaxed);
