@@ -29,32 +29,7 @@ fn runs_are_deterministic_and_resume_exactly_after_sigkill() {
     );
 
     // Start a third run and kill it as soon as phase 2 has finished an epoch.
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lucir-driver"))
-        .args(small_run_args(&d, c.to_str().unwrap()))
-        .env("RAYON_NUM_THREADS", "2")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    for line in BufReader::new(stderr).lines() {
-        if line.unwrap().starts_with("phase 2 train epoch 1/3") {
-            // SAFETY: sends SIGKILL to our own child process, which is still running.
-            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
-            break;
-        }
-    }
-    let status = child.wait().unwrap();
-    assert!(
-        !status.success(),
-        "the run finished before it could be killed"
-    );
-    let partial = std::fs::read_to_string(c.join("results.json")).unwrap_or_default();
-    assert!(
-        !partial.contains("\"phase\": 2"),
-        "phase 2 completed before the kill"
-    );
+    killed_in_phase_2(&small_run_args(&d, c.to_str().unwrap()), &c);
 
     // Damage the newest checkpoint (if the kill did not already land between its two renames):
     // the resume must fall back to the previous one.
@@ -145,6 +120,70 @@ fn runs_are_deterministic_and_resume_exactly_after_sigkill() {
         "{e}"
     );
     for dir in [&data, &a, &b, &c] {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+/// Runs the driver with `args` (its run folder `dir`) and kills it with SIGKILL as soon as
+/// phase 2 has finished an epoch, before phase 2 ends.
+fn killed_in_phase_2(args: &[&str], dir: &Path) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lucir-driver"))
+        .args(args)
+        .env("RAYON_NUM_THREADS", "2")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    for line in BufReader::new(stderr).lines() {
+        if line.unwrap().starts_with("phase 2 train epoch 1/3") {
+            // SAFETY: sends SIGKILL to our own child process, which is still running.
+            unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+            break;
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "the run finished before it could be killed"
+    );
+    let partial = std::fs::read_to_string(dir.join("results.json")).unwrap_or_default();
+    assert!(
+        !partial.contains("\"phase\": 2"),
+        "phase 2 completed before the kill"
+    );
+}
+
+/// With bf16 products (`--precision bf16`) too, a run killed during phase 2 and resumed ends
+/// with exactly the results of the uninterrupted run (where the CPU has AVX512-BF16).
+#[test]
+fn bf16_runs_resume_exactly_after_sigkill() {
+    if !lucir_tensor::Precision::Bf16.available() {
+        eprintln!("skipped: bf16_runs_resume_exactly_after_sigkill: no AVX512-BF16 on this CPU");
+        return;
+    }
+    let data = temp_dir("bf16-resume-data");
+    write_mnist_like(&data, 30);
+    let d = data.to_str().unwrap().to_string();
+    let (a, c) = (temp_dir("bf16-run-a"), temp_dir("bf16-run-c"));
+    let (out_a, out_c) = (a.to_str().unwrap(), c.to_str().unwrap());
+    let [args_a, args_c] = [out_a, out_c].map(|out| {
+        let mut v = small_run_args(&d, out);
+        v.extend(["--precision", "bf16"]);
+        v
+    });
+    let o = driver(&args_a);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    killed_in_phase_2(&args_c, &c);
+    let o = driver(&["--resume", c.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        results_without_timings(&a),
+        results_without_timings(&c),
+        "resumed bf16 run differs from uninterrupted"
+    );
+    for dir in [&data, &a, &c] {
         std::fs::remove_dir_all(dir).unwrap();
     }
 }
