@@ -120,6 +120,38 @@ impl InputGrad<'_, [f32]> {
             }
         }
     }
+
+    /// A backward pass over chunks of `n` images, one rayon task per chunk (as many as
+    /// [`crate::reduction_chunks`] decides): `per_chunk(dx, [x, dy], add)` gets a chunk's
+    /// images of `x` (`in_len` floats each) and `dy` (`out_len` each) and its part of the input
+    /// gradient's buffer (see [`InputGrad::run`]; empty when none is wanted), and returns the
+    /// chunk's weight gradient. The chunks' weight gradients are added in order, so the result
+    /// depends on the thread count only.
+    ///
+    /// # Safety
+    /// As [`InputGrad::run`], for each chunk: with a new input gradient `per_chunk` writes
+    /// every element of its part; when adding, only initialised floats.
+    pub(in crate::conv2d) unsafe fn run_chunked(
+        self,
+        n: usize,
+        [in_len, out_len]: [usize; 2],
+        [x, dy]: [&[f32]; 2],
+        per_chunk: impl Fn(&mut [MaybeUninit<f32>], [&[f32]; 2], bool) -> Vec<f32> + Sync,
+    ) -> (Option<Vec<f32>>, Vec<f32>) {
+        let per = n.div_ceil(crate::reduction_chunks(n));
+        let fill = |dx: &mut [MaybeUninit<f32>], add: bool| {
+            let partials: Vec<Vec<f32>> = chunk_slices(dx, per * in_len, n.div_ceil(per))
+                .into_par_iter()
+                .zip(x.par_chunks(per * in_len))
+                .zip(dy.par_chunks(per * out_len))
+                .map(|((dxc, xc), dyc)| per_chunk(dxc, [xc, dyc], add))
+                .collect();
+            sum_in_order(partials)
+        };
+        // SAFETY: this function's contract: the chunks cover the buffer, and each is written
+        // as `InputGrad::run` requires.
+        unsafe { self.run(n * in_len, fill) }
+    }
 }
 
 /// The backward pass of [`forward`]: the input gradient as `dx` asks, and the weight gradient.
@@ -339,38 +371,29 @@ fn conv3x3_bwd(
         co,
         ci,
     );
-    let per = n.div_ceil(crate::reduction_chunks(n));
-    let fill = |dx: &mut [MaybeUninit<f32>], add: bool| {
-        let partials: Vec<Vec<f32>> = chunk_slices(dx, per * in_len, n.div_ceil(per))
-            .into_par_iter()
-            .zip(x.par_chunks(per * in_len))
-            .zip(dy.par_chunks(per * out_len))
-            .map(|((dxc, xc), dyc)| {
-                let mut wg = WeightGrad::new(&grid, &taps, ci, co);
-                let mut xb = grid.buffer(if want_dw { ci } else { 0 });
-                let mut db = grid.buffer(if want_dx { co } else { 0 });
-                for (i, (xi, dyi)) in xc.chunks(in_len).zip(dyc.chunks(out_len)).enumerate() {
-                    if want_dw {
-                        grid.fill(xi, &mut xb, map);
-                    }
-                    if want_dx {
-                        grid.fill(dyi, &mut db, None);
-                        let ahead = Ahead::next(i, [(xc, in_len), (dyc, out_len)]);
-                        bwd.image(db.get(), &mut dxc[i * in_len..][..in_len], add, ahead);
-                    }
-                    if want_dw {
-                        wg.add_image(xb.get(), dyi);
-                    }
-                }
-                wg.into_dw()
-            })
-            .collect();
-        sum_in_order(partials)
+    let chunk = |dxc: &mut [MaybeUninit<f32>], [xc, dyc]: [&[f32]; 2], add: bool| {
+        let mut wg = WeightGrad::new(&grid, &taps, ci, co);
+        let mut xb = grid.buffer(if want_dw { ci } else { 0 });
+        let mut db = grid.buffer(if want_dx { co } else { 0 });
+        for (i, (xi, dyi)) in xc.chunks(in_len).zip(dyc.chunks(out_len)).enumerate() {
+            if want_dw {
+                grid.fill(xi, &mut xb, map);
+            }
+            if want_dx {
+                grid.fill(dyi, &mut db, None);
+                let ahead = Ahead::next(i, [(xc, in_len), (dyc, out_len)]);
+                bwd.image(db.get(), &mut dxc[i * in_len..][..in_len], add, ahead);
+            }
+            if want_dw {
+                wg.add_image(xb.get(), dyi);
+            }
+        }
+        wg.into_dw()
     };
-    // SAFETY: with a new input gradient the chunks cover all n images and `Forward::image`
-    // writes every element of each image's; when adding, it stores only the sums of the
-    // floats it loads from the buffer and the kernel's (initialised) accumulators.
-    unsafe { dx.run(n * in_len, fill) }
+    // SAFETY: with a new input gradient `Forward::image` writes every element of each image of
+    // a chunk; when adding, it stores only the sums of the floats it loads from the buffer and
+    // the kernel's (initialised) accumulators.
+    unsafe { dx.run_chunked(n, [in_len, out_len], [x, dy], chunk) }
 }
 
 #[cfg(target_arch = "x86_64")]

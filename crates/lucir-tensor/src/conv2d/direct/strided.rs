@@ -18,7 +18,7 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::{Ahead, Forward, Grid, Taps, WeightGrad};
-use crate::conv2d::{chunk_slices, sum_in_order, InputGrad};
+use crate::conv2d::InputGrad;
 use crate::tensor::filled_vec;
 use crate::Avx512;
 
@@ -211,49 +211,37 @@ pub(super) fn backward(
         .map(|ab| dx_phase(&dg, w, [s.ci, s.co, s.k], ab))
         .collect();
     let phase_len = s.ci * ho * wo;
-    let per = s.n.div_ceil(crate::reduction_chunks(s.n));
-    let fill = |dx: &mut [MaybeUninit<f32>], add: bool| {
-        let partials: Vec<Vec<f32>> = chunk_slices(dx, per * in_len, s.n.div_ceil(per))
-            .into_par_iter()
-            .zip(x.par_chunks(per * in_len))
-            .zip(dy.par_chunks(per * out_len))
-            .map(|((dxc, xc), dyc)| {
-                let mut wg = WeightGrad::new(&xg, &xtaps, s.ci, s.co);
-                let mut xb = xg.buffer(if want_dw { 4 * s.ci } else { 0 });
-                let mut db = dg.buffer(if want_dx { s.co } else { 0 });
-                let mut tmp =
-                    vec![MaybeUninit::<f32>::uninit(); if want_dx { 4 * phase_len } else { 0 }];
-                for (i, (xi, dyi)) in xc.chunks(in_len).zip(dyc.chunks(out_len)).enumerate() {
-                    if want_dw {
-                        s.fill_phases(&xg, xi, &mut xb, s.ci);
-                        wg.add_image(xb.get(), dyi);
-                    }
-                    if want_dx {
-                        dg.fill(dyi, &mut db, None);
-                        let ahead = Ahead::next(i, [(xc, in_len), (dyc, out_len)]);
-                        for (k, (f, t)) in phases.iter().zip(tmp.chunks_mut(phase_len)).enumerate()
-                        {
-                            // The prefetches go with the last phase (of a 3×3 kernel, the one
-                            // with the most taps).
-                            let ahead = if k == 3 { ahead } else { Ahead::NONE };
-                            f.image(db.get(), t, false, ahead);
-                        }
-                        // SAFETY: `Forward::image` wrote every element of the four phases.
-                        let tmp = unsafe {
-                            &*(tmp.as_slice() as *const [MaybeUninit<f32>] as *const [f32])
-                        };
-                        interleave(cpu, tmp, &mut dxc[i * in_len..][..in_len], s, add);
-                    }
+    let chunk = |dxc: &mut [MaybeUninit<f32>], [xc, dyc]: [&[f32]; 2], add: bool| {
+        let mut wg = WeightGrad::new(&xg, &xtaps, s.ci, s.co);
+        let mut xb = xg.buffer(if want_dw { 4 * s.ci } else { 0 });
+        let mut db = dg.buffer(if want_dx { s.co } else { 0 });
+        let mut tmp = vec![MaybeUninit::<f32>::uninit(); if want_dx { 4 * phase_len } else { 0 }];
+        for (i, (xi, dyi)) in xc.chunks(in_len).zip(dyc.chunks(out_len)).enumerate() {
+            if want_dw {
+                s.fill_phases(&xg, xi, &mut xb, s.ci);
+                wg.add_image(xb.get(), dyi);
+            }
+            if want_dx {
+                dg.fill(dyi, &mut db, None);
+                let ahead = Ahead::next(i, [(xc, in_len), (dyc, out_len)]);
+                for (k, (f, t)) in phases.iter().zip(tmp.chunks_mut(phase_len)).enumerate() {
+                    // The prefetches go with the last phase (of a 3×3 kernel, the one
+                    // with the most taps).
+                    let ahead = if k == 3 { ahead } else { Ahead::NONE };
+                    f.image(db.get(), t, false, ahead);
                 }
-                wg.into_dw()
-            })
-            .collect();
-        sum_in_order(partials)
+                let tmp = tmp.as_slice() as *const [MaybeUninit<f32>] as *const [f32];
+                // SAFETY: `Forward::image` wrote every element of the four phases.
+                let tmp = unsafe { &*tmp };
+                interleave(cpu, tmp, &mut dxc[i * in_len..][..in_len], s, add);
+            }
+        }
+        wg.into_dw()
     };
-    // SAFETY: with a new input gradient the chunks cover all n images and `interleave` writes
-    // every element of each image's; when adding, it stores only the sums of the floats it
-    // loads from the buffer and the (initialised) phase results.
-    unsafe { dx.run(s.n * in_len, fill) }
+    // SAFETY: with a new input gradient `interleave` writes every element of each image of a
+    // chunk; when adding, it stores only the sums of the floats it loads from the buffer and
+    // the (initialised) phase results.
+    unsafe { dx.run_chunked(s.n, [in_len, out_len], [x, dy], chunk) }
 }
 
 /// One image's input gradient from its four phases (`tmp`: phase (a, b) the `2a + b`-th run

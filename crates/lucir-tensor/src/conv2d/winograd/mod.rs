@@ -45,8 +45,9 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::direct::{AlignedPlanes, Map};
-use super::{chunk_slices, sum_in_order, InputGrad};
+use super::direct::{checked_bwd, AlignedPlanes, Map};
+use super::InputGrad;
+
 use crate::tensor::filled_vec;
 use crate::Avx512;
 
@@ -395,50 +396,35 @@ pub(super) fn backward(
 ) -> (Option<Vec<f32>>, Vec<f32>) {
     let want_dx = dx.wanted();
     let (in_len, out_len) = (ci * h * wd, co * h * wd);
-    assert_eq!(x.len(), n * in_len, "winograd: input length");
-    assert_eq!(w.len(), co * ci * 9, "winograd: weight length");
-    assert_eq!(dy.len(), n * out_len, "winograd: gradient length");
-    if n == 0 || in_len == 0 || out_len == 0 {
-        return (
-            matches!(dx, InputGrad::New).then(|| vec![0.0; n * in_len]),
-            vec![0.0; co * ci * 9],
-        );
+    if let Some(empty) = checked_bwd("winograd", [x, w, dy], [n, ci, co, h, wd], &dx) {
+        return empty;
     }
     let t = Tiles::new(m, h, wd, ci.max(co), n);
     let flipped = |w| Weights::new(&super::gemm_path::flip_kernel(w, [ci, co, 9]), co, ci, m);
     let wf = want_dx.then(|| flipped(w));
     let co16 = co.next_multiple_of(16);
-    let per = n.div_ceil(crate::reduction_chunks(n));
-    let fill = |dx: &mut [MaybeUninit<f32>], add: bool| {
-        let partials: Vec<Vec<f32>> = chunk_slices(dx, per * in_len, n.div_ceil(per))
-            .into_par_iter()
-            .zip(x.par_chunks(per * in_len))
-            .zip(dy.par_chunks(per * out_len))
-            .map(|((dxc, xc), dyc)| {
-                let mut work = Work::new(&t, ci.max(co), want_dw.then_some((ci, co)));
-                let (xs, dys) = (xc.chunks(t.group * in_len), dyc.chunks(t.group * out_len));
-                for (g, (xg, dyg)) in xs.zip(dys).enumerate() {
-                    if let Some(wf) = &wf {
-                        let dxg = &mut dxc[g * t.group * in_len..][..xg.len()];
-                        group_forward(cpu, &t, wf, dyg, None, dxg, add, &mut work);
-                    }
-                    if want_dw {
-                        group_weight_grad(cpu, &t, (ci, co), xg, map, dyg, &mut work);
-                    }
-                }
-                if want_dw {
-                    finish_weight_grad(work.s.get(), ci, co, co16, m)
-                } else {
-                    vec![0.0; co * ci * 9]
-                }
-            })
-            .collect();
-        sum_in_order(partials)
+    let chunk = |dxc: &mut [MaybeUninit<f32>], [xc, dyc]: [&[f32]; 2], add: bool| {
+        let mut work = Work::new(&t, ci.max(co), want_dw.then_some((ci, co)));
+        let (xs, dys) = (xc.chunks(t.group * in_len), dyc.chunks(t.group * out_len));
+        for (g, (xg, dyg)) in xs.zip(dys).enumerate() {
+            if let Some(wf) = &wf {
+                let dxg = &mut dxc[g * t.group * in_len..][..xg.len()];
+                group_forward(cpu, &t, wf, dyg, None, dxg, add, &mut work);
+            }
+            if want_dw {
+                group_weight_grad(cpu, &t, (ci, co), xg, map, dyg, &mut work);
+            }
+        }
+        if want_dw {
+            finish_weight_grad(work.s.get(), ci, co, co16, m)
+        } else {
+            vec![0.0; co * ci * 9]
+        }
     };
-    // SAFETY: with a new input gradient the chunks cover all n images and `group_forward`
-    // writes every element of each group's; when adding, it stores only the sums of the floats
-    // it loads from the buffer and its own (initialised) results.
-    unsafe { dx.run(n * in_len, fill) }
+    // SAFETY: with a new input gradient `group_forward` writes every element of each group of
+    // a chunk; when adding, it stores only the sums of the floats it loads from the buffer and
+    // its own (initialised) results.
+    unsafe { dx.run_chunked(n, [in_len, out_len], [x, dy], chunk) }
 }
 
 #[cfg(test)]

@@ -24,7 +24,7 @@ use std::mem::MaybeUninit;
 use half::bf16;
 use rayon::prelude::*;
 
-use super::super::{chunk_slices, sum_in_order, InputGrad};
+use super::super::InputGrad;
 use super::{checked_bwd, Ahead, AlignedPlanes, Grid, Map, NB, V};
 use crate::tensor::filled_vec;
 use crate::Avx512Bf16;
@@ -200,34 +200,25 @@ pub(in crate::conv2d) fn backward(
     let grid = Grid::same(cpu.avx512(), h, wd);
     let flipped = super::super::gemm_path::flip_kernel(w, [ci, co, 9]);
     let bwd = PairForward::new(cpu, &grid, &flipped, co, ci);
-    let per = n.div_ceil(crate::reduction_chunks(n));
-    let fill = |dx: &mut [MaybeUninit<f32>], add: bool| {
-        let partials: Vec<Vec<f32>> = chunk_slices(dx, per * in_len, n.div_ceil(per))
-            .into_par_iter()
-            .zip(x.par_chunks(per * in_len))
-            .zip(dy.par_chunks(per * out_len))
-            .map(|((dxc, xc), dyc)| {
-                let mut wg = want_dw.then(|| PairWeightGrad::new(cpu, &grid, ci, co));
-                let mut db = grid.buffer(if want_dx { co.div_ceil(2) } else { 0 });
-                for (i, (xi, dyi)) in xc.chunks(in_len).zip(dyc.chunks(out_len)).enumerate() {
-                    if want_dx {
-                        fill_pairs(cpu, &grid, dyi, &mut db, None);
-                        let ahead = Ahead::next(i, [(xc, in_len), (dyc, out_len)]);
-                        bwd.image(&db, &mut dxc[i * in_len..][..in_len], add, ahead);
-                    }
-                    if let Some(wg) = &mut wg {
-                        wg.add_image(xi, dyi, map);
-                    }
-                }
-                wg.map_or_else(|| vec![0.0; co * ci * 9], PairWeightGrad::into_dw)
-            })
-            .collect();
-        sum_in_order(partials)
+    let chunk = |dxc: &mut [MaybeUninit<f32>], [xc, dyc]: [&[f32]; 2], add: bool| {
+        let mut wg = want_dw.then(|| PairWeightGrad::new(cpu, &grid, ci, co));
+        let mut db = grid.buffer(if want_dx { co.div_ceil(2) } else { 0 });
+        for (i, (xi, dyi)) in xc.chunks(in_len).zip(dyc.chunks(out_len)).enumerate() {
+            if want_dx {
+                fill_pairs(cpu, &grid, dyi, &mut db, None);
+                let ahead = Ahead::next(i, [(xc, in_len), (dyc, out_len)]);
+                bwd.image(&db, &mut dxc[i * in_len..][..in_len], add, ahead);
+            }
+            if let Some(wg) = &mut wg {
+                wg.add_image(xi, dyi, map);
+            }
+        }
+        wg.map_or_else(|| vec![0.0; co * ci * 9], PairWeightGrad::into_dw)
     };
-    // SAFETY: with a new input gradient the chunks cover all n images and
-    // `PairForward::image` writes every element of each image's; when adding, it stores only
-    // the sums of the floats it loads from the buffer and the kernel's accumulators.
-    unsafe { dx.run(n * in_len, fill) }
+    // SAFETY: with a new input gradient `PairForward::image` writes every element of each
+    // image of a chunk; when adding, it stores only the sums of the floats it loads from the
+    // buffer and the kernel's accumulators.
+    unsafe { dx.run_chunked(n, [in_len, out_len], [x, dy], chunk) }
 }
 
 #[cfg(target_arch = "x86_64")]
