@@ -124,17 +124,22 @@ fn runs_are_deterministic_and_resume_exactly_after_sigkill() {
     }
 }
 
-/// Runs the driver with `args` (its run folder `dir`) and kills it with SIGKILL as soon as
-/// phase 2 has finished an epoch, before phase 2 ends.
-fn killed_in_phase_2(args: &[&str], dir: &Path) {
-    use std::io::{BufRead, BufReader};
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lucir-driver"))
+/// The driver started with `args` on 2 threads, its standard error piped to the test.
+fn spawn_driver(args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_lucir-driver"))
         .args(args)
         .env("RAYON_NUM_THREADS", "2")
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Runs the driver with `args` (its run folder `dir`) and kills it with SIGKILL as soon as
+/// phase 2 has finished an epoch, before phase 2 ends.
+fn killed_in_phase_2(args: &[&str], dir: &Path) {
+    use std::io::{BufRead, BufReader};
+    let mut child = spawn_driver(args);
     let stderr = child.stderr.take().unwrap();
     for line in BufReader::new(stderr).lines() {
         if line.unwrap().starts_with("phase 2 train epoch 1/3") {
@@ -196,13 +201,7 @@ fn interrupted_runs_exit_130_and_resume() {
     write_mnist_like(&data, 30);
     let out = temp_dir("sigint-run");
     let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lucir-driver"))
-        .args(small_run_args(d, o))
-        .env("RAYON_NUM_THREADS", "2")
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_driver(&small_run_args(d, o));
     let stderr = child.stderr.take().unwrap();
     let mut lines = BufReader::new(stderr).lines();
     for line in lines.by_ref() {
