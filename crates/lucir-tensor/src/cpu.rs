@@ -1,5 +1,5 @@
-//! What this CPU can run, found out at run time: [`Avx512`], the token without which no
-//! AVX-512 kernel can be called or built, and [`Version`], the version of the slice loops of
+//! What this CPU can run, found out at run time: [`Avx512`] and [`Avx2Fma`], the tokens without
+//! which no AVX-512 or AVX2 kernel can be called or built, and [`Version`], the version of the slice loops of
 //! `simd` this CPU runs (in tests, one forced on a thread).
 
 use std::sync::OnceLock;
@@ -18,6 +18,25 @@ impl Avx512 {
     pub fn detect() -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx512f") {
+            return Some(Self(()));
+        }
+        None
+    }
+}
+
+/// Proof that this CPU runs AVX2 and FMA instructions: the token of the 8-lane direct
+/// convolution kernels, which run the 3×3 stride-1 layers where AVX-512 is missing (AMD's Zen 3
+/// and earlier, Intel's client cores). Built, like [`Avx512`], only by asking the CPU at run
+/// time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Avx2Fma(());
+
+impl Avx2Fma {
+    /// The token if this CPU has AVX2 and FMA; `None` otherwise, and always off x86-64.
+    pub fn detect() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             return Some(Self(()));
         }
         None

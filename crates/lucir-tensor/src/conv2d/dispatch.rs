@@ -2,8 +2,29 @@
 //! of its tensors and of an input map, the input gradient's mode, and the results back as
 //! tensors. `None` from these sends the caller to the gemm path.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::{conv3x3, direct, precision, winograd, Conv3x3, Dims, InputGrad, Precision};
-use crate::{Avx512, Avx512Bf16, ChannelMap, Float, Result, Tensor};
+use crate::{Avx2Fma, Avx512, Avx512Bf16, ChannelMap, Float, Result, Tensor};
+
+/// Whether the convolutions run as on a CPU without AVX-512 ([`force_avx2_convolutions`]).
+static AVX2_ONLY: AtomicBool = AtomicBool::new(false);
+
+/// For tests on a CPU with AVX-512: from now on, for the whole process, the convolutions run
+/// as where AVX-512 is missing — the 3×3 stride-1 layers on the AVX2 kernels, the rest on the
+/// gemm path — so that the AVX2 kernels can be compared with the AVX-512 ones on one machine.
+/// Nothing else changes (the slice loops keep their version, and [`crate::kernel_path`] its
+/// name).
+#[doc(hidden)]
+pub fn force_avx2_convolutions(on: bool) {
+    AVX2_ONLY.store(on, Ordering::Relaxed);
+}
+
+/// The kernels a convolution the direct kernels take runs on.
+enum Direct {
+    Avx512(Avx512),
+    Avx2(Avx2Fma),
+}
 
 /// The fewest input channels for which Winograd runs a layer, chosen by measurement (`cargo
 /// bench --bench layers`, docs/perf.md §36): every layer measured faster with it has 16 or
@@ -19,15 +40,25 @@ const WINOGRAD_MIN_CI: usize = 16;
 const WINOGRAD4_MIN_SIDE: usize = 14;
 
 impl Dims {
-    /// Whether the f32 direct kernels run this convolution on this CPU, and then the token they
-    /// need: they take its shape (3×3 with stride 1 and padding 1, or 3×3 / 1×1 with stride 2 and
-    /// padding 1 / 0), it is not empty, an input map (`mapped`) comes with stride 1, and the CPU
-    /// has AVX-512 ([`Avx512::detect`]).
-    fn runs_direct(&self, mapped: bool) -> Option<Avx512> {
+    /// Whether the f32 direct kernels run this convolution on this CPU, and then on which:
+    /// they take its shape (3×3 with stride 1 and padding 1, or 3×3 / 1×1 with stride 2 and
+    /// padding 1 / 0), it is not empty, and an input map (`mapped`) comes with stride 1; the
+    /// AVX-512 kernels run all of these where the CPU has AVX-512 ([`Avx512::detect`]), the
+    /// AVX2 ones the 3×3 stride-1 layers where it has AVX2 and FMA ([`Avx2Fma::detect`]).
+    fn runs_direct(&self, mapped: bool) -> Option<Direct> {
         let takes = direct::fits(self.kh, self.kw, self.stride, self.pad)
             && !self.empty()
             && (!mapped || self.stride == 1);
-        takes.then(Avx512::detect).flatten()
+        if !takes {
+            return None;
+        }
+        if !AVX2_ONLY.load(Ordering::Relaxed) {
+            if let Some(cpu) = Avx512::detect() {
+                return Some(Direct::Avx512(cpu));
+            }
+        }
+        let stride_1 = self.stride == 1 && self.kh == 3;
+        stride_1.then(Avx2Fma::detect).flatten().map(Direct::Avx2)
     }
 
     /// Whether the Winograd kernels run this convolution (one the direct kernels run) rather
@@ -106,6 +137,14 @@ pub(super) fn direct_forward<T: Float>(
     ) else {
         return Ok(None);
     };
+    let cpu = match cpu {
+        Direct::Avx512(cpu) => cpu,
+        Direct::Avx2(cpu) => {
+            let y = direct::avx2_forward(cpu, xs, ws, d.winograd_shape(), map);
+            let y = T::from_f32_vec(y).expect("T is f32: its slices were");
+            return Ok(Some(Tensor::from_vec(&[d.n, d.co, d.ho, d.wo], y)?));
+        }
+    };
     let y = if let Some(b) = d.runs_bf16() {
         direct::bf16_forward(b, xs, ws, d.winograd_shape(), map)
     } else if let Some(m) = d.runs_winograd() {
@@ -148,16 +187,34 @@ pub(super) fn direct_backward<T: Float>(
             None => return Ok(None),
         },
     };
-    let (dx, dw) = if let Some(b) = d.runs_bf16() {
-        direct::bf16_backward(b, xs, ws, dys, d.winograd_shape(), map, (dx, want_dw))
-    } else if let Some(m) = d.runs_winograd() {
-        winograd::backward(cpu, m, xs, ws, dys, d.winograd_shape(), map, (dx, want_dw))
-    } else {
-        direct::backward(cpu, xs, ws, dys, d.direct_shape(), map, (dx, want_dw))
+    let (dx, dw) = match cpu {
+        Direct::Avx2(cpu) => {
+            let shape = d.winograd_shape();
+            direct::avx2_backward(cpu, [xs, ws, dys], shape, map, (dx, want_dw))
+        }
+        Direct::Avx512(cpu) => avx512_backward(cpu, d, [xs, ws, dys], map, (dx, want_dw)),
     };
     let f32_vec = |v| T::from_f32_vec(v).expect("T is f32: its slices were");
     let dx = dx
         .map(|v| Tensor::from_vec(x.shape(), f32_vec(v)))
         .transpose()?;
     Ok(Some((dx, Tensor::from_vec(w.shape(), f32_vec(dw))?)))
+}
+
+/// The AVX-512 kernels' backward pass: bf16, Winograd or direct, as the settings and the
+/// shape decide.
+fn avx512_backward(
+    cpu: Avx512,
+    d: &Dims,
+    [xs, ws, dys]: [&[f32]; 3],
+    map: Option<direct::Map<'_>>,
+    (dx, want_dw): (InputGrad<'_, [f32]>, bool),
+) -> (Option<Vec<f32>>, Vec<f32>) {
+    if let Some(b) = d.runs_bf16() {
+        direct::bf16_backward(b, xs, ws, dys, d.winograd_shape(), map, (dx, want_dw))
+    } else if let Some(m) = d.runs_winograd() {
+        winograd::backward(cpu, m, xs, ws, dys, d.winograd_shape(), map, (dx, want_dw))
+    } else {
+        direct::backward(cpu, xs, ws, dys, d.direct_shape(), map, (dx, want_dw))
+    }
 }

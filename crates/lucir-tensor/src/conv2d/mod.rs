@@ -10,7 +10,8 @@
 //!
 //! In f32 on a CPU with AVX-512, 3×3 stride-1 "same" convolutions and the stride-2 3×3
 //! (padding 1) and 1×1 (no padding) ones go to the direct kernels of `direct` instead, forward
-//! and backward: no column matrices at all. With [`Conv3x3::Winograd`] set, the 3×3 stride-1
+//! and backward: no column matrices at all. On a CPU with AVX2 and FMA but not AVX-512, the
+//! 3×3 stride-1 ones go to their 8-lane version, which gives the same bits. With [`Conv3x3::Winograd`] set, the 3×3 stride-1
 //! ones with 16 or more input channels go to `winograd` (F(2×2, 3×3)) instead.
 
 mod direct;
@@ -25,6 +26,8 @@ use crate::cuda_ops;
 use crate::device::{common, Device};
 use std::sync::atomic::{AtomicU8, Ordering};
 
+#[doc(hidden)]
+pub use dispatch::force_avx2_convolutions;
 use dispatch::{direct_backward, direct_forward};
 pub use mapped::{conv2d_mapped, conv2d_mapped_bwd};
 pub use reference::{conv2d_bwd_ref, conv2d_ref};

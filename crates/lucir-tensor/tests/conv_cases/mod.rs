@@ -10,17 +10,22 @@ mod winograd;
 use crate::common::{max_rel, rng, uniform};
 use lucir_tensor::{
     channel_map, conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_data, conv2d_bwd_ref,
-    conv2d_bwd_weight, conv2d_mapped, conv2d_mapped_bwd, conv2d_ref, Avx512, ChannelMap,
+    conv2d_bwd_weight, conv2d_mapped, conv2d_mapped_bwd, conv2d_ref, Avx2Fma, Avx512, ChannelMap,
     Conv2dGeometry, Tensor,
 };
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-/// Whether the direct kernels run on this CPU; if not, prints what `test` does instead:
-/// `skipped: …` when it would compare the gemm path with itself (`gemm_only`), a note that
-/// the gemm path is checked when it compares with the reference.
+/// Whether the direct kernels run on this CPU (all of them with AVX-512; the 3×3 stride-1
+/// ones, on their AVX2 version, with AVX2 and FMA, which the note says); if not, prints what
+/// `test` does instead: `skipped: …` when it would compare the gemm path with itself
+/// (`gemm_only`), a note that the gemm path is checked when it compares with the reference.
 pub fn direct_kernels_run(test: &str, gemm_only: bool) -> bool {
     if Avx512::detect().is_some() {
+        return true;
+    }
+    if Avx2Fma::detect().is_some() {
+        eprintln!("{test}: no AVX-512: the AVX2 kernels take the 3×3 stride-1 layers, the gemm path the rest");
         return true;
     }
     if gemm_only {

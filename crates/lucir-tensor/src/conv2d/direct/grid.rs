@@ -45,39 +45,40 @@ pub(super) struct Grid {
     pub(super) stores: Vec<(u16, u16, usize)>,
 }
 
-/// Per vector of 16 positions of an h×w output on planes with rows of `wp ≥ w`: the real
-/// lanes, as many low lanes, and the NCHW index of the first real output (see
-/// [`Grid::stores`]).
-fn stores(h: usize, w: usize, wp: usize) -> Vec<(u16, u16, usize)> {
+/// Per vector of `lanes` positions (16 or 8) of an h×w output on planes with rows of
+/// `wp ≥ w`: the real lanes, as many low lanes, and the NCHW index of the first real output
+/// (see [`Grid::stores`]).
+pub(super) fn stores(h: usize, w: usize, wp: usize, lanes: usize) -> Vec<(u16, u16, usize)> {
     let outs = h * wp;
-    (0..outs.div_ceil(16))
+    (0..outs.div_ceil(lanes))
         .map(|v| {
             let mut keep = 0u16;
-            for l in 0..16 {
-                let q = 16 * v + l;
+            for l in 0..lanes {
+                let q = lanes * v + l;
                 if q < outs && q % wp < w {
                     keep |= 1 << l;
                 }
             }
             let low = ((1u32 << keep.count_ones()) - 1) as u16;
-            let q0 = 16 * v;
+            let q0 = lanes * v;
             (keep, low, q0 / wp * w + (q0 % wp).min(w))
         })
         .collect()
 }
 
-/// Whether `stores` (of an h×w output on rows of `wp`) tile the output plane exactly: each
-/// vector's real lanes, in lane order, are real positions whose NCHW indices run on from
-/// where the previous vector's ended (from 0), `low` has as many lanes, and the last ends at
-/// h·w — so the packed stores write every output once and nothing past the plane.
-fn stores_tile(stores: &[(u16, u16, usize)], h: usize, w: usize, wp: usize) -> bool {
+/// Whether `stores` (of an h×w output on rows of `wp`, vectors of `lanes`) tile the output
+/// plane exactly: each vector's real lanes, in lane order, are real positions whose NCHW
+/// indices run on from where the previous vector's ended (from 0), `low` has as many lanes,
+/// and the last ends at h·w — so the packed stores write every output once and nothing past
+/// the plane.
+pub(super) fn stores_tile(stores: &[(u16, u16, usize)], [h, w, wp, lanes]: [usize; 4]) -> bool {
     let mut next = 0;
     for (v, &(keep, low, at)) in stores.iter().enumerate() {
         if at != next || u32::from(low) != (1u32 << keep.count_ones()) - 1 {
             return false;
         }
-        for l in (0..16).filter(|l| keep >> l & 1 == 1) {
-            let q = 16 * v + l;
+        for l in (0..lanes).filter(|l| keep >> l & 1 == 1) {
+            let q = lanes * v + l;
             if q >= h * wp || q % wp >= w || q / wp * w + q % wp != next {
                 return false;
             }
@@ -103,9 +104,9 @@ impl Grid {
 
     fn new(cpu: Avx512, h: usize, w: usize, wp: usize, rows: usize) -> Self {
         let nvec = (h * wp).div_ceil(16);
-        let stores = stores(h, w, wp);
+        let stores = stores(h, w, wp, 16);
         debug_assert!(
-            stores_tile(&stores, h, w, wp),
+            stores_tile(&stores, [h, w, wp, 16]),
             "the stores of a {h}×{w} grid (rows of {wp}) do not tile its outputs"
         );
         let lead = (16 - (wp + 1) % 16) % 16;
@@ -296,23 +297,30 @@ mod tests {
     use super::{stores, stores_tile};
 
     /// The packed stores of every grid shape the kernels build (bordered planes: rows of w + 2;
-    /// phase planes: rows of w + 1) write each output of the plane exactly once, and a
-    /// broken table (a vector's start moved, a lane dropped) is caught.
+    /// phase planes: rows of w + 1; vectors of 16 and of 8 lanes) write each output of the
+    /// plane exactly once, and a broken table (a vector's start moved, a lane dropped) is
+    /// caught.
     #[test]
     fn stores_tile_the_output_plane() {
-        for h in 1..=40 {
-            for w in 1..=40 {
-                for wp in [w + 1, w + 2] {
-                    let s = stores(h, w, wp);
-                    assert!(stores_tile(&s, h, w, wp), "{h}×{w}, rows of {wp}");
-                    let mut moved = s.clone();
-                    moved[s.len() - 1].2 += 1;
-                    assert!(!stores_tile(&moved, h, w, wp), "{h}×{w}: moved start");
-                    let mut dropped = s.clone();
-                    let (keep, _, at) = dropped[0];
-                    let keep = keep & (keep - 1);
-                    dropped[0] = (keep, ((1u32 << keep.count_ones()) - 1) as u16, at);
-                    assert!(!stores_tile(&dropped, h, w, wp), "{h}×{w}: dropped lane");
+        for lanes in [16, 8] {
+            for h in 1..=40 {
+                for w in 1..=40 {
+                    for wp in [w + 1, w + 2] {
+                        let dims = [h, w, wp, lanes];
+                        let s = stores(h, w, wp, lanes);
+                        assert!(
+                            stores_tile(&s, dims),
+                            "{h}×{w}, rows of {wp}, {lanes} lanes"
+                        );
+                        let mut moved = s.clone();
+                        moved[s.len() - 1].2 += 1;
+                        assert!(!stores_tile(&moved, dims), "{h}×{w}: moved start");
+                        let mut dropped = s.clone();
+                        let (keep, _, at) = dropped[0];
+                        let keep = keep & (keep - 1);
+                        dropped[0] = (keep, ((1u32 << keep.count_ones()) - 1) as u16, at);
+                        assert!(!stores_tile(&dropped, dims), "{h}×{w}: dropped lane");
+                    }
                 }
             }
         }

@@ -34,8 +34,11 @@
 //! reached on a CPU without AVX-512F: the `unsafe` blocks that run AVX-512 code rely on the
 //! token at hand, not on a check made by some caller.
 //!
+//! On CPUs with AVX2 and FMA but without AVX-512, `avx2` runs the 3×3 stride-1 layers with
+//! 8-lane vectors, in the same order, so with the same bits.
+//!
 //! The reference is [`super::conv2d_ref`] / [`super::conv2d_bwd_ref`]; the gemm path stays for
-//! every other shape, for f64 and for CPUs without AVX-512.
+//! every other shape, for f64 and for CPUs without AVX2.
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -46,11 +49,13 @@ use super::{chunk_slices, sum_in_order, InputGrad};
 use crate::tensor::filled_vec;
 use crate::Avx512;
 
+mod avx2;
 mod bf16;
 mod grid;
 mod strided;
 mod weight_grad;
 
+pub(super) use avx2::{backward as avx2_backward, forward as avx2_forward};
 pub(super) use bf16::{backward as bf16_backward, forward as bf16_forward};
 use grid::{Ahead, Grid, Taps};
 pub(super) use grid::{AlignedPlanes, Map};
@@ -182,17 +187,17 @@ const NB: usize = 8;
 /// Vectors of 16 positions per forward tile.
 const V: usize = 3;
 
-/// A kernel's weights for the forward tiles: for each block of [`NB`] output channels, entry
-/// `(c·T + tap)·NB + b` holds `w[o + b, c, tap]` (`T` taps), so a tap's NB weights sit
-/// together. Channels past the last full block keep their own layout (`w[o]` is already
-/// (c, tap) ordered).
-fn pack(w: &[f32], ci: usize, co: usize, taps: usize) -> Vec<f32> {
-    let full = co / NB * NB;
+/// A kernel's weights for the forward tiles: for each block of `B` output channels ([`NB`]
+/// here, 4 in `avx2`), entry `(c·T + tap)·B + b` holds `w[o + b, c, tap]` (`T` taps), so a
+/// tap's B weights sit together. Channels past the last full block keep their own layout
+/// (`w[o]` is already (c, tap) ordered).
+fn pack<const B: usize>(w: &[f32], ci: usize, co: usize, taps: usize) -> Vec<f32> {
+    let full = co / B * B;
     let per = ci * taps;
     let mut packed = Vec::with_capacity(full * per);
-    for o in (0..full).step_by(NB) {
+    for o in (0..full).step_by(B) {
         for t in 0..per {
-            packed.extend((0..NB).map(|b| w[(o + b) * per + t]));
+            packed.extend((0..B).map(|b| w[(o + b) * per + t]));
         }
     }
     packed
@@ -217,7 +222,7 @@ impl<'a> Forward<'a> {
             co * ci * taps.offs.len(),
             "direct kernel: weight length"
         );
-        let packed = pack(&w, ci, co, taps.offs.len());
+        let packed = pack::<NB>(&w, ci, co, taps.offs.len());
         Self {
             grid,
             taps,
