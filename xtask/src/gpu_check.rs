@@ -41,9 +41,10 @@ const MAX_BYTES: u64 = 60 << 20;
 const FMNIST: &str = "/usr/share/datasets/fashion-mnist";
 
 /// The test binaries that compare device ops with the CPU ops (`tests/<name>.rs`).
-const GPU_TESTS: [&str; 4] = [
+const GPU_TESTS: [&str; 5] = [
     "cuda_parity",
     "cuda_tensor",
+    "cuda_empty",
     "cuda_kernels",
     "cuda_training",
 ];

@@ -114,14 +114,15 @@ fn check_channels(op: &'static str, c: usize, vs: &[(&str, &CudaSlice<f32>)]) ->
         .try_for_each(|(what, v)| check_len(op, what, v.len(), c, 1))
 }
 
-/// N·H·W, the elements per channel, or an error if there are none (as the CPU op).
+/// N·H·W, the elements per channel, or an error if there are none (as the CPU op) or no
+/// channel (where the CPU op returns empty statistics: the device refuses it).
 fn per_channel(op: &'static str, [n, c, h, w]: [usize; 4]) -> Result<usize> {
-    match n * h * w {
-        0 => Err(Error::Shape {
+    match (n * h * w, c) {
+        (0, _) | (_, 0) => Err(Error::Shape {
             op,
             detail: format!("no elements per channel in N×C×H×W = {n}×{c}×{h}×{w}"),
         }),
-        m => Ok(m),
+        (m, _) => Ok(m),
     }
 }
 

@@ -53,7 +53,7 @@ impl MaxPoolWindow {
     /// Output size along a side of `size` elements, or an error when the window does not fit
     /// (the CPU op's rules).
     fn side(&self, op: &'static str, size: usize) -> Result<usize> {
-        if self.stride == 0 || self.kernel == 0 || size + 2 * self.pad < self.kernel {
+        if self.stride == 0 || self.kernel == 0 || size == 0 || size + 2 * self.pad < self.kernel {
             return Err(Error::Shape {
                 op,
                 detail: format!("window {self:?} does not fit size {size}"),

@@ -62,7 +62,9 @@ pub struct MaxPoolGeometry {
 
 impl MaxPoolGeometry {
     fn out(&self, op: &'static str, size: usize) -> Result<usize> {
-        if self.stride == 0 || self.kernel == 0 || size + 2 * self.pad < self.kernel {
+        // An empty side is refused too: its windows would hold only padding, with no input
+        // position for the backward pass to route to.
+        if self.stride == 0 || self.kernel == 0 || size == 0 || size + 2 * self.pad < self.kernel {
             return Err(Error::arg(
                 op,
                 format!("window {self:?} does not fit size {size}"),

@@ -45,12 +45,13 @@ pub fn log_softmax_rows_bwd<T: Float>(y: &Tensor<T>, dy: &Tensor<T>) -> Result<T
     Ok(dz)
 }
 
-/// Mean cross-entropy of B×C logits `z` against `labels` (each below C; the caller checks):
+/// Mean cross-entropy of B×C logits `z` against `labels` (one per row, each below C, else an
+/// error):
 /// `L = −(1/B) Σ_b log softmax(z_b)[y_b]` (0 for an empty batch). Returns the loss (one
 /// element, on `z`'s device) and the log-probabilities its backward pass needs.
 pub fn cross_entropy<T: Float>(z: &Tensor<T>, labels: &[usize]) -> Result<(Tensor<T>, Tensor<T>)> {
     let [b, c] = z.dims2("cross_entropy")?;
-    check_label_count("cross_entropy", labels, b)?;
+    check_labels("cross_entropy", labels, [b, c])?;
     if !z.is_cpu() {
         return cuda_ops::cross_entropy(z, labels, [b, c]);
     }
@@ -77,7 +78,7 @@ pub fn cross_entropy_bwd<T: Float>(
     g: &Tensor<T>,
 ) -> Result<Tensor<T>> {
     let [b, c] = log_p.dims2("cross_entropy_bwd")?;
-    check_label_count("cross_entropy_bwd", labels, b)?;
+    check_labels("cross_entropy_bwd", labels, [b, c])?;
     g.expect_shape("cross_entropy_bwd", &[1])?;
     if crate::device::common("cross_entropy_bwd", &[log_p, g])? != Device::Cpu {
         return cuda_ops::cross_entropy_bwd(log_p, labels, g, [b, c]);
@@ -91,11 +92,18 @@ pub fn cross_entropy_bwd<T: Float>(
     Ok(dz)
 }
 
-fn check_label_count(op: &'static str, labels: &[usize], rows: usize) -> Result<()> {
+/// One label per row, each a column of the `rows × cols` logits.
+fn check_labels(op: &'static str, labels: &[usize], [rows, cols]: [usize; 2]) -> Result<()> {
     if labels.len() != rows {
         return Err(crate::Error::shape(
             op,
             format!("{} labels for {rows} rows", labels.len()),
+        ));
+    }
+    if let Some(y) = labels.iter().find(|&&y| y >= cols) {
+        return Err(crate::Error::shape(
+            op,
+            format!("label {y} outside the {cols} classes"),
         ));
     }
     Ok(())
