@@ -137,20 +137,17 @@ pub(super) fn direct_forward<T: Float>(
     ) else {
         return Ok(None);
     };
-    let cpu = match cpu {
-        Direct::Avx512(cpu) => cpu,
-        Direct::Avx2(cpu) => {
-            let y = direct::avx2_forward(cpu, xs, ws, d.winograd_shape(), map);
-            let y = T::from_f32_vec(y).expect("T is f32: its slices were");
-            return Ok(Some(Tensor::from_vec(&[d.n, d.co, d.ho, d.wo], y)?));
+    let y = match cpu {
+        Direct::Avx2(cpu) => direct::avx2_forward(cpu, xs, ws, d.winograd_shape(), map),
+        Direct::Avx512(cpu) => {
+            if let Some(b) = d.runs_bf16() {
+                direct::bf16_forward(b, xs, ws, d.winograd_shape(), map)
+            } else if let Some(m) = d.runs_winograd() {
+                winograd::forward(cpu, m, xs, ws, d.winograd_shape(), map)
+            } else {
+                direct::forward(cpu, xs, ws, d.direct_shape(), map)
+            }
         }
-    };
-    let y = if let Some(b) = d.runs_bf16() {
-        direct::bf16_forward(b, xs, ws, d.winograd_shape(), map)
-    } else if let Some(m) = d.runs_winograd() {
-        winograd::forward(cpu, m, xs, ws, d.winograd_shape(), map)
-    } else {
-        direct::forward(cpu, xs, ws, d.direct_shape(), map)
     };
     let y = T::from_f32_vec(y).expect("T is f32: its slices were");
     Ok(Some(Tensor::from_vec(&[d.n, d.co, d.ho, d.wo], y)?))

@@ -188,7 +188,7 @@ const NB: usize = 8;
 const V: usize = 3;
 
 /// A kernel's weights for the forward tiles: for each block of `B` output channels ([`NB`]
-/// here, 4 in `avx2`), entry `(c·T + tap)·B + b` holds `w[o + b, c, tap]` (`T` taps), so a
+/// here, 2 in `avx2`), entry `(c·T + tap)·B + b` holds `w[o + b, c, tap]` (`T` taps), so a
 /// tap's B weights sit together. Channels past the last full block keep their own layout
 /// (`w[o]` is already (c, tap) ordered).
 fn pack<const B: usize>(w: &[f32], ci: usize, co: usize, taps: usize) -> Vec<f32> {
