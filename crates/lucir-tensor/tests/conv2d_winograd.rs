@@ -4,8 +4,8 @@
 //! fused input map and gradient addition (bit for bit as the unfused operations), and random
 //! shapes, against the f64 reference with the bound [`TOL`].
 //!
-//! On a CPU without AVX-512 the setting has no effect and these check the gemm path (and say
-//! so).
+//! On a CPU without AVX-512 the setting has no effect and these check what runs there (and say
+//! so): the AVX2 direct kernels where the CPU has AVX2, else the gemm path.
 
 mod common;
 #[macro_use]
