@@ -28,6 +28,7 @@ use super::weight_grad::unpack_sums;
 use super::{checked_bwd, pack, AlignedPlanes, Map};
 use crate::conv2d::gemm_path::flip_kernel;
 use crate::conv2d::InputGrad;
+use crate::simd::affine;
 use crate::tensor::filled_vec;
 use crate::Avx2Fma;
 
@@ -116,9 +117,9 @@ impl Planes {
     }
 
     /// Copies H×W planes from `src` into the interiors of the bordered planes of `dst`, each
-    /// through `map` (plane p is channel p) when one is given: `x·scale + shift` (two
-    /// roundings), then `max(·, 0)` (0 for NaN and −0) if `relu`, the AVX-512 fill's bits. The
-    /// borders keep their zeros.
+    /// through `map` (plane p is channel p) when one is given: the batch norm's own
+    /// `simd::affine` (`x·scale + shift`, two roundings, then `max(·, 0)`, 0 for NaN and −0, if
+    /// `relu`), the AVX-512 fill's bits. The borders keep their zeros.
     fn fill(&self, src: &[f32], dst: &mut AlignedPlanes, map: Option<Map<'_>>) {
         let hw = self.h * self.w;
         let planes = src.len() / hw.max(1);
@@ -132,11 +133,11 @@ impl Planes {
                 match map {
                     None => to.copy_from_slice(row),
                     Some(m) => {
-                        let (s, t) = (m.scale[p], m.shift[p]);
-                        for (d, &x) in to.iter_mut().zip(row) {
-                            let v = x * s + t;
-                            *d = if !m.relu || v > 0.0 { v } else { 0.0 };
-                        }
+                        // SAFETY: `MaybeUninit<f32>` has the layout of `f32`, and `affine`
+                        // writes an initialised float into every element, so `to` is still a
+                        // valid `[f32]` afterwards.
+                        let out = unsafe { &mut *(to as *mut [f32] as *mut [MaybeUninit<f32>]) };
+                        affine(row, out, m.scale[p], m.shift[p], m.relu);
                     }
                 }
             }
