@@ -8,8 +8,8 @@
 //! fused gradient addition included.
 //!
 //! On a CPU with AVX-512 these run the direct kernels (the checks live in `conv_cases`, shared
-//! with `conv2d_winograd.rs`); on one with AVX2 and FMA only, the AVX2 direct kernels for the
-//! 3×3 stride-1 layers and the gemm path for the rest (and say so). Elsewhere the comparisons
+//! with `conv2d_winograd.rs`); on one with AVX2 and FMA only, the AVX2 direct kernels (and
+//! say so). Elsewhere the comparisons
 //! with the reference check the gemm path instead (and say so), and the tests whose two sides
 //! would both be the gemm path print that they are skipped.
 

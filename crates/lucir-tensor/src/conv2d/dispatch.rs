@@ -11,8 +11,8 @@ use crate::{Avx2Fma, Avx512, Avx512Bf16, ChannelMap, Float, Result, Tensor};
 static AVX2_ONLY: AtomicBool = AtomicBool::new(false);
 
 /// For tests on a CPU with AVX-512: from now on, for the whole process, the convolutions run
-/// as where AVX-512 is missing — the 3×3 stride-1 layers on the AVX2 kernels, the rest on the
-/// gemm path — so that the AVX2 kernels can be compared with the AVX-512 ones on one machine.
+/// as where AVX-512 is missing — the layers the direct kernels take on the AVX2 ones, Winograd
+/// and bf16 off — so that the AVX2 kernels can be compared with the AVX-512 ones on one machine.
 /// Nothing else changes (the slice loops keep their version, and [`crate::kernel_path`] its
 /// name).
 #[doc(hidden)]
@@ -43,8 +43,8 @@ impl Dims {
     /// Whether the f32 direct kernels run this convolution on this CPU, and then on which:
     /// they take its shape (3×3 with stride 1 and padding 1, or 3×3 / 1×1 with stride 2 and
     /// padding 1 / 0), it is not empty, and an input map (`mapped`) comes with stride 1; the
-    /// AVX-512 kernels run all of these where the CPU has AVX-512 ([`Avx512::detect`]), the
-    /// AVX2 ones the 3×3 stride-1 layers where it has AVX2 and FMA ([`Avx2Fma::detect`]).
+    /// AVX-512 kernels run them where the CPU has AVX-512 ([`Avx512::detect`]), else the AVX2
+    /// ones where it has AVX2 and FMA ([`Avx2Fma::detect`]).
     fn runs_direct(&self, mapped: bool) -> Option<Direct> {
         let takes = direct::fits(self.kh, self.kw, self.stride, self.pad)
             && !self.empty()
@@ -57,8 +57,7 @@ impl Dims {
                 return Some(Direct::Avx512(cpu));
             }
         }
-        let stride_1 = self.stride == 1 && self.kh == 3;
-        stride_1.then(Avx2Fma::detect).flatten().map(Direct::Avx2)
+        Avx2Fma::detect().map(Direct::Avx2)
     }
 
     /// Whether the Winograd kernels run this convolution (one the direct kernels run) rather
@@ -138,7 +137,7 @@ pub(super) fn direct_forward<T: Float>(
         return Ok(None);
     };
     let y = match cpu {
-        Direct::Avx2(cpu) => direct::avx2_forward(cpu, xs, ws, d.winograd_shape(), map),
+        Direct::Avx2(cpu) => direct::avx2_forward(cpu, xs, ws, d.direct_shape(), map),
         Direct::Avx512(cpu) => {
             if let Some(b) = d.runs_bf16() {
                 direct::bf16_forward(b, xs, ws, d.winograd_shape(), map)
@@ -186,7 +185,7 @@ pub(super) fn direct_backward<T: Float>(
     };
     let (dx, dw) = match cpu {
         Direct::Avx2(cpu) => {
-            let shape = d.winograd_shape();
+            let shape = d.direct_shape();
             direct::avx2_backward(cpu, [xs, ws, dys], shape, map, (dx, want_dw))
         }
         Direct::Avx512(cpu) => avx512_backward(cpu, d, [xs, ws, dys], map, (dx, want_dw)),

@@ -16,8 +16,8 @@ use lucir_tensor::{
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-/// Whether the direct kernels run on this CPU (all of them with AVX-512; the 3×3 stride-1
-/// ones, on their AVX2 version, with AVX2 and FMA, which the note says); if not, prints what
+/// Whether the direct kernels run on this CPU (with AVX-512; or their AVX2 version, with AVX2
+/// and FMA, which the note says); if not, prints what
 /// `test` does instead: `skipped: …` when it would compare the gemm path with itself
 /// (`gemm_only`), a note that the gemm path is checked when it compares with the reference.
 pub fn direct_kernels_run(test: &str, gemm_only: bool) -> bool {
@@ -25,7 +25,7 @@ pub fn direct_kernels_run(test: &str, gemm_only: bool) -> bool {
         return true;
     }
     if Avx2Fma::detect().is_some() {
-        eprintln!("{test}: no AVX-512: the AVX2 kernels take the 3×3 stride-1 layers, the gemm path the rest");
+        eprintln!("{test}: no AVX-512: checks the AVX2 direct kernels");
         return true;
     }
     if gemm_only {

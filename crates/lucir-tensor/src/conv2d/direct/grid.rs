@@ -122,14 +122,18 @@ impl Grid {
         }
     }
 
+    /// Where the planes' elements sit.
+    pub(super) fn layout(&self) -> PlaneLayout {
+        PlaneLayout {
+            lead: self.lead,
+            wp: self.wp,
+            plane: self.plane,
+        }
+    }
+
     /// The nine taps of a 3×3 kernel on these planes as bordered planes, one per channel.
     pub(super) fn taps3x3(&self) -> Taps {
-        Taps {
-            stride: self.plane,
-            offs: (0..9)
-                .map(|t| self.lead + t / 3 * self.wp + t % 3)
-                .collect(),
-        }
+        Taps::same3x3(self.layout())
     }
 
     /// A zeroed buffer for `planes` bordered planes.
@@ -219,12 +223,38 @@ impl<'a> Ahead<'a> {
     }
 }
 
+/// Where a plane's elements sit, whatever the vector width of the kernels that read it: the
+/// floats before the plane in its stride (`lead`), its row length (`wp`) and the floats from
+/// one plane to the next (`plane`).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PlaneLayout {
+    pub(super) lead: usize,
+    pub(super) wp: usize,
+    pub(super) plane: usize,
+}
+
 /// Where a kernel's taps read: input channel `c`'s planes start `c·stride` floats into an
 /// image's buffer, and tap `t` of output position `q` reads the float `q + offs[t]` from there.
 #[derive(Clone, Debug)]
 pub(super) struct Taps {
     pub(super) stride: usize,
     pub(super) offs: Vec<usize>,
+}
+
+impl Taps {
+    /// The nine taps of a 3×3 kernel on bordered planes laid out as `l`, one per channel.
+    pub(super) fn same3x3(l: PlaneLayout) -> Self {
+        Taps {
+            stride: l.plane,
+            offs: (0..9).map(|t| l.lead + t / 3 * l.wp + t % 3).collect(),
+        }
+    }
+
+    /// Whether these are [`Taps::same3x3`]'s pattern on rows of `wp`: then two neighbouring
+    /// positions share their middle columns of `x`, which the weight gradients slide over.
+    pub(super) fn is_3x3_same(&self, wp: usize) -> bool {
+        self.offs.len() == 9 && (0..9).all(|t| self.offs[t] == self.offs[0] + t / 3 * wp + t % 3)
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

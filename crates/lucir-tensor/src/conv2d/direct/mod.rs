@@ -34,8 +34,9 @@
 //! reached on a CPU without AVX-512F: the `unsafe` blocks that run AVX-512 code rely on the
 //! token at hand, not on a check made by some caller.
 //!
-//! On CPUs with AVX2 and FMA but without AVX-512, `avx2` runs the 3×3 stride-1 layers with
-//! 8-lane vectors, in the same order, so with the same bits.
+//! On CPUs with AVX2 and FMA but without AVX-512, `avx2` runs the same layers (3×3 stride 1,
+//! and the stride-2 ones on phase planes) with 8-lane vectors, in the same order, so with the
+//! same bits.
 //!
 //! The reference is [`super::conv2d_ref`] / [`super::conv2d_bwd_ref`]; the gemm path stays for
 //! every other shape, for f64 and for CPUs without AVX2.
@@ -47,7 +48,7 @@ use rayon::prelude::*;
 
 use super::{chunk_slices, sum_in_order, InputGrad};
 use crate::tensor::filled_vec;
-use crate::Avx512;
+use crate::{Avx2Fma, Avx512};
 
 mod avx2;
 mod bf16;
@@ -55,7 +56,6 @@ mod grid;
 mod strided;
 mod weight_grad;
 
-pub(super) use avx2::{backward as avx2_backward, forward as avx2_forward};
 pub(super) use bf16::{backward as bf16_backward, forward as bf16_forward};
 use grid::{Ahead, Grid, Taps};
 pub(super) use grid::{AlignedPlanes, Map};
@@ -91,6 +91,40 @@ pub(super) fn forward(
     }
     assert!(map.is_none(), "direct kernel: no input map with stride 2");
     strided::forward(cpu, x, w, shape.into())
+}
+
+/// [`forward`] on the AVX2 kernels (CPUs without AVX-512): the same shapes, the same bits.
+pub(super) fn avx2_forward(
+    cpu: Avx2Fma,
+    x: &[f32],
+    w: &[f32],
+    shape: Shape,
+    map: Option<Map<'_>>,
+) -> Vec<f32> {
+    let [n, ci, co, h, wd, k, stride] = shape;
+    if stride == 1 {
+        assert_eq!(k, 3, "direct kernel: stride 1 takes 3×3 kernels");
+        return avx2::forward(cpu, x, w, [n, ci, co, h, wd], map);
+    }
+    assert!(map.is_none(), "direct kernel: no input map with stride 2");
+    avx2::strided_forward(cpu, x, w, shape.into())
+}
+
+/// [`backward`] on the AVX2 kernels (CPUs without AVX-512): the same shapes, the same bits.
+pub(super) fn avx2_backward(
+    cpu: Avx2Fma,
+    [x, w, dy]: [&[f32]; 3],
+    shape: Shape,
+    map: Option<Map<'_>>,
+    grads: (InputGrad<'_, [f32]>, bool),
+) -> (Option<Vec<f32>>, Vec<f32>) {
+    let [n, ci, co, h, wd, k, stride] = shape;
+    if stride == 1 {
+        assert_eq!(k, 3, "direct kernel: stride 1 takes 3×3 kernels");
+        return avx2::backward(cpu, [x, w, dy], [n, ci, co, h, wd], map, grads);
+    }
+    assert!(map.is_none(), "direct kernel: no input map with stride 2");
+    avx2::strided_backward(cpu, [x, w, dy], shape.into(), grads)
 }
 
 impl InputGrad<'_, [f32]> {

@@ -17,6 +17,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::grid::PlaneLayout;
 use super::{Ahead, Forward, Grid, Taps, WeightGrad};
 use crate::conv2d::InputGrad;
 use crate::tensor::filled_vec;
@@ -34,9 +35,9 @@ fn phase_of(k: usize, pad: usize) -> (usize, isize) {
 }
 
 impl Taps {
-    /// The k×k taps (k = 1 or 3, padding (k − 1)/2) of a stride-2 convolution on the phase
-    /// planes of `g`: four planes per input channel, phase (a, b) the `2a + b`-th.
-    fn phases(g: &Grid, k: usize) -> Self {
+    /// The k×k taps (k = 1 or 3, padding (k − 1)/2) of a stride-2 convolution on phase planes
+    /// laid out as `g`: four planes per input channel, phase (a, b) the `2a + b`-th.
+    pub(super) fn phases(g: PlaneLayout, k: usize) -> Self {
         let pad = (k - 1) / 2;
         let offs = (0..k * k)
             .map(|t| {
@@ -53,15 +54,15 @@ impl Taps {
     }
 }
 
-/// The input gradient of phase (a, b) as a forward convolution of the bordered `dy` (grid
-/// `g`, Co channels) into Ci channels: its taps and weights (Ci × Co × taps, from `w`
-/// Co × Ci × k × k).
-fn dx_phase<'a>(
-    g: &'a Grid,
+/// The input gradient of phase (a, b) as a forward convolution of the bordered `dy` (planes
+/// laid out as `g`, Co channels) into Ci channels: its taps and weights (Ci × Co × taps, from
+/// `w` Co × Ci × k × k).
+pub(super) fn dx_phase(
+    g: PlaneLayout,
     w: &[f32],
     [ci, co, k]: [usize; 3],
     (a, b): (usize, usize),
-) -> Forward<'a> {
+) -> (Taps, Vec<f32>) {
     let pad = (k - 1) / 2;
     let mut offs = Vec::new();
     let mut kernel_taps = Vec::new();
@@ -84,18 +85,23 @@ fn dx_phase<'a>(
         stride: g.plane,
         offs,
     };
-    Forward::new(g, taps, wab.into(), co, ci)
+    (taps, wab)
+}
+
+/// The four phases' input-gradient convolutions (see [`dx_phase`]) in phase order.
+pub(super) fn dx_phases(g: PlaneLayout, w: &[f32], dims: [usize; 3]) -> [(Taps, Vec<f32>); 4] {
+    [(0, 0), (0, 1), (1, 0), (1, 1)].map(|ab| dx_phase(g, w, dims, ab))
 }
 
 /// Sizes of a stride-2 convolution: N images, Ci → Co channels, H×W inputs, k×k kernel.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct StridedShape {
-    n: usize,
-    ci: usize,
-    co: usize,
-    h: usize,
-    w: usize,
-    k: usize,
+    pub(super) n: usize,
+    pub(super) ci: usize,
+    pub(super) co: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
+    pub(super) k: usize,
 }
 
 impl From<super::Shape> for StridedShape {
@@ -106,17 +112,17 @@ impl From<super::Shape> for StridedShape {
 
 impl StridedShape {
     /// Output rows and columns, ⌈H/2⌉ × ⌈W/2⌉ for both kernels.
-    fn out(&self) -> (usize, usize) {
+    pub(super) fn out(&self) -> (usize, usize) {
         (self.h.div_ceil(2), self.w.div_ceil(2))
     }
-    fn in_len(&self) -> usize {
+    pub(super) fn in_len(&self) -> usize {
         self.ci * self.h * self.w
     }
-    fn out_len(&self) -> usize {
+    pub(super) fn out_len(&self) -> usize {
         let (ho, wo) = self.out();
         self.co * ho * wo
     }
-    fn check(&self, x: &[f32], w: &[f32]) {
+    pub(super) fn check(&self, x: &[f32], w: &[f32]) {
         assert_eq!(
             x.len(),
             self.n * self.in_len(),
@@ -160,7 +166,13 @@ pub(super) fn forward(cpu: Avx512, x: &[f32], w: &[f32], s: StridedShape) -> Vec
     }
     let (ho, wo) = s.out();
     let grid = Grid::phases(cpu, ho, wo);
-    let fwd = Forward::new(&grid, Taps::phases(&grid, s.k), w.into(), s.ci, s.co);
+    let fwd = Forward::new(
+        &grid,
+        Taps::phases(grid.layout(), s.k),
+        w.into(),
+        s.ci,
+        s.co,
+    );
     let fill = |y: &mut [MaybeUninit<f32>]| {
         y.par_chunks_mut(out_len)
             .zip(x.par_chunks(in_len))
@@ -205,11 +217,9 @@ pub(super) fn backward(
     }
     let (ho, wo) = s.out();
     let (xg, dg) = (Grid::phases(cpu, ho, wo), Grid::same(cpu, ho, wo));
-    let xtaps = Taps::phases(&xg, s.k);
-    let phases: Vec<Forward> = [(0, 0), (0, 1), (1, 0), (1, 1)]
-        .into_iter()
-        .map(|ab| dx_phase(&dg, w, [s.ci, s.co, s.k], ab))
-        .collect();
+    let xtaps = Taps::phases(xg.layout(), s.k);
+    let phases = dx_phases(dg.layout(), w, [s.ci, s.co, s.k])
+        .map(|(taps, wab)| Forward::new(&dg, taps, wab.into(), s.co, s.ci));
     let phase_len = s.ci * ho * wo;
     let chunk = |dxc: &mut [MaybeUninit<f32>], [xc, dyc]: [&[f32]; 2], add: bool| {
         let mut wg = WeightGrad::new(&xg, &xtaps, s.ci, s.co);
@@ -259,6 +269,74 @@ fn interleave(cpu: Avx512, tmp: &[f32], dx: &mut [MaybeUninit<f32>], s: StridedS
     {
         let _ = (cpu, tmp, dx, add);
         unreachable!("no `Avx512` token exists off x86-64");
+    }
+}
+
+/// `StridedShape::fill_phases` with plain loops, for planes laid out as `g` (any vector
+/// width): row y of plane p goes to phase planes 4p + 2(y mod 2) + b, row y/2 + 1, its even
+/// (b = 0) and odd (b = 1) columns from column 1 on; unless `all`, only the even rows' even
+/// columns. A copy: the AVX-512 version's result, element for element.
+///
+/// # Panics
+/// If `src` does not hold `planes` H×W planes or `dst` 4·`planes` phase planes.
+pub(super) fn fill_phases_plain(
+    g: PlaneLayout,
+    src: &[f32],
+    dst: &mut [f32],
+    planes: usize,
+    (h, w): (usize, usize),
+    all: bool,
+) {
+    let wo = w.div_ceil(2);
+    assert!(src.len() == planes * h * w && dst.len() >= 4 * planes * g.plane);
+    assert!(g.wp > wo && g.lead + (h.div_ceil(2) + 1) * g.wp <= g.plane);
+    for p in 0..planes {
+        for y in (0..h).step_by(if all { 1 } else { 2 }) {
+            let from = &src[(p * h + y) * w..][..w];
+            let row = g.lead + (y / 2 + 1) * g.wp + 1;
+            for b in 0..if all { 2 } else { 1 } {
+                let to = &mut dst[(4 * p + 2 * (y % 2) + b) * g.plane + row..][..wo];
+                for (t, &v) in to.iter_mut().zip(from.iter().skip(b).step_by(2)) {
+                    *t = v;
+                }
+            }
+        }
+    }
+}
+
+/// `interleave` with plain loops (any CPU): `dx[c, 2r + a, 2q + b] = phase(a, b)[c, r, q]`,
+/// with `add` `dx[…] + phase(a, b)[…]`, one rounding, as the AVX-512 version.
+///
+/// # Safety
+/// With `add`, `dx` is initialised.
+///
+/// # Panics
+/// If `tmp` does not hold 4·Ci planes of ⌈H/2⌉×⌈W/2⌉ or `dx` Ci H×W planes.
+pub(super) unsafe fn interleave_plain(
+    tmp: &[f32],
+    dx: &mut [MaybeUninit<f32>],
+    ci: usize,
+    (h, w): (usize, usize),
+    add: bool,
+) {
+    let (ho, wo) = (h.div_ceil(2), w.div_ceil(2));
+    let phase = ci * ho * wo;
+    assert!(tmp.len() == 4 * phase && dx.len() == ci * h * w);
+    for c in 0..ci {
+        for y in 0..h {
+            let to = &mut dx[(c * h + y) * w..][..w];
+            for (x, d) in to.iter_mut().enumerate() {
+                let v = tmp[(2 * (y % 2) + x % 2) * phase + (c * ho + y / 2) * wo + x / 2];
+                let v = if add {
+                    // SAFETY: when adding, `dx` is initialised (this function's contract).
+                    let old = unsafe { d.assume_init() };
+                    old + v
+                } else {
+                    v
+                };
+                d.write(v);
+            }
+        }
     }
 }
 

@@ -39,8 +39,7 @@ impl<'a> WeightGrad<'a> {
             co16,
             dyt: AlignedPlanes::zeroed(grid.h * grid.w * co16),
             acc: AlignedPlanes::zeroed(ci * taps.offs.len() * co16),
-            slide: taps.offs.len() == 9
-                && (0..9).all(|t| taps.offs[t] == taps.offs[0] + t / 3 * grid.wp + t % 3),
+            slide: taps.is_3x3_same(grid.wp),
         }
     }
 
