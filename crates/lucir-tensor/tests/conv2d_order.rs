@@ -13,23 +13,17 @@
 //! AVX-512 repeat one made with it. One test: the forcing is a process setting.
 
 mod common;
+mod conv_order;
 
 use common::{rng, uniform};
+use conv_order::{at, bits, on_each_version};
 use lucir_tensor::{
     conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_weight, conv2d_mapped, conv2d_mapped_bwd,
-    force_avx2_convolutions, reduction_chunks, Avx2Fma, Avx512, ChannelMap, Conv2dGeometry, Tensor,
+    reduction_chunks, ChannelMap, Conv2dGeometry, Tensor,
 };
 
 /// N, Ci, Co, H, W.
 type Shape = [usize; 5];
-
-/// Element (c, r, col) of image `i` of an N×C×H×W buffer, 0 outside the image (the border).
-fn at(v: &[f32], [c_n, h, w]: [usize; 3], i: usize, c: usize, r: isize, col: isize) -> f32 {
-    if r < 0 || col < 0 || r as usize >= h || col as usize >= w {
-        return 0.0;
-    }
-    v[((i * c_n + c) * h + r as usize) * w + col as usize]
-}
 
 /// A 3×3 "same" convolution of `x` (N × `from` channels) with `wt(o, c, tap)` into `to`
 /// channels, each output one chain over (c, tap).
@@ -121,10 +115,6 @@ fn chain_map(x: &[f32], map: &ChannelMap<f32>, [_, ci, _, h, w]: Shape) -> Vec<f
             }
         })
         .collect()
-}
-
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|f| f.to_bits()).collect()
 }
 
 /// Every checked pass of one shape against the model; `kernels` names the version in messages.
@@ -238,17 +228,5 @@ fn check_all(kernels: &str) {
 
 #[test]
 fn direct_kernels_sum_in_the_modelled_order() {
-    if Avx512::detect().is_some() {
-        check_all("AVX-512 kernels");
-        if Avx2Fma::detect().is_some() {
-            force_avx2_convolutions(true);
-            check_all("AVX2 kernels");
-            force_avx2_convolutions(false);
-        }
-    } else if Avx2Fma::detect().is_some() {
-        eprintln!("no AVX-512: checks the AVX2 kernels only");
-        check_all("AVX2 kernels");
-    } else {
-        eprintln!("skipped: direct_kernels_sum_in_the_modelled_order: no AVX2 nor AVX-512, so no direct kernels");
-    }
+    on_each_version("direct_kernels_sum_in_the_modelled_order", check_all);
 }

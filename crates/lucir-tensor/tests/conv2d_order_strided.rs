@@ -12,23 +12,16 @@
 //! has only AVX2. One test: the forcing is a process setting.
 
 mod common;
+mod conv_order;
 
 use common::{rng, uniform};
+use conv_order::{at, bits, on_each_version};
 use lucir_tensor::{
-    conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_weight, force_avx2_convolutions,
-    reduction_chunks, Avx2Fma, Avx512, Conv2dGeometry, Tensor,
+    conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_weight, reduction_chunks, Conv2dGeometry, Tensor,
 };
 
 /// N, Ci, Co, H, W (input), k.
 type Shape = [usize; 6];
-
-/// Element (c, r, col) of image `i` of an N×C×H×W buffer, 0 outside the image (the border).
-fn at(v: &[f32], [c_n, h, w]: [usize; 3], i: usize, c: usize, r: isize, col: isize) -> f32 {
-    if r < 0 || col < 0 || r as usize >= h || col as usize >= w {
-        return 0.0;
-    }
-    v[((i * c_n + c) * h + r as usize) * w + col as usize]
-}
 
 /// Output rows and columns of a stride-2 layer on H×W inputs.
 fn out(h: usize, w: usize) -> (usize, usize) {
@@ -131,10 +124,6 @@ fn weight_grad_model(x: &[f32], dy: &[f32], [n, ci, co, h, w, k]: Shape) -> Vec<
     total.unwrap_or_else(|| vec![0.0; co * ci * k * k])
 }
 
-fn bits(v: &[f32]) -> Vec<u32> {
-    v.iter().map(|f| f.to_bits()).collect()
-}
-
 /// Every checked pass of one shape against the model; `kernels` names the version in messages.
 fn check_shape(r: &mut rand_chacha::ChaCha8Rng, s: Shape, kernels: &str) {
     let [n, ci, co, h, w, k] = s;
@@ -223,17 +212,5 @@ fn check_all(kernels: &str) {
 
 #[test]
 fn stride2_kernels_sum_in_the_modelled_order() {
-    if Avx512::detect().is_some() {
-        check_all("AVX-512 kernels");
-        if Avx2Fma::detect().is_some() {
-            force_avx2_convolutions(true);
-            check_all("AVX2 kernels");
-            force_avx2_convolutions(false);
-        }
-    } else if Avx2Fma::detect().is_some() {
-        eprintln!("no AVX-512: checks the AVX2 kernels only");
-        check_all("AVX2 kernels");
-    } else {
-        eprintln!("skipped: stride2_kernels_sum_in_the_modelled_order: no AVX2 nor AVX-512, so no direct kernels");
-    }
+    on_each_version("stride2_kernels_sum_in_the_modelled_order", check_all);
 }

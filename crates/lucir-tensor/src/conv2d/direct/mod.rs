@@ -84,13 +84,32 @@ pub(super) fn forward(
     shape: Shape,
     map: Option<Map<'_>>,
 ) -> Vec<f32> {
+    by_stride(
+        shape,
+        map.is_some(),
+        (),
+        |s, ()| conv3x3(cpu, x, w, s, map),
+        |s, ()| strided::forward(cpu, x, w, s),
+    )
+}
+
+/// Hands a convolution that [`fits`], and `arg`, to `one` (3×3 stride 1: N, Ci, Co, H, W) or
+/// `two` (the stride-2 kernels), after checking that a 3×3 kernel comes with stride 1 and an
+/// input map (`mapped`) with stride 1 only.
+fn by_stride<A, R>(
+    shape: Shape,
+    mapped: bool,
+    arg: A,
+    one: impl FnOnce([usize; 5], A) -> R,
+    two: impl FnOnce(strided::StridedShape, A) -> R,
+) -> R {
     let [n, ci, co, h, wd, k, stride] = shape;
     if stride == 1 {
         assert_eq!(k, 3, "direct kernel: stride 1 takes 3×3 kernels");
-        return conv3x3(cpu, x, w, [n, ci, co, h, wd], map);
+        return one([n, ci, co, h, wd], arg);
     }
-    assert!(map.is_none(), "direct kernel: no input map with stride 2");
-    strided::forward(cpu, x, w, shape.into())
+    assert!(!mapped, "direct kernel: no input map with stride 2");
+    two(shape.into(), arg)
 }
 
 /// [`forward`] on the AVX2 kernels (CPUs without AVX-512): the same shapes, the same bits.
@@ -101,13 +120,13 @@ pub(super) fn avx2_forward(
     shape: Shape,
     map: Option<Map<'_>>,
 ) -> Vec<f32> {
-    let [n, ci, co, h, wd, k, stride] = shape;
-    if stride == 1 {
-        assert_eq!(k, 3, "direct kernel: stride 1 takes 3×3 kernels");
-        return avx2::forward(cpu, x, w, [n, ci, co, h, wd], map);
-    }
-    assert!(map.is_none(), "direct kernel: no input map with stride 2");
-    avx2::strided_forward(cpu, x, w, shape.into())
+    by_stride(
+        shape,
+        map.is_some(),
+        (),
+        |s, ()| avx2::forward(cpu, x, w, s, map),
+        |s, ()| avx2::strided_forward(cpu, x, w, s),
+    )
 }
 
 /// [`backward`] on the AVX2 kernels (CPUs without AVX-512): the same shapes, the same bits.
@@ -118,13 +137,13 @@ pub(super) fn avx2_backward(
     map: Option<Map<'_>>,
     grads: (InputGrad<'_, [f32]>, bool),
 ) -> (Option<Vec<f32>>, Vec<f32>) {
-    let [n, ci, co, h, wd, k, stride] = shape;
-    if stride == 1 {
-        assert_eq!(k, 3, "direct kernel: stride 1 takes 3×3 kernels");
-        return avx2::backward(cpu, [x, w, dy], [n, ci, co, h, wd], map, grads);
-    }
-    assert!(map.is_none(), "direct kernel: no input map with stride 2");
-    avx2::strided_backward(cpu, [x, w, dy], shape.into(), grads)
+    by_stride(
+        shape,
+        map.is_some(),
+        grads,
+        |s, g| avx2::backward(cpu, [x, w, dy], s, map, g),
+        |s, g| avx2::strided_backward(cpu, [x, w, dy], s, g),
+    )
 }
 
 impl InputGrad<'_, [f32]> {
@@ -206,13 +225,13 @@ pub(super) fn backward(
     map: Option<Map<'_>>,
     (dx, want_dw): (InputGrad<'_, [f32]>, bool),
 ) -> (Option<Vec<f32>>, Vec<f32>) {
-    let [n, ci, co, h, wd, k, stride] = shape;
-    if stride == 1 {
-        assert_eq!(k, 3, "direct kernel: stride 1 takes 3×3 kernels");
-        return conv3x3_bwd(cpu, x, w, dy, [n, ci, co, h, wd], map, (dx, want_dw));
-    }
-    assert!(map.is_none(), "direct kernel: no input map with stride 2");
-    strided::backward(cpu, x, w, dy, shape.into(), (dx, want_dw))
+    by_stride(
+        shape,
+        map.is_some(),
+        (dx, want_dw),
+        |s, g| conv3x3_bwd(cpu, x, w, dy, s, map, g),
+        |s, g| strided::backward(cpu, x, w, dy, s, g),
+    )
 }
 
 /// Output channels per register tile.
