@@ -6,7 +6,8 @@ use crate::simd::{prefetch, Level};
 use crate::Avx512;
 
 /// Floats of zeros after each plane: the last vector of positions may run up to 17 floats past
-/// the bottom border row of a bordered plane (see [`Grid`]), less on phase planes.
+/// the bottom border row of a bordered plane with 16 lanes (see [`Grid`]), 9 with 8, less on
+/// phase planes.
 const SLACK: usize = 32;
 
 /// The planes an image is copied into and the vectors of output positions over them.
@@ -109,14 +110,14 @@ impl Grid {
             stores_tile(&stores, [h, w, wp, 16]),
             "the stores of a {h}×{w} grid (rows of {wp}) do not tile its outputs"
         );
-        let lead = (16 - (wp + 1) % 16) % 16;
+        let PlaneLayout { lead, wp, plane } = PlaneLayout::new(wp, rows);
         Self {
             cpu,
             h,
             w,
             wp,
             lead,
-            plane: (lead + rows * wp + SLACK).next_multiple_of(16),
+            plane,
             nvec,
             stores,
         }
@@ -231,6 +232,20 @@ pub(super) struct PlaneLayout {
     pub(super) lead: usize,
     pub(super) wp: usize,
     pub(super) plane: usize,
+}
+
+impl PlaneLayout {
+    /// Planes of `rows` rows of `wp` floats: `lead` puts position `wp + 1` of each (the centre
+    /// tap of output 0 on a bordered plane) on a 64-byte boundary, and `plane` is `lead` + the
+    /// rows + [`SLACK`], a multiple of 16.
+    pub(super) fn new(wp: usize, rows: usize) -> Self {
+        let lead = (16 - (wp + 1) % 16) % 16;
+        Self {
+            lead,
+            wp,
+            plane: (lead + rows * wp + SLACK).next_multiple_of(16),
+        }
+    }
 }
 
 /// Where a kernel's taps read: input channel `c`'s planes start `c·stride` floats into an

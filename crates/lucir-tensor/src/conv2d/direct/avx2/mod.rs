@@ -42,10 +42,6 @@ const NB: usize = 2;
 /// Vectors of [`L`] positions per forward tile.
 const V: usize = 6;
 
-/// Floats of zeros after each plane: the last vector of positions runs at most 9 floats past
-/// the bottom border row of a bordered plane, less on phase planes.
-const SLACK: usize = 32;
-
 mod strided;
 
 pub(in crate::conv2d) use strided::{backward as strided_backward, forward as strided_forward};
@@ -113,14 +109,14 @@ impl Planes {
                 Store { perm, low, at }
             })
             .collect();
-        let lead = (16 - (wp + 1) % 16) % 16;
+        let PlaneLayout { lead, wp, plane } = PlaneLayout::new(wp, rows);
         Self {
             cpu,
             h,
             w,
             wp,
             lead,
-            plane: (lead + rows * wp + SLACK).next_multiple_of(16),
+            plane,
             nvec: (h * wp).div_ceil(L),
             stores,
         }
