@@ -16,10 +16,9 @@ mod common;
 mod conv_order;
 
 use common::{rng, uniform};
-use conv_order::{at, bits, on_each_version};
+use conv_order::{at, bits, check_passes, on_each_version, Model};
 use lucir_tensor::{
-    conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_weight, conv2d_mapped, conv2d_mapped_bwd,
-    reduction_chunks, ChannelMap, Conv2dGeometry, Tensor,
+    conv2d_mapped, conv2d_mapped_bwd, reduction_chunks, ChannelMap, Conv2dGeometry, Tensor,
 };
 
 /// N, Ci, Co, H, W.
@@ -130,49 +129,16 @@ fn check_shape(r: &mut rand_chacha::ChaCha8Rng, s: Shape, kernels: &str) {
     let what = format!("{kernels}, {n}×{ci}×{h}×{w} → {co}");
 
     let fwd = |xv: &[f32]| chain_conv(xv, |o, c, t| ks[(o * ci + c) * 9 + t], s);
-    let dx_model = chain_conv(
-        dys,
-        |c, o, t| ks[(o * ci + c) * 9 + 8 - t],
-        [n, co, ci, h, w],
-    );
-    let dw_model = chain_weight_grad(xs, dys, s);
-
-    let y = conv2d(&x, &k, g).unwrap();
-    assert_eq!(bits(y.as_slice()), bits(&fwd(xs)), "forward {what}");
-    let (dx, dw) = conv2d_bwd(&x, &k, &dy, g).unwrap();
-    assert_eq!(
-        bits(dx.as_slice()),
-        bits(&dx_model),
-        "input gradient {what}"
-    );
-    assert_eq!(
-        bits(dw.as_slice()),
-        bits(&dw_model),
-        "weight gradient {what}"
-    );
-    let (sum, dw_add) = conv2d_bwd_add(&x, &k, &dy, g, old.clone()).unwrap();
-    let sum_model: Vec<f32> = old
-        .as_slice()
-        .iter()
-        .zip(&dx_model)
-        .map(|(a, b)| a + b)
-        .collect();
-    assert_eq!(
-        bits(sum.as_slice()),
-        bits(&sum_model),
-        "added input gradient {what}"
-    );
-    assert_eq!(
-        bits(dw_add.as_slice()),
-        bits(&dw_model),
-        "weight gradient (adding) {what}"
-    );
-    let dw_only = conv2d_bwd_weight(&x, &k, &dy, g).unwrap();
-    assert_eq!(
-        bits(dw_only.as_slice()),
-        bits(&dw_model),
-        "weight gradient alone {what}"
-    );
+    let model = Model {
+        y: fwd(xs),
+        dx: chain_conv(
+            dys,
+            |c, o, t| ks[(o * ci + c) * 9 + 8 - t],
+            [n, co, ci, h, w],
+        ),
+        dw: chain_weight_grad(xs, dys, s),
+    };
+    check_passes([&x, &k, &dy, &old], g, &model, &what);
 
     for relu in [false, true] {
         let map = ChannelMap {
@@ -190,7 +156,7 @@ fn check_shape(r: &mut rand_chacha::ChaCha8Rng, s: Shape, kernels: &str) {
         let (dm, dw) = conv2d_mapped_bwd(&x, &map, &k, &dy, g).unwrap();
         assert_eq!(
             bits(dm.as_slice()),
-            bits(&dx_model),
+            bits(&model.dx),
             "mapped input gradient {what}"
         );
         let dw_mapped = chain_weight_grad(&mapped, dys, s);

@@ -15,10 +15,8 @@ mod common;
 mod conv_order;
 
 use common::{rng, uniform};
-use conv_order::{at, bits, on_each_version};
-use lucir_tensor::{
-    conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_weight, reduction_chunks, Conv2dGeometry, Tensor,
-};
+use conv_order::{at, check_passes, on_each_version, Model};
+use lucir_tensor::{reduction_chunks, Conv2dGeometry, Tensor};
 
 /// N, Ci, Co, H, W (input), k.
 type Shape = [usize; 6];
@@ -139,49 +137,12 @@ fn check_shape(r: &mut rand_chacha::ChaCha8Rng, s: Shape, kernels: &str) {
     let old = f(uniform(r, &[n, ci, h, w], -1.0, 1.0));
     let (xs, ws, dys) = (x.as_slice(), wt.as_slice(), dy.as_slice());
     let what = format!("{kernels}, {n}×{ci}×{h}×{w} → {co}, {k}×{k}/2");
-    let dx_model = input_grad_model(dys, ws, s);
-    let dw_model = weight_grad_model(xs, dys, s);
-
-    let y = conv2d(&x, &wt, g).unwrap();
-    assert_eq!(
-        bits(y.as_slice()),
-        bits(&forward_model(xs, ws, s)),
-        "forward {what}"
-    );
-    let (dx, dw) = conv2d_bwd(&x, &wt, &dy, g).unwrap();
-    assert_eq!(
-        bits(dx.as_slice()),
-        bits(&dx_model),
-        "input gradient {what}"
-    );
-    assert_eq!(
-        bits(dw.as_slice()),
-        bits(&dw_model),
-        "weight gradient {what}"
-    );
-    let (sum, dw_add) = conv2d_bwd_add(&x, &wt, &dy, g, old.clone()).unwrap();
-    let sum_model: Vec<f32> = old
-        .as_slice()
-        .iter()
-        .zip(&dx_model)
-        .map(|(a, b)| a + b)
-        .collect();
-    assert_eq!(
-        bits(sum.as_slice()),
-        bits(&sum_model),
-        "added input gradient {what}"
-    );
-    assert_eq!(
-        bits(dw_add.as_slice()),
-        bits(&dw_model),
-        "weight gradient (adding) {what}"
-    );
-    let dw_only = conv2d_bwd_weight(&x, &wt, &dy, g).unwrap();
-    assert_eq!(
-        bits(dw_only.as_slice()),
-        bits(&dw_model),
-        "weight gradient alone {what}"
-    );
+    let model = Model {
+        y: forward_model(xs, ws, s),
+        dx: input_grad_model(dys, ws, s),
+        dw: weight_grad_model(xs, dys, s),
+    };
+    check_passes([&x, &wt, &dy, &old], g, &model, &what);
 }
 
 /// Each shape against the model, inputs drawn from one seed: the ResNets' downsampling layers
