@@ -97,6 +97,8 @@ pub(super) fn unpack_sums(acc: &[f32], co: usize, per: usize, co16: usize) -> Ve
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(in crate::conv2d::direct) use avx512::transpose16;
+#[cfg(target_arch = "x86_64")]
 pub(in crate::conv2d) use avx512::transpose_dy;
 
 #[cfg(target_arch = "x86_64")]
@@ -147,7 +149,7 @@ mod avx512 {
 
     /// Transposes the 16×16 matrix whose rows are `r` (row i, lane j → row j, lane i).
     #[target_feature(enable = "avx512f")]
-    fn transpose16(r: &mut [__m512; 16]) {
+    pub(in crate::conv2d::direct) fn transpose16(r: &mut [__m512; 16]) {
         // Rows (2i, 2i+1) interleaved by 32 bits within each 128-bit lane k.
         let t: [__m512; 16] = std::array::from_fn(|n| {
             let (a, b) = (r[n & !1], r[n | 1]);

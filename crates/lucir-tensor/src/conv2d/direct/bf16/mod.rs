@@ -226,7 +226,7 @@ mod avx512 {
     use std::arch::x86_64::*;
     use std::mem::MaybeUninit;
 
-    use super::super::avx512::store_tile;
+    use super::super::forward::store_tile;
     use super::super::grid::channel_map;
     use super::{Ahead, Grid, Map, PairForward, NB, V};
     use crate::Avx512Bf16;
