@@ -149,6 +149,7 @@ mod avx512 {
 
     /// Transposes the 16×16 matrix whose rows are `r` (row i, lane j → row j, lane i).
     #[target_feature(enable = "avx512f")]
+    #[inline]
     pub(in crate::conv2d::direct) fn transpose16(r: &mut [__m512; 16]) {
         // Rows (2i, 2i+1) interleaved by 32 bits within each 128-bit lane k.
         let t: [__m512; 16] = std::array::from_fn(|n| {
