@@ -55,6 +55,9 @@ pub(super) fn pack_lanes(w: &[f32], co: usize, per: usize) -> Vec<f32> {
     packed
 }
 
+#[cfg(target_arch = "x86_64")]
+pub(super) use avx512::store_rows;
+
 /// One image through the row tiles of `tile`, `lanes` the weights packed by [`pack_lanes`];
 /// with `add`, added to `y`; `ahead` prefetched meanwhile. The taps are nine (see
 /// [`RowTile::plan`]).
@@ -105,7 +108,7 @@ mod avx512 {
     use std::mem::MaybeUninit;
 
     use super::super::forward::Forward;
-    use super::super::grid::Ahead;
+    use super::super::grid::{Ahead, Grid};
     use super::super::weight_grad::transpose16;
 
     /// One image through the row tiles: every block of `16·OV` output channels, every row,
@@ -180,6 +183,29 @@ mod avx512 {
                 }
             }
         }
+        // SAFETY: this function's contract.
+        unsafe { store_rows::<P, OV, ADD>(g, &acc, [o, r, col], y) };
+    }
+
+    /// Stores a row tile's sums, `acc[p][j]` the 16 output channels `o + 16j..` at output
+    /// `col + p` of row `r`: each vector of channels transposed in registers into 16 rows of
+    /// `P` outputs and written (with `ADD`, added) to their NCHW places in `y`.
+    ///
+    /// # Safety
+    /// `y` holds at least `(o + 16·OV)·H·W` floats, initialised if `ADD`; row `r` and outputs
+    /// `col..col + P` are inside the grid's H×W outputs, `P` ≤ 16.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    pub(in crate::conv2d::direct) unsafe fn store_rows<
+        const P: usize,
+        const OV: usize,
+        const ADD: bool,
+    >(
+        g: &Grid,
+        acc: &[[__m512; OV]; P],
+        [o, r, col]: [usize; 3],
+        y: &mut [MaybeUninit<f32>],
+    ) {
         let hw = g.h * g.w;
         let keep = ((1u32 << P) - 1) as __mmask16;
         for j in 0..OV {

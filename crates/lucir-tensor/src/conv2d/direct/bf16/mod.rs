@@ -29,8 +29,10 @@ use super::{checked_bwd, Ahead, AlignedPlanes, Grid, Map, NB, V};
 use crate::tensor::filled_vec;
 use crate::Avx512Bf16;
 
+mod rows;
 mod weight_grad;
 
+use super::lanes::RowTile;
 use weight_grad::PairWeightGrad;
 
 /// Two f32 values rounded to bf16 (nearest, ties to even) in one 32-bit word, `lo` in the
@@ -72,6 +74,8 @@ struct PairForward<'a> {
     packed: Vec<u32>,
     pairs: usize,
     co: usize,
+    /// The row tiles and their weights when [`RowTile::plan`] takes this shape.
+    rows: Option<(RowTile, Vec<u32>)>,
 }
 
 impl<'a> PairForward<'a> {
@@ -83,18 +87,25 @@ impl<'a> PairForward<'a> {
             .offs
             .try_into()
             .expect("a 3×3 kernel has nine taps");
+        let rows = RowTile::plan(grid, co, 9).map(|t| (t, rows::pack_pair_lanes(w, ci, co)));
         Self {
             cpu,
             grid,
             offs,
-            packed: pack(w, ci, co),
+            packed: if rows.is_some() {
+                Vec::new()
+            } else {
+                pack(w, ci, co)
+            },
             pairs: ci.div_ceil(2),
             co,
+            rows,
         }
     }
 
     /// One image, as the parent's `Forward::image`: `src` its pair planes, `y` its `co·H·W`
-    /// outputs, every one written (with `add`, added to the initialised value there).
+    /// outputs, every one written (with `add`, added to the initialised value there); on
+    /// small images by the row tiles (`rows`).
     fn image(&self, src: &AlignedPlanes, y: &mut [MaybeUninit<f32>], add: bool, ahead: Ahead) {
         let g = self.grid;
         let src = src.get();
@@ -107,6 +118,9 @@ impl<'a> PairForward<'a> {
         // SAFETY: the `Avx512Bf16` token proves the CPU has the instructions; the lengths were
         // just checked.
         unsafe {
+            if let Some((tile, lanes)) = &self.rows {
+                return rows::forward_rows(self, *tile, lanes, src, y, (add, ahead));
+            }
             match add {
                 false => avx512::forward_image::<false>(self.cpu, self, src, y, ahead),
                 true => avx512::forward_image::<true>(self.cpu, self, src, y, ahead),

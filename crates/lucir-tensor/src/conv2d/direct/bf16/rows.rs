@@ -1,0 +1,148 @@
+//! The row tiles of `super::super::lanes` with bf16 products: one row's outputs × 32 (or 16)
+//! output channels in the lanes, on the pair planes. Per channel pair and tap, the packed
+//! weights hold the two channels' bf16 weights of 16 output channels in one vector, and each
+//! output's pair value, broadcast, meets it in one `vdpbf16ps`. Each output sums the same
+//! pair products in the same order (channel pair, ky, kx) as the parent's position tiles, so
+//! the bits are the same.
+
+use std::mem::MaybeUninit;
+
+use super::{pair, PairForward};
+use crate::conv2d::direct::grid::Ahead;
+use crate::conv2d::direct::lanes::RowTile;
+
+/// `w` (Co × Ci × 9) as rows of Co pairs: entry `(p·9 + t)·co + o` holds
+/// `(w[o, 2p, t], w[o, 2p + 1, t])` rounded to bf16 (a missing channel 2p + 1 is zero).
+pub(super) fn pack_pair_lanes(w: &[f32], ci: usize, co: usize) -> Vec<u32> {
+    let at = |o: usize, c: usize, t: usize| if c < ci { w[(o * ci + c) * 9 + t] } else { 0.0 };
+    let mut packed = Vec::with_capacity(ci.div_ceil(2) * 9 * co);
+    for p in 0..ci.div_ceil(2) {
+        for t in 0..9 {
+            packed.extend((0..co).map(|o| pair(at(o, 2 * p, t), at(o, 2 * p + 1, t))));
+        }
+    }
+    packed
+}
+
+/// One image through the row tiles of `tile` (see `super::super::lanes::forward_rows`),
+/// `lanes` the weights packed by [`pack_pair_lanes`].
+///
+/// # Safety
+/// As `PairForward::image` checks before calling it: `src` holds `f.pairs` pair planes, so
+/// that every tap of every real output reads inside it, and `y` at least `f.co·H·W` floats,
+/// initialised if `add`; `tile` is [`RowTile::plan`]'s for `f`.
+#[cfg(target_arch = "x86_64")]
+pub(super) unsafe fn forward_rows(
+    f: &PairForward<'_>,
+    tile: RowTile,
+    lanes: &[u32],
+    src: &[f32],
+    y: &mut [MaybeUninit<f32>],
+    (add, ahead): (bool, Ahead),
+) {
+    assert_eq!(
+        lanes.len(),
+        f.pairs * 9 * f.co,
+        "bf16 row tiles: weight length"
+    );
+    macro_rules! rows {
+        ($p:literal, $ov:literal) => {
+            // SAFETY: this function's contract; `plan` chose P dividing W and 16·OV dividing Co.
+            unsafe {
+                match add {
+                    false => avx512::rows_image::<$p, $ov, false>(f, lanes, src, y, ahead),
+                    true => avx512::rows_image::<$p, $ov, true>(f, lanes, src, y, ahead),
+                }
+            }
+        };
+    }
+    match (tile.p, tile.ov) {
+        (7, 2) => rows!(7, 2),
+        (7, 1) => rows!(7, 1),
+        (8, 2) => rows!(8, 2),
+        (8, 1) => rows!(8, 1),
+        (14, 2) => rows!(14, 2),
+        (14, 1) => rows!(14, 1),
+        t => unreachable!("no row tile {t:?}"),
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    use super::super::avx512::dot2;
+    use super::PairForward;
+    use crate::conv2d::direct::grid::Ahead;
+    use crate::conv2d::direct::lanes::store_rows;
+
+    /// One image through the row tiles: every block of `16·OV` output channels, every row,
+    /// every run of `P` outputs; a share of `ahead` prefetched per tile. `f.cpu` is the proof
+    /// of the instructions.
+    ///
+    /// # Safety
+    /// As [`super::forward_rows`], with Co a multiple of `16·OV` and W of `P` (`P` ≤ 16).
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
+    pub(super) unsafe fn rows_image<const P: usize, const OV: usize, const ADD: bool>(
+        f: &PairForward<'_>,
+        lanes: &[u32],
+        src: &[f32],
+        y: &mut [MaybeUninit<f32>],
+        ahead: Ahead,
+    ) {
+        let g = f.grid;
+        let (per_row, blocks) = (g.w / P, f.co / (16 * OV));
+        let tiles = blocks * g.h * per_row;
+        for ob in 0..blocks {
+            for r in 0..g.h {
+                for s in 0..per_row {
+                    ahead.share((ob * g.h + r) * per_row + s, tiles);
+                    // SAFETY: this function's contract; the block and run are inside Co and
+                    // row r.
+                    unsafe { row_tile::<P, OV, ADD>(f, lanes, src, [ob, r, s * P], y) };
+                }
+            }
+        }
+    }
+
+    /// Output channels `16·OV·ob..` × outputs `col..col + P` of row `r`.
+    ///
+    /// # Safety
+    /// As [`rows_image`], with the block, row and run inside the output.
+    #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
+    #[inline]
+    unsafe fn row_tile<const P: usize, const OV: usize, const ADD: bool>(
+        f: &PairForward<'_>,
+        lanes: &[u32],
+        src: &[f32],
+        [ob, r, col]: [usize; 3],
+        y: &mut [MaybeUninit<f32>],
+    ) {
+        let g = f.grid;
+        let o = 16 * OV * ob;
+        let mut acc = [[_mm512_setzero_ps(); OV]; P];
+        let base = src.as_ptr().cast::<i32>().wrapping_add(r * g.wp + col);
+        let wl = lanes.as_ptr().wrapping_add(o);
+        for p in 0..f.pairs {
+            let chan = base.wrapping_add(p * g.plane);
+            for (t, &off) in f.offs.iter().enumerate() {
+                let at = chan.wrapping_add(off);
+                let wrow = wl.wrapping_add((p * 9 + t) * f.co);
+                let wv: [__m512i; OV] = std::array::from_fn(|j| {
+                    // SAFETY: channels o + 16j..o + 16j + 16 ≤ Co of row (p, t) of `lanes`.
+                    unsafe { _mm512_loadu_epi32(wrow.wrapping_add(16 * j).cast()) }
+                });
+                for (q, accq) in acc.iter_mut().enumerate() {
+                    // SAFETY: output (r, col + q) is real, so its tap reads inside `src`.
+                    let x = _mm512_set1_epi32(unsafe { *at.add(q) });
+                    for j in 0..OV {
+                        accq[j] = dot2(accq[j], wv[j], x);
+                    }
+                }
+            }
+        }
+        // SAFETY: this function's contract.
+        unsafe { store_rows::<P, OV, ADD>(g, &acc, [o, r, col], y) };
+    }
+}
