@@ -35,10 +35,31 @@ mod weight_grad;
 use super::lanes::RowTile;
 use weight_grad::PairWeightGrad;
 
-/// Two f32 values rounded to bf16 (nearest, ties to even) in one 32-bit word, `lo` in the
-/// low half: the layout of the pair planes and of the packed weights.
-fn pair(lo: f32, hi: f32) -> u32 {
-    u32::from(bf16::from_f32(lo).to_bits()) | u32::from(bf16::from_f32(hi).to_bits()) << 16
+/// A kernel's weights (Co × Ci × 9) rounded to bf16 (nearest, ties to even) in one pass
+/// over them, then taken two input channels at a time: the layout of the packed weights.
+struct Bf16Kernel {
+    bits: Vec<u32>,
+    ci: usize,
+}
+
+impl Bf16Kernel {
+    fn new(w: &[f32], ci: usize) -> Self {
+        let bits = w.iter().map(|&v| u32::from(bf16::from_f32(v).to_bits()));
+        Self {
+            bits: bits.collect(),
+            ci,
+        }
+    }
+
+    /// `(w[o, 2p, t], w[o, 2p + 1, t])` in one 32-bit word, channel 2p in the low half (a
+    /// missing channel 2p + 1 is zero), as the pair planes hold two channels' values.
+    fn pair(&self, o: usize, p: usize, t: usize) -> u32 {
+        let at = |c: usize| match c < self.ci {
+            true => self.bits[(o * self.ci + c) * 9 + t],
+            false => 0,
+        };
+        at(2 * p) | at(2 * p + 1) << 16
+    }
 }
 
 /// A kernel's weights (`w` Co × Ci × 9) for the forward tiles: output channels in blocks of
@@ -47,19 +68,19 @@ fn pair(lo: f32, hi: f32) -> u32 {
 /// single channel's entry `p·9 + tap`. Output channel `o`'s block starts at `o·pairs·9`.
 fn pack(w: &[f32], ci: usize, co: usize) -> Vec<u32> {
     let pairs = ci.div_ceil(2);
-    let at = |o: usize, c: usize, t: usize| if c < ci { w[(o * ci + c) * 9 + t] } else { 0.0 };
+    let k = Bf16Kernel::new(w, ci);
     let full = co / NB * NB;
     let mut packed = Vec::with_capacity(co * pairs * 9);
     for o in (0..full).step_by(NB) {
         for p in 0..pairs {
             for t in 0..9 {
-                packed.extend((0..NB).map(|b| pair(at(o + b, 2 * p, t), at(o + b, 2 * p + 1, t))));
+                packed.extend((0..NB).map(|b| k.pair(o + b, p, t)));
             }
         }
     }
     for o in full..co {
         for p in 0..pairs {
-            packed.extend((0..9).map(|t| pair(at(o, 2 * p, t), at(o, 2 * p + 1, t))));
+            packed.extend((0..9).map(|t| k.pair(o, p, t)));
         }
     }
     packed

@@ -7,18 +7,18 @@
 
 use std::mem::MaybeUninit;
 
-use super::{pair, PairForward};
+use super::{Bf16Kernel, PairForward};
 use crate::conv2d::direct::grid::Ahead;
 use crate::conv2d::direct::lanes::RowTile;
 
 /// `w` (Co × Ci × 9) as rows of Co pairs: entry `(p·9 + t)·co + o` holds
 /// `(w[o, 2p, t], w[o, 2p + 1, t])` rounded to bf16 (a missing channel 2p + 1 is zero).
 pub(super) fn pack_pair_lanes(w: &[f32], ci: usize, co: usize) -> Vec<u32> {
-    let at = |o: usize, c: usize, t: usize| if c < ci { w[(o * ci + c) * 9 + t] } else { 0.0 };
+    let k = Bf16Kernel::new(w, ci);
     let mut packed = Vec::with_capacity(ci.div_ceil(2) * 9 * co);
     for p in 0..ci.div_ceil(2) {
         for t in 0..9 {
-            packed.extend((0..co).map(|o| pair(at(o, 2 * p, t), at(o, 2 * p + 1, t))));
+            packed.extend((0..co).map(|o| k.pair(o, p, t)));
         }
     }
     packed
@@ -144,5 +144,49 @@ mod avx512 {
         }
         // SAFETY: this function's contract.
         unsafe { store_rows::<P, OV, ADD>(g, &acc, [o, r, col], y) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use half::bf16;
+
+    use super::pack_pair_lanes;
+
+    /// Entry `(p·9 + t)·co + o` holds `w[o, 2p, t]` and `w[o, 2p + 1, t]` rounded to bf16, the
+    /// first in the low half, zero for a channel past Ci (odd Ci), NaN and ties included.
+    #[test]
+    fn packed_pairs_hold_each_weight_rounded_once() {
+        let (ci, co) = (5, 3);
+        let w: Vec<f32> = (0..co * ci * 9)
+            .map(|i| match i % 7 {
+                0 => f32::NAN,
+                1 => 1.0 + f32::EPSILON * 64.0,
+                2 => -3.5e-39,
+                _ => (i as f32 * 0.37).sin(),
+            })
+            .collect();
+        let packed = pack_pair_lanes(&w, ci, co);
+        assert_eq!(packed.len(), ci.div_ceil(2) * 9 * co);
+        let bits = |v: f32| u32::from(bf16::from_f32(v).to_bits());
+        for p in 0..ci.div_ceil(2) {
+            for t in 0..9 {
+                for o in 0..co {
+                    let at = |c: usize| {
+                        if c < ci {
+                            bits(w[(o * ci + c) * 9 + t])
+                        } else {
+                            0
+                        }
+                    };
+                    let want = at(2 * p) | at(2 * p + 1) << 16;
+                    assert_eq!(
+                        packed[(p * 9 + t) * co + o],
+                        want,
+                        "pair {p}, tap {t}, o {o}"
+                    );
+                }
+            }
+        }
     }
 }
