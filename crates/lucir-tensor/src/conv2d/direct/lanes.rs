@@ -17,7 +17,7 @@ use std::mem::MaybeUninit;
 use super::forward::Forward;
 use super::grid::{Ahead, Grid};
 
-/// A row tile's shape: `p` outputs of a row × `ov` vectors of 16 output channels.
+/// A row tile's shape: the `p` outputs of a row (W) × `ov` vectors of 16 output channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct RowTile {
     pub(super) p: usize,
@@ -41,7 +41,32 @@ impl RowTile {
         let ov = if (co / 16).is_multiple_of(2) { 2 } else { 1 };
         Some(Self { p, ov })
     }
+
+    /// An image's tiles in the order the kernels take them, each as (its first output channel,
+    /// its row), for H rows and Co output channels (a multiple of 16·`ov`), and their number.
+    pub(super) fn tiles(self, h: usize, co: usize) -> (usize, impl Iterator<Item = [usize; 2]>) {
+        let step = 16 * self.ov;
+        let tiles = (0..co / step).flat_map(move |b| (0..h).map(move |r| [b * step, r]));
+        (co / step * h, tiles)
+    }
 }
+
+/// `$rows!(P, OV)` with the sizes of `$tile` (a [`RowTile`] that [`RowTile::plan`] made) as
+/// constants.
+macro_rules! with_row_tile {
+    ($tile:expr, $rows:ident) => {
+        match ($tile.p, $tile.ov) {
+            (7, 2) => $rows!(7, 2),
+            (7, 1) => $rows!(7, 1),
+            (8, 2) => $rows!(8, 2),
+            (8, 1) => $rows!(8, 1),
+            (14, 2) => $rows!(14, 2),
+            (14, 1) => $rows!(14, 1),
+            t => unreachable!("no row tile {t:?}"),
+        }
+    };
+}
+pub(super) use with_row_tile;
 
 /// `w` (Co × `per`, `per` = Ci·taps) as `per` rows of Co: entry `t·co + o` is `w[o, t]`, so one
 /// tap's output channels sit side by side.
@@ -82,7 +107,7 @@ pub(super) unsafe fn forward_rows(
         .expect("row tiles take nine taps");
     macro_rules! rows {
         ($p:literal, $ov:literal) => {
-            // SAFETY: this function's contract; `plan` chose P dividing W and 16·OV dividing Co.
+            // SAFETY: this function's contract; `plan` chose P = W and 16·OV dividing Co.
             unsafe {
                 match add {
                     false => avx512::rows_image::<$p, $ov, false>(f, offs, lanes, src, y, ahead),
@@ -91,15 +116,7 @@ pub(super) unsafe fn forward_rows(
             }
         };
     }
-    match (tile.p, tile.ov) {
-        (7, 2) => rows!(7, 2),
-        (7, 1) => rows!(7, 1),
-        (8, 2) => rows!(8, 2),
-        (8, 1) => rows!(8, 1),
-        (14, 2) => rows!(14, 2),
-        (14, 1) => rows!(14, 1),
-        t => unreachable!("no row tile {t:?}"),
-    }
+    with_row_tile!(tile, rows)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -110,18 +127,19 @@ mod avx512 {
     use super::super::forward::Forward;
     use super::super::grid::{Ahead, Grid};
     use super::super::weight_grad::transpose16;
+    use super::RowTile;
 
-    /// One image through the row tiles: every block of `16·OV` output channels, every row,
-    /// every run of `P` outputs of the row (`P` divides W). Nine taps at `offs`, `lanes` the
-    /// weights packed by [`super::pack_lanes`]; a share of `ahead` prefetched per tile.
+    /// One image through the row tiles: every block of `16·OV` output channels, every row of
+    /// `P` = W outputs. Nine taps at `offs`, `lanes` the weights packed by
+    /// [`super::pack_lanes`]; a share of `ahead` prefetched per tile.
     ///
     /// No CPU check is needed: `f.grid` holds the [`crate::Avx512`] token.
     ///
     /// # Safety
     /// As the parent module's `forward_image`: `src` holds `f.ci` channels' planes, so that
     /// every tap of every real output reads inside it, and `y` at least `f.co·H·W` floats,
-    /// initialised if `ADD`; also `lanes.len() == f.ci·9·f.co`, Co a multiple of `16·OV` and W
-    /// a multiple of `P` (`P` ≤ 16). Every output is written (with `ADD`, added to).
+    /// initialised if `ADD`; also `lanes.len() == f.ci·9·f.co`, Co a multiple of `16·OV` and
+    /// W = `P` ≤ 16. Every output is written (with `ADD`, added to).
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn rows_image<const P: usize, const OV: usize, const ADD: bool>(
         f: &Forward<'_>,
@@ -131,22 +149,16 @@ mod avx512 {
         y: &mut [MaybeUninit<f32>],
         ahead: Ahead,
     ) {
-        let g = f.grid;
-        let (per_row, blocks) = (g.w / P, f.co / (16 * OV));
-        let tiles = blocks * g.h * per_row;
-        for ob in 0..blocks {
-            for r in 0..g.h {
-                for s in 0..per_row {
-                    ahead.share((ob * g.h + r) * per_row + s, tiles);
-                    // SAFETY: this function's contract; the block and run are inside Co and
-                    // row r.
-                    unsafe { row_tile::<P, OV, ADD>(f, offs, lanes, src, [ob, r, s * P], y) };
-                }
-            }
+        let (n, tiles) = RowTile { p: P, ov: OV }.tiles(f.grid.h, f.co);
+        for (k, at) in tiles.enumerate() {
+            ahead.share(k, n);
+            // SAFETY: this function's contract; the tile's channels and row are inside the
+            // output.
+            unsafe { row_tile::<P, OV, ADD>(f, offs, lanes, src, at, y) };
         }
     }
 
-    /// Output channels `16·OV·ob..` × outputs `col..col + P` of row `r`.
+    /// Output channels `o..o + 16·OV` × the `P` outputs of row `r`.
     ///
     /// # Safety
     /// As [`rows_image`], with the block, row and run inside the output.
@@ -157,13 +169,12 @@ mod avx512 {
         offs: &[usize; 9],
         lanes: &[f32],
         src: &[f32],
-        [ob, r, col]: [usize; 3],
+        [o, r]: [usize; 2],
         y: &mut [MaybeUninit<f32>],
     ) {
         let g = f.grid;
-        let o = 16 * OV * ob;
         let mut acc = [[_mm512_setzero_ps(); OV]; P];
-        let base = src.as_ptr().wrapping_add(r * g.wp + col);
+        let base = src.as_ptr().wrapping_add(r * g.wp);
         let wl = lanes.as_ptr().wrapping_add(o);
         for c in 0..f.ci {
             let chan = base.wrapping_add(c * f.taps.stride);
@@ -175,7 +186,7 @@ mod avx512 {
                     unsafe { _mm512_loadu_ps(wrow.wrapping_add(16 * j)) }
                 });
                 for (p, accp) in acc.iter_mut().enumerate() {
-                    // SAFETY: output (r, col + p) is real, so its tap reads inside `src`.
+                    // SAFETY: output (r, p) is real, so its tap reads inside `src`.
                     let x = _mm512_set1_ps(unsafe { *at.add(p) });
                     for j in 0..OV {
                         accp[j] = _mm512_fmadd_ps(wv[j], x, accp[j]);
@@ -184,16 +195,16 @@ mod avx512 {
             }
         }
         // SAFETY: this function's contract.
-        unsafe { store_rows::<P, OV, ADD>(g, &acc, [o, r, col], y) };
+        unsafe { store_rows::<P, OV, ADD>(g, &acc, [o, r], y) };
     }
 
-    /// Stores a row tile's sums, `acc[p][j]` the 16 output channels `o + 16j..` at output
-    /// `col + p` of row `r`: each vector of channels transposed in registers into 16 rows of
-    /// `P` outputs and written (with `ADD`, added) to their NCHW places in `y`.
+    /// Stores a row tile's sums, `acc[p][j]` the 16 output channels `o + 16j..` at output `p`
+    /// of row `r`: each vector of channels transposed in registers into 16 rows of `P` outputs
+    /// and written (with `ADD`, added) to their NCHW places in `y`.
     ///
     /// # Safety
-    /// `y` holds at least `(o + 16·OV)·H·W` floats, initialised if `ADD`; row `r` and outputs
-    /// `col..col + P` are inside the grid's H×W outputs, `P` ≤ 16.
+    /// `y` holds at least `(o + 16·OV)·H·W` floats, initialised if `ADD`; row `r` is inside
+    /// the grid's H×W outputs, W = `P` ≤ 16.
     #[target_feature(enable = "avx512f")]
     #[inline]
     pub(in crate::conv2d::direct) unsafe fn store_rows<
@@ -203,7 +214,7 @@ mod avx512 {
     >(
         g: &Grid,
         acc: &[[__m512; OV]; P],
-        [o, r, col]: [usize; 3],
+        [o, r]: [usize; 2],
         y: &mut [MaybeUninit<f32>],
     ) {
         let hw = g.h * g.w;
@@ -221,8 +232,8 @@ mod avx512 {
                 let out = y
                     .as_mut_ptr()
                     .cast::<f32>()
-                    .wrapping_add((o + 16 * j + l) * hw + r * g.w + col);
-                // SAFETY: outputs col..col + P of row r of channel o + 16j + l < Co, inside
+                    .wrapping_add((o + 16 * j + l) * hw + r * g.w);
+                // SAFETY: the P outputs of row r of channel o + 16j + l < Co, inside
                 // `y` (initialised when adding: the contract).
                 unsafe {
                     let mut sum = *v;

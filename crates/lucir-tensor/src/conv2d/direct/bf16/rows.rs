@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 
 use super::{Bf16Kernel, PairForward};
 use crate::conv2d::direct::grid::Ahead;
-use crate::conv2d::direct::lanes::RowTile;
+use crate::conv2d::direct::lanes::{with_row_tile, RowTile};
 
 /// `w` (Co × Ci × 9) as rows of Co pairs: entry `(p·9 + t)·co + o` holds
 /// `(w[o, 2p, t], w[o, 2p + 1, t])` rounded to bf16 (a missing channel 2p + 1 is zero).
@@ -47,7 +47,7 @@ pub(super) unsafe fn forward_rows(
     );
     macro_rules! rows {
         ($p:literal, $ov:literal) => {
-            // SAFETY: this function's contract; `plan` chose P dividing W and 16·OV dividing Co.
+            // SAFETY: this function's contract; `plan` chose P = W and 16·OV dividing Co.
             unsafe {
                 match add {
                     false => avx512::rows_image::<$p, $ov, false>(f, lanes, src, y, ahead),
@@ -56,15 +56,7 @@ pub(super) unsafe fn forward_rows(
             }
         };
     }
-    match (tile.p, tile.ov) {
-        (7, 2) => rows!(7, 2),
-        (7, 1) => rows!(7, 1),
-        (8, 2) => rows!(8, 2),
-        (8, 1) => rows!(8, 1),
-        (14, 2) => rows!(14, 2),
-        (14, 1) => rows!(14, 1),
-        t => unreachable!("no row tile {t:?}"),
-    }
+    with_row_tile!(tile, rows)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -75,14 +67,14 @@ mod avx512 {
     use super::super::avx512::dot2;
     use super::PairForward;
     use crate::conv2d::direct::grid::Ahead;
-    use crate::conv2d::direct::lanes::store_rows;
+    use crate::conv2d::direct::lanes::{store_rows, RowTile};
 
-    /// One image through the row tiles: every block of `16·OV` output channels, every row,
-    /// every run of `P` outputs; a share of `ahead` prefetched per tile. `f.cpu` is the proof
-    /// of the instructions.
+    /// One image through the row tiles: every block of `16·OV` output channels, every row of
+    /// `P` = W outputs; a share of `ahead` prefetched per tile. `f.cpu` is the proof of the
+    /// instructions.
     ///
     /// # Safety
-    /// As [`super::forward_rows`], with Co a multiple of `16·OV` and W of `P` (`P` ≤ 16).
+    /// As [`super::forward_rows`], with Co a multiple of `16·OV` and W = `P` ≤ 16.
     #[target_feature(enable = "avx512f,avx512bf16,avx512bw,avx512vl")]
     pub(super) unsafe fn rows_image<const P: usize, const OV: usize, const ADD: bool>(
         f: &PairForward<'_>,
@@ -91,22 +83,16 @@ mod avx512 {
         y: &mut [MaybeUninit<f32>],
         ahead: Ahead,
     ) {
-        let g = f.grid;
-        let (per_row, blocks) = (g.w / P, f.co / (16 * OV));
-        let tiles = blocks * g.h * per_row;
-        for ob in 0..blocks {
-            for r in 0..g.h {
-                for s in 0..per_row {
-                    ahead.share((ob * g.h + r) * per_row + s, tiles);
-                    // SAFETY: this function's contract; the block and run are inside Co and
-                    // row r.
-                    unsafe { row_tile::<P, OV, ADD>(f, lanes, src, [ob, r, s * P], y) };
-                }
-            }
+        let (n, tiles) = RowTile { p: P, ov: OV }.tiles(f.grid.h, f.co);
+        for (k, at) in tiles.enumerate() {
+            ahead.share(k, n);
+            // SAFETY: this function's contract; the tile's channels and row are inside the
+            // output.
+            unsafe { row_tile::<P, OV, ADD>(f, lanes, src, at, y) };
         }
     }
 
-    /// Output channels `16·OV·ob..` × outputs `col..col + P` of row `r`.
+    /// Output channels `o..o + 16·OV` × the `P` outputs of row `r`.
     ///
     /// # Safety
     /// As [`rows_image`], with the block, row and run inside the output.
@@ -116,13 +102,12 @@ mod avx512 {
         f: &PairForward<'_>,
         lanes: &[u32],
         src: &[f32],
-        [ob, r, col]: [usize; 3],
+        [o, r]: [usize; 2],
         y: &mut [MaybeUninit<f32>],
     ) {
         let g = f.grid;
-        let o = 16 * OV * ob;
         let mut acc = [[_mm512_setzero_ps(); OV]; P];
-        let base = src.as_ptr().cast::<i32>().wrapping_add(r * g.wp + col);
+        let base = src.as_ptr().cast::<i32>().wrapping_add(r * g.wp);
         let wl = lanes.as_ptr().wrapping_add(o);
         for p in 0..f.pairs {
             let chan = base.wrapping_add(p * g.plane);
@@ -134,7 +119,7 @@ mod avx512 {
                     unsafe { _mm512_loadu_epi32(wrow.wrapping_add(16 * j).cast()) }
                 });
                 for (q, accq) in acc.iter_mut().enumerate() {
-                    // SAFETY: output (r, col + q) is real, so its tap reads inside `src`.
+                    // SAFETY: output (r, q) is real, so its tap reads inside `src`.
                     let x = _mm512_set1_epi32(unsafe { *at.add(q) });
                     for j in 0..OV {
                         accq[j] = dot2(accq[j], wv[j], x);
@@ -143,7 +128,7 @@ mod avx512 {
             }
         }
         // SAFETY: this function's contract.
-        unsafe { store_rows::<P, OV, ADD>(g, &acc, [o, r, col], y) };
+        unsafe { store_rows::<P, OV, ADD>(g, &acc, [o, r], y) };
     }
 }
 
