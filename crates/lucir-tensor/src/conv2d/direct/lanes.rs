@@ -3,9 +3,10 @@
 //! The parent module's tiles put 16 output *positions* in a vector, so on an H×W image with
 //! rows of W + 2 a vector also computes the border columns, and the last vector of the plane
 //! runs past it: a 7×7 image is 49 outputs in 64 lanes, an 8×8 one 64 in 80. Here a tile is
-//! `P` consecutive outputs of one row × `16·OV` output channels: per input channel and tap,
-//! `OV` vector loads of weights (the channels of one tap side by side) meet `P` input values
-//! broadcast from the same bordered (or phase) planes, and every lane is a real output.
+//! the `P` = W outputs of one row (7, 8 or 14) × `16·OV` output channels: per input channel and
+//! tap, `OV` vector loads of weights (the channels of one tap side by side) meet `P` input
+//! values broadcast from the same bordered (or phase) planes, and every lane is a real output.
+//! The bf16 kernels' row tiles (`bf16::rows`) share the plan, the tile order and the stores.
 //!
 //! Each output is the same running sum as in the parent module's tiles — one fused
 //! multiply-add per (input channel, tap) in that order, from zero — so the bits are the same
