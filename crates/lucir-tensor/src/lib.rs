@@ -43,8 +43,9 @@ pub use batch_norm::{
 };
 pub use conv2d::{
     conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_data, conv2d_bwd_ref, conv2d_bwd_weight,
-    conv2d_mapped, conv2d_mapped_bwd, conv2d_ref, conv3x3, force_avx2_convolutions, precision,
-    set_conv3x3, set_precision, Conv2dGeometry, Conv3x3, Precision,
+    conv2d_mapped, conv2d_mapped_bwd, conv2d_ref, conv3x3, force_avx2_convolutions,
+    force_position_tiles, precision, set_conv3x3, set_precision, Conv2dGeometry, Conv3x3,
+    Precision,
 };
 pub use cpu::{Avx2Fma, Avx512, Avx512Bf16};
 pub use device::{CudaIndices, CudaStorage, Device, Gpu};

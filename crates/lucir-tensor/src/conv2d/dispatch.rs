@@ -20,6 +20,23 @@ pub fn force_avx2_convolutions(on: bool) {
     AVX2_ONLY.store(on, Ordering::Relaxed);
 }
 
+/// Whether the direct kernels keep their position tiles where row tiles would run
+/// ([`force_position_tiles`]).
+static POSITION_TILES: AtomicBool = AtomicBool::new(false);
+
+/// For tests: from now on, for the whole process, the direct kernels (f32 and bf16) run every
+/// layer on their position tiles, none on the row tiles of small images, so that the two can
+/// be compared on one machine (they give the same bits).
+#[doc(hidden)]
+pub fn force_position_tiles(on: bool) {
+    POSITION_TILES.store(on, Ordering::Relaxed);
+}
+
+/// Whether [`force_position_tiles`] is on.
+pub(super) fn position_tiles_forced() -> bool {
+    POSITION_TILES.load(Ordering::Relaxed)
+}
+
 /// The kernels a convolution the direct kernels take runs on.
 enum Direct {
     Avx512(Avx512),

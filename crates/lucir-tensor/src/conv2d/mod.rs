@@ -26,9 +26,9 @@ use crate::cuda_ops;
 use crate::device::{common, Device};
 use std::sync::atomic::{AtomicU8, Ordering};
 
-#[doc(hidden)]
-pub use dispatch::force_avx2_convolutions;
 use dispatch::{direct_backward, direct_forward};
+#[doc(hidden)]
+pub use dispatch::{force_avx2_convolutions, force_position_tiles};
 pub use mapped::{conv2d_mapped, conv2d_mapped_bwd};
 pub use reference::{conv2d_bwd_ref, conv2d_ref};
 

@@ -3,8 +3,8 @@
 //! checked against a model, and running a check on every direct kernel version this CPU has.
 
 use lucir_tensor::{
-    conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_weight, force_avx2_convolutions, Avx2Fma,
-    Avx512, Conv2dGeometry, Tensor,
+    conv2d, conv2d_bwd, conv2d_bwd_add, conv2d_bwd_weight, force_avx2_convolutions,
+    force_position_tiles, Avx2Fma, Avx512, Conv2dGeometry, Tensor,
 };
 
 /// Element (c, r, col) of image `i` of an N×C×H×W buffer, 0 outside the image (the border).
@@ -75,12 +75,16 @@ pub fn check_passes(
     );
 }
 
-/// Runs `check_all(version name)` on the AVX-512 kernels and then, forced with
-/// `force_avx2_convolutions`, the AVX2 ones where the CPU has AVX-512; on the AVX2 ones where
-/// it has only AVX2; and prints `skipped: test: …` where it has neither.
+/// Runs `check_all(version name)` on the AVX-512 kernels (with their row tiles on small
+/// images, then, forced with `force_position_tiles`, with their position tiles everywhere) and
+/// then, forced with `force_avx2_convolutions`, the AVX2 ones where the CPU has AVX-512; on the
+/// AVX2 ones where it has only AVX2; and prints `skipped: test: …` where it has neither.
 pub fn on_each_version(test: &str, check_all: impl Fn(&str)) {
     if Avx512::detect().is_some() {
         check_all("AVX-512 kernels");
+        force_position_tiles(true);
+        check_all("AVX-512 kernels, position tiles only");
+        force_position_tiles(false);
         if Avx2Fma::detect().is_some() {
             force_avx2_convolutions(true);
             check_all("AVX2 kernels");

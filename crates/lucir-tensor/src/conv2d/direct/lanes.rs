@@ -30,9 +30,10 @@ impl RowTile {
     /// kernels take them: Co a multiple of 16, nine taps (a 3×3 kernel: with fewer, the
     /// transposes of the stores cost as much as the products), and rows of 7, 8 or 14 outputs
     /// (where the position vectors waste the most lanes). Chosen by measurement: docs/perf.md
-    /// §46.
+    /// §46. None while `force_position_tiles` is on.
     pub(super) fn plan(g: &Grid, co: usize, taps: usize) -> Option<Self> {
-        if co == 0 || !co.is_multiple_of(16) || g.h == 0 || taps != 9 {
+        let forced = crate::conv2d::dispatch::position_tiles_forced();
+        if forced || co == 0 || !co.is_multiple_of(16) || g.h == 0 || taps != 9 {
             return None;
         }
         let p = match g.w {
