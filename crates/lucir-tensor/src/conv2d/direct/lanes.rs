@@ -163,7 +163,7 @@ mod avx512 {
     /// Output channels `o..o + 16·OV` × the `P` outputs of row `r`.
     ///
     /// # Safety
-    /// As [`rows_image`], with the block, row and run inside the output.
+    /// As [`rows_image`], with the tile's channels and row inside the output.
     #[target_feature(enable = "avx512f")]
     #[inline]
     unsafe fn row_tile<const P: usize, const OV: usize, const ADD: bool>(
