@@ -152,6 +152,36 @@ pub(super) fn avx2_backward(
     )
 }
 
+/// A forward pass over the `n` images of `x` (`in_len` floats each) into a new buffer of `n`
+/// outputs of `out_len` floats, one rayon task per image: the loop of every forward driver here
+/// (f32 and bf16, AVX-512 and AVX2, stride 1 and 2), as [`InputGrad::run_chunked`] is the
+/// backward passes'. `image(scratch, i, xi, yi)` gets a scratch buffer (`scratch()` makes one per rayon split,
+/// reused by its images), the image's index, its input and its output to write. The buffer is
+/// allocated without zeroing; with no input or no output floats per image it is zeros.
+///
+/// # Safety
+/// `image` writes every element of `yi`.
+pub(super) unsafe fn forward_images<B>(
+    x: &[f32],
+    [n, in_len, out_len]: [usize; 3],
+    scratch: impl Fn() -> B + Sync + Send,
+    image: impl Fn(&mut B, usize, &[f32], &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    if in_len == 0 || out_len == 0 {
+        return vec![0.0; n * out_len];
+    }
+    assert_eq!(x.len(), n * in_len, "direct kernel: input length");
+    let fill = |y: &mut [MaybeUninit<f32>]| {
+        y.par_chunks_mut(out_len)
+            .zip(x.par_chunks(in_len))
+            .enumerate()
+            .for_each_init(&scratch, |buf, (i, (yi, xi))| image(buf, i, xi, yi));
+    };
+    // SAFETY: the n images' outputs cover the buffer and `image` writes every element of each
+    // (this function's contract).
+    unsafe { filled_vec(n * out_len, fill) }.0
+}
+
 impl InputGrad<'_, [f32]> {
     /// Runs `f` on the input gradient's buffer as asked — a new one of `len` floats, allocated
     /// without zeroing; the given one, with `f`'s second argument true (add, do not
@@ -256,25 +286,13 @@ fn conv3x3(
     let grid = Grid::same(cpu, h, wd);
     let fwd = Forward::new(&grid, grid.taps3x3(), w.into(), ci, co);
     let (in_len, out_len) = (ci * h * wd, co * h * wd);
-    if in_len == 0 || out_len == 0 {
-        return vec![0.0; n * out_len];
-    }
-    let fill = |y: &mut [MaybeUninit<f32>]| {
-        y.par_chunks_mut(out_len)
-            .zip(x.par_chunks(in_len))
-            .enumerate()
-            .for_each_init(
-                || grid.buffer(ci),
-                |buf, (i, (yi, xi))| {
-                    grid.fill(xi, buf, map);
-                    let ahead = Ahead::next(i, [(x, in_len), (&[], 0)]);
-                    fwd.image(buf.get(), yi, false, ahead);
-                },
-            );
+    let image = |buf: &mut AlignedPlanes, i, xi: &[f32], yi: &mut [MaybeUninit<f32>]| {
+        grid.fill(xi, buf, map);
+        let ahead = Ahead::next(i, [(x, in_len), (&[], 0)]);
+        fwd.image(buf.get(), yi, false, ahead);
     };
-    // SAFETY: the n images' outputs cover the buffer and `Forward::image` writes every element
-    // of each.
-    unsafe { filled_vec(n * out_len, fill) }.0
+    // SAFETY: `Forward::image` writes every element of each image's output.
+    unsafe { forward_images(x, [n, in_len, out_len], || grid.buffer(ci), image) }
 }
 
 /// Checks the lengths of a 3×3 backward pass's slices (`kernel` names the kernels in the

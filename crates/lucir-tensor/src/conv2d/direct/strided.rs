@@ -15,12 +15,9 @@
 
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use super::grid::PlaneLayout;
-use super::{Ahead, Forward, Grid, Taps, WeightGrad};
+use super::{forward_images, Ahead, AlignedPlanes, Forward, Grid, Taps, WeightGrad};
 use crate::conv2d::InputGrad;
-use crate::tensor::filled_vec;
 use crate::Avx512;
 
 /// Whether the stride-2 kernels take a convolution: 3×3 with padding 1, or 1×1 without.
@@ -161,9 +158,6 @@ impl StridedShape {
 pub(super) fn forward(cpu: Avx512, x: &[f32], w: &[f32], s: StridedShape) -> Vec<f32> {
     s.check(x, w);
     let (in_len, out_len) = (s.in_len(), s.out_len());
-    if in_len == 0 || out_len == 0 {
-        return vec![0.0; s.n * out_len];
-    }
     let (ho, wo) = s.out();
     let grid = Grid::phases(cpu, ho, wo);
     let fwd = Forward::new(
@@ -173,22 +167,14 @@ pub(super) fn forward(cpu: Avx512, x: &[f32], w: &[f32], s: StridedShape) -> Vec
         s.ci,
         s.co,
     );
-    let fill = |y: &mut [MaybeUninit<f32>]| {
-        y.par_chunks_mut(out_len)
-            .zip(x.par_chunks(in_len))
-            .enumerate()
-            .for_each_init(
-                || grid.buffer(4 * s.ci),
-                |buf, (i, (yi, xi))| {
-                    s.fill_phases(&grid, xi, buf, s.ci);
-                    let ahead = Ahead::next(i, [(x, in_len), (&[], 0)]);
-                    fwd.image(buf.get(), yi, false, ahead);
-                },
-            );
+    let image = |buf: &mut AlignedPlanes, i, xi: &[f32], yi: &mut [MaybeUninit<f32>]| {
+        s.fill_phases(&grid, xi, buf, s.ci);
+        let ahead = Ahead::next(i, [(x, in_len), (&[], 0)]);
+        fwd.image(buf.get(), yi, false, ahead);
     };
-    // SAFETY: the n images' outputs cover the buffer and `Forward::image` writes every element
-    // of each.
-    unsafe { filled_vec(s.n * out_len, fill) }.0
+    let scratch = || grid.buffer(4 * s.ci);
+    // SAFETY: `Forward::image` writes every element of each image's output.
+    unsafe { forward_images(x, [s.n, in_len, out_len], scratch, image) }
 }
 
 /// The backward pass of [`forward`]: from `dy` the weight gradient (Co×Ci×k×k) and, if

@@ -22,15 +22,12 @@
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use super::grid::{stores, stores_tile, PlaneLayout};
 use super::weight_grad::unpack_sums;
-use super::{checked_bwd, pack, AlignedPlanes, Map, Taps};
+use super::{checked_bwd, forward_images, pack, AlignedPlanes, Map, Taps};
 use crate::conv2d::gemm_path::flip_kernel;
 use crate::conv2d::InputGrad;
 use crate::simd::affine;
-use crate::tensor::filled_vec;
 use crate::Avx2Fma;
 
 /// Lanes of a vector.
@@ -340,23 +337,12 @@ pub(in crate::conv2d) fn forward(
     let p = Planes::same(cpu, h, wd);
     let fwd = Forward::new(&p, Taps::same3x3(p.layout()), w.into(), ci, co);
     let (in_len, out_len) = (ci * h * wd, co * h * wd);
-    if in_len == 0 || out_len == 0 {
-        return vec![0.0; n * out_len];
-    }
-    let fill = |y: &mut [MaybeUninit<f32>]| {
-        y.par_chunks_mut(out_len)
-            .zip(x.par_chunks(in_len))
-            .for_each_init(
-                || p.buffer(ci),
-                |buf, (yi, xi)| {
-                    p.fill(xi, buf, map);
-                    fwd.image(buf.get(), yi, false);
-                },
-            );
+    let image = |buf: &mut AlignedPlanes, _, xi: &[f32], yi: &mut [MaybeUninit<f32>]| {
+        p.fill(xi, buf, map);
+        fwd.image(buf.get(), yi, false);
     };
-    // SAFETY: the n images' outputs cover the buffer and `Forward::image` writes every element
-    // of each.
-    unsafe { filled_vec(n * out_len, fill) }.0
+    // SAFETY: `Forward::image` writes every element of each image's output.
+    unsafe { forward_images(x, [n, in_len, out_len], || p.buffer(ci), image) }
 }
 
 /// The backward pass of [`forward`]: from `dy` (N×Co×H×W) the weight gradient (Co×Ci×3×3,

@@ -6,12 +6,10 @@
 
 use std::mem::MaybeUninit;
 
-use rayon::prelude::*;
-
 use super::super::strided::{dx_phases, fill_phases_plain, interleave_plain, StridedShape};
+use super::super::{forward_images, AlignedPlanes};
 use super::{Forward, Planes, Taps, WeightGrad};
 use crate::conv2d::InputGrad;
-use crate::tensor::filled_vec;
 use crate::Avx2Fma;
 
 /// `y = w ⋆ x` with stride 2: `x` N×Ci×H×W, `w` Co×Ci×k×k, `y` N×Co×⌈H/2⌉×⌈W/2⌉, rayon over
@@ -22,27 +20,15 @@ use crate::Avx2Fma;
 pub(in crate::conv2d) fn forward(cpu: Avx2Fma, x: &[f32], w: &[f32], s: StridedShape) -> Vec<f32> {
     s.check(x, w);
     let (in_len, out_len) = (s.in_len(), s.out_len());
-    if in_len == 0 || out_len == 0 {
-        return vec![0.0; s.n * out_len];
-    }
     let (ho, wo) = s.out();
     let p = Planes::phases(cpu, ho, wo);
     let fwd = Forward::new(&p, Taps::phases(p.layout(), s.k), w.into(), s.ci, s.co);
-    let fill = |y: &mut [MaybeUninit<f32>]| {
-        y.par_chunks_mut(out_len)
-            .zip(x.par_chunks(in_len))
-            .for_each_init(
-                || p.buffer(4 * s.ci),
-                |buf, (yi, xi)| {
-                    let dst = buf.get_mut();
-                    fill_phases_plain(p.layout(), xi, dst, s.ci, (s.h, s.w), s.k == 3);
-                    fwd.image(buf.get(), yi, false);
-                },
-            );
+    let image = |buf: &mut AlignedPlanes, _, xi: &[f32], yi: &mut [MaybeUninit<f32>]| {
+        fill_phases_plain(p.layout(), xi, buf.get_mut(), s.ci, (s.h, s.w), s.k == 3);
+        fwd.image(buf.get(), yi, false);
     };
-    // SAFETY: the n images' outputs cover the buffer and `Forward::image` writes every element
-    // of each.
-    unsafe { filled_vec(s.n * out_len, fill) }.0
+    // SAFETY: `Forward::image` writes every element of each image's output.
+    unsafe { forward_images(x, [s.n, in_len, out_len], || p.buffer(4 * s.ci), image) }
 }
 
 /// The backward pass of [`forward`]: from `dy` the weight gradient (Co×Ci×k×k) and, if

@@ -21,13 +21,10 @@
 
 use std::mem::MaybeUninit;
 
-use half::bf16;
-use rayon::prelude::*;
-
 use super::super::InputGrad;
-use super::{checked_bwd, Ahead, AlignedPlanes, Grid, Map, NB, V};
-use crate::tensor::filled_vec;
+use super::{checked_bwd, forward_images, Ahead, AlignedPlanes, Grid, Map, NB, V};
 use crate::Avx512Bf16;
+use half::bf16;
 
 mod rows;
 mod weight_grad;
@@ -191,25 +188,14 @@ pub(in crate::conv2d) fn forward(
     let grid = Grid::same(cpu.avx512(), h, wd);
     let fwd = PairForward::new(cpu, &grid, w, ci, co);
     let (in_len, out_len) = (ci * h * wd, co * h * wd);
-    if in_len == 0 || out_len == 0 {
-        return vec![0.0; n * out_len];
-    }
-    let fill = |y: &mut [MaybeUninit<f32>]| {
-        y.par_chunks_mut(out_len)
-            .zip(x.par_chunks(in_len))
-            .enumerate()
-            .for_each_init(
-                || grid.buffer(ci.div_ceil(2)),
-                |buf, (i, (yi, xi))| {
-                    fill_pairs(cpu, &grid, xi, buf, map);
-                    let ahead = Ahead::next(i, [(x, in_len), (&[], 0)]);
-                    fwd.image(buf, yi, false, ahead);
-                },
-            );
+    let image = |buf: &mut AlignedPlanes, i, xi: &[f32], yi: &mut [MaybeUninit<f32>]| {
+        fill_pairs(cpu, &grid, xi, buf, map);
+        let ahead = Ahead::next(i, [(x, in_len), (&[], 0)]);
+        fwd.image(buf, yi, false, ahead);
     };
-    // SAFETY: the n images' outputs cover the buffer and `PairForward::image` writes every
-    // element of each.
-    unsafe { filled_vec(n * out_len, fill) }.0
+    let scratch = || grid.buffer(ci.div_ceil(2));
+    // SAFETY: `PairForward::image` writes every element of each image's output.
+    unsafe { forward_images(x, [n, in_len, out_len], scratch, image) }
 }
 
 /// The backward pass of [`forward`]: from `dy` (N×Co×H×W) the weight gradient (Co×Ci×3×3) and
