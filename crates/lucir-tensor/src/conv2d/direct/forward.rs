@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
-use super::grid::{Ahead, Grid, Taps};
+use super::grid::{with_tap_count, Ahead, Grid, Taps};
 use super::lanes;
 
 /// Output channels per register tile.
@@ -108,14 +108,7 @@ impl<'a> Forward<'a> {
                     }
                 };
             }
-            match offs.len() {
-                9 => run!(9),
-                4 => run!(4),
-                2 => run!(2),
-                1 => run!(1),
-                0 => run!(0),
-                n => unreachable!("no kernel has {n} taps"),
-            }
+            with_tap_count!(offs.len(), run)
         }
         #[cfg(not(target_arch = "x86_64"))]
         {

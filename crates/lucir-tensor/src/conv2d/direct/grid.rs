@@ -272,6 +272,23 @@ impl Taps {
     }
 }
 
+/// `$run!(T)` with `$taps`, the number of a forward kernel's taps, as a constant: 9 (3×3), 4,
+/// 2, 1 or 0 (the stride-2 input gradient's phases; 1 also the 1×1 kernels), the counts
+/// [`Taps::same3x3`], [`Taps::phases`] and the input gradient's phases give.
+macro_rules! with_tap_count {
+    ($taps:expr, $run:ident) => {
+        match $taps {
+            9 => $run!(9),
+            4 => $run!(4),
+            2 => $run!(2),
+            1 => $run!(1),
+            0 => $run!(0),
+            n => unreachable!("no kernel has {n} taps"),
+        }
+    };
+}
+pub(super) use with_tap_count;
+
 #[cfg(target_arch = "x86_64")]
 pub(super) use avx512::channel_map;
 

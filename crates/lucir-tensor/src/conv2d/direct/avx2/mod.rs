@@ -22,7 +22,7 @@
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
-use super::grid::{stores, stores_tile, PlaneLayout};
+use super::grid::{stores, stores_tile, with_tap_count, PlaneLayout};
 use super::weight_grad::unpack_sums;
 use super::{checked_bwd, forward_images, pack, AlignedPlanes, Map, Taps};
 use crate::conv2d::gemm_path::flip_kernel;
@@ -224,14 +224,7 @@ impl<'a> Forward<'a> {
                     }
                 };
             }
-            match offs.len() {
-                9 => run!(9),
-                4 => run!(4),
-                2 => run!(2),
-                1 => run!(1),
-                0 => run!(0),
-                n => unreachable!("no kernel has {n} taps"),
-            }
+            with_tap_count!(offs.len(), run)
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
