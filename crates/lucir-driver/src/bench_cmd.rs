@@ -107,16 +107,24 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     .to_device(&device)?;
     let labels: Vec<usize> = (0..args.batch).map(|i| i % classes).collect();
     let mut sgd = Sgd::new(0.9);
-    // One step; returns its loss (on the device: reading it waits for the step to finish).
+    let on_cpu = matches!(device, Device::Cpu);
+    // One step, as training runs it; returns its loss (on the device: reading it waits for the
+    // step to finish).
     let mut step = || -> Result<Tensor<f32>> {
-        let mut tape = Tape::new();
-        let xv = tape.constant(x.clone());
-        let (_, out) = net.forward(&mut tape, xv, Mode::Train)?;
-        let loss = tape.cross_entropy(out.logits, &labels)?;
-        tape.backward(loss)?;
-        let mut groups = [ParamGroup::named(0.1, 5e-4, net.params_mut())];
-        sgd.step(&tape, &mut groups)?;
-        Ok(tape.value(loss).clone())
+        let mut run = || -> Result<Tensor<f32>> {
+            let mut tape = Tape::new();
+            let xv = tape.constant(x.clone());
+            let (_, out) = net.forward(&mut tape, xv, Mode::Train)?;
+            let loss = tape.cross_entropy(out.logits, &labels)?;
+            tape.backward(loss)?;
+            let mut groups = [ParamGroup::named(0.1, 5e-4, net.params_mut())];
+            sgd.step(&tape, &mut groups)?;
+            Ok(tape.value(loss).clone())
+        };
+        match on_cpu {
+            true => lucir_tensor::with_workers_awake(run),
+            false => run(),
+        }
     };
     for _ in 0..3 {
         step()?.item()?;

@@ -16,6 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Keeps freed memory for reuse instead of returning it to the kernel: blocks up to 32 MiB are
 /// served from the heap (never mmap) and the heap is never trimmed; the heap grows 32 MiB more
 /// than asked each time (so that [`HugePages`] finds large untouched stretches to advise).
+/// Every thread allocates from that one heap: a step run on a rayon worker
+/// ([`crate::with_workers_awake`]) would otherwise take its tensors from the worker's own arena,
+/// heaps mapped apart from it (each large block advised on its own, a system call each).
 /// Returns whether the settings took effect (always false off glibc).
 ///
 /// # Safety
@@ -35,6 +38,7 @@ pub unsafe fn retain_freed_memory() -> bool {
             libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1
                 && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
                 && libc::mallopt(libc::M_TOP_PAD, 32 << 20) == 1
+                && libc::mallopt(libc::M_ARENA_MAX, 1) == 1
         }
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

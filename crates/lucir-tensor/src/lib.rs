@@ -34,6 +34,7 @@ pub use simd::kernel_path;
 mod softmax;
 mod tensor;
 mod topk;
+mod workers;
 
 pub use alloc::{retain_freed_memory, HugePages};
 pub use batch_norm::{
@@ -68,6 +69,7 @@ pub use sgd::{sgd_update, sgd_update_many, SgdHyper, SgdTarget};
 pub use softmax::{cross_entropy, cross_entropy_bwd, log_softmax_rows, log_softmax_rows_bwd};
 pub use tensor::Tensor;
 pub use topk::{topk_rows, topk_rows_ref};
+pub use workers::with_workers_awake;
 
 /// Number of chunks a batch reduction is split into: one per rayon thread, at most one per item.
 ///

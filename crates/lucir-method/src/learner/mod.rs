@@ -474,6 +474,12 @@ impl IncrementalLearner {
             stage,
         };
         let images = images.into_device(&self.device)?;
-        step.run_deferred(&mut self.net, self.prev.as_mut(), images, labels, lr, sgd)
+        let (net, prev) = (&mut self.net, self.prev.as_mut());
+        let run = || step.run_deferred(net, prev, images, labels, lr, sgd);
+        match self.device {
+            // The step's parallel regions follow one another closely: see `with_workers_awake`.
+            Device::Cpu => lucir_tensor::with_workers_awake(run),
+            _ => run(),
+        }
     }
 }
