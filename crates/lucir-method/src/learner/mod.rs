@@ -475,11 +475,8 @@ impl IncrementalLearner {
         };
         let images = images.into_device(&self.device)?;
         let (net, prev) = (&mut self.net, self.prev.as_mut());
-        let run = || step.run_deferred(net, prev, images, labels, lr, sgd);
-        match self.device {
-            // The step's parallel regions follow one another closely: see `with_workers_awake`.
-            Device::Cpu => lucir_tensor::with_workers_awake(run),
-            _ => run(),
-        }
+        crate::features::on_workers(&self.device, || {
+            step.run_deferred(net, prev, images, labels, lr, sgd)
+        })
     }
 }
