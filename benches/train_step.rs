@@ -31,16 +31,19 @@ fn bench(c: &mut Criterion) {
     group.sample_size(10);
     group.throughput(Throughput::Elements(batch as u64));
     group.bench_function("resnet32_train_step/b128_1x28x28", |b| {
+        // As training runs it: on a worker, the others polling (`with_workers_awake`).
         b.iter(|| {
-            let mut tape = Tape::new();
-            let xv = tape.constant(x.clone());
-            let f = net.forward(&mut tape, xv, Mode::Train).unwrap();
-            let out = head.forward(&mut tape, f).unwrap();
-            let loss = tape.cross_entropy(out.logits, &labels).unwrap();
-            tape.backward(loss).unwrap();
-            let params = net.params_mut().into_iter().chain(head.params_mut());
-            let mut groups = [ParamGroup::named(0.1, 5e-4, params)];
-            sgd.step(&tape, &mut groups).unwrap();
+            lucir::tensor::with_workers_awake(|| {
+                let mut tape = Tape::new();
+                let xv = tape.constant(x.clone());
+                let f = net.forward(&mut tape, xv, Mode::Train).unwrap();
+                let out = head.forward(&mut tape, f).unwrap();
+                let loss = tape.cross_entropy(out.logits, &labels).unwrap();
+                tape.backward(loss).unwrap();
+                let params = net.params_mut().into_iter().chain(head.params_mut());
+                let mut groups = [ParamGroup::named(0.1, 5e-4, params)];
+                sgd.step(&tape, &mut groups).unwrap();
+            })
         })
     });
     group.finish();
