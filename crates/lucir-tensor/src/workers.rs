@@ -20,12 +20,14 @@ const GIVE_UP: Duration = Duration::from_millis(1);
 /// Runs `f` on a worker of the current rayon pool while the pool's other workers poll for work
 /// instead of sleeping, and returns its result. With one thread, `f` just runs on that worker.
 ///
-/// Each other worker runs a poller: it executes whatever job it finds (`rayon::yield_now`) and
-/// stops when `f` has returned or after 1 ms without a job. The pollers are queued on
-/// the calling worker before `f` starts, so idle workers, which steal the oldest job first,
-/// take them before any of `f`'s jobs. Should the calling worker itself run one (it may, while
-/// it waits inside `f` for a job another worker took), that poller too executes only pending
-/// work and returns once there has been none for 1 ms: a delay, never a deadlock.
+/// Each other worker runs a poller: it executes whatever job it finds (`rayon::yield_now`),
+/// yields its CPU between looks (`std::thread::yield_now`: no sleep, but any other runnable
+/// thread goes first), and stops when `f` has returned or after 1 ms without a job. The
+/// pollers are queued on the calling worker before `f` starts, so idle workers, which steal
+/// the oldest job first, take them before any of `f`'s jobs. Should the calling worker itself
+/// run one (it may, while it waits inside `f` for a job another worker took), that poller too
+/// executes only pending work and returns once there has been none for 1 ms: a delay, never a
+/// deadlock.
 pub fn with_workers_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let others = rayon::current_num_threads().saturating_sub(1);
     let done = AtomicBool::new(false);
@@ -47,7 +49,9 @@ fn poll(done: &AtomicBool) {
         match rayon::yield_now() {
             Some(rayon::Yield::Executed) => last_job = Instant::now(),
             _ if last_job.elapsed() > GIVE_UP => return,
-            _ => std::hint::spin_loop(),
+            // Any other runnable thread on this CPU (more threads than cores, another
+            // process) gets it; with none, the call returns at once and the CPU stays awake.
+            _ => std::thread::yield_now(),
         }
     }
 }
