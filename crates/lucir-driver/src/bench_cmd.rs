@@ -107,11 +107,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     .to_device(&device)?;
     let labels: Vec<usize> = (0..args.batch).map(|i| i % classes).collect();
     let mut sgd = Sgd::new(0.9);
-    let on_cpu = matches!(device, Device::Cpu);
-    // One step, as training runs it; returns its loss (on the device: reading it waits for the
-    // step to finish).
+    // One step, as training runs it (`with_workers_awake_on`); returns its loss (on the device:
+    // reading it waits for the step to finish).
     let mut step = || -> Result<Tensor<f32>> {
-        let mut run = || -> Result<Tensor<f32>> {
+        lucir_tensor::with_workers_awake_on(&device, || {
             let mut tape = Tape::new();
             let xv = tape.constant(x.clone());
             let (_, out) = net.forward(&mut tape, xv, Mode::Train)?;
@@ -120,11 +119,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             let mut groups = [ParamGroup::named(0.1, 5e-4, net.params_mut())];
             sgd.step(&tape, &mut groups)?;
             Ok(tape.value(loss).clone())
-        };
-        match on_cpu {
-            true => lucir_tensor::with_workers_awake(run),
-            false => run(),
-        }
+        })
     };
     for _ in 0..3 {
         step()?.item()?;

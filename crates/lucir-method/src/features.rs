@@ -3,7 +3,7 @@
 use lucir_autograd::Tape;
 use lucir_data::Loader;
 use lucir_nn::{Mode, Module, ResNet};
-use lucir_tensor::{l2_normalize_rows, Device, Tensor};
+use lucir_tensor::{l2_normalize_rows, with_workers_awake_on, Tensor};
 
 use crate::{Network, Result};
 
@@ -41,16 +41,6 @@ impl Features {
     }
 }
 
-/// `f`, on a CPU run with the pool's workers kept awake through it
-/// ([`lucir_tensor::with_workers_awake`]: a forward or a training step is a few hundred short
-/// parallel regions); on a device, `f` as it is.
-pub(crate) fn on_workers<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
-    match device {
-        Device::Cpu => lucir_tensor::with_workers_awake(f),
-        _ => f(),
-    }
-}
-
 /// Backbone features of every sample of `loader`, in evaluation mode.
 pub fn backbone_features(backbone: &mut ResNet<f32>, loader: &Loader) -> Result<Features> {
     let device = backbone.device();
@@ -60,13 +50,14 @@ pub fn backbone_features(backbone: &mut ResNet<f32>, loader: &Loader) -> Result<
     };
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let features = on_workers(&device, || -> Result<Vec<f32>> {
+        // A forward pass is a few hundred short parallel regions: see `with_workers_awake`.
+        with_workers_awake_on(&device, || -> Result<()> {
             let mut tape = Tape::no_grad();
             let x = tape.constant(batch.images.into_device(&device)?);
             let f = backbone.forward(&mut tape, x, Mode::Eval)?;
-            Ok(tape.value(f).host()?.as_slice().to_vec())
+            out.data.extend_from_slice(tape.value(f).host()?.as_slice());
+            Ok(())
         })?;
-        out.data.extend_from_slice(&features);
         out.labels.extend(batch.labels);
     }
     Ok(out)
@@ -90,17 +81,18 @@ pub fn features_and_logits(
     };
     for batch in loader.epoch(0) {
         let batch = batch?;
-        let (f, z) = on_workers(&device, || -> Result<(Tensor<f32>, Tensor<f32>)> {
+        with_workers_awake_on(&device, || -> Result<()> {
             let mut tape = Tape::no_grad();
             let x = tape.constant(batch.images.into_device(&device)?);
             let (f, out) = net.forward(&mut tape, x, Mode::Eval)?;
-            Ok((
-                tape.value(f).host()?.into_owned(),
-                tape.value(out.logits).host()?.into_owned(),
-            ))
+            feats
+                .data
+                .extend_from_slice(tape.value(f).host()?.as_slice());
+            logits
+                .data
+                .extend_from_slice(tape.value(out.logits).host()?.as_slice());
+            Ok(())
         })?;
-        feats.data.extend_from_slice(f.as_slice());
-        logits.data.extend_from_slice(z.as_slice());
         feats.labels.extend(batch.labels.iter().copied());
         logits.labels.extend(batch.labels);
         progress(feats.labels.len(), loader.len())?;

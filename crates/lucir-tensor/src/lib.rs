@@ -69,7 +69,7 @@ pub use sgd::{sgd_update, sgd_update_many, SgdHyper, SgdTarget};
 pub use softmax::{cross_entropy, cross_entropy_bwd, log_softmax_rows, log_softmax_rows_bwd};
 pub use tensor::Tensor;
 pub use topk::{topk_rows, topk_rows_ref};
-pub use workers::with_workers_awake;
+pub use workers::{with_workers_awake, with_workers_awake_on};
 
 /// Number of chunks a batch reduction is split into: one per rayon thread, at most one per item.
 ///

@@ -13,6 +13,8 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::Device;
+
 /// How long a polling worker goes on without finding work before it stops polling (and falls
 /// back to rayon's own idling): a bound on the core time a long serial stretch can cost.
 const GIVE_UP: Duration = Duration::from_millis(1);
@@ -39,6 +41,16 @@ pub fn with_workers_awake<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         done.store(true, Ordering::Release);
         result
     })
+}
+
+/// `f` on the pool as [`with_workers_awake`] runs it when `device` is the CPU; on a CUDA device
+/// `f` as it is (the host only queues the device's work, and a polling core would be spent for
+/// nothing).
+pub fn with_workers_awake_on<R: Send>(device: &Device, f: impl FnOnce() -> R + Send) -> R {
+    match device {
+        Device::Cpu => with_workers_awake(f),
+        Device::Cuda(_) => f(),
+    }
 }
 
 /// A poller of [`with_workers_awake`]: runs pending jobs until `done`, or until none has come
@@ -85,13 +97,16 @@ mod tests {
     }
 
     /// Called from outside any pool (as a program's main thread does), `f` still runs on a
-    /// worker of the global pool.
+    /// worker of the global pool, also through `with_workers_awake_on` the CPU.
     #[test]
     fn from_outside_the_pool_f_runs_on_a_worker() {
         assert!(rayon::current_thread_index().is_none());
         assert!(with_workers_awake(
             || rayon::current_thread_index().is_some()
         ));
+        assert!(with_workers_awake_on(&Device::Cpu, || {
+            rayon::current_thread_index().is_some()
+        }));
     }
 
     /// A poller stops on its own after [`GIVE_UP`] without work, even though `done` is never

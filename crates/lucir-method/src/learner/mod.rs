@@ -475,7 +475,8 @@ impl IncrementalLearner {
         };
         let images = images.into_device(&self.device)?;
         let (net, prev) = (&mut self.net, self.prev.as_mut());
-        crate::features::on_workers(&self.device, || {
+        // A step is a few hundred short parallel regions: see `with_workers_awake`.
+        lucir_tensor::with_workers_awake_on(&self.device, || {
             step.run_deferred(net, prev, images, labels, lr, sgd)
         })
     }
