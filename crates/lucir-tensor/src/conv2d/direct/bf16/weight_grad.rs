@@ -233,22 +233,30 @@ mod avx512 {
         });
         let dyt = wg.dyt.get().as_ptr().cast::<i32>().wrapping_add(16 * v);
         let xb = wg.xb.get().as_ptr().cast::<i16>();
-        for j in 0..wg.grid.h * wg.row_pairs {
-            let d: [__m512i; M] = std::array::from_fn(|m| {
-                // SAFETY: pair j < H·row_pairs, channels 16·(v + m) + 16 ≤ co16: inside `dyt`.
-                unsafe { _mm512_loadu_epi32(dyt.wrapping_add(j * co16 + 16 * m)) }
-            });
-            let q = j / wg.row_pairs * wp + 2 * (j % wg.row_pairs);
-            for (cc, accc) in acc.iter_mut().enumerate() {
-                let x = xb.wrapping_add((c + cc) * plane + q);
-                for (acct, &off) in accc.iter_mut().zip(&wg.offs) {
-                    // SAFETY: elements q + off and q + off + 1 of plane c + cc, inside it
-                    // (`add_image` checks the reach).
-                    let xv = _mm512_set1_epi32(unsafe {
-                        x.wrapping_add(off).cast::<i32>().read_unaligned()
-                    });
-                    for m in 0..M {
-                        acct[m] = dot2(acct[m], d[m], xv);
+        // Pair j = r·row_pairs + k (row r, columns 2k and 2k + 1), in order of j; its first
+        // position on the planes is q = r·wp + 2k. Two loops: a division of j per pair cost
+        // about as much as its products.
+        let offs = &wg.offs;
+        for r in 0..wg.grid.h {
+            for k in 0..wg.row_pairs {
+                let j = r * wg.row_pairs + k;
+                let d: [__m512i; M] = std::array::from_fn(|m| {
+                    // SAFETY: pair j < H·row_pairs, channels 16·(v + m) + 16 ≤ co16: inside
+                    // `dyt`.
+                    unsafe { _mm512_loadu_epi32(dyt.wrapping_add(j * co16 + 16 * m)) }
+                });
+                let q = r * wp + 2 * k;
+                for (cc, accc) in acc.iter_mut().enumerate() {
+                    let x = xb.wrapping_add((c + cc) * plane + q);
+                    for (acct, &off) in accc.iter_mut().zip(offs) {
+                        // SAFETY: elements q + off and q + off + 1 of plane c + cc, inside it
+                        // (`add_image` checks the reach).
+                        let xv = _mm512_set1_epi32(unsafe {
+                            x.wrapping_add(off).cast::<i32>().read_unaligned()
+                        });
+                        for m in 0..M {
+                            acct[m] = dot2(acct[m], d[m], xv);
+                        }
                     }
                 }
             }
