@@ -45,7 +45,12 @@ impl<'a> PairWeightGrad<'a> {
         Self {
             cpu,
             grid,
-            offs: grid.taps3x3().offs.try_into().expect("nine taps"),
+            offs: {
+                let taps = grid.taps3x3();
+                // `wg_tile` reads the taps as rows and columns from the first.
+                assert!(taps.is_3x3_same(grid.wp), "bf16 weight gradient: 3×3 taps");
+                taps.offs.try_into().expect("nine taps")
+            },
             ci,
             co,
             co16,
@@ -234,9 +239,12 @@ mod avx512 {
         let dyt = wg.dyt.get().as_ptr().cast::<i32>().wrapping_add(16 * v);
         let xb = wg.xb.get().as_ptr().cast::<i16>();
         // Pair j = r·row_pairs + k (row r, columns 2k and 2k + 1), in order of j; its first
-        // position on the planes is q = r·wp + 2k. Two loops: a division of j per pair cost
-        // about as much as its products.
-        let offs = &wg.offs;
+        // position on the planes is q = r·wp + 2k, and tap (ky, kx) reads at q + offs[0] +
+        // ky·wp + kx (`Taps::same3x3`, checked by `new`). Both as address arithmetic on one
+        // pointer per input channel: a division of j per pair, or the eighteen tap pointers of
+        // two channels (more than the registers, so reloaded from the stack every pair), cost
+        // about as much as the products.
+        let off0 = wg.offs[0];
         for r in 0..wg.grid.h {
             for k in 0..wg.row_pairs {
                 let j = r * wg.row_pairs + k;
@@ -247,15 +255,19 @@ mod avx512 {
                 });
                 let q = r * wp + 2 * k;
                 for (cc, accc) in acc.iter_mut().enumerate() {
-                    let x = xb.wrapping_add((c + cc) * plane + q);
-                    for (acct, &off) in accc.iter_mut().zip(offs) {
-                        // SAFETY: elements q + off and q + off + 1 of plane c + cc, inside it
-                        // (`add_image` checks the reach).
-                        let xv = _mm512_set1_epi32(unsafe {
-                            x.wrapping_add(off).cast::<i32>().read_unaligned()
-                        });
-                        for m in 0..M {
-                            acct[m] = dot2(acct[m], d[m], xv);
+                    let x = xb.wrapping_add((c + cc) * plane + q + off0);
+                    for ky in 0..3 {
+                        let row = x.wrapping_add(ky * wp);
+                        for kx in 0..3 {
+                            // SAFETY: elements q + off and q + off + 1 of plane c + cc (off
+                            // the tap's offset), inside it (`add_image` checks the reach).
+                            let xv = _mm512_set1_epi32(unsafe {
+                                row.wrapping_add(kx).cast::<i32>().read_unaligned()
+                            });
+                            for m in 0..M {
+                                let a = &mut accc[ky * 3 + kx][m];
+                                *a = dot2(*a, d[m], xv);
+                            }
                         }
                     }
                 }
