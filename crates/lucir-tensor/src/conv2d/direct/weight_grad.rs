@@ -275,15 +275,18 @@ mod avx512 {
         let co16 = wg.co16;
         let acc_ptr = wg.acc.get_mut().as_mut_ptr();
         let at = |cc: usize, t: usize, m: usize| ((c + cc) * T + t) * co16 + 16 * (v + m);
-        let mut acc: [[[__m512; M]; T]; C] = std::array::from_fn(|cc| {
-            std::array::from_fn(|t| {
-                // SAFETY: entries (c + cc, t) < (Ci, T) and channels 16·(v + m) + 16 ≤ co16:
-                // inside `acc` (Ci·T·co16 floats).
-                std::array::from_fn(|m| unsafe {
-                    _mm512_loadu_ps(acc_ptr.wrapping_add(at(cc, t, m)))
-                })
-            })
-        });
+        // Loaded in plain loops: through nested `from_fn` closures the sums took a trip
+        // through the stack (a call per tile).
+        let mut acc = [[[_mm512_setzero_ps(); M]; T]; C];
+        for (cc, accc) in acc.iter_mut().enumerate() {
+            for (t, acct) in accc.iter_mut().enumerate() {
+                for (m, a) in acct.iter_mut().enumerate() {
+                    // SAFETY: entries (c + cc, t) < (Ci, T) and channels 16·(v + m) + 16 ≤
+                    // co16: inside `acc` (Ci·T·co16 floats).
+                    *a = unsafe { _mm512_loadu_ps(acc_ptr.wrapping_add(at(cc, t, m))) };
+                }
+            }
+        }
         let dyt = wg.dyt.get().as_ptr().wrapping_add(16 * v);
         let load = |p: usize, m: usize| {
             // SAFETY: called for positions p < H·W; channels 16·(v + m) + 16 ≤ co16: inside

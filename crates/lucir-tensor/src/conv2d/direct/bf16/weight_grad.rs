@@ -227,15 +227,18 @@ mod avx512 {
         let (co16, plane, wp) = (wg.co16, wg.grid.plane, wg.grid.wp);
         let acc_ptr = wg.acc.get_mut().as_mut_ptr();
         let at = |cc: usize, t: usize, m: usize| ((c + cc) * 9 + t) * co16 + 16 * (v + m);
-        let mut acc: [[[__m512; M]; 9]; C] = std::array::from_fn(|cc| {
-            std::array::from_fn(|t| {
-                // SAFETY: entries (c + cc, t) < (Ci, 9) and channels 16·(v + m) + 16 ≤ co16:
-                // inside `acc` (Ci·9·co16 floats).
-                std::array::from_fn(|m| unsafe {
-                    _mm512_loadu_ps(acc_ptr.wrapping_add(at(cc, t, m)))
-                })
-            })
-        });
+        // Loaded in plain loops: through nested `from_fn` closures the sums took a trip
+        // through the stack (a call per tile).
+        let mut acc = [[[_mm512_setzero_ps(); M]; 9]; C];
+        for (cc, accc) in acc.iter_mut().enumerate() {
+            for (t, acct) in accc.iter_mut().enumerate() {
+                for (m, a) in acct.iter_mut().enumerate() {
+                    // SAFETY: entries (c + cc, t) < (Ci, 9) and channels 16·(v + m) + 16 ≤
+                    // co16: inside `acc` (Ci·9·co16 floats).
+                    *a = unsafe { _mm512_loadu_ps(acc_ptr.wrapping_add(at(cc, t, m))) };
+                }
+            }
+        }
         let dyt = wg.dyt.get().as_ptr().cast::<i32>().wrapping_add(16 * v);
         let xb = wg.xb.get().as_ptr().cast::<i16>();
         // Pair j = r·row_pairs + k (row r, columns 2k and 2k + 1), in order of j; its first
