@@ -21,10 +21,11 @@
 
 use std::mem::MaybeUninit;
 
+use half::bf16;
+
 use super::super::InputGrad;
 use super::{checked_bwd, forward_images, Ahead, AlignedPlanes, Grid, Map, NB, V};
 use crate::Avx512Bf16;
-use half::bf16;
 
 mod rows;
 mod weight_grad;

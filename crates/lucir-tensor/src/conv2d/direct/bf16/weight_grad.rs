@@ -20,7 +20,9 @@ use crate::Avx512Bf16;
 pub(super) struct PairWeightGrad<'a> {
     cpu: Avx512Bf16,
     grid: &'a Grid,
-    offs: [usize; 9],
+    /// Where tap (0, 0) of a pair reads, counted from the pair's first position on the planes:
+    /// the taps are `Grid::taps3x3`'s, tap (ky, kx) at `first_tap + ky·wp + kx`.
+    first_tap: usize,
     ci: usize,
     co: usize,
     /// Co rounded up to a multiple of 16.
@@ -45,11 +47,11 @@ impl<'a> PairWeightGrad<'a> {
         Self {
             cpu,
             grid,
-            offs: {
+            first_tap: {
                 let taps = grid.taps3x3();
                 // `wg_tile` reads the taps as rows and columns from the first.
                 assert!(taps.is_3x3_same(grid.wp), "bf16 weight gradient: 3×3 taps");
-                taps.offs.try_into().expect("nine taps")
+                taps.offs[0]
             },
             ci,
             co,
@@ -71,8 +73,8 @@ impl<'a> PairWeightGrad<'a> {
         assert!(x.len() == self.ci * hw && dy.len() == self.co * hw);
         assert!(map.is_none_or(|m| m.scale.len() >= self.ci && m.shift.len() >= self.ci));
         // The furthest 16-bit element a pair's tap reads, plus one: the last row's last pair's
-        // second input.
-        let reach = (g.h.max(1) - 1) * g.wp + 2 * self.row_pairs + self.offs[8];
+        // second input under tap (2, 2).
+        let reach = (g.h.max(1) - 1) * g.wp + 2 * self.row_pairs + self.first_tap + 2 * g.wp + 2;
         assert!(
             reach <= g.plane,
             "bf16 weight gradient: taps past the plane"
@@ -242,12 +244,12 @@ mod avx512 {
         let dyt = wg.dyt.get().as_ptr().cast::<i32>().wrapping_add(16 * v);
         let xb = wg.xb.get().as_ptr().cast::<i16>();
         // Pair j = r·row_pairs + k (row r, columns 2k and 2k + 1), in order of j; its first
-        // position on the planes is q = r·wp + 2k, and tap (ky, kx) reads at q + offs[0] +
-        // ky·wp + kx (`Taps::same3x3`, checked by `new`). Both as address arithmetic on one
-        // pointer per input channel: a division of j per pair, or the eighteen tap pointers of
-        // two channels (more than the registers, so reloaded from the stack every pair), cost
-        // about as much as the products.
-        let off0 = wg.offs[0];
+        // position on the planes is q = r·wp + 2k, and tap (ky, kx) reads at q + first_tap +
+        // ky·wp + kx. Both as address arithmetic on one pointer per input channel: a division
+        // of j per pair, or the eighteen tap pointers of two channels (more than the
+        // registers, so reloaded from the stack every pair), cost about as much as the
+        // products.
+        let first_tap = wg.first_tap;
         for r in 0..wg.grid.h {
             for k in 0..wg.row_pairs {
                 let j = r * wg.row_pairs + k;
@@ -258,12 +260,12 @@ mod avx512 {
                 });
                 let q = r * wp + 2 * k;
                 for (cc, accc) in acc.iter_mut().enumerate() {
-                    let x = xb.wrapping_add((c + cc) * plane + q + off0);
+                    let x = xb.wrapping_add((c + cc) * plane + q + first_tap);
                     for ky in 0..3 {
                         let row = x.wrapping_add(ky * wp);
                         for kx in 0..3 {
-                            // SAFETY: elements q + off and q + off + 1 of plane c + cc (off
-                            // the tap's offset), inside it (`add_image` checks the reach).
+                            // SAFETY: the tap's two elements for the pair, inside plane
+                            // c + cc (`add_image` checks the reach).
                             let xv = _mm512_set1_epi32(unsafe {
                                 row.wrapping_add(kx).cast::<i32>().read_unaligned()
                             });
